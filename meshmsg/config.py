@@ -1,0 +1,226 @@
+"""Every limit and interval of meshmsg, in one frozen configuration.
+
+Each value is declared with :func:`limit`, which records its unit and the reason for its value.
+``docs/protocol.md`` carries the same table, and ``tests/test_config.py`` checks that no field
+lacks a unit or a reason. Sections group the values by the layer that enforces them; a
+:class:`NodeConfig` holds one of each. Change a value with :meth:`NodeConfig.replace` or by
+building a section with keyword arguments; nothing else in the code base holds a bare number
+that bounds remote input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from meshmsg.errors import ConfigError
+
+PROTOCOL_NAME: Final = "meshmsg"
+PROTOCOL_VERSION: Final = 1
+# The Noise prologue binds protocol name and version: a peer speaking another version fails the
+# handshake instead of misreading our records (Noise spec §6).
+PROLOGUE: Final = b"meshmsg/1"
+
+
+def limit(default: Any, unit: str, why: str) -> Any:  # noqa: ANN401 - dataclass field factory
+    """Declare a configuration value with its unit and the reason for its default."""
+    return field(default=default, metadata={"unit": unit, "why": why})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WireLimits:
+    """Bounds on the byte format (framing and the strict CBOR codec)."""
+
+    max_frame_bytes: int = limit(
+        65_535, "bytes", "2-byte length prefix; also the Noise message limit (spec §3)"
+    )
+    max_plaintext_bytes: int = limit(
+        65_519,
+        "bytes",
+        "65,535 minus the 16-byte AEAD tag; noiseprotocol 0.3.1 checks plaintext against 65,535 "
+        "and desynchronises its nonce on larger input (issue #44)",
+    )
+    max_handshake_payload_bytes: int = limit(
+        1_024, "bytes", "handshake payloads carry only a small hello; the library checks none"
+    )
+    max_records_per_frame: int = limit(
+        256, "records", "bounds per-frame work; 256 small records fill a 64 KiB frame anyway"
+    )
+    max_cbor_depth: int = limit(16, "levels", "our records nest at most 4 deep; cbor2 default is 400")
+    max_container_items: int = limit(
+        1_024, "items", "largest list we send (ids in a sync batch) stays below this"
+    )
+    max_string_bytes: int = limit(
+        65_519, "bytes", "a byte or text string cannot be larger than one frame's plaintext"
+    )
+    max_receive_buffer_bytes: int = limit(
+        131_072, "bytes", "two maximal frames: a peer cannot make us buffer more per link"
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkConfig:
+    """Timers and limits of one Noise link."""
+
+    handshake_timeout_s: float = limit(
+        10.0, "s", "a half-open handshake holds memory; WireGuard retries after 5 s, Briar 20 s"
+    )
+    idle_timeout_s: float = limit(
+        60.0, "s", "a peer silent for this long (no frame, not even a keepalive) is gone"
+    )
+    keepalive_interval_s: float = limit(
+        15.0, "s", "a quarter of the idle timeout, so three keepalives may be lost"
+    )
+    rekey_interval_s: float = limit(
+        600.0, "s", "design decision: rekey at least every 10 minutes of session time"
+    )
+    rekey_after_frames: int = limit(
+        1 << 20, "frames", "design decision: rekey at least every 2^20 frames per direction"
+    )
+    hard_limit_factor: int = limit(
+        2, "x", "a peer that never rekeys is cut off at twice the limits (WireGuard's reject-after)"
+    )
+    max_batch_bytes: int = limit(
+        65_519, "bytes", "records are joined into one frame up to one maximal plaintext"
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageLimits:
+    """Limits on end-to-end messages and envelopes."""
+
+    max_body_bytes: int = limit(32_768, "bytes", "Briar's 32 KiB inline limit; larger needs chunks")
+    envelope_size_buckets: tuple[int, ...] = limit(
+        (256, 1_024, 4_096, 16_384, 40_960),
+        "bytes",
+        "padding buckets hide sizes from relays; the largest holds a 32 KiB body plus headers",
+    )
+    period_s: float = limit(86_400.0, "s", "design B+: one key period per day (both profiles)")
+    latency_budget_s: float = limit(
+        86_400.0, "s", "office profile: mail older than a day is not expected to arrive"
+    )
+    clock_skew_s: float = limit(86_400.0, "s", "Briar's MAX_CLOCK_DIFFERENCE: ±24 h tolerated")
+    tag_window: int = limit(
+        64, "counters", "tags precomputed ahead per (contact, period); BTP uses 32"
+    )
+    max_messages_per_period: int = limit(
+        1_000, "messages", "Perrin's hybrid rotation: a period also ends after this many"
+    )
+    default_ttl_s: float = limit(
+        86_400.0, "s", "relays drop envelopes after this; equals the latency budget"
+    )
+    max_ttl_s: float = limit(14 * 86_400.0, "s", "crisis profile budget; longer is refused")
+    max_hops: int = limit(16, "hops", "bounds how far a copy wanders in an epidemic mesh")
+    default_copies: int = limit(
+        6, "copies", "binary Spray-and-Wait L=6, the ONE default used in the reference runs"
+    )
+    max_contacts: int = limit(
+        1_024, "contacts", "bounds the tag table: contacts x periods x window x 16 B"
+    )
+    dedup_entries: int = limit(
+        50_000, "message ids", "remembered to drop duplicates; oldest forgotten first"
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreConfig:
+    """Limits of the relay store (mail carried for others)."""
+
+    max_store_bytes: int = limit(
+        256 * 1024 * 1024, "bytes", "global cap on relay storage (security research §4.6)"
+    )
+    max_store_envelopes: int = limit(
+        200_000, "envelopes", "bounds the in-memory index independent of sizes"
+    )
+    contact_reserved_fraction: float = limit(
+        0.5, "fraction", "half of the space is reserved for mail from or via contacts"
+    )
+    stranger_quota_fraction: float = limit(
+        0.05, "fraction", "one stranger link may fill at most 5 % of the store (Sybil floods)"
+    )
+    strangers_total_fraction: float = limit(
+        0.25, "fraction", "all strangers together get at most a quarter"
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncConfig:
+    """Limits of set reconciliation between two stores."""
+
+    split_fanout: int = limit(16, "ranges", "Negentropy-style branching per round")
+    id_list_threshold: int = limit(
+        32, "ids", "below this many items a range is sent as ids outright"
+    )
+    max_ranges_per_message: int = limit(512, "ranges", "bounds one reconciliation message")
+    max_transfers_per_sync: int = limit(
+        4_096, "envelopes", "bounds the work one meeting can ask of a node"
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetConfig:
+    """Limits of the real network driver (net/)."""
+
+    max_links: int = limit(256, "links", "bounds sockets and memory per node")
+    max_half_open: int = limit(64, "handshakes", "security research §4.6: 64 half-open globally")
+    max_half_open_per_address: int = limit(4, "handshakes", "one host cannot take all slots")
+    send_queue_frames: int = limit(
+        64, "frames", "per-link writer queue; a slow peer fills only its own queue"
+    )
+    dial_attempts_per_s: float = limit(
+        5.0, "dials/s", "security research §4.6: at most 5 connection attempts/s from discovery"
+    )
+    max_discovered_peers: int = limit(1_024, "peers", "zeroconf's cache is capped; ours too")
+    mdns_txt_max_bytes: int = limit(400, "bytes", "TXT over ~9 KB fails silently; stay tiny")
+    mdns_rotate_s: float = limit(
+        3_600.0, "s", "advert instance names rotate so presence is not linkable across hours"
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeConfig:
+    """All configuration of one node. Frozen: build a new one to change a value."""
+
+    wire: WireLimits = field(default_factory=WireLimits)
+    link: LinkConfig = field(default_factory=LinkConfig)
+    message: MessageLimits = field(default_factory=MessageLimits)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    net: NetConfig = field(default_factory=NetConfig)
+    site_key: bytes | None = limit(
+        None, "32 bytes", "optional pre-shared key: Noise XXpsk0 so outsiders learn no identity"
+    )
+
+    def __post_init__(self) -> None:
+        if self.site_key is not None and len(self.site_key) != 32:
+            raise ConfigError("site_key must be exactly 32 bytes")
+        if self.wire.max_plaintext_bytes > self.wire.max_frame_bytes - 16:
+            raise ConfigError("max_plaintext_bytes must leave room for the 16-byte AEAD tag")
+
+    @classmethod
+    def office(cls) -> NodeConfig:
+        """Profile for a LAN in a building: period 1 day, latency budget 1 day."""
+        return cls()
+
+    @classmethod
+    def crisis(cls) -> NodeConfig:
+        """Profile for a field team with no infrastructure: period 1 day, budget 14 days."""
+        message = MessageLimits(latency_budget_s=14 * 86_400.0, default_ttl_s=14 * 86_400.0)
+        return cls(message=message)
+
+    def replace(self, **changes: object) -> NodeConfig:
+        """Return a copy with top-level fields replaced (sections are replaced whole)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def describe(config: object) -> list[tuple[str, object, str, str]]:
+    """Flatten a config into (dotted name, value, unit, reason) rows, for docs and tests."""
+    rows: list[tuple[str, object, str, str]] = []
+    for f in dataclasses.fields(config):  # type: ignore[arg-type]
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            rows.extend((f"{f.name}.{n}", v, u, w) for n, v, u, w in describe(value))
+        else:
+            rows.append((f.name, value, f.metadata.get("unit", ""), f.metadata.get("why", "")))
+    return rows

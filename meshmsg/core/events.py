@@ -1,0 +1,129 @@
+"""Events: facts the core reports to the application and to measuring drivers (past tense).
+
+Drained with ``Node.next_event()``. The messenger UI shows them; the simulator turns the envelope
+events into the ONE's statistics (created, relayed, delivered, dropped, hop counts).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from meshmsg.core.effects import LinkId
+from meshmsg.errors import CloseReason
+
+
+class MessageStatus(enum.IntEnum):
+    """A sent message's timeline steps, in order of progress."""
+
+    QUEUED = 0  # sealed and in our outbox
+    RELAYED = 1  # a copy was taken into custody by another node (hop by hop)
+    DELIVERED = 2  # the recipient's delivered receipt came back
+    READ = 3  # the recipient's read receipt came back
+    EXPIRED = 4  # the TTL ran out with no delivered receipt
+
+
+class DropReason(enum.IntEnum):
+    """Why a node let go of an envelope copy."""
+
+    EXPIRED = 0  # TTL passed
+    EVICTED = 1  # store full: evicted by the documented eviction order
+    PURGED = 2  # a delivered receipt's token showed it arrived
+    DELIVERED = 3  # we are the recipient and consumed it
+    HANDED_OVER = 4  # the last copy was handed on (single-copy routing)
+    REFUSED = 5  # refused at arrival: quota, hop limit or duplicate
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerConnected:
+    link: LinkId
+    peer_id: bytes
+    is_contact: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkClosed:
+    link: LinkId
+    reason: CloseReason
+    peer_id: bytes | None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContactPaired:
+    """The first direct session with this contact created the pairwise root key."""
+
+    peer_id: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContactHealed:
+    """A direct meeting mixed a fresh key exchange into the pairwise keys."""
+
+    peer_id: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageQueued:
+    """``send_message`` sealed a message; ``envelope_id`` is what relays will see."""
+
+    message_id: bytes
+    peer_id: bytes
+    envelope_id: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageReceived:
+    message_id: bytes
+    peer_id: bytes
+    sent_at: float
+    received_at: float
+    body: str
+    hops: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageStatusChanged:
+    message_id: bytes
+    peer_id: bytes
+    status: MessageStatus
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UndecryptableMessage:
+    """Mail from a contact arrived after its keys were deleted: shown, never silently lost."""
+
+    peer_id: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvelopeAccepted:
+    """We took custody of an envelope copy from a peer (a completed transfer)."""
+
+    envelope_id: bytes
+    link: LinkId
+    hops: int
+    copies: int
+    for_us: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvelopeDropped:
+    envelope_id: bytes
+    reason: DropReason
+
+
+Event = (
+    PeerConnected
+    | LinkClosed
+    | ContactPaired
+    | ContactHealed
+    | MessageQueued
+    | MessageReceived
+    | MessageStatusChanged
+    | UndecryptableMessage
+    | EnvelopeAccepted
+    | EnvelopeDropped
+)

@@ -22,6 +22,17 @@ PROTOCOL_VERSION: Final = 1
 # handshake instead of misreading our records (Noise spec §6).
 PROLOGUE: Final = b"meshmsg/1"
 
+# Contact code format (docs/protocol/identity.md). Part of the format: a change needs a new code
+# version, so these are constants rather than configuration.
+CONTACT_NAME_MAX_BYTES: Final = 64  # a display name, not a profile; keeps the QR code small
+CONTACT_MAX_HINTS: Final = 4  # a few addresses (LAN, VPN, public); discovery finds the rest
+CONTACT_HINT_MAX_BYTES: Final = 64  # "host:port": a bracketed IPv6 with port is at most 47
+# Keystore file format. KDF parameters are read from the file, so they are bounded: a damaged or
+# hostile file cannot make us allocate more than libsodium's SENSITIVE profile (4 passes, 1 GiB).
+KEYSTORE_MAX_OPS_LIMIT: Final = 4  # nacl.pwhash.argon2id.OPSLIMIT_SENSITIVE
+KEYSTORE_MAX_MEM_LIMIT: Final = 1 << 30  # nacl.pwhash.argon2id.MEMLIMIT_SENSITIVE, bytes
+KEYSTORE_MAX_FILE_BYTES: Final = 65_536  # an identity is 97 bytes; room for more secrets later
+
 
 def limit(default: Any, unit: str, why: str) -> Any:  # noqa: ANN401 - dataclass field factory
     """Declare a configuration value with its unit and the reason for its default."""

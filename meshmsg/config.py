@@ -170,6 +170,35 @@ class SyncConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RoutingConfig:
+    """Which store-and-forward policy a node runs, and its parameters (ONE names in brackets)."""
+
+    policy: str = limit(
+        "spray-and-wait",
+        "name",
+        "direct | epidemic | spray-and-wait | prophet; binary Spray-and-Wait bounds relay storage "
+        "by its copy budget (docs/routing.md has the simulator evidence)",
+    )
+    copies: int = limit(6, "copies", "Spray-and-Wait L [nrofCopies]; the ONE reference runs use 6")
+    binary: bool = limit(True, "flag", "binary spraying halves copies [binaryMode]; optimal (SIGCOMM'05)")
+    prophet_p_init: float = limit(0.75, "probability", "PRoPHET P_init, the ONE's hard-coded default")
+    prophet_beta: float = limit(0.25, "factor", "PRoPHET transitivity scaling beta (ONE default)")
+    prophet_gamma: float = limit(0.98, "factor per unit", "PRoPHET aging gamma (ONE default)")
+    prophet_time_unit_s: float = limit(
+        30.0, "s", "seconds per PRoPHET aging unit [secondsInTimeUnit], as in the ONE runs"
+    )
+    max_route_entries: int = limit(
+        1_024, "entries", "bounds the predictability table a peer may send and we keep"
+    )
+    drop_after_delivery: bool = limit(
+        True,
+        "flag",
+        "a carrier drops its copy once the recipient took custody; the ONE keeps it "
+        "(ActiveRouter deleteDelivered=false), so ONE-mode scenarios turn this off",
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NetConfig:
     """Limits of the real network driver (net/)."""
 
@@ -190,6 +219,24 @@ class NetConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StorageConfig:
+    """The node's database on disk (net/storage.py)."""
+
+    busy_timeout_s: float = limit(
+        5.0,
+        "s",
+        "one writer thread; only a backup or a CLI reader can hold the lock, and briefly: "
+        "longer means something is stuck, so fail with StorageError and let the driver retry",
+    )
+    checkpoint_interval_s: float = limit(
+        60.0,
+        "s",
+        "deleted or replaced rows (old key state) are zeroed in the database file but their "
+        "sealed bytes stay in the WAL until a TRUNCATE checkpoint; bounds that window",
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NodeConfig:
     """All configuration of one node. Frozen: build a new one to change a value."""
 
@@ -199,6 +246,8 @@ class NodeConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     net: NetConfig = field(default_factory=NetConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     site_key: bytes | None = limit(
         None, "32 bytes", "optional pre-shared key: Noise XXpsk0 so outsiders learn no identity"
     )

@@ -1,0 +1,226 @@
+"""The relay store: envelopes this node carries, for itself and for others, bounded.
+
+Theory of operation
+-------------------
+Every envelope a node holds — its own outgoing mail and mail it carries for others — is a
+:class:`StoreItem` in one :class:`RelayStore`. Relays cannot read envelopes, so the store knows
+only what the outside shows (id, tag, size, expiry) and the routing state that travels beside the
+envelope (copies, hops, route hint), plus where the item came from (its *tier*).
+
+Bounds (all from :class:`~meshmsg.config.StoreConfig`):
+
+* a global cap in bytes and in items;
+* strangers (peers that are not our contacts) together may fill at most
+  ``strangers_total_fraction`` of the byte cap, and one stranger at most
+  ``stranger_quota_fraction``: a Sybil flood from fresh identities fills only that slice;
+* unverified contacts together may fill at most ``1 - contact_reserved_fraction``, so half of the
+  space stays for verified contacts and our own mail;
+* an item past its expiry is dropped by :meth:`expire`.
+
+Eviction order when an arriving item does not fit (documented in docs/protocol.md):
+
+1. an item of a *lower* tier than the newcomer, oldest received first (strangers before
+   unverified contacts before verified contacts); our own mail is never evicted for others;
+2. otherwise the newcomer is refused.
+
+In ONE mode (for comparison with the ONE simulator) tiers and quotas are off and the store drops
+the oldest received item, whatever it is, until the newcomer fits — the ONE's drop-oldest buffer.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from meshmsg.config import StoreConfig
+
+
+class Tier(enum.IntEnum):
+    """Where an item came from; a lower value is better protected."""
+
+    OWN = 0  # mail we wrote
+    VERIFIED = 1  # received from a verified contact
+    CONTACT = 2  # received from an unverified contact
+    STRANGER = 3  # received from a peer that is not our contact
+
+
+@dataclass(slots=True, kw_only=True)
+class StoreItem:
+    """One envelope copy and its routing state. ``copies`` and ``hops`` change as it travels."""
+
+    envelope_id: bytes
+    envelope: bytes
+    tag: bytes
+    expiry_at: float
+    copies: int
+    hops: int
+    tier: Tier
+    source: bytes | None  # peer id of the neighbour it came from (None for our own)
+    received_at: float
+    route_hint: bytes | None = None
+    seq: int = field(default=0)  # arrival order: deterministic oldest-first eviction
+
+    @property
+    def size(self) -> int:
+        return len(self.envelope)
+
+
+class Admission(enum.Enum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    EXPIRED = "expired"
+    OVER_QUOTA = "over quota"
+    TOO_LARGE = "too large"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdmitResult:
+    admission: Admission
+    evicted: tuple[bytes, ...] = ()
+
+
+class RelayStore:
+    """Bounded envelope store with trust-tier quotas. See the module docstring."""
+
+    def __init__(self, config: StoreConfig, *, one_mode: bool = False) -> None:
+        self._config = config
+        self._one_mode = one_mode
+        self._items: dict[bytes, StoreItem] = {}  # insertion order = arrival order
+        self._by_tier: dict[Tier, dict[bytes, StoreItem]] = {tier: {} for tier in Tier}
+        self._bytes_by_tier = dict.fromkeys(Tier, 0)
+        self._bytes_by_source: dict[bytes, int] = {}
+        self._expiries: list[tuple[float, int, bytes]] = []  # lazy heap
+        self._next_seq = 0
+
+    # ------------------------------------------------------------------ queries
+
+    def __contains__(self, envelope_id: object) -> bool:
+        return envelope_id in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, envelope_id: bytes) -> StoreItem | None:
+        return self._items.get(envelope_id)
+
+    def items(self) -> Iterator[StoreItem]:
+        """Items in arrival order (oldest first)."""
+        return iter(list(self._items.values()))
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self._bytes_by_tier.values())
+
+    def bytes_in(self, tier: Tier) -> int:
+        return self._bytes_by_tier[tier]
+
+    def next_expiry(self) -> float | None:
+        while self._expiries and self._expiries[0][2] not in self._items:
+            heapq.heappop(self._expiries)
+        return self._expiries[0][0] if self._expiries else None
+
+    # ---------------------------------------------------------------- mutation
+
+    def admit(self, item: StoreItem, now: float) -> AdmitResult:
+        """Take ``item`` if it fits the bounds, evicting lower tiers if needed."""
+        if item.envelope_id in self._items:
+            return AdmitResult(admission=Admission.DUPLICATE)
+        if item.expiry_at <= now:
+            return AdmitResult(admission=Admission.EXPIRED)
+        if item.size > self._config.max_store_bytes:
+            return AdmitResult(admission=Admission.TOO_LARGE)
+        if not self._one_mode and not self._within_quota(item):
+            return AdmitResult(admission=Admission.OVER_QUOTA)
+        victims = self._choose_victims(item)
+        if victims is None:
+            return AdmitResult(admission=Admission.OVER_QUOTA)
+        for victim in victims:
+            self.remove(victim)  # chosen before any removal, so iteration was not disturbed
+        self._insert(item)
+        return AdmitResult(admission=Admission.ACCEPTED, evicted=tuple(victims))
+
+    def restore(self, item: StoreItem) -> None:
+        """Re-insert a persisted item after a restart, without quota checks (it fitted before)."""
+        if item.envelope_id not in self._items:
+            self._insert(item)
+
+    def remove(self, envelope_id: bytes) -> StoreItem | None:
+        item = self._items.pop(envelope_id, None)
+        if item is None:
+            return None
+        self._bytes_by_tier[item.tier] -= item.size
+        del self._by_tier[item.tier][envelope_id]
+        if item.source is not None:
+            left = self._bytes_by_source[item.source] - item.size
+            if left:
+                self._bytes_by_source[item.source] = left
+            else:
+                del self._bytes_by_source[item.source]
+        return item
+
+    def expire(self, now: float) -> list[bytes]:
+        """Drop every item whose expiry has passed; return their ids."""
+        gone: list[bytes] = []
+        while self._expiries and self._expiries[0][0] <= now:
+            _, _, envelope_id = heapq.heappop(self._expiries)
+            if self.remove(envelope_id) is not None:
+                gone.append(envelope_id)
+        return gone
+
+    # ----------------------------------------------------------------- helpers
+
+    def _insert(self, item: StoreItem) -> None:
+        item.seq = self._next_seq
+        self._next_seq += 1
+        self._items[item.envelope_id] = item
+        self._by_tier[item.tier][item.envelope_id] = item
+        self._bytes_by_tier[item.tier] += item.size
+        if item.source is not None:
+            self._bytes_by_source[item.source] = (
+                self._bytes_by_source.get(item.source, 0) + item.size
+            )
+        heapq.heappush(self._expiries, (item.expiry_at, item.seq, item.envelope_id))
+
+    def _within_quota(self, item: StoreItem) -> bool:
+        cap = self._config.max_store_bytes
+        if item.tier is Tier.STRANGER:
+            stranger_total = self._bytes_by_tier[Tier.STRANGER] + item.size
+            if stranger_total > cap * self._config.strangers_total_fraction:
+                return False
+            from_source = self._bytes_by_source.get(item.source or b"", 0) + item.size
+            return from_source <= cap * self._config.stranger_quota_fraction
+        if item.tier is Tier.CONTACT:
+            share = 1.0 - self._config.contact_reserved_fraction
+            return self._bytes_by_tier[Tier.CONTACT] + item.size <= cap * share
+        return True
+
+    def _choose_victims(self, item: StoreItem) -> list[bytes] | None:
+        """Ids to evict so ``item`` fits, or None if it cannot fit without breaking the order."""
+        need_bytes = self.total_bytes + item.size - self._config.max_store_bytes
+        need_items = len(self._items) + 1 - self._config.max_store_envelopes
+        victims: list[bytes] = []
+        for candidate in self._eviction_candidates(item.tier):
+            if need_bytes <= 0 and need_items <= 0:
+                break
+            victims.append(candidate.envelope_id)
+            need_bytes -= candidate.size
+            need_items -= 1
+        if need_bytes > 0 or need_items > 0:
+            return None
+        return victims
+
+    def _eviction_candidates(self, newcomer: Tier) -> Iterator[StoreItem]:
+        """Candidates in eviction order: worst tier first, oldest first within a tier."""
+        if self._one_mode:
+            yield from self._items.values()
+            return
+        for tier in (Tier.STRANGER, Tier.CONTACT, Tier.VERIFIED):
+            if _may_evict(tier, newcomer):
+                yield from self._by_tier[tier].values()
+
+
+def _may_evict(victim: Tier, newcomer: Tier) -> bool:
+    """Only a strictly worse-protected tier makes room; own mail is never evicted for others."""
+    return victim is not Tier.OWN and victim > newcomer

@@ -216,6 +216,27 @@ class NetConfig:
     mdns_rotate_s: float = limit(
         3_600.0, "s", "advert instance names rotate so presence is not linkable across hours"
     )
+    dial_burst: int = limit(
+        5, "dials", "token-bucket depth: a burst of one second's worth of dials, then the rate"
+    )
+    peer_retry_initial_s: float = limit(
+        2.0, "s", "first retry of a peer whose dial failed; doubles after each further failure"
+    )
+    peer_retry_max_s: float = limit(
+        300.0, "s", "backoff ceiling: a peer that is down is still tried every 5 minutes"
+    )
+    mdns_resolve_timeout_s: float = limit(
+        3.0, "s", "zeroconf's get_service_info default; also bounds how long shutdown waits"
+    )
+    mdns_max_resolving: int = limit(
+        16, "lookups", "concurrent resolves (one worker thread each); a name flood is dropped"
+    )
+    mdns_event_queue: int = limit(
+        256, "events", "browser events waiting for the trio side; beyond this they are dropped"
+    )
+    mdns_advert_retry_s: float = limit(
+        30.0, "s", "after a failed registration the advert is retried this much later"
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,157 @@
+"""The seam between the simulator and the protocol core: what a simulated node must offer.
+
+The engine drives every node through :class:`SimulatedNode`, exactly the interface the trio driver
+uses (``meshmsg.core.node.Node``), so a run exercises production code. Nodes are built by a
+:class:`NodeFactory`; the factory also names each node's identity (so the engine can address
+``send_message``) and may pre-pair every node with every other (the reference scenario lets any
+node write to any other). Tests plug in small fakes; :func:`core_node_factory` plugs in the real
+core once ``meshmsg/core/node.py`` exists.
+
+Persistence: each node's committed records live in a :class:`RecordStore` owned by the engine.
+``Persist`` effects are applied to it and acknowledged at once (virtual time); a node restarted
+after a crash is rebuilt from it, which is how crash/restart tests durability.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, cast
+
+from meshmsg.core.effects import Effect, LinkId, Persist, RecordKind
+from meshmsg.core.events import Event
+from meshmsg.errors import ConfigError
+from meshmsg.sim.rng import SeededRng
+
+RecordKey = tuple[RecordKind, bytes]
+
+
+class SimulatedNode(Protocol):
+    """The driver interface of ``meshmsg.core.node.Node`` that the simulator uses.
+
+    Contract: after every input the driver drains ``next_effect()`` and ``next_event()`` and
+    then re-reads ``next_deadline()``.
+    """
+
+    def link_opened(self, link: LinkId, *, initiator: bool, now: float) -> None: ...
+
+    def receive_data(self, link: LinkId, data: bytes, *, now: float) -> None: ...
+
+    def link_lost(self, link: LinkId, *, now: float) -> None: ...
+
+    def handle_timer(self, *, now: float) -> None: ...
+
+    def storage_committed(self, token: int, *, now: float) -> None: ...
+
+    def send_message(
+        self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None
+    ) -> bytes: ...
+
+    def next_effect(self) -> Effect | None: ...
+
+    def next_event(self) -> Event | None: ...
+
+    def next_deadline(self) -> float | None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeSetup:
+    """Everything the scenario says about one node; the factory turns it into a node."""
+
+    address: int
+    name: str
+    buffer_bytes: int
+    ttl_s: float
+    one_mode: bool
+    routing: Mapping[str, object] = field(default_factory=dict)
+    """The scenario's ``[routing]`` table (policy, copies, binary, PRoPHET parameters, ...)."""
+
+
+class NodeFactory(Protocol):
+    """Builds simulated nodes. One factory instance serves one run."""
+
+    def prepare(self, setups: Sequence[NodeSetup], *, seed: int, pre_pair: bool) -> None:
+        """Create identities for all nodes (and pair them all when ``pre_pair``) before t=0."""
+        ...
+
+    def identity(self, address: int) -> bytes:
+        """The peer id ``send_message`` expects for the node at ``address``."""
+        ...
+
+    def build(
+        self,
+        setup: NodeSetup,
+        *,
+        rng: SeededRng,
+        now: float,
+        records: Mapping[RecordKey, bytes],
+    ) -> SimulatedNode:
+        """A node at ``now``; ``records`` is empty at first start, the committed state after."""
+        ...
+
+
+class RecordStore:
+    """Committed records of one node: what survives a crash."""
+
+    __slots__ = ("_records",)
+
+    def __init__(self) -> None:
+        self._records: dict[RecordKey, bytes] = {}
+
+    def apply(self, persist: Persist) -> None:
+        """Apply one atomic commit (deletes, then puts, as one transaction)."""
+        for key in persist.deletes:
+            self._records.pop(key, None)
+        for record in persist.puts:
+            self._records[(record.kind, record.key)] = record.value
+
+    def snapshot(self) -> dict[RecordKey, bytes]:
+        return dict(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+def load_factory(spec: str) -> NodeFactory:
+    """Resolve ``"core"`` or ``"package.module:callable"`` to a fresh factory instance.
+
+    Raises:
+        ConfigError: the module or attribute does not exist, or the core Node is missing.
+    """
+    if spec == "core":
+        return core_node_factory()
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"agent must be 'core' or 'module:callable', got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"agent module {module_name!r} cannot be imported: {exc}") from exc
+    maker = getattr(module, attr, None)
+    if maker is None or not callable(maker):
+        raise ConfigError(f"agent {spec!r}: {attr!r} is not a callable in {module_name}")
+    return cast(NodeFactory, maker())
+
+
+def core_node_factory() -> NodeFactory:
+    """The factory that builds the real protocol core (``meshmsg.core.node.Node``).
+
+    THE SEAM. The adapter lives in :mod:`meshmsg.sim.corehost` (to be written with the Node):
+    it maps a :class:`NodeSetup` onto ``NodeConfig`` (``store.max_store_bytes = buffer_bytes``,
+    ONE-mode store and ``routing.drop_after_delivery = False`` when ``one_mode``), derives a
+    deterministic identity per address from the seed, and pre-pairs with the core's offline
+    pairing call.
+
+    Raises:
+        ConfigError: the core Node or its simulator adapter is not available yet.
+    """
+    try:
+        module = importlib.import_module("meshmsg.sim.corehost")
+    except ImportError as exc:
+        raise ConfigError(
+            "the protocol core's Node is not wired into the simulator yet "
+            "(meshmsg/sim/corehost.py); use a test agent such as "
+            "'tests.sim.fakes:DirectFactory'"
+        ) from exc
+    return cast(NodeFactory, module.CoreFactory())

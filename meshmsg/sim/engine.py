@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -527,7 +528,9 @@ class Engine:
 
     def _arm(self, address: int, gen: int, deadline: float) -> None:
         if self._one:
-            self._wait_update(deadline, _DUE_TIMER, address, gen, None, 1.0)
+            # A router acts once per update instant: "now" means the next instant, as in the ONE.
+            key = deadline if deadline > self.now else math.nextafter(self.now, math.inf)
+            self._wait_update(key, _DUE_TIMER, address, gen, None, 1.0)
         else:
             self._push(max(deadline, self.now), _P_INTERNAL, _TIMER, address, gen, None)
 

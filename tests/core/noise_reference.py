@@ -249,25 +249,39 @@ def derived_key(label: str) -> bytes:
     return hashlib.blake2b(f"meshmsg noise vector {label}".encode(), digest_size=32).digest()
 
 
+def transcript(init: Handshake, resp: Handshake, payloads: list[bytes]) -> list[bytes]:
+    """Send ``payloads`` in the vector order and return the messages. Handshake messages
+    alternate from the initiator on; transport messages keep alternating, except in one-way
+    patterns, where only the initiator sends. Each message is read back by the other side."""
+    one_way = len(init.messages) == 1
+    out = []
+    ciphers: tuple[tuple[Cipher, Cipher], tuple[Cipher, Cipher]] | None = None
+    for n, payload in enumerate(payloads):
+        initiator_sends = one_way or n % 2 == 0
+        if ciphers is None:
+            writer, reader = (init, resp) if initiator_sends else (resp, init)
+            message = writer.write_message(payload)
+            assert reader.read_message(message) == payload
+            if init.finished:
+                ciphers = (init.split(), resp.split())
+        else:
+            (send, _), (_, receive) = ciphers if initiator_sends else ciphers[::-1]
+            message = send.encrypt(b"", payload)
+            assert receive.decrypt(b"", message) == payload
+        out.append(message)
+    return out
+
+
 def make_vector(pattern: str, prologue: bytes, psks: list[bytes]) -> dict[str, Any]:
     """A vector in the cacophony format for a pattern both sides of which have a static key."""
     keys = {name: derived_key(f"{pattern} {name}") for name in ("is", "ie", "rs", "re")}
     init = Handshake(pattern, True, prologue, s=keys["is"], e=keys["ie"], psks=psks)
     resp = Handshake(pattern, False, prologue, s=keys["rs"], e=keys["re"], psks=psks)
-    messages = []
-    ciphers: tuple[tuple[Cipher, Cipher], tuple[Cipher, Cipher]] | None = None
-    for n, payload in enumerate(MESHMSG_PAYLOADS):
-        if ciphers is None:
-            writer, reader = (init, resp) if n % 2 == 0 else (resp, init)
-            ciphertext = writer.write_message(payload)
-            assert reader.read_message(ciphertext) == payload
-            if init.finished:
-                ciphers = (init.split(), resp.split())
-        else:
-            (send, _), (_, receive) = ciphers if n % 2 == 0 else ciphers[::-1]
-            ciphertext = send.encrypt(b"", payload)
-            assert receive.decrypt(b"", ciphertext) == payload
-        messages.append({"payload": payload.hex(), "ciphertext": ciphertext.hex()})
+    ciphertexts = transcript(init, resp, MESHMSG_PAYLOADS)
+    messages = [
+        {"payload": p.hex(), "ciphertext": c.hex()}
+        for p, c in zip(MESHMSG_PAYLOADS, ciphertexts, strict=True)
+    ]
     assert init.h == resp.h
     psk_fields = {"init_psks": [p.hex() for p in psks], "resp_psks": [p.hex() for p in psks]}
     return {

@@ -33,6 +33,7 @@ from meshmsg.core.events import (
     MessageQueued,
     MessageReceived,
 )
+from meshmsg.errors import LocalProtocolError
 from meshmsg.sim.traces import ContactEvent, ContactLogWriter, MessageEvent
 
 DROPPED_REASONS = (DropReason.EXPIRED, DropReason.EVICTED)
@@ -167,6 +168,10 @@ def compute_stats(
     )
 
 
+def _raise_violation(text: str) -> None:
+    raise LocalProtocolError(f"simulation invariant violated: {text}")
+
+
 class Recorder:
     """Observer of one run (implements :class:`meshmsg.sim.engine.Observer`)."""
 
@@ -174,7 +179,6 @@ class Recorder:
         self,
         *,
         sample_interval_s: float,
-        violation: Callable[[str], None],
         contact_log: TextIO | None = None,
         contact_log_interfaces: bool = False,
     ) -> None:
@@ -183,7 +187,7 @@ class Recorder:
         self._by_envelope: dict[bytes, str] = {}
         self._held: dict[tuple[int, bytes], float] = {}  # (node, envelope) -> arrival time
         self._received: dict[str, int] = {}
-        self._violation = violation
+        self._violation: Callable[[str], None] = _raise_violation
         self._contact_log = (
             ContactLogWriter(contact_log, interfaces=contact_log_interfaces)
             if contact_log is not None
@@ -198,6 +202,10 @@ class Recorder:
         self.copies: list[tuple[float, int]] = []  # sampled (time, copies held in buffers)
         self._interval = sample_interval_s
         self._next_sample = 0.0
+
+    def on_violation(self, handler: Callable[[str], None]) -> None:
+        """Route invariant failures found here (a double delivery) to ``handler``."""
+        self._violation = handler
 
     # ---- Observer ----------------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""The trio driver: TCP links, discovery, storage and the daemon (the only async code)."""

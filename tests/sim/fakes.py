@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from meshmsg.core.effects import Effect, LinkId, Transmit
+from meshmsg.core.effects import Effect, LinkId, Persist, RecordKind, StoredRecord, Transmit
 from meshmsg.core.events import (
     DropReason,
     EnvelopeAccepted,
@@ -48,7 +48,9 @@ class _Msg:
 class DirectNode:
     """A direct-delivery agent with the ONE's TTL rules."""
 
-    def __init__(self, setup: NodeSetup, now: float) -> None:
+    def __init__(
+        self, setup: NodeSetup, now: float, records: Mapping[RecordKey, bytes] | None = None
+    ) -> None:
         self.address = setup.address
         self.ttl_min = int(setup.ttl_s // 60)
         self.buffer: dict[str, _Msg] = {}
@@ -58,7 +60,16 @@ class DirectNode:
         self.last_check = now
         self._effects: deque[Effect] = deque()
         self._events: deque[Event] = deque()
-        self._count = 0
+        self._token = 0
+        for (kind, key), value in sorted((records or {}).items()):
+            if kind == RecordKind.TOMBSTONE:
+                self.delivered[key.decode()] = float(value)
+            elif kind == RecordKind.ENVELOPE:
+                self.buffer[key.decode()] = _Msg(**json.loads(value))
+
+    def _persist(self, puts: tuple[StoredRecord, ...], deletes: tuple[RecordKey, ...] = ()) -> None:
+        self._token += 1
+        self._effects.append(Persist(token=self._token, puts=puts, deletes=deletes))
 
     # inputs
     def link_opened(self, link: LinkId, *, initiator: bool, now: float) -> None:
@@ -82,6 +93,7 @@ class DirectNode:
         )
         if msg.mid not in self.delivered:
             self.delivered[msg.mid] = now
+            self._persist((StoredRecord(kind=RecordKind.TOMBSTONE, key=eid, value=b"%r" % now),))
             self._events.append(
                 MessageReceived(
                     message_id=eid,
@@ -98,13 +110,14 @@ class DirectNode:
         self.sent_on.pop(link, None)
 
     def handle_timer(self, *, now: float) -> None:
-        if now - self.last_check < TTL_CHECK_INTERVAL_S:
+        if now < self.last_check + TTL_CHECK_INTERVAL_S:  # the deadline we asked for
             return
         self.last_check = now
         for mid in list(self.buffer):
             msg = self.buffer[mid]
             if int((self.ttl_min * 60 - (now - msg.created)) / 60.0) <= 0:
                 del self.buffer[mid]
+                self._persist((), ((RecordKind.ENVELOPE, mid.encode()),))
                 self._events.append(
                     EnvelopeDropped(envelope_id=mid.encode(), reason=DropReason.EXPIRED)
                 )
@@ -119,6 +132,10 @@ class DirectNode:
         dest = int.from_bytes(peer_id[1:], "big")
         msg = _Msg(mid=mid, source=self.address, dest=dest, created=now, size=len(body))
         self.buffer[mid] = msg
+        value = json.dumps(
+            {"mid": mid, "source": msg.source, "dest": dest, "created": now, "size": msg.size}
+        ).encode()
+        self._persist((StoredRecord(kind=RecordKind.ENVELOPE, key=mid.encode(), value=value),))
         self._events.append(
             MessageQueued(message_id=mid.encode(), peer_id=peer_id, envelope_id=mid.encode())
         )
@@ -169,7 +186,7 @@ class DirectFactory:
     def build(
         self, setup: NodeSetup, *, rng: SeededRng, now: float, records: Mapping[RecordKey, bytes]
     ) -> SimulatedNode:
-        return DirectNode(setup, now)
+        return DirectNode(setup, now, records)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

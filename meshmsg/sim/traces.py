@@ -19,12 +19,11 @@ line.
 from __future__ import annotations
 
 import gzip
-import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TextIO
+from typing import TextIO
 
 from meshmsg.errors import ConfigError
 
@@ -92,12 +91,11 @@ def parse_size(token: str) -> int:
 
 def open_text(path: Path) -> TextIO:
     """Open a trace, transparently un-gzipping it."""
-    raw: IO[bytes] = path.open("rb")
-    if raw.read(2) == b"\x1f\x8b":
-        raw.seek(0)
-        return io.TextIOWrapper(gzip.GzipFile(fileobj=raw), encoding="utf-8")
-    raw.seek(0)
-    return io.TextIOWrapper(raw, encoding="utf-8")
+    with path.open("rb") as probe:
+        magic = probe.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open(encoding="utf-8")
 
 
 def read_events(path: Path) -> Iterator[ContactEvent | MessageEvent]:

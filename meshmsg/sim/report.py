@@ -199,7 +199,8 @@ class Recorder:
         self.hopcounts: list[int] = []
         self.buffertimes: list[float] = []
         self.delivery_times: list[float] = []
-        self.copies: list[tuple[float, int]] = []  # sampled (time, copies held in buffers)
+        # Sampled (t, copies held in buffers just before t): every interval from 0.
+        self.copies: list[tuple[float, int]] = []
         self._interval = sample_interval_s
         self._next_sample = 0.0
 

@@ -89,7 +89,7 @@ def test_recorder_counts_a_two_hop_delivery(tmp_path: Path) -> None:
     assert (s.dropped, s.removed) == (1, 1)
     assert (s.latency_avg, s.hopcount_avg, s.overhead_ratio) == (7.0, 2.0, 1.0)
     assert s.buffertime_avg == ((9.0 - 5.0) + (20.0 - 0.0)) / 2
-    assert rec.copies == [(0.0, 0), (10.0, 2), (20.0, 1), (30.0, 0)]  # held just before t
+    assert rec.copies == [(0.0, 0), (10.0, 1), (20.0, 1), (30.0, 0)]  # held just before t
     rec.write_messages(tmp_path / "m.jsonl")
     record = json.loads((tmp_path / "m.jsonl").read_text())
     assert record["hops"] == [{"t": 5.0, "from": 0, "to": 1}, {"t": 7.0, "from": 1, "to": 2}]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from meshmsg.core.effects import CloseLink, Persist, RecordKind, StoredRecord, Transmit
 from meshmsg.core.events import MessageReceived
 from meshmsg.errors import CloseReason, LocalProtocolError
-from meshmsg.sim.engine import StepGrid
+from meshmsg.sim.engine import External, StepGrid
 from meshmsg.sim.faults import NodeCrash, NodeRestart, Partition
 from tests.sim.fakes import ScriptFactory, Send
 from tests.sim.helpers import down, run_engine, up
@@ -41,7 +42,7 @@ def test_messenger_timer_fires_exactly_and_rearming_replaces_it() -> None:
     factory = ScriptFactory()
 
     class Arm:
-        def __iter__(self):  # type: ignore[no-untyped-def]
+        def __iter__(self) -> Iterator[External]:
             node = factory.node(0)
             node.deadline = 5.0
             yield up(1.0, 0, 1)  # an input: the engine re-reads the deadline
@@ -55,7 +56,7 @@ def test_messenger_timer_fires_exactly_and_rearming_replaces_it() -> None:
 def test_one_mode_timer_fires_at_the_first_update_instant() -> None:
     factory = ScriptFactory()
 
-    def source():  # type: ignore[no-untyped-def]
+    def source() -> Iterator[External]:
         factory.node(0).deadline = 0.33
         yield up(0.01, 0, 1)
 
@@ -67,7 +68,7 @@ def test_persist_is_acknowledged_and_survives_a_crash() -> None:
     factory = ScriptFactory()
     record = StoredRecord(kind=RecordKind.META, key=b"k", value=b"v")
 
-    def source():  # type: ignore[no-untyped-def]
+    def source() -> Iterator[External]:
         factory.node(0).push_effect(Persist(token=7, puts=(record,)))
         yield up(1.0, 0, 1)
         yield NodeCrash(time=2.0, address=0)
@@ -84,7 +85,7 @@ def test_persist_is_acknowledged_and_survives_a_crash() -> None:
 
 def test_partition_cuts_links_and_heal_reopens_them() -> None:
     factory = ScriptFactory()
-    events = [
+    events: list[External] = [
         up(1.0, 0, 1),
         Partition(time=2.0, groups=((0,), (1,))),
         Partition(time=4.0, groups=()),
@@ -97,7 +98,7 @@ def test_partition_cuts_links_and_heal_reopens_them() -> None:
 def test_close_link_delivers_queued_data_then_tears_down() -> None:
     factory = ScriptFactory({0: [Send(to=1, data=b"x" * 100, envelopes=0)]})
 
-    def source():  # type: ignore[no-untyped-def]
+    def source() -> Iterator[External]:
         yield up(1.0, 0, 1)
         factory.node(0).push_effect(CloseLink(link=1, reason=CloseReason.NORMAL))
         factory.node(0).push_effect(Transmit(link=1, data=b"last"))  # ignored? no: violation
@@ -113,7 +114,7 @@ def test_delivery_event_outside_receive_data_is_a_violation() -> None:
         message_id=b"m", peer_id=b"p", sent_at=0.0, received_at=1.0, body="", hops=1
     )
 
-    def source():  # type: ignore[no-untyped-def]
+    def source() -> Iterator[External]:
         factory.node(0).push_event(event)
         yield up(1.0, 0, 1)
 

@@ -116,7 +116,38 @@ class MessageLimits:
         64, "counters", "tags precomputed ahead per (contact, period); BTP uses 32"
     )
     max_messages_per_period: int = limit(
-        1_000, "messages", "Perrin's hybrid rotation: a period also ends after this many"
+        1_000,
+        "messages",
+        "counters per (contact, direction, period); at the cap sealing waits for the next period "
+        "or meeting: a period cannot end early, the receiver's window could not follow it",
+    )
+    max_inner_bytes: int = limit(
+        34_816,
+        "bytes",
+        "inner plaintext cap: a 32 KiB body plus 2 KiB of CBOR fields; fits the 40 KiB bucket",
+    )
+    max_epochs_retained: int = limit(
+        4,
+        "epochs",
+        "receive keys of older meetings (heals) kept for mail still in flight; each costs up to "
+        "(W+F) periods x tag_window tags per contact; older ones report late mail as expired",
+    )
+    max_skipped_per_period: int = limit(
+        64,
+        "counters",
+        "counters overtaken in the tag window but still decryptable, per (contact, period); "
+        "Signal's MAX_SKIP idea at the size of one window",
+    )
+    max_expired_tags: int = limit(
+        128,
+        "tags per contact",
+        "tags of deleted keys kept so late mail shows as expired, never silently lost; two "
+        "periods' windows",
+    )
+    expired_tag_grace_s: float = limit(
+        14 * 86_400.0,
+        "s",
+        "how long a deleted period's tags are still recognised: no envelope outlives max_ttl_s",
     )
     default_ttl_s: float = limit(
         86_400.0, "s", "relays drop envelopes after this; equals the latency budget"

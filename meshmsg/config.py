@@ -163,6 +163,15 @@ class MessageLimits:
     dedup_entries: int = limit(
         50_000, "message ids", "remembered to drop duplicates; oldest forgotten first"
     )
+    send_receipts: bool = limit(
+        True, "flag", "delivered/read receipts travel back end to end (off in ONE-mode research)"
+    )
+    receipt_delay_s: float = limit(
+        2.0, "s", "receipts wait this long to be batched: fewer envelopes, less timing signal"
+    )
+    purge_on_delivery: bool = limit(
+        True, "flag", "recipients spread purge tokens so carriers drop delivered copies"
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -190,14 +199,95 @@ class StoreConfig:
 class SyncConfig:
     """Limits of set reconciliation between two stores."""
 
-    split_fanout: int = limit(16, "ranges", "Negentropy-style branching per round")
-    id_list_threshold: int = limit(
-        32, "ids", "below this many items a range is sent as ids outright"
+    split_fanout: int = limit(
+        16,
+        "children",
+        "trie fanout (2, 4, 16 or 256; both peers alike); 16 measured cheapest within 4 round "
+        "trips at 100,000 items and 100 differences (docs/protocol/sync.md)",
     )
-    max_ranges_per_message: int = limit(512, "ranges", "bounds one reconciliation message")
+    fingerprint_bytes: int = limit(
+        4,
+        "bytes",
+        "per node; a differing node looks equal with odds 2^-32 per comparison, salted per "
+        "session so a miss is never repeated; 3 bytes would miss ~1 in 30,000 sessions",
+    )
+    ids_outright_max: int = limit(
+        2, "ids", "a differing node this small is listed at once: 2 ids cost less than a SUM"
+    )
+    id_list_threshold: int = limit(
+        64,
+        "ids",
+        "in a session's tail, a differing node that is probably not pure and holds at most this "
+        "many ids is listed rather than split: one round trip less (depth-3 nodes hold ~24 at "
+        "100,000 ids, ~49 at 200,000)",
+    )
+    tail_nodes: int = limit(
+        64,
+        "nodes",
+        "below this many open nodes a session is in its tail and lists nodes up to "
+        "id_list_threshold; above, listing only where it costs less than a split (bytes win)",
+    )
+    min_pure_probability: float = limit(
+        0.5,
+        "probability",
+        "describe a differing node by SUM (21 B) rather than SPLIT (65 B) when at least this "
+        "likely to hold exactly one difference; break-even is ~0.25, higher saves round trips",
+    )
+    leaf_capacity: int = limit(
+        32, "ids", "ids per ItemSet leaf before it splits; local memory layout, not on the wire"
+    )
+    max_message_bytes: int = limit(
+        60_000,
+        "bytes",
+        "one SyncMessage payload, so a message fits one 65,519-byte frame with the CBOR "
+        "record around it; larger rounds continue in the next message",
+    )
+    max_round_trips: int = limit(
+        128,
+        "messages each way",
+        "a 200,000-id store against an empty one needs 55 (3.2 MB in 60 kB messages); a trie "
+        "descent at most 2 per level beyond that",
+    )
+    max_ids_per_list: int = limit(
+        1_024, "ids", "longest IDS list accepted from a peer (16 kB); ours stop at id_list_threshold"
+    )
+    max_pending_tasks: int = limit(
+        65_536,
+        "entries",
+        "queued entries each way; an honest session peaks near the number of differing nodes "
+        "of one trie level, a peer claiming every child differs is cut off here",
+    )
+    max_diff_ids: int = limit(
+        262_144,
+        "ids",
+        "ids a peer may claim we lack in one session: above max_store_envelopes, so an honest "
+        "peer never reaches it; bounds the memory one session can take",
+    )
     max_transfers_per_sync: int = limit(
         4_096, "envelopes", "bounds the work one meeting can ask of a node"
     )
+    envelopes_per_transmit: int = limit(
+        64,
+        "envelopes",
+        "transfers joined into one Transmit (batching); the ONE mode of the simulator sets 1 so "
+        "each envelope is paced and aborted on its own",
+    )
+
+    def __post_init__(self) -> None:
+        # Reconciliation relies on these relations: a split or an id list always fits one
+        # message, and a node at the last trie level (one id) is always listed.
+        if self.split_fanout not in (2, 4, 16, 256):
+            raise ConfigError("split_fanout must be 2, 4, 16 or 256")
+        if not 1 <= self.fingerprint_bytes <= 16:
+            raise ConfigError("fingerprint_bytes must be between 1 and 16")
+        if not 1 <= self.ids_outright_max <= self.id_list_threshold <= self.max_ids_per_list:
+            raise ConfigError("need 1 <= ids_outright_max <= id_list_threshold <= max_ids_per_list")
+        if not 8_192 <= self.max_message_bytes <= 60_000:
+            raise ConfigError("max_message_bytes must be between 8,192 and 60,000")
+        if 8 + 16 * self.max_ids_per_list > self.max_message_bytes:
+            raise ConfigError("an id list of max_ids_per_list ids must fit one message")
+        if self.max_round_trips < 1 or self.max_pending_tasks < 1 or self.leaf_capacity < 1:
+            raise ConfigError("sync bounds must be positive")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -268,6 +358,77 @@ class NetConfig:
     mdns_advert_retry_s: float = limit(
         30.0, "s", "after a failed registration the advert is retried this much later"
     )
+    # --- the trio driver (net/runner.py, net/tcp.py) ---
+    first_byte_timeout_s: float = limit(
+        3.0,
+        "s",
+        "an honest initiator writes Noise message 1 as soon as it connects; a silent inbound "
+        "socket loses its half-open slot after this (anti-slowloris; below research §4.6's 5 s)",
+    )
+    connect_timeout_s: float = limit(
+        5.0, "s", "a LAN peer answers a SYN in milliseconds; a dead address must not hold a dialer"
+    )
+    max_concurrent_dials: int = limit(
+        8, "dials", "connects in flight; more gain nothing on a LAN and cost sockets"
+    )
+    max_pending_dials: int = limit(
+        64, "dials", "Dial effects waiting for a dialer; beyond this a dial is dropped and reported"
+    )
+    send_queue_bytes: int = limit(
+        1 << 20,
+        "bytes",
+        "per-link writer queue in bytes (one item is always accepted): 256 slow links hold at "
+        "most 256 MiB",
+    )
+    close_linger_s: float = limit(
+        2.0, "s", "a closing link flushes its queue (the Close record) for at most this long"
+    )
+    read_chunk_bytes: int = limit(
+        65_536, "bytes", "one receive_some call: a maximal frame, bounding memory per read"
+    )
+    pump_queue_inputs: int = limit(
+        256,
+        "inputs",
+        "inputs waiting for the one task that owns the Node; a full queue stops socket readers, "
+        "so TCP pushes back on peers",
+    )
+    max_pending_persists: int = limit(
+        256,
+        "effects",
+        "Persist effects not yet committed; past this the pump takes no new input until the "
+        "disk catches up, so a slow disk slows peers instead of growing memory",
+    )
+    max_persists_per_commit: int = limit(
+        64,
+        "effects",
+        "group commit: Persist effects waiting together share one transaction and one fsync; "
+        "bounds the transaction and the wait of the first one",
+    )
+    storage_retry_s: float = limit(
+        1.0, "s", "a failed commit (StorageError is transient: a busy lock) is retried this later"
+    )
+    storage_max_attempts: int = limit(
+        5,
+        "attempts",
+        "after this many failed commits in a row the driver stops: it must not acknowledge "
+        "custody it cannot keep",
+    )
+    event_queue_events: int = limit(
+        256,
+        "events",
+        "per subscriber; a subscriber that falls this far behind is disconnected, never the pump",
+    )
+    timer_max_sleep_s: float = limit(
+        5.0,
+        "s",
+        "the timer sleeps in monotonic time but deadlines are wall-clock: re-reading the clock "
+        "this often bounds how late a wall-clock jump or a suspend makes a timer",
+    )
+    timer_min_interval_s: float = limit(
+        0.001,
+        "s",
+        "a deadline still in the past after handle_timer (a core bug) cannot starve inputs",
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -336,3 +497,19 @@ def describe(config: object) -> list[tuple[str, object, str, str]]:
         else:
             rows.append((f.name, value, f.metadata.get("unit", ""), f.metadata.get("why", "")))
     return rows
+
+
+def limits_table_markdown(config: object | None = None) -> str:
+    """The Markdown limits table of docs/protocol.md (``python -m meshmsg.config`` prints it)."""
+    rows = describe(config if config is not None else NodeConfig())
+    lines = ["| setting | default | unit | why |", "| --- | --- | --- | --- |"]
+    for name, value, unit, why in rows:
+        shown = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value
+        lines.append(f"| `{name}` | {shown} | {unit} | {why} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover - documentation helper
+    import sys
+
+    sys.stdout.write(limits_table_markdown() + "\n")

@@ -94,3 +94,161 @@ class LinkPair:
         assert self.initiator.state is LinkState.ESTABLISHED
         assert self.responder.state is LinkState.ESTABLISHED
         return self
+
+
+# ----------------------------------------------------------------------------------- meshes
+
+from meshmsg.core.effects import CloseLink, Dial, Persist, RecordKind, StoredRecord, Transmit  # noqa: E402
+from meshmsg.core.events import Event  # noqa: E402
+from meshmsg.core.identity import ContactCard, Identity  # noqa: E402
+from meshmsg.core.node import Node, pair_offline  # noqa: E402
+
+T0 = 1_800_000_000.0  # a realistic wall-clock epoch: key periods are days since 1970
+
+
+class Mesh:
+    """Several real Nodes joined by in-memory links, in virtual time.
+
+    Persist effects are committed at once into a per-node dict (so :meth:`restart` rebuilds a
+    node from exactly what it committed); Transmit effects are delivered to the other end of the
+    link in order. ``events[name]`` collects every event.
+    """
+
+    def __init__(self, names: Sequence[str], *, seed: int = 1, config: NodeConfig | None = None,
+                 configs: dict[str, NodeConfig] | None = None) -> None:  # fmt: skip
+        self.now = T0
+        self.seed = seed
+        self.configs = {n: (configs or {}).get(n, config or NodeConfig()) for n in names}
+        self.identities = {
+            n: Identity.generate(SeededRng(seed, f"identity:{n}")) for n in names
+        }
+        self.persisted: dict[str, dict[tuple[RecordKind, bytes], bytes]] = {n: {} for n in names}
+        self.events: dict[str, list[Event]] = {n: [] for n in names}
+        self.nodes: dict[str, Node] = {}
+        self.links: dict[tuple[str, int], tuple[str, int]] = {}  # (node, link) -> other end
+        self._next_link = 1
+        self._restarts = 0
+        for name in names:
+            self.nodes[name] = self._build(name)
+
+    def _build(self, name: str) -> Node:
+        records = [StoredRecord(kind=k, key=key, value=v)
+                   for (k, key), v in self.persisted[name].items()]  # fmt: skip
+        rng = SeededRng(self.seed, f"node:{name}:{self._restarts}")
+        return Node(identity=self.identities[name], config=self.configs[name], rng=rng,
+                    now=self.now, records=records)  # fmt: skip
+
+    def peer_id(self, name: str) -> bytes:
+        return self.identities[name].peer_id
+
+    def befriend(self, a: str, b: str, *, verified: bool = True, pair: bool = False) -> None:
+        for x, y in ((a, b), (b, a)):
+            card = ContactCard(public=self.identities[y].public, name=y)
+            self.nodes[x].add_contact(card, verified=verified, now=self.now)
+        if pair:
+            pair_offline(self.nodes[a], self.nodes[b], now=self.now)
+        self.run()
+
+    def connect(self, a: str, b: str) -> tuple[int, int]:
+        la, lb = self._next_link, self._next_link + 1
+        self._next_link += 2
+        self.links[(a, la)] = (b, lb)
+        self.links[(b, lb)] = (a, la)
+        self.nodes[b].link_opened(lb, initiator=False, now=self.now)
+        self.nodes[a].link_opened(la, initiator=True, now=self.now)
+        self.run()
+        return la, lb
+
+    def disconnect(self, a: str, b: str) -> None:
+        for (x, lx), (y, ly) in list(self.links.items()):
+            if {x, y} == {a, b} and (x, lx) in self.links:
+                del self.links[(x, lx)]
+                del self.links[(y, ly)]
+                self.nodes[x].link_lost(lx, now=self.now)
+                self.nodes[y].link_lost(ly, now=self.now)
+        self.run()
+
+    def linked(self, a: str, b: str) -> bool:
+        return any({x, y} == {a, b} for (x, _), (y, _) in self.links.items())
+
+    def stop(self, name: str) -> None:
+        """Crash a node: its links drop, its uncommitted state is lost."""
+        for (x, lx), (y, ly) in list(self.links.items()):
+            if name in (x, y) and (x, lx) in self.links:
+                del self.links[(x, lx)]
+                del self.links[(y, ly)]
+                other, link = (y, ly) if x == name else (x, lx)
+                self.nodes[other].link_lost(link, now=self.now)
+        del self.nodes[name]
+        self.run()
+
+    def start(self, name: str) -> Node:
+        self._restarts += 1
+        self.nodes[name] = self._build(name)
+        self.run()
+        return self.nodes[name]
+
+    def advance(self, seconds: float) -> None:
+        """Move virtual time forward, firing every timer on the way."""
+        end = self.now + seconds
+        while True:
+            due = [d for d in (n.next_deadline() for n in self.nodes.values()) if d is not None]
+            nxt = min(due, default=end)
+            if nxt > end:
+                break
+            self.now = max(self.now, nxt)
+            for node in list(self.nodes.values()):
+                deadline = node.next_deadline()
+                if deadline is not None and deadline <= self.now:
+                    node.handle_timer(now=self.now)
+            self.run()
+        self.now = end
+        for node in self.nodes.values():
+            node.handle_timer(now=self.now)
+        self.run()
+
+    def run(self, max_rounds: int = 10_000) -> None:
+        for _ in range(max_rounds):
+            progress = False
+            for name, node in list(self.nodes.items()):
+                while (event := node.next_event()) is not None:
+                    self.events[name].append(event)
+                effect = node.next_effect()
+                while effect is not None:
+                    progress = True
+                    self._carry_out(name, node, effect)
+                    if name not in self.nodes:
+                        break
+                    effect = node.next_effect()
+                while (event := node.next_event()) is not None:
+                    self.events[name].append(event)
+            if not progress:
+                return
+        raise AssertionError("mesh did not go quiet")
+
+    def _carry_out(self, name: str, node: Node, effect: object) -> None:
+        match effect:
+            case Transmit(link=link, data=data):
+                other = self.links.get((name, link))
+                if other is not None and other[0] in self.nodes:
+                    self.nodes[other[0]].receive_data(other[1], data, now=self.now)
+            case Persist(token=token, puts=puts, deletes=deletes):
+                store = self.persisted[name]
+                for put in puts:
+                    store[(put.kind, put.key)] = put.value
+                for kind, key in deletes:
+                    store.pop((kind, key), None)
+                node.storage_committed(token, now=self.now)
+            case CloseLink(link=link):
+                other = self.links.pop((name, link), None)
+                if other is not None:
+                    self.links.pop(other, None)
+                    if other[0] in self.nodes:
+                        self.nodes[other[0]].link_lost(other[1], now=self.now)
+            case Dial():
+                pass
+            case _:
+                raise AssertionError(f"unknown effect {effect!r}")
+
+    def of_type(self, name: str, kind: type) -> list:  # type: ignore[type-arg]
+        return [e for e in self.events[name] if isinstance(e, kind)]

@@ -1,8 +1,9 @@
 """Effects: what the core asks its driver to do (imperative commands).
 
-After any input the driver drains ``Node.next_effect()`` until it returns ``None`` and carries each
-effect out in order. The trio driver (``meshmsg.net``) and the simulator (``meshmsg.sim``) handle
-exactly this closed set; a ``match`` over :data:`Effect` ending in ``assert_never`` keeps them honest.
+After any input the driver drains ``Node.next_effect()`` until it returns ``None`` and carries
+each effect out in order. The trio driver (``meshmsg.net``) and the simulator (``meshmsg.sim``)
+handle exactly this closed set; a ``match`` over :data:`Effect` ending in ``assert_never`` keeps
+them honest.
 """
 
 from __future__ import annotations

@@ -24,12 +24,16 @@ from typing import Final
 
 from meshmsg.core.wire import (
     UINT64_MAX,
+    Bool,
+    Bytes,
     ListOf,
+    Nested,
     Optional,
     RecordRegistry,
     Text,
     UInt,
     record,
+    struct,
     wire,
 )
 
@@ -83,3 +87,221 @@ class Rekey:
 
 LINK_RECORDS: Final = RecordRegistry([Hello, Close, Ping, Pong, Rekey])
 """Records the link layer reads from an established session."""
+
+
+# --- Handshake: who the peer is (inside the Noise handshake payload) ----------------------------
+
+
+@record(0x06)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdentityProof:
+    """The sender's public identity (161 bytes, see docs/protocol/identity.md): its Ed25519
+    identity key and a certificate binding its Noise static key, which the receiver checks
+    against the key the Noise handshake authenticated."""
+
+    public: bytes = wire(Bytes.exact(161))
+
+
+# --- Meeting: pairing and healing, routing, reconciliation, transfers ---------------------------
+
+
+@record(0x10)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyExchange:
+    """One side's key share for pairing (first meeting) or healing (every later meeting).
+
+    ``share`` is a KeyShare in its fixed binary form (docs/protocol/e2e.md, "Key share"):
+    a fresh X25519 public key, 32 random bytes, the sender's period, epochs and final counts.
+    """
+
+    share: bytes = wire(Bytes(min_len=1, max_len=1_024))
+
+
+@record(0x18)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyConfirm:
+    """After a heal: the 16-byte confirmation both sides derive from the new epoch root."""
+
+    confirmation: bytes = wire(Bytes.exact(16))
+
+
+@struct
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteEntry:
+    route: bytes = wire(Bytes.exact(8))  # a destination's routing pseudonym
+    p: int = wire(UInt(max=65_535))  # delivery predictability, fixed point / 65,535
+
+
+@record(0x11)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteTable:
+    """PRoPHET: the sender's delivery predictabilities (only with the prophet policy)."""
+
+    entries: tuple[RouteEntry, ...] = wire(ListOf(Nested(RouteEntry), max_items=1_024))
+
+
+@record(0x12)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncMessage:
+    """One set-reconciliation message (docs/protocol/sync.md)."""
+
+    payload: bytes = wire(Bytes(max_len=60_000))
+
+
+@struct
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OfferEntry:
+    envelope_id: bytes = wire(Bytes.exact(16))
+    tag: bytes = wire(Bytes.exact(16))
+
+
+@record(0x13)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Offer:
+    """Envelopes the sender holds and believes the receiver lacks, with their outer tags."""
+
+    entries: tuple[OfferEntry, ...] = wire(ListOf(Nested(OfferEntry), max_items=1_024))
+
+
+@record(0x14)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply:
+    """Answer to an Offer: which envelopes are addressed to us, and which we already hold."""
+
+    for_me: tuple[bytes, ...] = wire(ListOf(Bytes.exact(16), max_items=1_024))
+    have: tuple[bytes, ...] = wire(ListOf(Bytes.exact(16), max_items=1_024))
+
+
+@record(0x15)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transfer:
+    """One envelope copy and its routing state (which is not part of the envelope)."""
+
+    envelope: bytes = wire(Bytes(min_len=1, max_len=65_000))
+    copies: int = wire(UInt(max=65_535))
+    hops: int = wire(UInt(max=255))
+    route_hint: bytes | None = wire(Optional(Bytes.exact(8)))
+
+
+@record(0x16)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Custody:
+    """Hop-by-hop acknowledgement, sent only after the receiver committed durably."""
+
+    accepted: tuple[bytes, ...] = wire(ListOf(Bytes.exact(16), max_items=1_024))
+    refused: tuple[bytes, ...] = wire(ListOf(Bytes.exact(16), max_items=1_024))
+
+
+@record(0x17)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Purge:
+    """A purge token: hash it to find the tag of a delivered envelope, and drop that envelope."""
+
+    token: bytes = wire(Bytes.exact(16))
+    expiry_at: int = wire(UInt())  # ms since the epoch: keep the token until then
+
+
+# --- Inside an envelope (end-to-end encrypted; never seen by relays) ----------------------------
+
+
+@record(0x30)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TextMessage:
+    message_id: bytes = wire(Bytes.exact(16))
+    sent_at: int = wire(UInt())  # ms since the epoch, by the sender's clock
+    body: str = wire(Text(max_bytes=32_768))
+
+
+@record(0x31)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Receipt:
+    status: int = wire(UInt(max=1))  # 0 delivered, 1 read
+    message_ids: tuple[bytes, ...] = wire(ListOf(Bytes.exact(16), max_items=64))
+
+
+# --- Persisted state (values of Persist records; never sent on a link) --------------------------
+
+
+@record(0x60)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContactState:
+    public: bytes = wire(Bytes.exact(161))
+    name: str = wire(Text(max_bytes=256))
+    verified: bool = wire(Bool())
+    blocked: bool = wire(Bool())
+    added_at: int = wire(UInt())
+
+
+@record(0x61)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvelopeState:
+    envelope: bytes = wire(Bytes(min_len=1, max_len=65_000))
+    copies: int = wire(UInt(max=65_535))
+    hops: int = wire(UInt(max=255))
+    tier: int = wire(UInt(max=3))
+    source: bytes | None = wire(Optional(Bytes.exact(16)))
+    received_at: int = wire(UInt())
+    route_hint: bytes | None = wire(Optional(Bytes.exact(8)))
+
+
+@struct
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimelineEntry:
+    status: int = wire(UInt(max=4))
+    at: int = wire(UInt())
+
+
+@record(0x62)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageState:
+    message_id: bytes = wire(Bytes.exact(16))
+    peer_id: bytes = wire(Bytes.exact(16))
+    outgoing: bool = wire(Bool())
+    body: str = wire(Text(max_bytes=32_768))
+    sent_at: int = wire(UInt())
+    received_at: int | None = wire(Optional(UInt()))
+    expiry_at: int = wire(UInt())
+    status: int = wire(UInt(max=4))
+    timeline: tuple[TimelineEntry, ...] = wire(ListOf(Nested(TimelineEntry), max_items=16))
+    envelope_id: bytes | None = wire(Optional(Bytes.exact(16)))
+    sealed: bool = wire(Bool())
+    hops: int = wire(UInt(max=255))
+    epoch: int | None = wire(Optional(UInt(max=0xFFFFFFFF)))
+
+
+@record(0x63)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TombstoneState:
+    token: bytes = wire(Bytes.exact(16))
+    expiry_at: int = wire(UInt())
+
+
+@struct
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredRoute:
+    route: bytes = wire(Bytes.exact(8))
+    p: int = wire(UInt(max=1_000_000_000))  # predictability in parts per billion
+
+
+@record(0x64)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouterState:
+    aged_at: int | None = wire(Optional(UInt()))
+    entries: tuple[StoredRoute, ...] = wire(ListOf(Nested(StoredRoute), max_items=1_024))
+
+
+HANDSHAKE_RECORDS: Final = RecordRegistry([Hello, IdentityProof])
+"""Records carried in Noise handshake messages 2 and 3."""
+
+SESSION_RECORDS: Final = LINK_RECORDS.extend(
+    [KeyExchange, KeyConfirm, RouteTable, SyncMessage, Offer, Reply, Transfer, Custody, Purge]
+)
+"""Records a node reads from an established session: the link layer plus the meeting protocol."""
+
+INNER_RECORDS: Final = RecordRegistry([TextMessage, Receipt])
+"""Records inside an end-to-end envelope."""
+
+STORAGE_RECORDS: Final = RecordRegistry(
+    [ContactState, EnvelopeState, MessageState, TombstoneState, RouterState]
+)
+"""Values of persisted records (never sent on a link)."""

@@ -89,6 +89,7 @@ class RelayStore:
         self._one_mode = one_mode
         self._items: dict[bytes, StoreItem] = {}  # insertion order = arrival order
         self._by_tier: dict[Tier, dict[bytes, StoreItem]] = {tier: {} for tier in Tier}
+        self._by_tag: dict[bytes, dict[bytes, None]] = {}  # tag -> envelope ids (purges)
         self._bytes_by_tier = dict.fromkeys(Tier, 0)
         self._bytes_by_source: dict[bytes, int] = {}
         self._expiries: list[tuple[float, int, bytes]] = []  # lazy heap
@@ -104,6 +105,10 @@ class RelayStore:
 
     def get(self, envelope_id: bytes) -> StoreItem | None:
         return self._items.get(envelope_id)
+
+    def with_tag(self, tag: bytes) -> list[StoreItem]:
+        """Items whose outer tag is ``tag`` (normally one; a forger may add more)."""
+        return [self._items[i] for i in self._by_tag.get(tag, {})]
 
     def items(self) -> Iterator[StoreItem]:
         """Items in arrival order (oldest first)."""
@@ -152,6 +157,10 @@ class RelayStore:
             return None
         self._bytes_by_tier[item.tier] -= item.size
         del self._by_tier[item.tier][envelope_id]
+        same_tag = self._by_tag[item.tag]
+        del same_tag[envelope_id]
+        if not same_tag:
+            del self._by_tag[item.tag]
         if item.source is not None:
             left = self._bytes_by_source[item.source] - item.size
             if left:
@@ -176,6 +185,7 @@ class RelayStore:
         self._next_seq += 1
         self._items[item.envelope_id] = item
         self._by_tier[item.tier][item.envelope_id] = item
+        self._by_tag.setdefault(item.tag, {})[item.envelope_id] = None
         self._bytes_by_tier[item.tier] += item.size
         if item.source is not None:
             self._bytes_by_source[item.source] = (

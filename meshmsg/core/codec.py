@@ -1,0 +1,221 @@
+"""What the node persists, as strict records, and how a restarted node is rebuilt from them.
+
+Each persisted value is one record of :data:`~meshmsg.core.records.STORAGE_RECORDS`, encoded by
+the same strict codec as the wire (so a damaged or foreign database fails loudly, not subtly),
+except channel key state, which :class:`~meshmsg.core.e2e.ContactChannel` encodes itself. Times
+are stored as integer milliseconds (the codec has no floats). Keys:
+
+=========== ======================== ==========================================
+kind        key                      value
+=========== ======================== ==========================================
+CONTACT     peer id                  ContactState
+CHANNEL     peer id                  ``ContactChannel.to_bytes()``
+ENVELOPE    envelope id              EnvelopeState (envelope bytes + routing)
+MESSAGE     message id               MessageState (with its timeline)
+TOMBSTONE   tag                      TombstoneState (purge token, expiry)
+META        ``b"router"``            RouterState (PRoPHET predictabilities)
+=========== ======================== ==========================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from meshmsg.core.contacts import Contact
+from meshmsg.core.conversations import StoredMessage
+from meshmsg.core.e2e import ContactChannel
+from meshmsg.core.effects import RecordKind, StoredRecord
+from meshmsg.core.envelope import parse_envelope
+from meshmsg.core.events import MessageStatus
+from meshmsg.core.identity import PublicIdentity
+from meshmsg.core.records import (
+    STORAGE_RECORDS,
+    ContactState,
+    EnvelopeState,
+    MessageState,
+    RouterState,
+    StoredRoute,
+    TimelineEntry,
+    TombstoneState,
+)
+from meshmsg.core.store import StoreItem, Tier
+from meshmsg.core.tombstones import Tombstone
+from meshmsg.core.wire import Record, decode_records, encode_record
+from meshmsg.errors import (
+    DecodeError,
+    InvalidContactCode,
+    InvalidMessage,
+    KeystoreError,
+    StorageError,
+)
+
+if TYPE_CHECKING:
+    from meshmsg.core.node import Node
+
+__all__ = ["RecordKind"]
+
+_MS = 1000.0
+ROUTER_KEY = b"router"
+
+
+def _ms(seconds: float) -> int:
+    return max(0, round(seconds * _MS))
+
+
+def contact_record(contact: Contact) -> StoredRecord:
+    value = ContactState(
+        public=contact.public.to_bytes(), name=contact.name, verified=contact.verified,
+        blocked=contact.blocked, added_at=_ms(contact.added_at),
+    )  # fmt: skip
+    return StoredRecord(kind=RecordKind.CONTACT, key=contact.peer_id, value=encode_record(value))
+
+
+def channel_record(peer_id: bytes, channel: ContactChannel) -> StoredRecord:
+    return StoredRecord(kind=RecordKind.CHANNEL, key=peer_id, value=channel.to_bytes())
+
+
+def envelope_record(item: StoreItem) -> StoredRecord:
+    value = EnvelopeState(
+        envelope=item.envelope, copies=item.copies, hops=item.hops, tier=int(item.tier),
+        source=item.source, received_at=_ms(item.received_at), route_hint=item.route_hint,
+    )  # fmt: skip
+    return StoredRecord(kind=RecordKind.ENVELOPE, key=item.envelope_id, value=encode_record(value))
+
+
+def message_record(message: StoredMessage) -> StoredRecord:
+    value = MessageState(
+        message_id=message.message_id, peer_id=message.peer_id, outgoing=message.outgoing,
+        body=message.body, sent_at=_ms(message.sent_at),
+        received_at=None if message.received_at is None else _ms(message.received_at),
+        expiry_at=_ms(message.expiry_at), status=int(message.status),
+        timeline=tuple(TimelineEntry(status=int(s), at=_ms(t)) for s, t in message.timeline[-16:]),
+        envelope_id=message.envelope_id, sealed=message.sealed, hops=message.hops,
+        epoch=message.epoch,
+    )  # fmt: skip
+    return StoredRecord(kind=RecordKind.MESSAGE, key=message.message_id, value=encode_record(value))
+
+
+def tombstone_record(stone: Tombstone) -> StoredRecord:
+    value = TombstoneState(token=stone.token, expiry_at=_ms(stone.expiry_at))
+    return StoredRecord(kind=RecordKind.TOMBSTONE, key=stone.tag, value=encode_record(value))
+
+
+def router_record(aged_at: float | None, preds: dict[bytes, float]) -> StoredRecord:
+    entries = tuple(StoredRoute(route=d, p=round(p * 1e9)) for d, p in sorted(preds.items()))
+    value = RouterState(aged_at=None if aged_at is None else _ms(aged_at), entries=entries)
+    return StoredRecord(kind=RecordKind.META, key=ROUTER_KEY, value=encode_record(value))
+
+
+# ---------------------------------------------------------------------------------- restore
+
+
+def _decode_one(record: StoredRecord, node: Node) -> Record:
+    try:
+        decoded = decode_records(record.value, STORAGE_RECORDS, node.config.wire)
+    except DecodeError as exc:
+        raise StorageError(f"persisted {record.kind.name} record is damaged: {exc}") from exc
+    if len(decoded) != 1:
+        raise StorageError(f"persisted {record.kind.name} record holds {len(decoded)} values")
+    return decoded[0]
+
+
+def restore_node(node: Node, records: Iterable[StoredRecord], now: float) -> None:
+    """Rebuild ``node``'s state from persisted records (any order). Raises StorageError."""
+    by_kind: dict[RecordKind, list[StoredRecord]] = {kind: [] for kind in RecordKind}
+    for record in records:
+        by_kind[record.kind].append(record)
+    for record in by_kind[RecordKind.CONTACT]:
+        _restore_contact(node, record)
+    for record in by_kind[RecordKind.CHANNEL]:
+        _restore_channel(node, record)
+    for record in by_kind[RecordKind.TOMBSTONE]:
+        _restore_tombstone(node, record)
+    for record in by_kind[RecordKind.ENVELOPE]:
+        _restore_envelope(node, record)
+    for record in by_kind[RecordKind.MESSAGE]:
+        _restore_message(node, record)
+    for record in by_kind[RecordKind.META]:
+        if record.key == ROUTER_KEY:
+            _restore_router(node, record)
+    if any(by_kind.values()):
+        node.exchange.on_timer(now)  # expire what died while we were down
+
+
+def _restore_contact(node: Node, record: StoredRecord) -> None:
+    state = _decode_one(record, node)
+    if not isinstance(state, ContactState):
+        raise StorageError("CONTACT record holds another type")
+    try:
+        public = PublicIdentity.from_bytes(state.public)
+    except InvalidContactCode as exc:
+        raise StorageError(f"persisted contact is damaged: {exc}") from exc
+    node.contacts.add(
+        Contact(public=public, name=state.name, verified=state.verified, blocked=state.blocked,
+                added_at=state.added_at / _MS)
+    )  # fmt: skip
+
+
+def _restore_channel(node: Node, record: StoredRecord) -> None:
+    contact = node.contacts.get(record.key)
+    if contact is None:
+        return  # the contact was removed after this channel was written
+    try:
+        channel = ContactChannel.from_bytes(record.value, limits=node.config.message)
+    except KeystoreError as exc:
+        raise StorageError(f"persisted key state is damaged: {exc}") from exc
+    contact.channel = channel
+    channel.register(node.tags, contact.peer_id)
+
+
+def _restore_tombstone(node: Node, record: StoredRecord) -> None:
+    state = _decode_one(record, node)
+    if not isinstance(state, TombstoneState):
+        raise StorageError("TOMBSTONE record holds another type")
+    stone = Tombstone(token=state.token, tag=record.key, expiry_at=state.expiry_at / _MS)
+    node.tombstones.add(stone)
+    if node.config.message.purge_on_delivery:
+        node.items.add(stone.item_id, int(stone.expiry_at))
+
+
+def _restore_envelope(node: Node, record: StoredRecord) -> None:
+    state = _decode_one(record, node)
+    if not isinstance(state, EnvelopeState):
+        raise StorageError("ENVELOPE record holds another type")
+    try:
+        envelope = parse_envelope(
+            state.envelope, buckets=node.config.message.envelope_size_buckets
+        )
+    except InvalidMessage as exc:
+        raise StorageError(f"persisted envelope is damaged: {exc}") from exc
+    item = StoreItem(
+        envelope_id=record.key, envelope=state.envelope, tag=envelope.tag,
+        expiry_at=envelope.expiry_at, copies=state.copies, hops=state.hops,
+        tier=Tier(state.tier), source=state.source, received_at=state.received_at / _MS,
+        route_hint=state.route_hint,
+    )  # fmt: skip
+    node.store.restore(item)
+    node.items.add(item.envelope_id, int(item.expiry_at))
+
+
+def _restore_message(node: Node, record: StoredRecord) -> None:
+    state = _decode_one(record, node)
+    if not isinstance(state, MessageState):
+        raise StorageError("MESSAGE record holds another type")
+    message = StoredMessage(
+        message_id=state.message_id, peer_id=state.peer_id, outgoing=state.outgoing,
+        body=state.body, sent_at=state.sent_at / _MS,
+        received_at=None if state.received_at is None else state.received_at / _MS,
+        expiry_at=state.expiry_at / _MS, status=MessageStatus(state.status),
+        timeline=[(MessageStatus(e.status), e.at / _MS) for e in state.timeline],
+        envelope_id=state.envelope_id, sealed=state.sealed, hops=state.hops, epoch=state.epoch,
+    )  # fmt: skip
+    node.conversations.add(message)
+
+
+def _restore_router(node: Node, record: StoredRecord) -> None:
+    state = _decode_one(record, node)
+    if not isinstance(state, RouterState):
+        raise StorageError("META router record holds another type")
+    preds = {e.route: e.p / 1e9 for e in state.entries}
+    node.router.import_state(None if state.aged_at is None else state.aged_at / _MS, preds)

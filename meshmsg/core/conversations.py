@@ -1,0 +1,122 @@
+"""Conversations: every message sent or received, with the timeline of each sent one.
+
+A sent message moves forward only: QUEUED -> RELAYED -> DELIVERED -> READ, or QUEUED/RELAYED ->
+EXPIRED when its envelope's TTL passes with no delivered receipt. Messages to a contact that is
+not paired yet wait *unsealed* (``sealed`` is False) until the first direct meeting.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from meshmsg.core.events import MessageStatus
+
+_ORDER = {
+    MessageStatus.QUEUED: 0,
+    MessageStatus.RELAYED: 1,
+    MessageStatus.DELIVERED: 2,
+    MessageStatus.READ: 3,
+}
+
+
+@dataclass(slots=True, kw_only=True)
+class StoredMessage:
+    message_id: bytes
+    peer_id: bytes
+    outgoing: bool
+    body: str
+    sent_at: float
+    received_at: float | None = None
+    expiry_at: float = 0.0
+    status: MessageStatus = MessageStatus.QUEUED
+    timeline: list[tuple[MessageStatus, float]] = field(default_factory=list)
+    envelope_id: bytes | None = None
+    sealed: bool = True
+    hops: int = 0
+    epoch: int | None = None  # the key epoch it was sealed in (re-sealed if the peer lacks it)
+
+
+class Conversations:
+    """All messages, by id, by peer, and own ones by envelope id."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[bytes, StoredMessage] = {}
+        self._by_peer: dict[bytes, list[bytes]] = {}
+        self._by_envelope: dict[bytes, bytes] = {}
+        self._expiries: list[tuple[float, bytes]] = []
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, message_id: bytes) -> StoredMessage | None:
+        return self._by_id.get(message_id)
+
+    def by_envelope(self, envelope_id: bytes) -> StoredMessage | None:
+        message_id = self._by_envelope.get(envelope_id)
+        return None if message_id is None else self._by_id.get(message_id)
+
+    def with_peer(self, peer_id: bytes) -> list[StoredMessage]:
+        """The conversation with one peer, oldest first."""
+        found = (self._by_id[m] for m in self._by_peer.get(peer_id, []))
+        return sorted(found, key=lambda m: m.sent_at)  # stable: ties keep arrival order
+
+    def peers(self) -> list[bytes]:
+        return list(self._by_peer)
+
+    def unsealed_for(self, peer_id: bytes) -> list[StoredMessage]:
+        return [m for m in self.with_peer(peer_id) if m.outgoing and not m.sealed]
+
+    def add(self, message: StoredMessage) -> None:
+        if message.message_id not in self._by_id:
+            self._by_peer.setdefault(message.peer_id, []).append(message.message_id)
+        self._by_id[message.message_id] = message
+        if not message.timeline:
+            message.timeline.append((message.status, message.received_at or message.sent_at))
+        self.index_envelope(message)
+
+    def index_envelope(self, message: StoredMessage) -> None:
+        if message.outgoing and message.envelope_id is not None:
+            self._by_envelope[message.envelope_id] = message.message_id
+            if message.status < MessageStatus.DELIVERED:
+                heapq.heappush(self._expiries, (message.expiry_at, message.message_id))
+
+    def remove_peer(self, peer_id: bytes) -> None:
+        for message_id in self._by_peer.pop(peer_id, []):
+            message = self._by_id.pop(message_id)
+            if message.envelope_id is not None:
+                self._by_envelope.pop(message.envelope_id, None)
+
+    def advance(self, message: StoredMessage, status: MessageStatus, now: float) -> bool:
+        """Move a sent message's timeline forward; False if that would go backwards."""
+        if message.status is MessageStatus.EXPIRED and status is not MessageStatus.DELIVERED:
+            return False
+        if status is MessageStatus.EXPIRED:
+            if message.status >= MessageStatus.DELIVERED:
+                return False
+        elif message.status is not MessageStatus.EXPIRED and (
+            _ORDER[status] <= _ORDER[message.status]
+        ):
+            return False
+        message.status = status
+        message.timeline.append((status, now))
+        return True
+
+    def due_expiries(self, now: float) -> list[StoredMessage]:
+        """Sent messages whose TTL passed with no delivered receipt."""
+        due: list[StoredMessage] = []
+        while self._expiries and self._expiries[0][0] <= now:
+            _, message_id = heapq.heappop(self._expiries)
+            message = self._by_id.get(message_id)
+            if message is not None and message.status < MessageStatus.DELIVERED:
+                due.append(message)
+        return due
+
+    def next_expiry(self) -> float | None:
+        while self._expiries:
+            at, message_id = self._expiries[0]
+            message = self._by_id.get(message_id)
+            if message is not None and message.status < MessageStatus.DELIVERED:
+                return at
+            heapq.heappop(self._expiries)
+        return None

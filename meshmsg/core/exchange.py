@@ -1,0 +1,762 @@
+"""The meeting protocol: pairing/healing, reconciliation, offers, transfers, custody, purges.
+
+Theory of operation
+-------------------
+This module holds the rules of what two nodes say to each other once their Noise link is up
+(the order is in :mod:`meshmsg.core.node`), and what a node does with mail: sealing its own,
+taking custody of others', opening what is addressed to it, sending receipts, expiring. It
+reads and changes the :class:`~meshmsg.core.node.Node`'s state through the node's small set of
+helpers (``persist``, ``emit``, ``transmit``, ``admit_item``, ``drop_item``), so the node stays
+the one owner of effects and events.
+
+Every record handler validates what the peer sent against what the session expects; a record
+that makes no sense in the current state raises :class:`RemoteProtocolError`, which closes that
+link only. An envelope that fails validation raises nothing: it is refused in ``Custody`` and
+counted (Briar's split between a broken link and a bad message).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from meshmsg.core import codec
+from meshmsg.core.contacts import Contact
+from meshmsg.core.conversations import StoredMessage
+from meshmsg.core.e2e import ContactChannel, Expired, Match, MatchKind, new_key_share
+from meshmsg.core.effects import StoredRecord
+from meshmsg.core.envelope import Envelope, envelope_id, parse_envelope, tag_of_token
+from meshmsg.core.events import (
+    DropReason,
+    EnvelopeAccepted,
+    EnvelopeDropped,
+    MessageQueued,
+    MessageReceived,
+    MessageStatus,
+    UndecryptableMessage,
+)
+from meshmsg.core.identity import PublicIdentity
+from meshmsg.core.keyschedule import KeyShare, can_heal
+from meshmsg.core.link import PeerHandshake, PeerVerdict
+from meshmsg.core.reconcile import Reconciler
+from meshmsg.core.records import (
+    INNER_RECORDS,
+    Custody,
+    IdentityProof,
+    KeyConfirm,
+    KeyExchange,
+    Offer,
+    OfferEntry,
+    Purge,
+    Receipt,
+    Reply,
+    RouteEntry,
+    RouteTable,
+    SyncMessage,
+    TextMessage,
+    Transfer,
+)
+from meshmsg.core.routing import PeerRouting, peer_routing, route_id
+from meshmsg.core.session import InFlight, KeyExchangeState, PeerSession
+from meshmsg.core.store import StoreItem, Tier
+from meshmsg.core.tombstones import Tombstone
+from meshmsg.core.wire import Record, decode_records, encode_records
+from meshmsg.errors import (
+    CloseReason,
+    DecodeError,
+    HandshakeError,
+    InvalidContactCode,
+    InvalidMessage,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
+
+if TYPE_CHECKING:
+    from meshmsg.core.node import Node
+
+@dataclass(slots=True, kw_only=True)
+class _Consumed:
+    """What opening an envelope addressed to us produced: writes to commit, then to report."""
+
+    puts: list[StoredRecord]
+    received: list[StoredMessage]
+    stone: Tombstone | None
+    expired: bool
+
+
+RECEIPT_DELIVERED = 0
+RECEIPT_READ = 1
+_MS = 1000.0
+
+
+class Exchange:
+    """Meeting and mail rules of one node (see the module docstring)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._receipts: dict[bytes, dict[int, list[bytes]]] = {}  # peer -> kind -> ids
+        self._receipts_due_at: float | None = None
+
+    # ============================================================ handshake
+
+    def decide(self, peer: PeerHandshake) -> PeerVerdict:
+        public = self.peer_identity(peer)
+        contact = self.node.contacts.get(public.peer_id)
+        if contact is None:
+            return PeerVerdict.STRANGER
+        if contact.blocked:
+            return PeerVerdict.BLOCKED
+        if contact.public.noise_key != public.noise_key:
+            # The contact's code named another device key: an impostor or a re-installed peer.
+            raise HandshakeError("peer presents a different device key than its contact code")
+        return PeerVerdict.CONTACT
+
+    def peer_identity(self, peer: PeerHandshake) -> PublicIdentity:
+        proofs = [r for r in peer.records if isinstance(r, IdentityProof)]
+        if len(proofs) != 1:
+            raise HandshakeError("handshake must carry exactly one IdentityProof")
+        try:
+            public = PublicIdentity.from_bytes(proofs[0].public)
+        except InvalidContactCode as exc:
+            raise HandshakeError(f"bad identity proof: {exc}") from exc
+        if public.noise_key != peer.remote_static:
+            raise HandshakeError("identity proof names another Noise key")
+        if public.peer_id == self.node.identity.peer_id:
+            raise HandshakeError("peer claims our own identity")
+        return public
+
+    def on_established(self, session: PeerSession, peer: PeerHandshake, now: float) -> None:
+        node = self.node
+        public = self.peer_identity(peer)
+        session.peer_id = public.peer_id
+        session.identity_key = public.identity_key
+        contact = node.contacts.get(public.peer_id)
+        session.is_contact = contact is not None
+        session.tier = _tier_of(contact)
+        session.route = PeerRouting(route_id=route_id(public.identity_key), predictabilities={})
+        if self._duplicate_of_existing(session):
+            raise RemoteProtocolError(
+                "second link to the same peer", reason=CloseReason.DUPLICATE_LINK
+            )
+        if contact is not None:
+            self._start_key_exchange(session, contact, now)
+        if node.router.needs_route_hint:
+            entries = [RouteEntry(route=d, p=q) for d, q in node.router.table(now)]
+            node.transmit(session, [RouteTable(entries=tuple(entries))])
+        if session.link.initiator:
+            salt = node.rng.randbytes(16)
+            session.reconciler = Reconciler(
+                node.items, initiator=True, salt=salt, config=node.config.sync
+            )
+            node.transmit(session, [SyncMessage(payload=session.reconciler.start())])
+
+    def _duplicate_of_existing(self, session: PeerSession) -> bool:
+        """Of two links to one peer both sides keep the same one: the lower initiator id wins."""
+        me = self.node.identity.peer_id
+        for other in self.node.sessions.values():
+            if other is session or other.peer_id != session.peer_id or other.peer_id is None:
+                continue
+            mine = (me if session.link.initiator else session.peer_id) or b""
+            theirs = (me if other.link.initiator else other.peer_id) or b""
+            return (mine, session.link_id) > (theirs, other.link_id) or mine == theirs
+        return False
+
+    # ====================================================== record dispatch
+
+    def handle(self, session: PeerSession, record: Record, now: float) -> None:
+        if session.peer_id is None:
+            raise RemoteProtocolError("records before the handshake finished")
+        match record:
+            case KeyExchange():
+                self._on_key_exchange(session, record, now)
+            case KeyConfirm(confirmation=confirmation):
+                self._on_key_confirm(session, confirmation)
+            case RouteTable(entries=entries):
+                self._on_route_table(session, entries, now)
+            case SyncMessage(payload=payload):
+                self._on_sync(session, payload, now)
+            case Offer(entries=entries):
+                self._on_offer(session, entries)
+            case Reply(for_me=for_me, have=have):
+                self._on_reply(session, for_me, have, now)
+            case Transfer():
+                self._on_transfer(session, record, now)
+            case Custody(accepted=accepted, refused=refused):
+                self._on_custody(session, accepted, refused, now)
+            case Purge(token=token, expiry_at=expiry_at):
+                self._on_purge(token, expiry_at / _MS, now)
+            case _:
+                raise RemoteProtocolError(f"unexpected {type(record).__name__} on a live link")
+
+    # ===================================================== pairing, healing
+
+    def _start_key_exchange(self, session: PeerSession, contact: Contact, now: float) -> None:
+        node = self.node
+        secret, share = new_key_share(node.rng, now, node.config.message, contact.channel)
+        session.key_exchange = KeyExchangeState(secret=secret, share=share)
+        contact.exchanging = True  # no sealing for this contact until the exchange ends
+        node.transmit(session, [KeyExchange(share=share.to_bytes())])
+
+    def _on_key_exchange(self, session: PeerSession, record: KeyExchange, now: float) -> None:
+        state = session.key_exchange
+        contact = self.node.contacts.get(session.peer_id or b"")
+        if state is None or contact is None or state.done:
+            raise RemoteProtocolError("unexpected KeyExchange")
+        state.done = True
+        theirs = KeyShare.from_bytes(record.share)  # DecodeError closes the link
+        peer = session.link.peer
+        assert peer is not None
+        contact.exchanging = False
+        if contact.channel is not None and can_heal(state.share, theirs):
+            result = contact.channel.heal(
+                our_secret=state.secret, ours=state.share, theirs=theirs,
+                handshake_hash=peer.handshake_hash, now=now,
+            )  # fmt: skip
+            self.node.transmit(session, [KeyConfirm(confirmation=contact.channel.confirmation)])
+            self.install_channel(contact, contact.channel, now, healed=True)
+            if result.abandoned_epoch is not None:
+                self._reseal_epoch(contact, result.abandoned_epoch, now)
+            return
+        channel = ContactChannel.pair(
+            our_ik=self.node.identity.public.identity_key,
+            their_ik=contact.public.identity_key,
+            our_secret=state.secret, ours=state.share, theirs=theirs,
+            handshake_hash=peer.handshake_hash, now=now, limits=self.node.config.message,
+        )  # fmt: skip
+        self.install_channel(contact, channel, now, healed=False)
+
+    def _on_key_confirm(self, session: PeerSession, confirmation: bytes) -> None:
+        contact = self.node.contacts.get(session.peer_id or b"")
+        state = session.key_exchange
+        if contact is None or contact.channel is None or state is None or not state.done:
+            raise RemoteProtocolError("unexpected KeyConfirm")
+        if contact.channel.confirm(confirmation):
+            self.node.persist([codec.channel_record(contact.peer_id, contact.channel)])
+
+    def _reseal_epoch(self, contact: Contact, epoch: int, now: float) -> None:
+        """The peer never had ``epoch``: what we sealed in it is unreadable, so seal it again."""
+        node = self.node
+        for message in node.conversations.with_peer(contact.peer_id):
+            lost = message.outgoing and message.sealed and message.epoch == epoch
+            if lost and message.status < MessageStatus.DELIVERED and message.expiry_at > now:
+                if message.envelope_id is not None:
+                    node.drop_item(message.envelope_id, DropReason.EXPIRED)
+                message.sealed = False
+
+    def install_channel(
+        self, contact: Contact, channel: ContactChannel, now: float, *, healed: bool
+    ) -> None:
+        node = self.node
+        if contact.channel is not None and contact.channel is not channel:
+            node.tags.forget_contact(contact.peer_id)
+        contact.channel = channel
+        channel.register(node.tags, contact.peer_id)
+        node.persist([codec.channel_record(contact.peer_id, channel)])
+        node.channel_installed(contact, healed=healed)
+        self.seal_waiting(contact, now)
+        self._check_store_for_new_tags(now)
+
+    def seal_waiting(self, contact: Contact, now: float) -> None:
+        """Seal the messages that waited for pairing or for a key exchange to end."""
+        if contact.channel is None or contact.exchanging:
+            return
+        for message in self.node.conversations.unsealed_for(contact.peer_id):
+            if message.expiry_at > now:
+                self._seal_text(contact, message, now)
+
+    def _check_store_for_new_tags(self, now: float) -> None:
+        """Envelopes we carry may be ours under keys we just derived: take them."""
+        node = self.node
+        for item in list(node.store.items()):
+            match = node.tags.lookup(item.tag)
+            if match is not None and match.kind is MatchKind.LIVE and item.tier is not Tier.OWN:
+                self._open_stored(item, match, now)
+
+    def _on_route_table(
+        self, session: PeerSession, entries: tuple[RouteEntry, ...], now: float
+    ) -> None:
+        limit = self.node.config.routing.max_route_entries
+        if len(entries) > limit:
+            raise RemoteProtocolError("route table too large", reason=CloseReason.TOO_LARGE)
+        assert session.route is not None
+        view = peer_routing(session.route.route_id, [(e.route, e.p) for e in entries])
+        session.route = view
+        self.node.router.meet(view, now)
+
+    # ======================================================= reconciliation
+
+    def _on_sync(self, session: PeerSession, payload: bytes, now: float) -> None:
+        node = self.node
+        if session.reconciler is None:
+            if session.link.initiator:
+                raise RemoteProtocolError("reconciliation answer before our request")
+            session.reconciler = Reconciler(
+                node.items, initiator=False, salt=b"", config=node.config.sync
+            )
+        reconciler = session.reconciler
+        answer = reconciler.receive(payload)
+        if answer is not None:
+            node.transmit(session, [SyncMessage(payload=answer)])
+        if reconciler.done and not session.synced:
+            session.synced = True
+            self.offer(session, list(reconciler.have_ids))
+            session.reconciler = None
+
+    def offer(self, session: PeerSession, ids: list[bytes]) -> None:
+        """Offer envelopes the peer lacks (with their tags) and push purge tokens outright."""
+        node = self.node
+        entries: list[OfferEntry] = []
+        purges: list[Record] = []
+        for item_id in ids:
+            if item_id in session.peer_has or item_id in session.in_flight:
+                continue
+            item = node.store.get(item_id)
+            if item is not None and node.offerable(item_id):
+                entries.append(OfferEntry(envelope_id=item_id, tag=item.tag))
+                session.offered[item_id] = None
+                continue
+            stone = node.tombstones.by_id(item_id)
+            if stone is not None and node.config.message.purge_on_delivery:
+                purges.append(Purge(token=stone.token, expiry_at=int(stone.expiry_at * _MS)))
+        max_items = node.config.wire.max_container_items
+        for start in range(0, len(entries), max_items):
+            node.transmit(session, [Offer(entries=tuple(entries[start : start + max_items]))])
+        if purges:
+            node.transmit(session, purges)
+
+    def offer_new(self, item: StoreItem) -> None:
+        """A new item became durable: offer it to every synced link but the one it came from."""
+        for session in list(self.node.sessions.values()):
+            if session.synced and session.peer_id != item.source:
+                self.offer(session, [item.envelope_id])
+
+    def _on_offer(self, session: PeerSession, entries: tuple[OfferEntry, ...]) -> None:
+        node = self.node
+        for_me: list[bytes] = []
+        have: list[bytes] = []
+        for entry in entries:
+            if entry.envelope_id in node.store or node.tombstones.has_tag(entry.tag):
+                have.append(entry.envelope_id)
+            elif node.tags.lookup(entry.tag) is not None:
+                for_me.append(entry.envelope_id)
+        node.transmit(session, [Reply(for_me=tuple(for_me), have=tuple(have))])
+
+    def _on_reply(
+        self, session: PeerSession, for_me: tuple[bytes, ...],
+        have: tuple[bytes, ...], now: float
+    ) -> None:
+        node = self.node
+        unasked = [i for i in [*for_me, *have] if i not in session.offered]
+        if unasked:
+            raise RemoteProtocolError("reply names envelopes we did not offer")
+        session.peer_has.update(have)
+        wanted = set(for_me)
+        candidates = [i for i in session.offered if i not in wanted and i not in session.peer_has]
+        session.offered.clear()
+        transfers: list[tuple[StoreItem, int, bool]] = []
+        for item_id in for_me:
+            item = node.store.get(item_id)
+            if item is not None:
+                transfers.append((item, item.copies, True))
+        view = session.route or PeerRouting(route_id=b"", predictabilities={})
+        items = [node.store.get(i) for i in candidates]
+        for item in node.router.order_for([i for i in items if i is not None], view):
+            given = node.router.copies_to_give(item, view, now)
+            if given > 0:
+                transfers.append((item, given, False))
+        self._send_transfers(session, transfers[: node.config.sync.max_transfers_per_sync])
+
+    def _send_transfers(
+        self, session: PeerSession, transfers: list[tuple[StoreItem, int, bool]]
+    ) -> None:
+        node = self.node
+        per_transmit = max(1, node.config.sync.envelopes_per_transmit)
+        batch: list[Record] = []
+        for item, copies, to_recipient in transfers:
+            session.in_flight[item.envelope_id] = InFlight(copies=copies, to_recipient=to_recipient)
+            batch.append(
+                Transfer(
+                    envelope=item.envelope,
+                    copies=copies,
+                    hops=item.hops + 1,
+                    route_hint=item.route_hint,
+                )
+            )
+            if len(batch) >= per_transmit:
+                node.transmit(session, batch, envelopes=len(batch))
+                batch = []
+        if batch:
+            node.transmit(session, batch, envelopes=len(batch))
+
+    # ============================================================ custody
+
+    def _on_transfer(self, session: PeerSession, record: Transfer, now: float) -> None:
+        node = self.node
+        try:
+            envelope = parse_envelope(
+                record.envelope, buckets=node.config.message.envelope_size_buckets
+            )
+        except InvalidMessage:
+            return  # a carrier cannot check more than the format; no id to refuse by
+        env_id = envelope_id(record.envelope)
+        match = node.tags.lookup(envelope.tag)
+        if match is not None:
+            self._deliver_to_us(session, envelope, env_id, match, record, now)
+            return
+        duplicate = env_id in node.store or node.tombstones.has_tag(envelope.tag)
+        too_far = record.hops > node.config.message.max_hops
+        if duplicate or too_far or envelope.expiry_at <= now:
+            self._custody(session, refused=[env_id])
+            return
+        item = StoreItem(
+            envelope_id=env_id, envelope=record.envelope, tag=envelope.tag,
+            expiry_at=envelope.expiry_at, copies=record.copies, hops=record.hops,
+            tier=session.tier, source=session.peer_id, received_at=now,
+            route_hint=record.route_hint,
+        )  # fmt: skip
+        if not node.admit_item(item, now):
+            node.emit(EnvelopeDropped(envelope_id=env_id, reason=DropReason.REFUSED))
+            self._custody(session, refused=[env_id])
+            return
+        node.mark_uncommitted(env_id)
+
+        def committed(_: float) -> None:
+            node.mark_committed(env_id)
+            self._custody(session, accepted=[env_id])
+            node.emit(
+                EnvelopeAccepted(
+                    envelope_id=env_id, link=session.link_id, hops=item.hops,
+                    copies=item.copies, for_us=False,
+                )
+            )  # fmt: skip
+            if env_id in node.store:
+                self.offer_new(item)
+
+        node.persist([codec.envelope_record(item)], then=committed)
+
+    def _custody(
+        self,
+        session: PeerSession,
+        *,
+        accepted: Sequence[bytes] = (),
+        refused: Sequence[bytes] = (),
+    ) -> None:
+        if session.link_id in self.node.sessions:
+            custody = Custody(accepted=tuple(accepted), refused=tuple(refused))
+            self.node.transmit(session, [custody])
+
+    def _on_custody(
+        self, session: PeerSession, accepted: tuple[bytes, ...],
+        refused: tuple[bytes, ...], now: float
+    ) -> None:
+        node = self.node
+        for env_id in refused:
+            session.in_flight.pop(env_id, None)
+        for env_id in accepted:
+            flight = session.in_flight.pop(env_id, None)
+            if flight is None:
+                raise RemoteProtocolError("custody for an envelope we did not send")
+            session.peer_has.add(env_id)
+            item = node.store.get(env_id)
+            if item is None:
+                continue
+            if item.tier is Tier.OWN:
+                message = node.conversations.by_envelope(env_id)
+                if message is not None:
+                    node.status_changed(message, MessageStatus.RELAYED, now)
+            kept = node.router.copies_kept(item, flight.copies, to_recipient=flight.to_recipient)
+            if kept <= 0:
+                reason = DropReason.DELIVERED if flight.to_recipient else DropReason.HANDED_OVER
+                node.drop_item(env_id, reason)
+            elif kept != item.copies:
+                item.copies = kept
+                node.persist([codec.envelope_record(item)])
+
+    # ====================================================== mail for us
+
+    def _deliver_to_us(
+        self,
+        session: PeerSession,
+        envelope: Envelope,
+        env_id: bytes,
+        match: Match,
+        record: Transfer,
+        now: float,
+    ) -> None:
+        node = self.node
+        consumed = self._consume(envelope, match, record.hops, now)
+        if consumed is None:
+            self._custody(session, refused=[env_id])
+            return
+
+        def committed(_: float) -> None:
+            self._custody(session, accepted=[env_id])
+            node.emit(
+                EnvelopeAccepted(
+                    envelope_id=env_id, link=session.link_id, hops=record.hops,
+                    copies=record.copies, for_us=True,
+                )
+            )  # fmt: skip
+            self._report_consumed(match.peer_id, consumed, now)
+
+        node.persist(consumed.puts, then=committed)
+
+    def _open_stored(self, item: StoreItem, match: Match, now: float) -> None:
+        """An envelope we carried turned out to be ours (its tag became known later)."""
+        node = self.node
+        envelope = parse_envelope(item.envelope, buckets=node.config.message.envelope_size_buckets)
+        consumed = self._consume(envelope, match, item.hops, now)
+        node.drop_item(item.envelope_id, DropReason.DELIVERED)
+        if consumed is not None:
+            node.persist(
+                consumed.puts,
+                then=lambda at: self._report_consumed(match.peer_id, consumed, at),
+            )
+
+    def _consume(
+        self, envelope: Envelope, match: Match, hops: int, now: float
+    ) -> _Consumed | None:
+        """Open an envelope addressed to us. None: it failed authentication (refuse it)."""
+        node = self.node
+        contact = node.contacts.get(match.peer_id)
+        if contact is None or contact.channel is None:
+            return _Consumed(puts=[], received=[], stone=None, expired=False)
+        channel = contact.channel
+        try:
+            result = channel.open(envelope, now)
+        except InvalidMessage:
+            return None
+        puts = [codec.channel_record(contact.peer_id, channel)]
+        if result is None:  # a copy we already handled: idempotent
+            return _Consumed(puts=[], received=[], stone=None, expired=False)
+        if isinstance(result, Expired):
+            return _Consumed(puts=puts, received=[], stone=None, expired=True)
+        stone = Tombstone(token=result.token, tag=result.tag, expiry_at=float(result.expiry_at))
+        node.tombstones.add(stone)
+        puts.append(codec.tombstone_record(stone))
+        try:
+            inner = decode_records(result.inner, INNER_RECORDS, node.config.wire)
+        except DecodeError:
+            inner = []  # authentic but unreadable (a newer client?): consumed, nothing shown
+        received: list[StoredMessage] = []
+        for message in inner:
+            received.extend(self._apply_inner(contact, message, hops, now))
+        puts.extend(codec.message_record(m) for m in received)
+        return _Consumed(puts=puts, received=received, stone=stone, expired=False)
+
+    def _report_consumed(self, peer_id: bytes, consumed: _Consumed, now: float) -> None:
+        node = self.node
+        if consumed.expired:
+            node.emit(UndecryptableMessage(peer_id=peer_id, reason="its key period has expired"))
+        for m in consumed.received:
+            node.emit(
+                MessageReceived(
+                    message_id=m.message_id, peer_id=peer_id, sent_at=m.sent_at,
+                    received_at=now, body=m.body, hops=m.hops,
+                )
+            )  # fmt: skip
+        stone = consumed.stone
+        if stone is not None and node.config.message.purge_on_delivery:
+            node.items.add(stone.item_id, int(stone.expiry_at))
+
+    def _apply_inner(
+        self, contact: Contact, message: Record, hops: int, now: float
+    ) -> list[StoredMessage]:
+        node = self.node
+        match message:
+            case TextMessage(message_id=mid, sent_at=sent_ms, body=body):
+                if node.conversations.get(mid) is not None:
+                    return []
+                stored = StoredMessage(
+                    message_id=mid, peer_id=contact.peer_id, outgoing=False, body=body,
+                    sent_at=sent_ms / _MS, received_at=now, status=MessageStatus.DELIVERED,
+                    hops=hops,
+                )  # fmt: skip
+                node.conversations.add(stored)
+                self._queue_receipt(contact.peer_id, RECEIPT_DELIVERED, mid, now)
+                return [stored]
+            case Receipt(status=status, message_ids=ids):
+                target = MessageStatus.READ if status == RECEIPT_READ else MessageStatus.DELIVERED
+                for mid in ids:
+                    own = node.conversations.get(mid)
+                    if own is not None and own.outgoing and own.peer_id == contact.peer_id:
+                        node.status_changed(own, target, now)
+                return []
+            case _:
+                return []
+
+    # ============================================================= purges
+
+    def _on_purge(self, token: bytes, expiry_at: float, now: float) -> None:
+        node = self.node
+        if not node.config.message.purge_on_delivery or expiry_at <= now:
+            return
+        tag = tag_of_token(token)
+        if node.tombstones.has_tag(tag):
+            return
+        horizon = now + node.config.message.max_ttl_s  # a forged far-future expiry is capped
+        stone = Tombstone(token=token, tag=tag, expiry_at=min(expiry_at, horizon))
+        for evicted in node.tombstones.add(stone):
+            node.items.remove(evicted.item_id)
+        node.items.add(stone.item_id, int(stone.expiry_at))
+        for item in node.store.with_tag(tag):
+            if item.tier is Tier.OWN:
+                message = node.conversations.by_envelope(item.envelope_id)
+                if message is not None:
+                    node.status_changed(message, MessageStatus.DELIVERED, now)
+            node.drop_item(item.envelope_id, DropReason.PURGED)
+        node.persist([codec.tombstone_record(stone)])
+
+    # ======================================================= sending mail
+
+    def send_text(self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None) -> bytes:
+        node = self.node
+        limits = node.config.message
+        contact = node.contacts.require(peer_id)
+        if len(body.encode()) > limits.max_body_bytes:
+            raise InvalidMessage(f"message body over {limits.max_body_bytes} bytes")
+        ttl = limits.default_ttl_s if ttl_s is None else ttl_s
+        if not 0 < ttl <= limits.max_ttl_s:
+            raise LocalProtocolError(f"ttl must be within (0, {limits.max_ttl_s}] seconds")
+        message = StoredMessage(
+            message_id=node.rng.randbytes(16), peer_id=peer_id, outgoing=True, body=body,
+            sent_at=now, expiry_at=now + ttl, sealed=False,
+        )  # fmt: skip
+        node.conversations.add(message)
+        if contact.channel is None or contact.exchanging:
+            node.persist([codec.message_record(message)])  # sealed once the keys are ready
+        else:
+            self._seal_text(contact, message, now)
+        return message.message_id
+
+    def _seal_text(self, contact: Contact, message: StoredMessage, now: float) -> None:
+        inner = TextMessage(
+            message_id=message.message_id, sent_at=int(message.sent_at * _MS), body=message.body
+        )
+        item, epoch = self._seal(contact, [inner], message.expiry_at, now)
+        message.epoch = epoch
+        message.sealed = True
+        message.envelope_id = item.envelope_id
+        node = self.node
+        node.conversations.index_envelope(message)
+        puts = [
+            codec.channel_record(contact.peer_id, contact.channel),  # type: ignore[arg-type]
+            codec.envelope_record(item),
+            codec.message_record(message),
+        ]
+
+        def committed(_: float) -> None:
+            node.mark_committed(item.envelope_id)
+            node.emit(
+                MessageQueued(
+                    message_id=message.message_id, peer_id=contact.peer_id,
+                    envelope_id=item.envelope_id,
+                )
+            )  # fmt: skip
+            if item.envelope_id in node.store:
+                self.offer_new(item)
+
+        node.persist(puts, then=committed)
+
+    def _seal(
+        self, contact: Contact, records: list[Record], expiry_at: float, now: float
+    ) -> tuple[StoreItem, int]:
+        """Seal records for a contact into a new own store item; return it and its epoch."""
+        node = self.node
+        channel = contact.channel
+        if channel is None or contact.exchanging:
+            raise LocalProtocolError("contact keys are not ready for sealing")
+        ttl = min(expiry_at - now, node.config.message.latency_budget_s)
+        sealed = channel.seal(encode_records(records), now, ttl, node.rng)
+        item = StoreItem(
+            envelope_id=sealed.envelope_id, envelope=sealed.envelope, tag=sealed.tag,
+            expiry_at=float(sealed.expiry_at), copies=node.router.initial_copies(), hops=0,
+            tier=Tier.OWN, source=None, received_at=now,
+            route_hint=contact.route if node.router.needs_route_hint else None,
+        )  # fmt: skip
+        if not node.admit_item(item, now):
+            raise LocalProtocolError("outbox full: the store has no room for more own mail")
+        node.mark_uncommitted(item.envelope_id)
+        return item, sealed.epoch
+
+    # =========================================================== receipts
+
+    def _queue_receipt(self, peer_id: bytes, kind: int, message_id: bytes, now: float) -> None:
+        if not self.node.config.message.send_receipts:
+            return
+        self._receipts.setdefault(peer_id, {}).setdefault(kind, []).append(message_id)
+        if self._receipts_due_at is None:
+            self._receipts_due_at = now + self.node.config.message.receipt_delay_s
+
+    def mark_read(self, peer_id: bytes, message_ids: list[bytes], now: float) -> None:
+        for mid in message_ids:
+            message = self.node.conversations.get(mid)
+            if message is not None and not message.outgoing and message.peer_id == peer_id:
+                self._queue_receipt(peer_id, RECEIPT_READ, mid, now)
+
+    def _send_receipts(self, now: float) -> None:
+        node = self.node
+        pending, self._receipts, self._receipts_due_at = self._receipts, {}, None
+        for peer_id, kinds in pending.items():
+            contact = node.contacts.get(peer_id)
+            if contact is None or contact.channel is None:
+                continue
+            records: list[Record] = [
+                Receipt(status=k, message_ids=tuple(ids[:64])) for k, ids in kinds.items()
+            ]
+            if contact.exchanging:
+                self._receipts.setdefault(peer_id, kinds)  # retry after the exchange
+                self._receipts_due_at = now + node.config.message.receipt_delay_s
+                continue
+            item, _ = self._seal(contact, records, now + node.config.message.default_ttl_s, now)
+
+            def committed(_: float, item: StoreItem = item) -> None:
+                node.mark_committed(item.envelope_id)
+                if item.envelope_id in node.store:
+                    self.offer_new(item)
+
+            node.persist(
+                [codec.channel_record(peer_id, contact.channel), codec.envelope_record(item)],
+                then=committed,
+            )
+
+    # ============================================================== timers
+
+    def next_deadline(self) -> float | None:
+        candidates = [self._receipts_due_at, self.node.tombstones.next_expiry()]
+        present = [c for c in candidates if c is not None]
+        return min(present) if present else None
+
+    def on_timer(self, now: float) -> None:
+        node = self.node
+        for env_id in node.store.expire(now):
+            node.items.remove(env_id)
+            node.persist([], deletes=[(codec.RecordKind.ENVELOPE, env_id)])
+            node.emit(EnvelopeDropped(envelope_id=env_id, reason=DropReason.EXPIRED))
+        for stone in node.tombstones.expire(now):
+            node.items.remove(stone.item_id)
+            node.persist([], deletes=[(codec.RecordKind.TOMBSTONE, stone.tag)])
+        for message in node.conversations.due_expiries(now):
+            node.status_changed(message, MessageStatus.EXPIRED, now)
+        for contact in node.contacts:
+            if contact.channel is not None and contact.channel.advance(now):
+                node.persist([codec.channel_record(contact.peer_id, contact.channel)])
+        if self._receipts_due_at is not None and now >= self._receipts_due_at:
+            self._send_receipts(now)
+
+    def on_closed(self, session: PeerSession, now: float) -> None:
+        contact = self.node.contacts.get(session.peer_id or b"")
+        exchange = session.key_exchange
+        if contact is not None and exchange is not None and not exchange.done:
+            contact.exchanging = False  # the exchange died with the link
+            self.seal_waiting(contact, now)
+        session.reconciler = None
+        session.in_flight.clear()
+        session.offered.clear()
+
+
+def _tier_of(contact: Contact | None) -> Tier:
+    if contact is None:
+        return Tier.STRANGER
+    return Tier.VERIFIED if contact.verified else Tier.CONTACT

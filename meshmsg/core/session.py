@@ -1,0 +1,52 @@
+"""Per-link meeting state: who the peer is and how far the sync exchange has come.
+
+One :class:`PeerSession` exists per open link. It holds no logic: the node's
+:class:`~meshmsg.core.exchange.Exchange` reads and advances it. Every collection here is bounded
+by the exchange (offers and transfers by ``SyncConfig``), and everything dies with the link.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from meshmsg.core.effects import LinkId
+from meshmsg.core.keyschedule import KeyShare
+from meshmsg.core.link import Link
+from meshmsg.core.reconcile import Reconciler
+from meshmsg.core.routing import PeerRouting
+from meshmsg.core.store import Tier
+
+
+@dataclass(slots=True, kw_only=True)
+class KeyExchangeState:
+    """Our half of a pairing/healing exchange (the secret never leaves this object)."""
+
+    secret: bytes
+    share: KeyShare
+    done: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class InFlight:
+    """An envelope handed to the peer and not yet acknowledged."""
+
+    copies: int
+    to_recipient: bool
+
+
+@dataclass(slots=True, kw_only=True)
+class PeerSession:
+    link_id: LinkId
+    link: Link
+    address: str | None = None
+    peer_id: bytes | None = None  # the peer's identity (from its IdentityProof)
+    identity_key: bytes | None = None
+    tier: Tier = Tier.STRANGER
+    is_contact: bool = False
+    route: PeerRouting | None = None
+    key_exchange: KeyExchangeState | None = None
+    reconciler: Reconciler | None = None
+    synced: bool = False  # reconciliation finished: new items are offered directly
+    offered: dict[bytes, None] = field(default_factory=dict)  # awaiting the peer's Reply
+    in_flight: dict[bytes, InFlight] = field(default_factory=dict)
+    peer_has: set[bytes] = field(default_factory=set)  # ids the peer told us it holds

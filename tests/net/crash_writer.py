@@ -33,7 +33,7 @@ State = dict[tuple[RecordKind, bytes], bytes]
 # Sizes from a small META row to envelopes that span several overflow pages (4 KiB pages), so
 # one transaction writes many pages and a kill can land between them.
 SIZES = (16, 200, 1_000, 4_096, 17_000)
-TARGET_ROWS = 200
+TARGET_ROWS = 200  # deletes speed up above this, so a long chain stays small and fast
 MAX_RUN_S = 60.0  # a writer whose test died stops by itself
 
 
@@ -71,13 +71,12 @@ class Model:
     def digest(self) -> str:
         return f"{self._sum:064x}"
 
-    def apply(self, token: int, intent: Mapping[str, list[list[int | str]]]) -> None:
+    def apply(self, persist: Persist) -> None:
         """Puts in order, then deletes, as ``Storage.apply`` does."""
-        for kind, key_hex, size in intent["puts"]:
-            record_kind, key = RecordKind(int(kind)), bytes.fromhex(str(key_hex))
-            self._put(record_kind, key, value_for(token, record_kind, key, int(size)))
-        for kind, key_hex in intent["deletes"]:
-            self._delete(RecordKind(int(kind)), bytes.fromhex(str(key_hex)))
+        for record in persist.puts:
+            self._put(record.kind, record.key, record.value)
+        for kind, key in persist.deletes:
+            self._delete(kind, key)
 
     def _put(self, kind: RecordKind, key: bytes, value: bytes) -> None:
         self._delete(kind, key)
@@ -111,15 +110,16 @@ def random_intent(rng: random.Random, state: State) -> dict[str, list[list[int |
     return {"puts": puts, "deletes": [[int(kind), key.hex()] for kind, key in deletes]}
 
 
-def to_persist(token: int, intent: Mapping[str, list[list[int | str]]]) -> Persist:
-    puts = tuple(
-        StoredRecord(
-            kind=RecordKind(int(kind)),
-            key=bytes.fromhex(str(key_hex)),
-            value=value_for(token, RecordKind(int(kind)), bytes.fromhex(str(key_hex)), int(size)),
-        )
-        for kind, key_hex, size in intent["puts"]
+def _record(token: int, kind: int | str, key_hex: int | str, size: int | str) -> StoredRecord:
+    record_kind, key = RecordKind(int(kind)), bytes.fromhex(str(key_hex))
+    return StoredRecord(
+        kind=record_kind, key=key, value=value_for(token, record_kind, key, int(size))
     )
+
+
+def to_persist(token: int, intent: Mapping[str, list[list[int | str]]]) -> Persist:
+    """The ``Persist`` an INTENT line stands for (the test rebuilds it the same way)."""
+    puts = tuple(_record(token, *put) for put in intent["puts"])
     deletes = tuple(
         (RecordKind(int(kind)), bytes.fromhex(str(key_hex))) for kind, key_hex in intent["deletes"]
     )
@@ -136,8 +136,9 @@ def run(path: str, key: bytes, seed: int, first_token: int, durable: bool) -> No
         while time.monotonic() < deadline:
             intent = random_intent(rng, model.state)
             print(f"INTENT {token} {json.dumps(intent, separators=(',', ':'))}", flush=True)
-            storage.apply(to_persist(token, intent))
-            model.apply(token, intent)
+            persist = to_persist(token, intent)
+            storage.apply(persist)
+            model.apply(persist)
             print(f"ACK {token} {model.digest()}", flush=True)
             token += 1
 

@@ -76,3 +76,18 @@ def test_direct_delivery_on_the_first_hour_fixture(tmp_path: Path) -> None:
         if '"delivered_at":null' not in line
     }
     assert sorted(delivered) == sorted(expected)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"reference traces not found at {SHARED}")
+def test_spray_and_wait_agent_is_within_the_seed_band_of_the_one(tmp_path: Path) -> None:
+    # The ONE: delivery 0.9440, overhead 5.2107, 8,577 relayed, 3 aborted. The relay agent
+    # follows SprayAndWaitRouter's rules, so this checks the ONE-mode link model on many hops.
+    overrides = [
+        'run.agent="tests.sim.fakes:RelayFactory"', 'routing.policy="spray-and-wait"',
+        "output.plots=false",
+    ]  # fmt: skip
+    s = run_scenario(SCENARIO, tmp_path, overrides=overrides).stats
+    assert s.delivery_prob == pytest.approx(0.9440, abs=0.02)
+    assert s.overhead_ratio == pytest.approx(5.21, abs=0.5)
+    assert s.latency_avg == pytest.approx(2494.4, rel=0.1)

@@ -311,6 +311,8 @@ class Exchange:
         for item_id in ids:
             if item_id in session.peer_has or item_id in session.in_flight:
                 continue
+            if item_id in session.offered:
+                continue  # already offered, awaiting its Reply
             item = node.store.get(item_id)
             if item is not None and node.offerable(item_id):
                 entries.append(OfferEntry(envelope_id=item_id, tag=item.tag))
@@ -321,7 +323,9 @@ class Exchange:
                 purges.append(Purge(token=stone.token, expiry_at=int(stone.expiry_at * _MS)))
         max_items = node.config.wire.max_container_items
         for start in range(0, len(entries), max_items):
-            node.transmit(session, [Offer(entries=tuple(entries[start : start + max_items]))])
+            batch = tuple(entries[start : start + max_items])
+            session.offer_batches.append(tuple(e.envelope_id for e in batch))
+            node.transmit(session, [Offer(entries=batch)])
         if purges:
             node.transmit(session, purges)
 
@@ -347,13 +351,19 @@ class Exchange:
         have: tuple[bytes, ...], now: float
     ) -> None:
         node = self.node
-        unasked = [i for i in [*for_me, *have] if i not in session.offered]
-        if unasked:
+        if not session.offer_batches:
+            raise RemoteProtocolError("reply without an offer")
+        # Several Offers may be outstanding (over max_container_items, or items that became
+        # durable meanwhile): this Reply answers the oldest one only.
+        batch = session.offer_batches.popleft()
+        asked = set(batch)
+        if any(i not in asked for i in [*for_me, *have]):
             raise RemoteProtocolError("reply names envelopes we did not offer")
+        for item_id in batch:
+            session.offered.pop(item_id, None)
         session.peer_has.update(have)
         wanted = set(for_me)
-        candidates = [i for i in session.offered if i not in wanted and i not in session.peer_has]
-        session.offered.clear()
+        candidates = [i for i in batch if i not in wanted and i not in session.peer_has]
         transfers: list[tuple[StoreItem, int, bool]] = []
         for item_id in for_me:
             item = node.store.get(item_id)
@@ -754,6 +764,7 @@ class Exchange:
         session.reconciler = None
         session.in_flight.clear()
         session.offered.clear()
+        session.offer_batches.clear()
 
 
 def _tier_of(contact: Contact | None) -> Tier:

@@ -7,6 +7,7 @@ by the exchange (offers and transfers by ``SyncConfig``), and everything dies wi
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from meshmsg.core.effects import LinkId
@@ -48,5 +49,8 @@ class PeerSession:
     reconciler: Reconciler | None = None
     synced: bool = False  # reconciliation finished: new items are offered directly
     offered: dict[bytes, None] = field(default_factory=dict)  # awaiting the peer's Reply
+    # One entry per Offer record sent, oldest first: the peer answers each Offer with exactly
+    # one Reply, in order, so a Reply is checked against (and settles) only its own Offer.
+    offer_batches: deque[tuple[bytes, ...]] = field(default_factory=deque)
     in_flight: dict[bytes, InFlight] = field(default_factory=dict)
     peer_has: set[bytes] = field(default_factory=set)  # ids the peer told us it holds

@@ -46,7 +46,6 @@ transaction as the envelope it sealed, before transmitting).
 
 from __future__ import annotations
 
-import enum
 import hmac
 import math
 import struct
@@ -85,6 +84,7 @@ from meshmsg.core.keyschedule import (
     x25519,
 )
 from meshmsg.core.rng import Rng
+from meshmsg.core.tagindex import Match, MatchKind, TagEntry, TagIndex
 from meshmsg.errors import (
     DecodeError,
     HandshakeError,
@@ -125,86 +125,6 @@ def new_key_share(
         return secret, KeyShare(public=public, random=rand, period=period_of(now, limits))
     channel.advance(now)
     return secret, channel._share(public, rand)
-
-
-# ----------------------------------------------------------------------------- tag index
-
-
-class MatchKind(enum.Enum):
-    """What a recognised tag means."""
-
-    LIVE = "live"  # decryptable: hand the envelope to ContactChannel.open
-    RECEIVED = "received"  # already delivered: a duplicate, drop it (do not relay it)
-    EXPIRED = "expired"  # ours, but its keys are deleted: report it, it cannot be decrypted
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Match:
-    peer_id: bytes
-    epoch: int
-    period: int
-    counter: int
-    kind: MatchKind
-
-
-_Entry = tuple[bytes, int, int, int, MatchKind]
-
-
-class TagIndex:
-    """Node-wide map from tag to (contact, epoch, period, counter, kind): O(1) recognition.
-
-    Channels keep it up to date themselves once :meth:`ContactChannel.register` attached them.
-    """
-
-    __slots__ = ("_entries", "_max_contacts", "_owners")
-
-    def __init__(self, *, max_contacts: int = MessageLimits().max_contacts) -> None:
-        self._entries: dict[bytes, _Entry] = {}
-        self._owners: dict[bytes, int] = {}  # peer id -> entries it holds
-        self._max_contacts = max_contacts
-
-    def lookup(self, tag: bytes) -> Match | None:
-        entry = self._entries.get(tag)
-        if entry is None:
-            return None
-        peer_id, epoch, period, counter, kind = entry
-        return Match(peer_id=peer_id, epoch=epoch, period=period, counter=counter, kind=kind)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def count(self, peer_id: bytes) -> int:
-        """Entries held for one contact."""
-        return self._owners.get(peer_id, 0)
-
-    def forget_contact(self, peer_id: bytes) -> None:
-        """Remove every tag of ``peer_id`` (contact removed or re-paired). O(index size)."""
-        if self._owners.pop(peer_id, None) is None:
-            return
-        for tag in [t for t, e in self._entries.items() if e[0] == peer_id]:
-            del self._entries[tag]
-
-    def _put(self, tag: bytes, entry: _Entry) -> None:
-        existing = self._entries.get(tag)
-        if existing is not None and existing[0] != entry[0]:
-            return  # a 2^-128 collision with another contact: keep the first owner
-        if existing is None:
-            owners = self._owners
-            if entry[0] not in owners and len(owners) >= self._max_contacts:
-                raise LocalProtocolError(f"tag index full: over {self._max_contacts} contacts")
-            owners[entry[0]] = owners.get(entry[0], 0) + 1
-        self._entries[tag] = entry
-
-    def _drop(self, tag: bytes, peer_id: bytes) -> None:
-        existing = self._entries.get(tag)
-        if existing is None or existing[0] != peer_id:
-            return
-        del self._entries[tag]
-        left = self._owners[peer_id] - 1
-        if left:
-            self._owners[peer_id] = left
-        else:
-            del self._owners[peer_id]
 
 
 # ----------------------------------------------------------------------------- results
@@ -522,7 +442,7 @@ class ContactChannel:
             if entry.until > self._clock:
                 break
             del self._expired[tag]
-            self._index._drop(tag, self._peer_id)
+            self._index.drop(tag, self._peer_id)
             changed = True
         return changed
 
@@ -626,7 +546,7 @@ class ContactChannel:
                 stays live: a forgery cannot burn a genuine message's counter).
         """
         self.advance(now)
-        entry = self._index._entries.get(envelope.tag)
+        entry = self._index.entry(envelope.tag)
         if entry is None or entry[0] != self._peer_id:
             raise InvalidMessage("tag not recognised for this contact")
         _, epoch_no, period, counter, kind = entry
@@ -658,7 +578,7 @@ class ContactChannel:
 
     # --------------------------------------------------------------- windows
 
-    def _entry(self, epoch: int, period: int, counter: int, kind: MatchKind) -> _Entry:
+    def _entry(self, epoch: int, period: int, counter: int, kind: MatchKind) -> TagEntry:
         return (self._peer_id, epoch, period, counter, kind)
 
     def _fill(self, epoch: _RecvEpoch, slot: _Slot) -> None:
@@ -669,7 +589,7 @@ class ContactChannel:
             slot.tags.append(tag)
             seen = (slot.seen >> (counter - slot.base)) & 1
             kind = MatchKind.RECEIVED if seen else MatchKind.LIVE
-            self._index._put(tag, self._entry(epoch.epoch, slot.period, counter, kind))
+            self._index.put(tag, self._entry(epoch.epoch, slot.period, counter, kind))
 
     def _mark_received(self, epoch: _RecvEpoch, slot: _Slot, counter: int) -> None:
         skipped = slot.skipped.pop(counter, None)
@@ -677,14 +597,14 @@ class ContactChannel:
             if counter >= slot.base - _trail_depth(self._limits):
                 slot.trail[counter] = skipped
                 entry = self._entry(epoch.epoch, slot.period, counter, MatchKind.RECEIVED)
-                self._index._put(skipped, entry)
+                self._index.put(skipped, entry)
             else:
-                self._index._drop(skipped, self._peer_id)
+                self._index.drop(skipped, self._peer_id)
             return
         offset = counter - slot.base
         slot.seen |= 1 << offset
         entry = self._entry(epoch.epoch, slot.period, counter, MatchKind.RECEIVED)
-        self._index._put(slot.tags[offset], entry)
+        self._index.put(slot.tags[offset], entry)
         # Keep at least half a window of tags above the highest counter received (Briar's
         # rule), then move the base past counters already received.
         shift = max(0, offset + 1 - self._limits.tag_window // 2)
@@ -704,7 +624,7 @@ class ContactChannel:
         for counter in range(max(0, slot.base - depth), slot.base + n - depth):
             gone = slot.trail.pop(counter, None)
             if gone is not None:
-                self._index._drop(gone, self._peer_id)
+                self._index.drop(gone, self._peer_id)
         slot.base += n
         while len(slot.skipped) > self._limits.max_skipped_per_period:
             counter = next(iter(slot.skipped))
@@ -718,26 +638,26 @@ class ContactChannel:
             until=self._clock + limits.expired_tag_grace_s, epoch=epoch,
             period=period, counter=counter,
         )  # fmt: skip
-        self._index._put(tag, self._entry(epoch, period, counter, MatchKind.EXPIRED))
+        self._index.put(tag, self._entry(epoch, period, counter, MatchKind.EXPIRED))
         while len(self._expired) > limits.max_expired_tags:
             oldest = next(iter(self._expired))
             del self._expired[oldest]
-            self._index._drop(oldest, self._peer_id)
+            self._index.drop(oldest, self._peer_id)
 
     def _drop_slot(self, epoch: _RecvEpoch, slot: _Slot, *, expire: bool) -> None:
         """Delete a slot's keys; with ``expire`` its unreceived tags stay recognisable."""
         for tag in slot.trail.values():
-            self._index._drop(tag, self._peer_id)
+            self._index.drop(tag, self._peer_id)
         for counter, tag in slot.skipped.items():
             if expire:
                 self._expire(tag, epoch.epoch, slot.period, counter)
             else:
-                self._index._drop(tag, self._peer_id)
+                self._index.drop(tag, self._peer_id)
         for i, tag in enumerate(slot.tags):
             if expire and not (slot.seen >> i) & 1:
                 self._expire(tag, epoch.epoch, slot.period, slot.base + i)
             else:
-                self._index._drop(tag, self._peer_id)
+                self._index.drop(tag, self._peer_id)
         del epoch.slots[slot.period]
 
     def _drop_epoch(self, epoch_no: int, *, expire: bool) -> None:
@@ -768,7 +688,7 @@ class ContactChannel:
         slot.limit = max(min(count, slot.limit), slot.base)
         keep = slot.limit - slot.base
         for tag in slot.tags[keep:]:
-            self._index._drop(tag, self._peer_id)
+            self._index.drop(tag, self._peer_id)
         del slot.tags[keep:]
         slot.seen &= (1 << keep) - 1
 
@@ -790,15 +710,15 @@ class ContactChannel:
                     kind = MatchKind.LIVE if counter in slot.skipped else MatchKind.RECEIVED
                     tag = tag_of_token(token(slot.tag_key, counter))
                     (slot.skipped if kind is MatchKind.LIVE else slot.trail)[counter] = tag
-                    self._index._put(tag, self._entry(epoch.epoch, slot.period, counter, kind))
+                    self._index.put(tag, self._entry(epoch.epoch, slot.period, counter, kind))
                 for counter in [c for c in slot.skipped if c < slot.base - depth]:
                     tag = tag_of_token(token(slot.tag_key, counter))
                     slot.skipped[counter] = tag
                     entry = self._entry(epoch.epoch, slot.period, counter, MatchKind.LIVE)
-                    self._index._put(tag, entry)
+                    self._index.put(tag, entry)
                 self._fill(epoch, slot)
         for tag, e in self._expired.items():
-            self._index._put(tag, self._entry(e.epoch, e.period, e.counter, MatchKind.EXPIRED))
+            self._index.put(tag, self._entry(e.epoch, e.period, e.counter, MatchKind.EXPIRED))
 
     def register(self, index: TagIndex, peer_id: bytes) -> None:
         """Attach the channel to the node-wide ``index`` under ``peer_id``.
@@ -810,9 +730,9 @@ class ContactChannel:
         index.forget_contact(peer_id)
         old, old_peer = self._index, self._peer_id
         self._index, self._peer_id = index, peer_id
-        for tag, entry in [(t, e) for t, e in old._entries.items() if e[0] == old_peer]:
-            old._drop(tag, old_peer)
-            index._put(tag, (peer_id, *entry[1:]))
+        for tag, entry in old.entries_of(old_peer):
+            old.drop(tag, old_peer)
+            index.put(tag, (peer_id, *entry[1:]))
 
     def to_bytes(self) -> bytes:
         """The whole key state, strictly encoded (format version 1; see docs/protocol/e2e.md).

@@ -68,14 +68,14 @@ def test_sizes_land_exactly_on_buckets(bucket: int, rng: SeededRng) -> None:
 
 
 def test_the_inner_length_is_hidden_within_a_bucket(rng: SeededRng) -> None:
-    sizes = {len(seal(rng.randbytes(n), rng)) for n in range(0, 256 - OVERHEAD_BYTES)}
+    sizes = {len(seal(rng.randbytes(n), rng)) for n in range(256 - OVERHEAD_BYTES)}
     assert sizes == {256}
     assert len(seal(bytes(256 - OVERHEAD_BYTES), rng)) == 1_024
 
 
 def test_inner_over_the_limit_is_refused(rng: SeededRng) -> None:
     assert len(seal(bytes(LIMITS.max_inner_bytes), rng)) == 40_960
-    with pytest.raises(LocalProtocolError, match="max_inner_bytes|over"):
+    with pytest.raises(LocalProtocolError, match="over 34816"):
         seal(bytes(LIMITS.max_inner_bytes + 1), rng)
 
 
@@ -121,7 +121,8 @@ def flipped(data: bytes, bit: int) -> bytes:
 def test_every_header_bit_flip_and_sampled_body_flips_are_rejected(rng: SeededRng) -> None:
     data = seal(b"attack at dawn", rng)
     body_bits = range(HEADER_BYTES * 8, len(data) * 8)
-    bits = list(range(HEADER_BYTES * 8)) + [body_bits[rng.randbelow(len(body_bits))] for _ in range(400)]
+    sampled = [body_bits[rng.randbelow(len(body_bits))] for _ in range(400)]
+    bits = [*range(HEADER_BYTES * 8), *sampled]
     for bit in bits:
         with pytest.raises(InvalidMessage):
             open_envelope(parse_envelope(flipped(data, bit)), KEY, LIMITS)

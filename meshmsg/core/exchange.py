@@ -306,7 +306,7 @@ class Exchange:
     def offer(self, session: PeerSession, ids: list[bytes]) -> None:
         """Offer envelopes the peer lacks (with their tags) and push purge tokens outright."""
         node = self.node
-        entries: list[OfferEntry] = []
+        offered: list[StoreItem] = []
         purges: list[Record] = []
         for item_id in ids:
             if item_id in session.peer_has or item_id in session.in_flight:
@@ -315,12 +315,16 @@ class Exchange:
                 continue  # already offered, awaiting its Reply
             item = node.store.get(item_id)
             if item is not None and node.offerable(item_id):
-                entries.append(OfferEntry(envelope_id=item_id, tag=item.tag))
+                offered.append(item)
                 session.offered[item_id] = None
                 continue
             stone = node.tombstones.by_id(item_id)
             if stone is not None and node.config.message.purge_on_delivery:
                 purges.append(Purge(token=stone.token, expiry_at=int(stone.expiry_at * _MS)))
+        # Oldest first: one sender's mail then arrives in counter order, which keeps it inside
+        # the recipient's tag window (a recipient recognises only tag_window counters ahead).
+        offered.sort(key=lambda i: i.seq)
+        entries = [OfferEntry(envelope_id=i.envelope_id, tag=i.tag) for i in offered]
         max_items = node.config.wire.max_container_items
         for start in range(0, len(entries), max_items):
             batch = tuple(entries[start : start + max_items])
@@ -375,7 +379,12 @@ class Exchange:
             given = node.router.copies_to_give(item, view, now)
             if given > 0:
                 transfers.append((item, given, False))
-        self._send_transfers(session, transfers[: node.config.sync.max_transfers_per_sync])
+            else:
+                session.declined[item.envelope_id] = None
+        cap = node.config.sync.max_transfers_per_sync
+        for item, _, _ in transfers[cap:]:
+            session.declined[item.envelope_id] = None
+        self._send_transfers(session, transfers[:cap])
 
     def _send_transfers(
         self, session: PeerSession, transfers: list[tuple[StoreItem, int, bool]]
@@ -463,11 +472,13 @@ class Exchange:
         node = self.node
         for env_id in refused:
             session.in_flight.pop(env_id, None)
+        delivered = False
         for env_id in accepted:
             flight = session.in_flight.pop(env_id, None)
             if flight is None:
                 raise RemoteProtocolError("custody for an envelope we did not send")
             session.peer_has.add(env_id)
+            delivered = delivered or flight.to_recipient
             item = node.store.get(env_id)
             if item is None:
                 continue
@@ -482,6 +493,12 @@ class Exchange:
             elif kept != item.copies:
                 item.copies = kept
                 node.persist([codec.envelope_record(item)])
+        if delivered and session.declined:
+            # The peer recognises only a window of its next counters; having taken mail for
+            # it, it recognises later ones: more of what it declined may now be its own.
+            again = list(session.declined)
+            session.declined.clear()
+            self.offer(session, again)
 
     # ====================================================== mail for us
 
@@ -765,6 +782,7 @@ class Exchange:
         session.in_flight.clear()
         session.offered.clear()
         session.offer_batches.clear()
+        session.declined.clear()
 
 
 def _tier_of(contact: Contact | None) -> Tier:

@@ -53,4 +53,7 @@ class PeerSession:
     # one Reply, in order, so a Reply is checked against (and settles) only its own Offer.
     offer_batches: deque[tuple[bytes, ...]] = field(default_factory=deque)
     in_flight: dict[bytes, InFlight] = field(default_factory=dict)
+    # Offered, neither claimed nor held by the peer, and not handed over: offered again once
+    # the peer took mail addressed to it, since that moves its tag window to later counters.
+    declined: dict[bytes, None] = field(default_factory=dict)
     peer_has: set[bytes] = field(default_factory=set)  # ids the peer told us it holds

@@ -87,6 +87,8 @@ class _Consumed:
 
 RECEIPT_DELIVERED = 0
 RECEIPT_READ = 1
+_RECEIPT_IDS = 64  # Receipt.message_ids max_items
+_RECEIPTS_PER_ENVELOPE = 16  # 16 full Receipts (~17 kB) fit max_inner_bytes with room to spare
 _MS = 1000.0
 
 
@@ -729,24 +731,31 @@ class Exchange:
             contact = node.contacts.get(peer_id)
             if contact is None or contact.channel is None:
                 continue
-            records: list[Record] = [
-                Receipt(status=k, message_ids=tuple(ids[:64])) for k, ids in kinds.items()
-            ]
             if contact.exchanging:
                 self._receipts.setdefault(peer_id, kinds)  # retry after the exchange
                 self._receipts_due_at = now + node.config.message.receipt_delay_s
                 continue
-            item, _ = self._seal(contact, records, now + node.config.message.default_ttl_s, now)
+            # A Receipt names at most _RECEIPT_IDS messages: more go in further records, and
+            # more records than fit one envelope's inner plaintext in further envelopes.
+            records: list[Record] = [
+                Receipt(status=k, message_ids=tuple(ids[i : i + _RECEIPT_IDS]))
+                for k, ids in kinds.items()
+                for i in range(0, len(ids), _RECEIPT_IDS)
+            ]
+            for start in range(0, len(records), _RECEIPTS_PER_ENVELOPE):
+                group = records[start : start + _RECEIPTS_PER_ENVELOPE]
+                expiry = now + node.config.message.default_ttl_s
+                item, _ = self._seal(contact, group, expiry, now)
 
-            def committed(_: float, item: StoreItem = item) -> None:
-                node.mark_committed(item.envelope_id)
-                if item.envelope_id in node.store:
-                    self.offer_new(item)
+                def committed(_: float, item: StoreItem = item) -> None:
+                    node.mark_committed(item.envelope_id)
+                    if item.envelope_id in node.store:
+                        self.offer_new(item)
 
-            node.persist(
-                [codec.channel_record(peer_id, contact.channel), codec.envelope_record(item)],
-                then=committed,
-            )
+                node.persist(
+                    [codec.channel_record(peer_id, contact.channel), codec.envelope_record(item)],
+                    then=committed,
+                )
 
     # ============================================================== timers
 

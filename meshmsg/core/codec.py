@@ -131,6 +131,11 @@ def restore_node(node: Node, records: Iterable[StoredRecord], now: float) -> Non
         _restore_channel(node, record)
     for record in by_kind[RecordKind.TOMBSTONE]:
         _restore_tombstone(node, record)
+    if node.config.message.purge_on_delivery:
+        # After every token is in (the table keeps the newest within its bound), so the
+        # reconciliation set names only tokens we still hold.
+        for stone in node.tombstones:
+            node.items.add(stone.item_id, int(stone.expiry_at))
     for record in by_kind[RecordKind.ENVELOPE]:
         _restore_envelope(node, record)
     for record in by_kind[RecordKind.MESSAGE]:
@@ -174,8 +179,6 @@ def _restore_tombstone(node: Node, record: StoredRecord) -> None:
         raise StorageError("TOMBSTONE record holds another type")
     stone = Tombstone(token=state.token, tag=record.key, expiry_at=state.expiry_at / _MS)
     node.tombstones.add(stone)
-    if node.config.message.purge_on_delivery:
-        node.items.add(stone.item_id, int(stone.expiry_at))
 
 
 def _restore_envelope(node: Node, record: StoredRecord) -> None:

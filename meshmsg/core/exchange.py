@@ -561,9 +561,10 @@ class Exchange:
             return _Consumed(puts=[], received=[], stone=None, expired=False)
         if isinstance(result, Expired):
             return _Consumed(puts=puts, received=[], stone=None, expired=True)
-        stone = Tombstone(token=result.token, tag=result.tag, expiry_at=float(result.expiry_at))
-        node.tombstones.add(stone)
-        puts.append(codec.tombstone_record(stone))
+        token = Tombstone(token=result.token, tag=result.tag, expiry_at=float(result.expiry_at))
+        stone = token if self._remember(token) else None  # None: pushed straight out
+        if stone is not None:
+            puts.append(codec.tombstone_record(stone))
         try:
             inner = decode_records(result.inner, INNER_RECORDS, node.config.wire)
         except DecodeError:
@@ -586,7 +587,8 @@ class Exchange:
                 )
             )  # fmt: skip
         stone = consumed.stone
-        if stone is not None and node.config.message.purge_on_delivery:
+        held = stone is not None and node.tombstones.by_id(stone.item_id) is not None
+        if stone is not None and held and node.config.message.purge_on_delivery:
             node.items.add(stone.item_id, int(stone.expiry_at))
 
     def _apply_inner(
@@ -626,16 +628,29 @@ class Exchange:
             return
         horizon = now + node.config.message.max_ttl_s  # a forged far-future expiry is capped
         stone = Tombstone(token=token, tag=tag, expiry_at=min(expiry_at, horizon))
-        for evicted in node.tombstones.add(stone):
-            node.items.remove(evicted.item_id)
-        node.items.add(stone.item_id, int(stone.expiry_at))
+        kept = self._remember(stone)
+        if kept:
+            node.items.add(stone.item_id, int(stone.expiry_at))
         for item in node.store.with_tag(tag):
             if item.tier is Tier.OWN:
                 message = node.conversations.by_envelope(item.envelope_id)
                 if message is not None:
                     node.status_changed(message, MessageStatus.DELIVERED, now)
             node.drop_item(item.envelope_id, DropReason.PURGED)
-        node.persist([codec.tombstone_record(stone)])
+        if kept:
+            node.persist([codec.tombstone_record(stone)])
+
+    def _remember(self, stone: Tombstone) -> bool:
+        """Keep a purge token; forget (items and records) those it pushes out of the bounded
+        table, so the reconciliation set never names a token we can no longer send. False:
+        the token itself was the one pushed out."""
+        node = self.node
+        evicted = node.tombstones.add(stone)
+        for old in evicted:
+            node.items.remove(old.item_id)
+        if evicted:
+            node.persist([], deletes=[(codec.RecordKind.TOMBSTONE, old.tag) for old in evicted])
+        return node.tombstones.by_id(stone.item_id) is not None
 
     # ======================================================= sending mail
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -42,6 +43,9 @@ class Tombstones:
 
     def __len__(self) -> int:
         return len(self._by_tag)
+
+    def __iter__(self) -> Iterator[Tombstone]:
+        return iter(list(self._by_tag.values()))
 
     def has_tag(self, tag: bytes) -> bool:
         return tag in self._by_tag

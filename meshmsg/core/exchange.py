@@ -187,7 +187,7 @@ class Exchange:
             case Custody(accepted=accepted, refused=refused):
                 self._on_custody(session, accepted, refused, now)
             case Purge(token=token, expiry_at=expiry_at):
-                self._on_purge(token, expiry_at / _MS, now)
+                self._on_purge(session, token, expiry_at / _MS, now)
             case _:
                 raise RemoteProtocolError(f"unexpected {type(record).__name__} on a live link")
 
@@ -590,6 +590,7 @@ class Exchange:
         held = stone is not None and node.tombstones.by_id(stone.item_id) is not None
         if stone is not None and held and node.config.message.purge_on_delivery:
             node.items.add(stone.item_id, int(stone.expiry_at))
+            self._spread_purge(stone, source=None)
 
     def _apply_inner(
         self, contact: Contact, message: Record, hops: int, now: float
@@ -619,7 +620,9 @@ class Exchange:
 
     # ============================================================= purges
 
-    def _on_purge(self, token: bytes, expiry_at: float, now: float) -> None:
+    def _on_purge(
+        self, session: PeerSession, token: bytes, expiry_at: float, now: float
+    ) -> None:
         node = self.node
         if not node.config.message.purge_on_delivery or expiry_at <= now:
             return
@@ -639,6 +642,14 @@ class Exchange:
             node.drop_item(item.envelope_id, DropReason.PURGED)
         if kept:
             node.persist([codec.tombstone_record(stone)])
+            self._spread_purge(stone, source=session.peer_id)
+
+    def _spread_purge(self, stone: Tombstone, *, source: bytes | None) -> None:
+        """A token is an item too: push it on every reconciled link at once, as new mail is,
+        so carriers met right now drop their copies (and a sender sees DELIVERED)."""
+        for session in list(self.node.sessions.values()):
+            if session.synced and session.peer_id != source:
+                self.offer(session, [stone.item_id])
 
     def _remember(self, stone: Tombstone) -> bool:
         """Keep a purge token; forget (items and records) those it pushes out of the bounded

@@ -216,9 +216,9 @@ class Exchange:
                 handshake_hash=peer.handshake_hash, now=now,
             )  # fmt: skip
             self.node.transmit(session, [KeyConfirm(confirmation=contact.channel.confirmation)])
-            self.install_channel(contact, contact.channel, now, healed=True)
             if result.abandoned_epoch is not None:
                 self._reseal_epoch(contact, result.abandoned_epoch, now)
+            self.install_channel(contact, contact.channel, now, healed=True)  # seals them again
             return
         channel = ContactChannel.pair(
             our_ik=self.node.identity.public.identity_key,
@@ -242,9 +242,12 @@ class Exchange:
         for message in node.conversations.with_peer(contact.peer_id):
             lost = message.outgoing and message.sealed and message.epoch == epoch
             if lost and message.status < MessageStatus.DELIVERED and message.expiry_at > now:
+                message.sealed = False
+                # Durably unsealed before its envelope goes: a crash in between leaves a
+                # message sealed again at the next meeting, never one pointing at nothing.
+                node.persist([codec.message_record(message)])
                 if message.envelope_id is not None:
                     node.drop_item(message.envelope_id, DropReason.EXPIRED)
-                message.sealed = False
 
     def install_channel(
         self, contact: Contact, channel: ContactChannel, now: float, *, healed: bool

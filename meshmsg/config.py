@@ -149,6 +149,12 @@ class MessageLimits:
         "s",
         "how long a deleted period's tags are still recognised: no envelope outlives max_ttl_s",
     )
+    expired_tail_counters: int = limit(
+        8,
+        "counters",
+        "when a period's keys go, unreceived counters kept as expired tags above the highest "
+        "received one (every gap below it is kept): the last few sent are the likely stragglers",
+    )
     default_ttl_s: float = limit(
         86_400.0, "s", "relays drop envelopes after this; equals the latency budget"
     )

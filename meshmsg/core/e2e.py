@@ -26,9 +26,10 @@ at ``base``, the lowest counter not yet received, and puts them in the node-wide
 :class:`TagIndex` (tag -> contact, epoch, period, counter, kind). Receiving a counter in the
 upper half of the window slides it (Briar's rule) so one lost message cannot stall a period;
 counters overtaken that way stay decryptable as *skipped* (bounded). A received counter's tag
-stays in the index as RECEIVED while inside the window: a second copy is a no-op. When a slot
-is deleted, its unreceived tags (one-way outputs, not keys) stay for a grace time as EXPIRED,
-so a late envelope is reported instead of silently lost.
+stays in the index as RECEIVED while in the window or just below it (the *trail*): a second
+copy is a no-op. When a slot is deleted, the tags of its unreceived counters that were likely
+sent (one-way outputs, not keys) stay for a grace time as EXPIRED, so a late envelope is
+reported instead of silently lost.
 
 *Healing.* Each side sends a :class:`KeyShare` (ephemeral public key, 32 random bytes, its
 period, its epoch and previous epoch, and how many messages it sealed per period of its
@@ -645,7 +646,12 @@ class ContactChannel:
             self._index.drop(oldest, self._peer_id)
 
     def _drop_slot(self, epoch: _RecvEpoch, slot: _Slot, *, expire: bool) -> None:
-        """Delete a slot's keys; with ``expire`` its unreceived tags stay recognisable."""
+        """Delete a slot's keys; with ``expire`` its unreceived tags stay recognisable.
+
+        Kept are the counters certainly sealed but never received (skipped ones, gaps below
+        the highest received) and ``expired_tail_counters`` just above it: most of a window
+        lies beyond what the sender ever used, and would only crowd the expired-tag pool.
+        """
         for tag in slot.trail.values():
             self._index.drop(tag, self._peer_id)
         for counter, tag in slot.skipped.items():
@@ -653,8 +659,9 @@ class ContactChannel:
                 self._expire(tag, epoch.epoch, slot.period, counter)
             else:
                 self._index.drop(tag, self._peer_id)
+        keep = slot.seen.bit_length() + self._limits.expired_tail_counters if expire else 0
         for i, tag in enumerate(slot.tags):
-            if expire and not (slot.seen >> i) & 1:
+            if i < keep and not (slot.seen >> i) & 1:
                 self._expire(tag, epoch.epoch, slot.period, slot.base + i)
             else:
                 self._index.drop(tag, self._peer_id)

@@ -532,6 +532,18 @@ def test_a_late_envelope_after_key_deletion_is_expired_then_quiet(rng: SeededRng
     assert bob.index.lookup(sealed.tag) is None  # the grace time is over
 
 
+def test_deleted_periods_keep_gaps_and_a_short_tail_as_expired_tags(rng: SeededRng) -> None:
+    alice, bob = make_pair(rng)
+    sealed = [send(alice, bytes(i), T0, rng) for i in range(12)]
+    bob.open(sealed[1].envelope, T0)  # counter 0 is a certain gap; 2.. may never have been sent
+    bob.channel.advance(T0 + W * DAY)
+    kinds = [bob.index.lookup(s.tag) for s in sealed]
+    tail = LIMITS.expired_tail_counters
+    expired = [i for i, m in enumerate(kinds) if m is not None and m.kind is MatchKind.EXPIRED]
+    assert expired == [0, *range(2, 2 + tail)]
+    assert len(bob.channel._expired) == 1 + tail
+
+
 def test_the_period_is_monotonic_when_the_clock_goes_back(rng: SeededRng) -> None:
     alice, bob = make_pair(rng)
     alice.channel.advance(T0 + 2 * DAY)

@@ -362,7 +362,7 @@ class ContactChannel:
 
     def _check_shares(self, our_secret: bytes, ours: KeyShare, theirs: KeyShare) -> None:
         ours.check()
-        if nacl.bindings.crypto_scalarmult_base(our_secret) != ours.public:
+        if len(our_secret) != 32 or nacl.bindings.crypto_scalarmult_base(our_secret) != ours.public:
             raise LocalProtocolError("our_secret does not belong to our key share")
         try:
             theirs.check()
@@ -735,11 +735,12 @@ class ContactChannel:
         if index is self._index and peer_id == self._peer_id:
             return
         index.forget_contact(peer_id)
-        old, old_peer = self._index, self._peer_id
-        self._index, self._peer_id = index, peer_id
-        for tag, entry in old.entries_of(old_peer):
-            old.drop(tag, old_peer)
+        entries = self._index.entries_of(self._peer_id)
+        for tag, entry in entries:  # the first put raises if the index is full: nothing moved
             index.put(tag, (peer_id, *entry[1:]))
+        for tag, _ in entries:
+            self._index.drop(tag, self._peer_id)
+        self._index, self._peer_id = index, peer_id
 
     def to_bytes(self) -> bytes:
         """The whole key state, strictly encoded (format version 1; see docs/protocol/e2e.md).

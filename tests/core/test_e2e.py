@@ -372,6 +372,8 @@ def test_pairing_rejects_bad_inputs(rng: SeededRng) -> None:
         pair(their_ik=IK_A)
     with pytest.raises(LocalProtocolError, match="our_secret"):
         pair(our_secret=bytes(32))
+    with pytest.raises(LocalProtocolError, match="our_secret"):
+        pair(our_secret=b"short")
     with pytest.raises(HandshakeError, match="degenerate"):
         pair(theirs=dataclasses.replace(share_b, public=bytes(32)))
     with pytest.raises(HandshakeError, match="clock"):
@@ -642,8 +644,10 @@ def test_the_tag_index_bounds_contacts_and_forgets_them(rng: SeededRng) -> None:
     assert index.count(b"alice") == len(index) > 0
     assert len(bob.index) == 0  # the tags moved
     _, other = make_pair(SeededRng(7, "other"))
+    held = len(other.index)
     with pytest.raises(LocalProtocolError, match="full"):
         other.channel.register(index, b"someone else")
+    assert len(other.index) == held  # nothing moved: the channel still works where it was
     index.forget_contact(b"alice")
     assert len(index) == 0
     assert index.lookup(send(alice, b"x", T0, rng).tag) is None

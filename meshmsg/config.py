@@ -435,6 +435,18 @@ class NetConfig:
         "s",
         "a deadline still in the past after handle_timer (a core bug) cannot starve inputs",
     )
+    # --- the daemon's local API (net/api.py) ---
+    api_max_request_bytes: int = limit(
+        262_144,
+        "bytes",
+        "a 32 KiB message body JSON-escaped as \\uXXXX is at most 6x larger, plus the envelope",
+    )
+    api_max_ws_clients: int = limit(
+        16, "connections", "live-event subscribers (CLI chats, a web UI); each holds an event queue"
+    )
+    api_max_messages: int = limit(
+        1_000, "messages", "most messages one GET returns; older ones are paged with ?before="
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

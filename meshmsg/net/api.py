@@ -1,0 +1,439 @@
+"""The daemon's local HTTP + WebSocket API: Starlette on hypercorn's trio worker, 127.0.0.1 only.
+
+Every request needs ``Authorization: Bearer <token>``, the token the daemon writes (0600) to
+``api-token`` in the data directory at start; it is compared in constant time. Bodies are JSON
+objects of at most ``NetConfig.api_max_request_bytes``; answers are JSON, errors
+``{"error": "<one line>"}`` with a fitting status code. The endpoints (docs/operations.md):
+
+====== =================================== ==============================================
+GET    /status                             identity, links, queues, relay usage, discovery
+GET    /id                                 contact code, safety number per contact
+GET    /contacts                           the contact list
+POST   /contacts                           ``{"code", "name"?, "verified"?}``: add a contact
+POST   /contacts/{peer_id}/verify          ``{"verified"?: true}``: mark (un)verified
+DELETE /contacts/{peer_id}                 remove a contact
+GET    /conversations                      one row per peer, most recent first
+GET    /conversations/{peer_id}/messages   ``?limit=&before=``: messages, oldest first
+POST   /messages                           ``{"to", "body", "ttl_s"?}``: send; 201 with its id
+POST   /messages/read                      ``{"peer_id", "message_ids"}``: send read receipts
+WS     /events                             every node event as JSON, live
+====== =================================== ==============================================
+
+Handlers run in the daemon's trio loop and reach the Node only through ``NodeRunner.call``,
+so the pump stays its one owner; each call runs a read or one command, never waits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hmac
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar, cast
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from meshmsg.app import own_contact_code
+from meshmsg.core.identity import decode_contact_code, fingerprint
+from meshmsg.core.node import Node
+from meshmsg.errors import (
+    ConfigError,
+    InvalidContactCode,
+    InvalidMessage,
+    LocalProtocolError,
+    TransportError,
+)
+from meshmsg.net.daemon import NodeHandle
+from meshmsg.views import (
+    JSON,
+    contact_view,
+    contacts_view,
+    conversations_view,
+    event_view,
+    message_view,
+    outbox_view,
+    parse_peer_id,
+    sessions_view,
+    store_view,
+    to_json,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+WS_POLICY_VIOLATION: Final = 1008  # RFC 6455: refused (bad or missing token)
+WS_TRY_LATER: Final = 1013  # RFC 6455: too many clients, or this one fell behind
+MESSAGE_ID_HEX: Final = 32
+
+
+Handler = Callable[[Request], Awaitable[Any]]
+
+
+class Api:
+    """The endpoints over one running node."""
+
+    def __init__(self, handle: NodeHandle, token: str) -> None:
+        self._handle = handle
+        self._runner = handle.runner
+        self._token = token.encode()
+        self._net = handle.config.net
+        self._ws_clients = 0
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    def authorized(self, conn: HTTPConnection) -> bool:
+        scheme, _, given = conn.headers.get("authorization", "").partition(" ")
+        # compare_digest takes the same time whatever prefix of the token is right.
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), self._token)
+
+    def endpoint(
+        self, handler: Handler, status: int = 200
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """Wrap a handler: auth, errors as JSON, the result as a JSON response."""
+
+        @functools.wraps(handler)
+        async def run(request: Request) -> Response:
+            if not self.authorized(request):
+                return _error(401, "missing or wrong bearer token (see api-token in the data dir)")
+            try:
+                result = await handler(request)
+            except HTTPException as exc:
+                return _error(exc.status_code, exc.detail)
+            except InvalidMessage as exc:
+                return _error(413, f"message too big: {exc}")
+            except (InvalidContactCode, ConfigError) as exc:
+                return _error(400, str(exc))
+            except LocalProtocolError as exc:  # the Node refused the command as asked
+                return _error(409, str(exc))
+            except TransportError as exc:
+                return _error(503, f"node is shutting down: {exc}")
+            if result is None:
+                return Response(status_code=204)
+            return JSONResponse(result, status_code=status)
+
+        return run
+
+    async def call(self, fn: Callable[[Node, float], T]) -> T:
+        return await self._runner.call(fn)
+
+    async def body(self, request: Request) -> dict[str, Any]:
+        """The JSON object in the body, read up to the size cap."""
+        cap = self._net.api_max_request_bytes
+        chunks: list[bytes] = []
+        size = 0
+        async with contextlib.aclosing(request.stream()) as stream:  # closed when we stop early
+            async for chunk in stream:
+                size += len(chunk)
+                if size > cap:
+                    raise HTTPException(413, f"request body over {cap} bytes")
+                chunks.append(chunk)
+        try:
+            data = json.loads(b"".join(chunks) or b"null")
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise HTTPException(400, f"body is not JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise HTTPException(400, "body must be a JSON object")
+        return data
+
+    # --- endpoints ---------------------------------------------------------------------------
+
+    async def status(self, request: Request) -> JSON:
+        handle = self._handle
+        stats = self._runner.statistics()
+
+        def read(node: Node, now: float) -> JSON:
+            return {
+                "peer_id": node.identity.peer_id.hex(),
+                "fingerprint": fingerprint(node.identity.public),
+                "name": handle.settings.name,
+                "profile": handle.settings.profile,
+                "listen": self._runner.addresses,
+                "uptime_s": now - handle.started_at,
+                "peers": sessions_view(node),
+                "contacts": len(node.contacts),
+                "outbox": outbox_view(node),
+                "relay": store_view(node),
+            }
+
+        view = await self.call(read)
+        view["links"] = to_json(stats)
+        view["discovery"] = handle.discovery_state()
+        view["static_peers"] = list(handle.settings.static_peers)
+        view["found_by"] = dict(handle.bridge.found_by)
+        view["storage"] = {
+            "checkpoints": handle.sink.checkpoints,
+            "checkpoint_failures": handle.sink.checkpoint_failures,
+        }
+        return view
+
+    async def identity(self, request: Request) -> JSON:
+        settings = self._handle.settings
+
+        def read(node: Node, _now: float) -> JSON:
+            return {
+                "peer_id": node.identity.peer_id.hex(),
+                "fingerprint": fingerprint(node.identity.public),
+                "name": settings.name,
+                "contact_code": own_contact_code(node.identity, settings),
+                "contacts": contacts_view(node),
+            }
+
+        return await self.call(read)
+
+    async def list_contacts(self, request: Request) -> list[JSON]:
+        return await self.call(lambda node, _now: contacts_view(node))
+
+    async def add_contact(self, request: Request) -> JSON:
+        data = await self.body(request)
+        card = decode_contact_code(_field(data, "code", str))
+        name = _optional(data, "name", str)
+        verified = _optional(data, "verified", bool) or False
+
+        def add(node: Node, now: float) -> JSON:
+            return contact_view(node, node.add_contact(card, verified=verified, now=now, name=name))
+
+        return await self.call(add)
+
+    async def verify_contact(self, request: Request) -> JSON:
+        peer_id = _peer_param(request)
+        data = await self.body(request)
+        verified = _optional(data, "verified", bool)
+        verified = True if verified is None else verified
+
+        def mark(node: Node, now: float) -> JSON:
+            contact = _require_contact(node, peer_id)
+            node.set_verified(peer_id, verified, now=now)
+            return contact_view(node, contact)
+
+        return await self.call(mark)
+
+    async def remove_contact(self, request: Request) -> None:
+        peer_id = _peer_param(request)
+
+        def remove(node: Node, now: float) -> None:
+            _require_contact(node, peer_id)
+            node.remove_contact(peer_id, now=now)
+
+        await self.call(remove)
+
+    async def conversations(self, request: Request) -> list[JSON]:
+        return await self.call(lambda node, _now: conversations_view(node))
+
+    async def messages(self, request: Request) -> list[JSON]:
+        peer_id = _peer_param(request)
+        limit = _int_query(
+            request, "limit", self._net.api_max_messages, 1, self._net.api_max_messages
+        )
+        before = request.query_params.get("before")
+        try:
+            before_at = float(before) if before is not None else None
+        except ValueError as exc:
+            raise HTTPException(400, "before must be a time in seconds") from exc
+
+        def read(node: Node, _now: float) -> list[JSON]:
+            if node.contacts.get(peer_id) is None and peer_id not in node.conversations.peers():
+                raise HTTPException(404, f"unknown contact {peer_id.hex()}")
+            found = node.conversations.with_peer(peer_id)
+            if before_at is not None:
+                found = [m for m in found if m.sent_at < before_at]
+            return [message_view(m) for m in found[-limit:]]
+
+        return await self.call(read)
+
+    async def send(self, request: Request) -> JSON:
+        data = await self.body(request)
+        peer_id = _parse_peer(_field(data, "to", str))
+        body = _field(data, "body", str)
+        if not body.strip():
+            raise HTTPException(400, "message body is empty")
+        ttl = _optional(data, "ttl_s", float | int)
+        ttl_s = float(ttl) if ttl is not None else None
+
+        def send(node: Node, now: float) -> JSON:
+            _require_contact(node, peer_id)
+            message_id = node.send_message(peer_id, body, now=now, ttl_s=ttl_s)
+            message = node.conversations.get(message_id)
+            assert message is not None
+            return message_view(message)
+
+        return await self.call(send)
+
+    async def mark_read(self, request: Request) -> JSON:
+        data = await self.body(request)
+        peer_id = _parse_peer(_field(data, "peer_id", str))
+        raw_ids = _field(data, "message_ids", list)
+        if len(raw_ids) > self._net.api_max_messages:
+            raise HTTPException(400, f"at most {self._net.api_max_messages} message ids at once")
+        ids = [_parse_message_id(i) for i in raw_ids]
+
+        def mark(node: Node, now: float) -> JSON:
+            _require_contact(node, peer_id)
+            node.mark_read(peer_id, ids, now=now)
+            return {"marked": len(ids)}
+
+        return await self.call(mark)
+
+    async def events(self, websocket: WebSocket) -> None:
+        """Stream every node event as JSON until the client goes or falls behind."""
+        if not self.authorized(websocket):
+            await websocket.close(code=WS_POLICY_VIOLATION)
+            return
+        if self._ws_clients >= self._net.api_max_ws_clients:
+            await websocket.close(code=WS_TRY_LATER)
+            return
+        self._ws_clients += 1
+        try:
+            await websocket.accept()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_until_client_leaves, websocket, nursery.cancel_scope)
+                with self._runner.subscribe() as events:
+                    async for event in events:
+                        await websocket.send_json(event_view(event))
+                # The pump dropped us for falling behind: say so, the client may reconnect.
+                await websocket.close(code=WS_TRY_LATER)
+                nursery.cancel_scope.cancel()
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self._ws_clients -= 1
+
+
+async def _until_client_leaves(websocket: WebSocket, scope: trio.CancelScope) -> None:
+    """Read (and ignore) what the client sends; stop the stream when it disconnects."""
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+    finally:
+        scope.cancel()
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _field(data: dict[str, Any], key: str, kind: Any) -> Any:
+    if key not in data:
+        raise HTTPException(400, f"missing field {key!r}")
+    value = data[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise HTTPException(400, f"field {key!r} has the wrong type")
+    return value
+
+
+def _optional(data: dict[str, Any], key: str, kind: Any) -> Any:
+    return _field(data, key, kind) if data.get(key) is not None else None
+
+
+def _parse_peer(text: str) -> bytes:
+    try:
+        return parse_peer_id(text)
+    except LocalProtocolError as exc:
+        raise HTTPException(400, str(exc)) from exc
+
+
+def _peer_param(request: Request) -> bytes:
+    return _parse_peer(str(request.path_params["peer_id"]))
+
+
+def _parse_message_id(value: object) -> bytes:
+    if not isinstance(value, str) or len(value) != MESSAGE_ID_HEX:
+        raise HTTPException(400, "message ids are 32 hex digits")
+    try:
+        return bytes.fromhex(value)
+    except ValueError as exc:
+        raise HTTPException(400, "message ids are 32 hex digits") from exc
+
+
+def _int_query(request: Request, key: str, default: int, low: int, high: int) -> int:
+    text = request.query_params.get(key)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise HTTPException(400, f"{key} must be an integer") from exc
+    if not low <= value <= high:
+        raise HTTPException(400, f"{key} must be within {low}..{high}")
+    return value
+
+
+def _require_contact(node: Node, peer_id: bytes) -> Any:
+    contact = node.contacts.get(peer_id)
+    if contact is None:
+        raise HTTPException(404, f"unknown contact {peer_id.hex()}")
+    return contact
+
+
+def create_app(handle: NodeHandle, token: str) -> Starlette:
+    """The Starlette application over a running node."""
+    if not token:
+        raise ConfigError("the API needs a non-empty token")
+    api = Api(handle, token)
+    e = api.endpoint
+    routes = [
+        Route("/status", e(api.status), methods=["GET"]),
+        Route("/id", e(api.identity), methods=["GET"]),
+        Route("/contacts", e(api.list_contacts), methods=["GET"]),
+        Route("/contacts", e(api.add_contact, 201), methods=["POST"]),
+        Route("/contacts/{peer_id}/verify", e(api.verify_contact), methods=["POST"]),
+        Route("/contacts/{peer_id}", e(api.remove_contact), methods=["DELETE"]),
+        Route("/conversations", e(api.conversations), methods=["GET"]),
+        Route("/conversations/{peer_id}/messages", e(api.messages), methods=["GET"]),
+        Route("/messages", e(api.send, 201), methods=["POST"]),
+        Route("/messages/read", e(api.mark_read), methods=["POST"]),
+        WebSocketRoute("/events", api.events),
+    ]
+    return Starlette(routes=routes)
+
+
+async def serve_api(
+    handle: NodeHandle,
+    token: str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the API until cancelled; ``task_status`` gets its base URL (``http://127.0.0.1:N``).
+
+    Raises:
+        ConfigError: ``host`` is not a loopback address (the API is for this machine only).
+        TransportError: the port could not be bound.
+    """
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError as exc:
+        raise ConfigError(f"API host must be a loopback IP address, not {host!r}") from exc
+    if not loopback:
+        raise ConfigError(f"API host must be a loopback address, not {host!r}")
+    config = HypercornConfig()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logger  # our logger: no handlers of its own, quiet unless configured
+    config.graceful_timeout = 1.0
+    app = create_app(handle, token)
+    started = time.monotonic()
+    async with trio.open_nursery() as nursery:
+        try:
+            binds: list[str] = await nursery.start(functools.partial(serve, cast(Any, app), config))
+        except OSError as exc:
+            raise TransportError(f"cannot serve the API on {host}:{port}: {exc}") from exc
+        logger.info("API on %s after %.2f s", binds[0], time.monotonic() - started)
+        task_status.started(binds[0])
+
+
+__all__ = ["create_app", "serve_api"]

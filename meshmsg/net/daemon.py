@@ -1,0 +1,397 @@
+"""The daemon: one node from its data directory on real TCP, with discovery and the local API.
+
+Theory of operation
+-------------------
+:func:`open_mesh_node` assembles a running node from parts other modules provide: the database
+(``net/storage.py``), the Node restored from it (``core/node.py``), the trio driver
+(``net/runner.py``), mDNS discovery on the trusted networks and static peers
+(``net/discovery.py``). Two small adapters of its own join them:
+
+* :class:`CheckpointingStorage`, the runner's ``PersistSink``: it commits through ``Storage`` and
+  also runs the WAL checkpoint every ``StorageConfig.checkpoint_interval_s`` (docs/storage.md:
+  deleted key state leaves the files only then). A lock keeps the two on one thread at a time.
+* :class:`PeerBridge`: discovery hands out addresses once and expects to hear how they went
+  (``report_success`` / ``report_failure``, which re-offers a peer after a backoff); the runner
+  knows nothing of discovery. The bridge forwards hand-outs to the runner and watches the
+  runner's events: a failed dial, or a lost link to a peer we dialled, is reported as a failure
+  so that the peer is tried again (a relay that restarts is found again); a link that came up is
+  a success. Duplicate links closed by the core are not failures.
+
+:func:`run_daemon` is ``meshmsg run``: it holds the data directory's lock, serves the local API
+(``net/api.py``) on 127.0.0.1, writes ``daemon.json`` (the API address and pid) for the CLI, and
+stops cleanly on SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import trio
+
+from meshmsg.app import Settings, Unlocked, daemon_lock, runtime_path
+from meshmsg.config import NodeConfig
+from meshmsg.core.effects import LinkId, Persist, RecordKind
+from meshmsg.core.events import LinkClosed, PeerConnected
+from meshmsg.core.node import Node
+from meshmsg.errors import CloseReason, StorageError, TransportError
+from meshmsg.net.discovery import (
+    DiscoveredPeer,
+    Discovery,
+    StaticPeers,
+    TrustedNetworks,
+    open_discovery,
+)
+from meshmsg.net.runner import DialFailed, NodeRunner, open_node
+from meshmsg.net.storage import DataDir, Storage
+from meshmsg.sysrng import SystemRng
+
+logger = logging.getLogger(__name__)
+
+API_TOKEN_BYTES: Final = 32  # 256 bits, URL-safe base64: unguessable, fits a header
+# Links that end for these reasons are not a sign the peer is unreachable: do not back off.
+_NOT_FAILURES: Final = frozenset({CloseReason.DUPLICATE_LINK, CloseReason.PEER_BLOCKED})
+
+
+# --- storage with checkpoints ----------------------------------------------------------------
+
+
+class CheckpointingStorage:
+    """``Storage`` as the runner's sink, checkpointing the WAL at an interval (see module doc)."""
+
+    def __init__(
+        self, storage: Storage, interval_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._storage = storage
+        self._interval_s = interval_s
+        self._clock = clock
+        self._last = clock()
+        self._lock = threading.Lock()  # Storage is for one thread at a time
+        self.checkpoints = 0
+        self.checkpoint_failures = 0
+
+    def apply(self, persist: Persist) -> None:
+        with self._lock:
+            self._storage.apply(persist)
+            if any(kind is RecordKind.CHANNEL for kind, _ in persist.deletes):
+                self._checkpoint()  # removed key state: do not let the WAL keep it
+
+    def checkpoint_if_due(self) -> None:
+        """Checkpoint if the interval has passed (called from a worker thread)."""
+        with self._lock:
+            if self._clock() - self._last >= self._interval_s:
+                self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        try:
+            self._storage.checkpoint()
+        except StorageError as exc:  # a reader held the WAL: the next interval tries again
+            self.checkpoint_failures += 1
+            logger.info("WAL checkpoint postponed: %s", exc)
+            return
+        self.checkpoints += 1
+        self._last = self._clock()
+
+
+async def _checkpoint_loop(sink: CheckpointingStorage, interval_s: float) -> None:
+    while True:
+        await trio.sleep(interval_s)
+        await trio.to_thread.run_sync(sink.checkpoint_if_due)
+
+
+# --- discovery to runner -------------------------------------------------------------------------
+
+PeerSource = Discovery | StaticPeers
+
+
+class PeerBridge:
+    """Forwards discovered peers to the runner and reports back how the dials went."""
+
+    def __init__(self, runner: NodeRunner[Node]) -> None:
+        self._runner = runner
+        self._known: dict[str, tuple[PeerSource, DiscoveredPeer]] = {}
+        self._dialled_links: dict[LinkId, str] = {}
+        self.found_by: dict[str, str] = {}  # address -> "mDNS" or "static peer"
+
+    async def forward(self, source: PeerSource, how: str) -> None:
+        """Hand every peer ``source`` gives out to the node (it dials unless already linked)."""
+        async for peer in source.peers():
+            self._known[peer.address] = (source, peer)
+            self.found_by[peer.address] = how
+            await self._runner.peer_discovered(peer.address)
+
+    async def watch(self) -> None:
+        """Turn runner events into ``report_success`` / ``report_failure``; never returns."""
+        while True:
+            with self._runner.subscribe() as events:
+                async for event in events:
+                    await self._on_event(event)
+            # The pump disconnected us for falling behind (a burst): listen again.
+
+    async def _on_event(self, event: object) -> None:
+        match event:
+            case DialFailed(address=failed):
+                self._report(failed, failed=True)
+            case PeerConnected(link=link):
+                dialled = await self._runner.call(lambda node, _now: _address_of(node, link))
+                if dialled is not None and dialled in self._known:
+                    self._dialled_links[link] = dialled
+                    self._report(dialled, failed=False)
+            case LinkClosed(link=link, reason=reason):
+                lost = self._dialled_links.pop(link, None)
+                if lost is not None and reason not in _NOT_FAILURES:
+                    self._report(lost, failed=True)
+            case _:
+                pass
+
+    def _report(self, address: str, *, failed: bool) -> None:
+        known = self._known.get(address)
+        if known is None:
+            return
+        source, peer = known
+        if failed:
+            source.report_failure(peer)
+        else:
+            source.report_success(peer)
+
+
+def _address_of(node: Node, link: LinkId) -> str | None:
+    session = node.sessions.get(link)
+    return session.address if session is not None else None
+
+
+# --- a running node --------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class NodeHandle:
+    """A node running on TCP with its discovery. Touch the Node only through ``runner.call``."""
+
+    runner: NodeRunner[Node]
+    settings: Settings
+    config: NodeConfig
+    bridge: PeerBridge
+    discovery: Discovery | None
+    discovery_error: str | None
+    static: StaticPeers | None
+    sink: CheckpointingStorage
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def address(self) -> str:
+        """Our first listening address, ``host:port``."""
+        return self.runner.addresses[0]
+
+    def discovery_state(self) -> dict[str, object]:
+        if self.discovery is None:
+            reason = self.discovery_error or "no trusted network is configured"
+            return {"enabled": False, "reason": reason, "peers": 0, "interfaces": []}
+        stats = self.discovery.statistics()
+        return {
+            "enabled": stats.enabled,
+            "reason": stats.disabled_reason,
+            "peers": stats.peers.tracked,
+            "interfaces": list(stats.interfaces),
+        }
+
+
+@contextlib.asynccontextmanager
+async def open_mesh_node(
+    data_dir: DataDir,
+    settings: Settings,
+    unlocked: Unlocked,
+    *,
+    config: NodeConfig | None = None,
+    clock: Callable[[], float] = time.time,
+    mdns: bool = True,
+) -> AsyncIterator[NodeHandle]:
+    """Run the node of ``data_dir`` until the block exits.
+
+    Args:
+        config: overrides the profile's NodeConfig (the demo shortens nothing it shows).
+        mdns: False skips mDNS even on trusted networks (static peers still work).
+
+    Raises:
+        StorageError: the database could not be opened or read.
+        TransportError: the listening socket could not be opened.
+        ConfigError: a bad static peer or trusted network.
+    """
+    config = config if config is not None else settings.node_config()
+    trusted = TrustedNetworks.parse(settings.trusted_networks)
+    static = StaticPeers(settings.static_peers, config.net) if settings.static_peers else None
+    with Storage.open(data_dir.db_path, unlocked.db_key, config=config.storage) as storage:
+        node = Node(
+            identity=unlocked.identity,
+            config=config,
+            rng=SystemRng(),
+            now=clock(),
+            records=storage.load_all(),
+        )
+        sink = CheckpointingStorage(storage, config.storage.checkpoint_interval_s)
+        async with (
+            open_node(
+                node,
+                config=config.net,
+                storage=sink,
+                host=settings.listen_host,
+                port=settings.listen_port,
+                clock=clock,
+            ) as runner,
+            contextlib.AsyncExitStack() as stack,
+            trio.open_nursery() as nursery,
+        ):
+            bridge = PeerBridge(runner)
+            nursery.start_soon(bridge.watch)
+            nursery.start_soon(_checkpoint_loop, sink, config.storage.checkpoint_interval_s)
+            discovery, error = None, None
+            if mdns and trusted:
+                try:
+                    discovery = await stack.enter_async_context(
+                        open_discovery(config.net, trusted, runner.port, SystemRng())
+                    )
+                except TransportError as exc:  # no multicast here: static peers still work
+                    error = str(exc)
+                    logger.warning("mDNS is off: %s", exc)
+            if discovery is not None:
+                nursery.start_soon(bridge.forward, discovery, "mDNS")
+            if static is not None:
+                nursery.start_soon(bridge.forward, static, "static peer")
+            try:
+                yield NodeHandle(
+                    runner=runner,
+                    settings=settings,
+                    config=config,
+                    bridge=bridge,
+                    discovery=discovery,
+                    discovery_error=error,
+                    static=static,
+                    sink=sink,
+                )
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+# --- the daemon --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonInfo:
+    """What ``meshmsg run`` prints once it is up."""
+
+    api_url: str
+    listen: list[str]
+    discovery: dict[str, object]
+    static_peers: tuple[str, ...]
+
+
+def write_api_token(data_dir: DataDir) -> str:
+    """A fresh bearer token, written 0600 (atomically: a reader sees the old or the new one).
+
+    Raises:
+        StorageError: the file could not be written.
+    """
+    token = secrets.token_urlsafe(API_TOKEN_BYTES)
+    _write_private(data_dir.api_token_path, token + "\n")
+    return token
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(f"cannot write {path}: {exc}") from exc
+
+
+async def run_daemon(
+    data_dir: DataDir,
+    settings: Settings,
+    unlocked: Unlocked,
+    *,
+    on_ready: Callable[[DaemonInfo], None] = lambda _: None,
+    on_event: Callable[[NodeHandle, object], None] | None = None,
+    api_host: str = "127.0.0.1",
+    stop: trio.Event | None = None,
+) -> None:
+    """``meshmsg run``: serve the node and the local API until SIGINT/SIGTERM or ``stop``.
+
+    Raises:
+        StorageError: another daemon holds the data directory, or the database failed.
+        TransportError: a listening socket could not be opened.
+    """
+    from meshmsg.net.api import serve_api  # the web stack loads only for the daemon
+
+    with daemon_lock(data_dir) as held:
+        if not held:
+            raise StorageError(f"a daemon is already running on {data_dir.root}")
+        token = write_api_token(data_dir)
+        async with open_mesh_node(data_dir, settings, unlocked) as handle, trio.open_nursery() as n:
+            api_url = await n.start(serve_api, handle, token, api_host, settings.api_port)
+            _write_private(
+                runtime_path(data_dir),
+                json.dumps({"api": api_url, "pid": os.getpid(), "listen": handle.address}),
+            )
+            try:
+                if on_event is not None:
+                    n.start_soon(_echo_events, handle, on_event)
+                on_ready(
+                    DaemonInfo(
+                        api_url=api_url,
+                        listen=handle.runner.addresses,
+                        discovery=handle.discovery_state(),
+                        static_peers=settings.static_peers,
+                    )
+                )
+                await _wait_for_stop(stop)
+            finally:
+                runtime_path(data_dir).unlink(missing_ok=True)
+                n.cancel_scope.cancel()
+
+
+async def _echo_events(handle: NodeHandle, on_event: Callable[[NodeHandle, object], None]) -> None:
+    with handle.runner.subscribe() as events:
+        async for event in events:
+            on_event(handle, event)
+
+
+async def _wait_for_stop(stop: trio.Event | None) -> None:
+    async with trio.open_nursery() as nursery:
+        if stop is not None:
+
+            async def stopped() -> None:
+                await stop.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(stopped)
+        if threading.current_thread() is threading.main_thread():
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+        else:
+            await trio.sleep_forever()
+
+
+__all__ = [
+    "CheckpointingStorage",
+    "DaemonInfo",
+    "NodeHandle",
+    "PeerBridge",
+    "open_mesh_node",
+    "run_daemon",
+    "write_api_token",
+]

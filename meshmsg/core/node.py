@@ -324,16 +324,20 @@ class Node:
         """Put an item into the store and the reconciliation set; report evictions."""
         result = self.store.admit(item, now)
         for victim in result.evicted:
-            self.drop_item(victim, DropReason.EVICTED)
+            # The store already removed the victims: drop_item would find nothing and skip
+            # the reconciliation set, the stored record and the event.
+            self._forget_item(victim, DropReason.EVICTED)
         if result.admission.value != "accepted":
             return False
         self.items.add(item.envelope_id, int(item.expiry_at))
         return True
 
     def drop_item(self, envelope_id: bytes, reason: DropReason) -> None:
-        item = self.store.remove(envelope_id)
-        if item is None:
-            return
+        if self.store.remove(envelope_id) is not None:
+            self._forget_item(envelope_id, reason)
+
+    def _forget_item(self, envelope_id: bytes, reason: DropReason) -> None:
+        """Everything but the store itself lets go of an item that left the store."""
         self.items.remove(envelope_id)
         self._uncommitted.discard(envelope_id)
         self.persist([], deletes=[(RecordKind.ENVELOPE, envelope_id)])

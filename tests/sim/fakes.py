@@ -297,7 +297,9 @@ class ScriptFactory:
 class RelayNode:
     """Epidemic or binary Spray-and-Wait with the ONE's router rules, for ONE-mode validation.
 
-    Per link a small offer/reply handshake stands in for the ONE's ``startTransfer`` check
+    On a new link both sides send a hello listing what they hold or received (Vahdat and
+    Becker's summary vector). Then a small offer/reply handshake stands in for the ONE's
+    ``startTransfer`` check
     (a destination refuses what it already received; a node refuses what it holds or is
     receiving): ``O<id>`` offer, ``Y<id>``/``N<id>`` reply (control frames), then the envelope
     ``M<json>`` (one envelope, ``size`` bytes), then ``K<id>`` ack. One offer is outstanding per
@@ -325,12 +327,16 @@ class RelayNode:
     def link_opened(self, link: LinkId, *, initiator: bool, now: float) -> None:
         self.peer_has[link] = set()
         self.outstanding[link] = None
-        self._effects.append(Transmit(link=link, data=b"H" + str(self.address).encode()))
+        have = sorted([*self.buffer, *self.delivered])  # a summary vector, as Epidemic's
+        hello = json.dumps({"from": self.address, "have": have}).encode()
+        self._effects.append(Transmit(link=link, data=b"H" + hello))
 
     def receive_data(self, link: LinkId, data: bytes, *, now: float) -> None:
         kind, rest = data[:1], data[1:]
         if kind == b"H":
-            self.peer[link] = int(rest)
+            hello = json.loads(rest)
+            self.peer[link] = hello["from"]
+            self.peer_has[link].update(hello["have"])
             self._pump(link, now)
         elif kind == b"O":
             mid = rest.decode()

@@ -248,37 +248,37 @@ async def open_mesh_node(
                 clock=clock,
             ) as runner,
             contextlib.AsyncExitStack() as stack,
-            trio.open_nursery() as nursery,
         ):
-            bridge = PeerBridge(runner)
-            nursery.start_soon(bridge.watch)
-            nursery.start_soon(_checkpoint_loop, sink, config.storage.checkpoint_interval_s)
             discovery, error = None, None
             if mdns and trusted:
-                try:
+                try:  # entered before our nursery opens, so it also closes after it
                     discovery = await stack.enter_async_context(
                         open_discovery(config.net, trusted, runner.port, SystemRng())
                     )
                 except TransportError as exc:  # no multicast here: static peers still work
                     error = str(exc)
                     logger.warning("mDNS is off: %s", exc)
-            if discovery is not None:
-                nursery.start_soon(bridge.forward, discovery, "mDNS")
-            if static is not None:
-                nursery.start_soon(bridge.forward, static, "static peer")
-            try:
-                yield NodeHandle(
-                    runner=runner,
-                    settings=settings,
-                    config=config,
-                    bridge=bridge,
-                    discovery=discovery,
-                    discovery_error=error,
-                    static=static,
-                    sink=sink,
-                )
-            finally:
-                nursery.cancel_scope.cancel()
+            async with trio.open_nursery() as nursery:
+                bridge = PeerBridge(runner)
+                nursery.start_soon(bridge.watch)
+                nursery.start_soon(_checkpoint_loop, sink, config.storage.checkpoint_interval_s)
+                if discovery is not None:
+                    nursery.start_soon(bridge.forward, discovery, "mDNS")
+                if static is not None:
+                    nursery.start_soon(bridge.forward, static, "static peer")
+                try:
+                    yield NodeHandle(
+                        runner=runner,
+                        settings=settings,
+                        config=config,
+                        bridge=bridge,
+                        discovery=discovery,
+                        discovery_error=error,
+                        static=static,
+                        sink=sink,
+                    )
+                finally:
+                    nursery.cancel_scope.cancel()
 
 
 # --- the daemon --------------------------------------------------------------------------------

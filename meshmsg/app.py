@@ -154,6 +154,8 @@ class Settings:
             ConfigError: an unknown key or a bad value (the message names it and ``source``).
         """
         top = _Section(raw, source, "")
+        name = top.get("name", str, "") or None
+        profile = _profile(top.get("profile", str, "office"), source)
         network = top.section("network")
         api = top.section("api")
         keys = top.section("keystore")
@@ -161,8 +163,8 @@ class Settings:
         host, port = _listen(network.get("listen", str, f"0.0.0.0:{DEFAULT_PORT}"), source)
         key_file = keys.get("key_file", str, "")
         settings = cls(
-            name=top.get("name", str, "") or None,
-            profile=_profile(top.get("profile", str, "office"), source),
+            name=name,
+            profile=profile,
             listen_host=host,
             listen_port=port,
             trusted_networks=_strings(network.get("trusted_networks", list, []), source),

@@ -243,7 +243,7 @@ def id_command(ctx: Ctx, no_qr: bool) -> None:
         for column in ("contact", "safety number", "verified"):
             table.add_column(column)
         for contact in view["contacts"]:
-            table.add_row(contact["name"], contact["safety_number"], _verified(contact))
+            table.add_row(contact["name"], _two_lines(contact["safety_number"]), _verified(contact))
         console.print(table)
 
 
@@ -369,7 +369,7 @@ def contact_verify(ctx: Ctx, who: str, yes: bool, undo: bool, no_qr: bool) -> No
     """Compare the safety number with WHO (in person, or scan the QR) and mark them verified."""
     target = resolve_contact(_contacts(ctx), who)
     console.print(f"Safety number with [bold]{target['name']}[/bold] ({target['fingerprint']}):")
-    console.print(f"[bold]{target['safety_number']}[/bold]")
+    console.print(f"[bold]{_two_lines(target['safety_number'])}[/bold]")
     if not no_qr:
         click.echo(render_terminal(target["safety_qr"]))
     verified = not undo
@@ -638,6 +638,12 @@ def demo(no_mdns: bool) -> NoReturn:
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
+
+def _two_lines(safety_number: str) -> str:
+    """60 digits as two rows of six groups: easier to read aloud, never wrapped mid-group."""
+    groups = safety_number.split()
+    return " ".join(groups[:6]) + "\n" + " ".join(groups[6:])
 
 
 def _verified(contact: JSON) -> str:

@@ -4,8 +4,10 @@
 reports need. Field definitions follow the ONE's ``report/MessageStatsReport.java``:
 
 * ``created``: messages created; ``started``: envelope transfers begun; ``relayed``: transfers
-  completed (``EnvelopeAccepted``, including those to the destination); ``aborted``: transfers
-  cut by a contact's end; ``dropped``: copies let go for buffer overflow or TTL
+  of traffic messages completed (``EnvelopeAccepted``, including those to the destination;
+  receipts and other protocol envelopes are counted apart in ``extras.relayed_other``);
+  ``aborted``: transfers cut by a contact's end; ``dropped``: copies let go for buffer
+  overflow or TTL
   (``DropReason.EVICTED``/``EXPIRED``); ``removed``: copies let go for other reasons (a purge
   after delivery, a single copy handed over); ``delivered``: first arrivals at the destination.
 * ``delivery_prob = delivered / created``; ``overhead_ratio = (relayed - delivered) / delivered``;
@@ -195,6 +197,7 @@ class Recorder:
         )
         self.started = self.aborted = self.relayed = self.dropped = self.removed = 0
         self.refused = self.creation_failed = self.contacts = self.crashes = 0
+        self.relayed_other = 0
         self.latencies: list[float] = []
         self.hopcounts: list[int] = []
         self.buffertimes: list[float] = []
@@ -250,7 +253,7 @@ class Recorder:
                 sim_id = self._by_message.get(event.message_id)
                 if sim_id is not None:
                     self._by_envelope[event.envelope_id] = sim_id
-                self._held[(address, event.envelope_id)] = now
+                    self._held[(address, event.envelope_id)] = now
             case EnvelopeAccepted():
                 self._accepted(now, address, event, peer)
             case MessageReceived():
@@ -263,14 +266,15 @@ class Recorder:
     def _accepted(
         self, now: float, address: int, event: EnvelopeAccepted, peer: int | None
     ) -> None:
-        self.relayed += 1
         sim_id = self._by_envelope.get(event.envelope_id)
-        record = self.records.get(sim_id) if sim_id is not None else None
-        if record is not None:
-            record.hops.append((now, peer, address))
+        if sim_id is None:
+            self.relayed_other += 1  # a receipt or other protocol envelope, not traffic
+            return
+        self.relayed += 1
+        record = self.records[sim_id]
+        record.hops.append((now, peer, address))
         if event.for_us:
-            if record is not None:
-                self._delivered(now, record, event.hops)
+            self._delivered(now, record, event.hops)
         else:
             self._held[(address, event.envelope_id)] = now
 
@@ -294,6 +298,9 @@ class Recorder:
         self.delivery_times.append(now)
 
     def _dropped(self, now: float, address: int, event: EnvelopeDropped) -> None:
+        sim_id = self._by_envelope.get(event.envelope_id)
+        if sim_id is None:
+            return  # not a traffic message (a receipt): the ONE has no such envelopes
         arrived = self._held.pop((address, event.envelope_id), None)
         if event.reason in DROPPED_REASONS:
             self.dropped += 1
@@ -304,9 +311,7 @@ class Recorder:
                 self.refused += 1
             return
         self.buffertimes.append(now - (now if arrived is None else arrived))
-        sim_id = self._by_envelope.get(event.envelope_id)
-        if sim_id is not None:
-            self.records[sim_id].drops.append((now, address, event.reason.name.lower()))
+        self.records[sim_id].drops.append((now, address, event.reason.name.lower()))
 
     def _sample(self, now: float) -> None:
         while now >= self._next_sample:
@@ -334,6 +339,7 @@ class Recorder:
         """Counts the ONE has no field for."""
         return {
             "refused": self.refused,
+            "relayed_other": self.relayed_other,
             "creation_failed": self.creation_failed,
             "contacts": self.contacts,
             "crashes": self.crashes,

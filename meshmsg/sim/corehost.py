@@ -1,0 +1,99 @@
+"""The real protocol core in the simulator: a :class:`~meshmsg.sim.host.NodeFactory` of ``Node``.
+
+Each node gets a deterministic identity from the run seed (stream ``identity:<address>``) and its
+own randomness (``node:<address>``). A scenario's ``[nodes]`` and ``[routing]`` become the
+node's ``NodeConfig``: the relay store's cap is ``buffer_bytes``; ONE mode selects the core's
+ONE-compatible store (drop-oldest, no tiers) and, unless the scenario says otherwise, keeps
+delivered copies as the ONE does. With ``pre_pair`` every node has every other as a verified
+contact with pairwise keys already agreed (``meshmsg.core.node.pair_offline``), as if all had
+met before the run; without it, nodes know no one and traffic to strangers fails to queue.
+A restarted node is rebuilt from exactly the records it had committed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+from meshmsg.config import NodeConfig, RoutingConfig
+from meshmsg.core.effects import StoredRecord
+from meshmsg.core.identity import ContactCard, Identity
+from meshmsg.core.node import Node, pair_offline
+from meshmsg.errors import ConfigError
+from meshmsg.sim.host import NodeSetup, RecordKey, SimulatedNode
+from meshmsg.sim.rng import SeededRng
+
+_ROUTING_KEYS = (
+    "policy", "copies", "binary", "prophet_p_init", "prophet_beta", "prophet_gamma",
+    "prophet_time_unit_s", "drop_after_delivery",
+)  # fmt: skip
+
+
+def node_config(setup: NodeSetup) -> NodeConfig:
+    """The ``NodeConfig`` a scenario gives one node.
+
+    Raises:
+        ConfigError: a routing or store value the core refuses.
+    """
+    base = NodeConfig()
+    routing = RoutingConfig(**{k: setup.routing[k] for k in _ROUTING_KEYS if k in setup.routing})  # type: ignore[arg-type]
+    store = dataclasses.replace(base.store, max_store_bytes=setup.buffer_bytes)
+    ttl = max(setup.ttl_s, base.message.default_ttl_s)
+    message = dataclasses.replace(base.message, max_ttl_s=max(ttl, base.message.max_ttl_s))
+    return base.replace(routing=routing, store=store, message=message)
+
+
+class CoreFactory:
+    """Builds ``meshmsg.core.node.Node`` instances for a run."""
+
+    def __init__(self) -> None:
+        self._identities: list[Identity] = []
+        self._prepared: dict[int, Node] = {}
+        self._configs: dict[int, NodeConfig] = {}
+
+    def prepare(self, setups: Sequence[NodeSetup], *, seed: int, pre_pair: bool) -> None:
+        self._identities = [
+            Identity.generate(SeededRng(seed, f"identity:{s.address}")) for s in setups
+        ]
+        self._configs = {s.address: node_config(s) for s in setups}
+        if not pre_pair:
+            return
+        for s in setups:
+            if len(setups) - 1 > self._configs[s.address].message.max_contacts:
+                raise ConfigError(
+                    f"nodes.pre_pair: {len(setups) - 1} contacts per node exceed the core's "
+                    f"max_contacts ({self._configs[s.address].message.max_contacts})"
+                )
+        nodes = [self._new(s, SeededRng(seed, f"node:{s.address}"), 0.0, ()) for s in setups]
+        for node in nodes:
+            for other in self._identities:
+                if other.peer_id != node.identity.peer_id:
+                    node.add_contact(ContactCard(public=other.public), verified=True, now=0.0)
+        for i, a in enumerate(nodes):
+            for b in nodes[i + 1 :]:
+                pair_offline(a, b, now=0.0)
+        self._prepared = {s.address: n for s, n in zip(setups, nodes, strict=True)}
+
+    def identity(self, address: int) -> bytes:
+        return self._identities[address].peer_id
+
+    def build(
+        self, setup: NodeSetup, *, rng: SeededRng, now: float, records: Mapping[RecordKey, bytes]
+    ) -> SimulatedNode:
+        prepared = self._prepared.pop(setup.address, None)
+        if prepared is not None and not records:
+            return prepared
+        stored = [StoredRecord(kind=k, key=key, value=v) for (k, key), v in records.items()]
+        return self._new(setup, rng, now, stored)
+
+    def _new(
+        self, setup: NodeSetup, rng: SeededRng, now: float, records: Sequence[StoredRecord]
+    ) -> Node:
+        return Node(
+            identity=self._identities[setup.address],
+            config=self._configs[setup.address],
+            rng=rng,
+            now=now,
+            records=records,
+            one_mode=setup.one_mode,
+        )

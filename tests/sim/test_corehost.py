@@ -19,7 +19,7 @@ CONTACTS = """\
 """
 
 
-def chain(tmp_path: Path, mode: str, policy: str, **extra: dict[str, object]) -> Scenario:
+def chain(tmp_path: Path, mode: str, policy: str, **extra: object) -> Scenario:
     (tmp_path / "c.txt").write_text(CONTACTS)
     (tmp_path / "m.txt").write_text("1.0 C M1 n0 n3 500\n")
     table: dict[str, object] = {

@@ -34,11 +34,13 @@ from meshmsg.app import (
     PASSPHRASE_ENV,
     OfflineNode,
     Settings,
+    Unlocked,
     default_data_dir,
     init_data_dir,
     kdf_fast_requested,
     open_offline,
     own_contact_code,
+    require_initialised,
     unlock,
 )
 from meshmsg.config import NodeConfig
@@ -136,9 +138,17 @@ class Ctx:
             raise click.ClickException(NOT_RUNNING)
         return client
 
+    def unlock(self) -> Unlocked:
+        """Ask for the passphrase (unless a key file is configured), then unlock with a spinner."""
+        require_initialised(self.data_dir)
+        settings = self.settings
+        secret = _passphrase() if settings.key_file is None else ""
+        with console.status("Unlocking the keystore (Argon2id)…"):
+            return unlock(self.data_dir, settings, lambda: secret)
+
     @contextmanager
     def offline(self) -> Iterator[OfflineNode]:
-        unlocked = unlock(self.data_dir, self.settings, _passphrase)
+        unlocked = self.unlock()
         with open_offline(self.data_dir, self.settings, unlocked) as node:
             yield node
 
@@ -255,7 +265,7 @@ def run(ctx: Ctx) -> None:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = ctx.settings
-    unlocked = unlock(ctx.data_dir, settings, _passphrase)
+    unlocked = ctx.unlock()
 
     def ready(info: DaemonInfo) -> None:
         mdns = info.discovery

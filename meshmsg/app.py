@@ -36,7 +36,7 @@ from meshmsg.core.effects import CloseLink, Dial, Persist, Transmit
 from meshmsg.core.identity import IDENTITY_BYTES, Identity, encode_contact_code
 from meshmsg.core.node import Node
 from meshmsg.errors import ConfigError, KeystoreError, StorageError
-from meshmsg.net.discovery import TrustedNetworks, parse_peer_address
+from meshmsg.net.discovery import parse_peer_address
 from meshmsg.net.storage import DB_KEY_BYTES, DataDir, Storage, new_db_key
 from meshmsg.sysrng import SystemRng
 
@@ -177,7 +177,8 @@ class Settings:
             section.done()
         for peer in settings.static_peers:
             parse_peer_address(peer)  # ConfigError names the bad one
-        TrustedNetworks.parse(settings.trusted_networks)
+        # Trusted networks may name interfaces that come and go (a laptop's Wi-Fi): they are
+        # resolved when the daemon starts, so `meshmsg id` works wherever the laptop is.
         return settings
 
     def node_config(self) -> NodeConfig:

@@ -40,7 +40,7 @@ from typing import Protocol, TextIO, assert_never
 
 from meshmsg.core.effects import CloseLink, Dial, Persist, Transmit
 from meshmsg.core.events import EnvelopeAccepted, Event, MessageReceived
-from meshmsg.errors import LocalProtocolError
+from meshmsg.errors import InvalidMessage, LocalProtocolError
 from meshmsg.sim.faults import NodeCrash, NodeRestart, Partition
 from meshmsg.sim.host import NodeFactory, NodeSetup, RecordStore, SimulatedNode
 from meshmsg.sim.links import Direction, Frame, Link, LinkParams, MessengerLinks, OneLinks
@@ -420,7 +420,14 @@ class Engine:
         peer = self._factory.identity(event.destination)
         self._input = "send_message"
         self._inputs += 1
-        message_id = slot.node.send_message(peer, body, now=self.now, ttl_s=slot.setup.ttl_s)
+        try:
+            message_id = slot.node.send_message(peer, body, now=self.now, ttl_s=slot.setup.ttl_s)
+        except (LocalProtocolError, InvalidMessage) as exc:
+            # Not a contact, or a body the core refuses: the application could not send it.
+            self._log(f"{self.now!r} refused {event.message_id} {exc}")
+            self._observer.created(self.now, event, None)
+            self._drain(slot)
+            return
         self._observer.created(self.now, event, message_id)
         self._drain(slot)
 

@@ -137,21 +137,20 @@ def load_factory(spec: str) -> NodeFactory:
 def core_node_factory() -> NodeFactory:
     """The factory that builds the real protocol core (``meshmsg.core.node.Node``).
 
-    THE SEAM. The adapter lives in :mod:`meshmsg.sim.corehost` (to be written with the Node):
-    it maps a :class:`NodeSetup` onto ``NodeConfig`` (``store.max_store_bytes = buffer_bytes``,
-    ONE-mode store and ``routing.drop_after_delivery = False`` when ``one_mode``), derives a
+    THE SEAM. The adapter lives in :mod:`meshmsg.sim.corehost`: it maps a
+    :class:`NodeSetup` onto ``NodeConfig`` (``store.max_store_bytes = buffer_bytes``, ONE-mode
+    store and ``routing.drop_after_delivery = False`` when ``one_mode``), derives a
     deterministic identity per address from the seed, and pre-pairs with the core's offline
     pairing call.
 
     Raises:
-        ConfigError: the core Node or its simulator adapter is not available yet.
+        ConfigError: the core Node or its simulator adapter cannot be imported.
     """
     try:
         module = importlib.import_module("meshmsg.sim.corehost")
     except ImportError as exc:
         raise ConfigError(
-            "the protocol core's Node is not wired into the simulator yet "
-            "(meshmsg/sim/corehost.py); use a test agent such as "
-            "'tests.sim.fakes:DirectFactory'"
+            f"the protocol core cannot be loaded ({exc}); a test agent such as "
+            "'tests.sim.fakes:DirectFactory' runs without it"
         ) from exc
     return cast(NodeFactory, module.CoreFactory())

@@ -14,6 +14,8 @@ ENVELOPE    envelope id              EnvelopeState (envelope bytes + routing)
 MESSAGE     message id               MessageState (with its timeline)
 TOMBSTONE   tag                      TombstoneState (purge token, expiry)
 META        ``b"router"``            RouterState (PRoPHET predictabilities)
+META        ``b"receipt:"`` ‖ peer   Receipt naming the one message (a receipt owed, not yet
+            id ‖ kind ‖ message id   sealed into an envelope: receipts wait to be batched)
 =========== ======================== ==========================================
 """
 
@@ -30,10 +32,12 @@ from meshmsg.core.envelope import parse_envelope
 from meshmsg.core.events import MessageStatus
 from meshmsg.core.identity import PublicIdentity
 from meshmsg.core.records import (
+    INNER_RECORDS,
     STORAGE_RECORDS,
     ContactState,
     EnvelopeState,
     MessageState,
+    Receipt,
     RouterState,
     StoredRoute,
     TimelineEntry,
@@ -57,6 +61,8 @@ __all__ = ["RecordKind"]
 
 _MS = 1000.0
 ROUTER_KEY = b"router"
+RECEIPT_KEY = b"receipt:"
+_ID_BYTES = 16  # peer ids and message ids
 
 
 def _ms(seconds: float) -> int:
@@ -107,6 +113,17 @@ def router_record(aged_at: float | None, preds: dict[bytes, float]) -> StoredRec
     return StoredRecord(kind=RecordKind.META, key=ROUTER_KEY, value=encode_record(value))
 
 
+def owed_receipt_key(peer_id: bytes, kind: int, message_id: bytes) -> bytes:
+    return RECEIPT_KEY + peer_id + bytes([kind]) + message_id
+
+
+def owed_receipt_record(peer_id: bytes, kind: int, message_id: bytes) -> StoredRecord:
+    """A receipt we owe ``peer_id``: written with what caused it, deleted with its envelope."""
+    value = Receipt(status=kind, message_ids=(message_id,))
+    key = owed_receipt_key(peer_id, kind, message_id)
+    return StoredRecord(kind=RecordKind.META, key=key, value=encode_record(value))
+
+
 # ---------------------------------------------------------------------------------- restore
 
 
@@ -143,6 +160,8 @@ def restore_node(node: Node, records: Iterable[StoredRecord], now: float) -> Non
     for record in by_kind[RecordKind.META]:
         if record.key == ROUTER_KEY:
             _restore_router(node, record)
+        elif record.key.startswith(RECEIPT_KEY):
+            _restore_owed_receipt(node, record, now)
     if any(by_kind.values()):
         node.exchange.on_timer(now)  # expire what died while we were down
 
@@ -171,6 +190,7 @@ def _restore_channel(node: Node, record: StoredRecord) -> None:
         raise StorageError(f"persisted key state is damaged: {exc}") from exc
     contact.channel = channel
     channel.register(node.tags, contact.peer_id)
+    node.note_channel_deadline(channel.next_deadline())
 
 
 def _restore_tombstone(node: Node, record: StoredRecord) -> None:
@@ -214,6 +234,20 @@ def _restore_message(node: Node, record: StoredRecord) -> None:
         envelope_id=state.envelope_id, sealed=state.sealed, hops=state.hops, epoch=state.epoch,
     )  # fmt: skip
     node.conversations.add(message)
+
+
+def _restore_owed_receipt(node: Node, record: StoredRecord, now: float) -> None:
+    try:
+        decoded = decode_records(record.value, INNER_RECORDS, node.config.wire)
+    except DecodeError as exc:
+        raise StorageError(f"persisted owed receipt is damaged: {exc}") from exc
+    peer_id = record.key[len(RECEIPT_KEY) : len(RECEIPT_KEY) + _ID_BYTES]
+    receipt = decoded[0] if len(decoded) == 1 else None
+    if not isinstance(receipt, Receipt) or len(receipt.message_ids) != 1:
+        raise StorageError("META receipt record holds another value")
+    if record.key != owed_receipt_key(peer_id, receipt.status, receipt.message_ids[0]):
+        raise StorageError("META receipt record does not match its key")
+    node.exchange.owe_receipt(peer_id, receipt.status, receipt.message_ids[0], now)
 
 
 def _restore_router(node: Node, record: StoredRecord) -> None:

@@ -280,8 +280,13 @@ class ContactChannel:
         handshake_hash: bytes,
         now: float,
         limits: MessageLimits,
+        index: TagIndex | None = None,
+        peer_id: bytes = b"",
     ) -> ContactChannel:
         """Create a fresh channel (epoch 0) from a pairing exchange.
+
+        With ``index`` and ``peer_id`` the new tags go straight into the node's index (the same
+        as a later :meth:`register`, without building and moving a private index first).
 
         ``root = KDF("pair", key=DH(e_a, e_b), IK_a ‖ IK_b ‖ share_a ‖ share_b ‖ h)``, with
         ``h`` the Noise handshake hash (public channel binding). The root is forgotten once
@@ -295,6 +300,9 @@ class ContactChannel:
             raise LocalProtocolError("pairing needs two distinct 32-byte identity keys")
         is_a = our_ik < their_ik
         channel = cls(limits, is_a=is_a, clock=now)
+        if index is not None:
+            index.forget_contact(peer_id)  # as register() would: a re-pair replaces old tags
+            channel._index, channel._peer_id = index, peer_id
         a, b = (ours, theirs) if is_a else (theirs, ours)
         channel._check_shares(our_secret, ours, theirs)
         ik_a, ik_b = (our_ik, their_ik) if is_a else (their_ik, our_ik)

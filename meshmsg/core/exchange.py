@@ -17,7 +17,7 @@ counted (Briar's split between a broken link and a bad message).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,7 +25,7 @@ from meshmsg.core import codec
 from meshmsg.core.contacts import Contact
 from meshmsg.core.conversations import StoredMessage
 from meshmsg.core.e2e import ContactChannel, Expired, Match, MatchKind, new_key_share
-from meshmsg.core.effects import StoredRecord
+from meshmsg.core.effects import RecordKind, StoredRecord
 from meshmsg.core.envelope import Envelope, envelope_id, parse_envelope, tag_of_token
 from meshmsg.core.events import (
     DropReason,
@@ -225,6 +225,7 @@ class Exchange:
             their_ik=contact.public.identity_key,
             our_secret=state.secret, ours=state.share, theirs=theirs,
             handshake_hash=peer.handshake_hash, now=now, limits=self.node.config.message,
+            index=self.node.tags, peer_id=contact.peer_id,
         )  # fmt: skip
         self.install_channel(contact, channel, now, healed=False)
 
@@ -253,10 +254,9 @@ class Exchange:
         self, contact: Contact, channel: ContactChannel, now: float, *, healed: bool
     ) -> None:
         node = self.node
-        if contact.channel is not None and contact.channel is not channel:
-            node.tags.forget_contact(contact.peer_id)
         contact.channel = channel
-        channel.register(node.tags, contact.peer_id)
+        channel.register(node.tags, contact.peer_id)  # replaces any older channel's tags
+        node.note_channel_deadline(channel.next_deadline())
         node.persist([codec.channel_record(contact.peer_id, channel)])
         node.channel_installed(contact, healed=healed)
         self.seal_waiting(contact, now)
@@ -576,6 +576,9 @@ class Exchange:
         for message in inner:
             received.extend(self._apply_inner(contact, message, hops, now))
         puts.extend(codec.message_record(m) for m in received)
+        # The delivered receipts _apply_inner queued: committed with the messages, so a crash
+        # before their batch is sealed cannot lose them (the sender would stay at RELAYED).
+        puts.extend(self._owed(contact.peer_id, RECEIPT_DELIVERED, m.message_id) for m in received)
         return _Consumed(puts=puts, received=received, stone=stone, expired=False)
 
     def _report_consumed(self, peer_id: bytes, consumed: _Consumed, now: float) -> None:
@@ -740,18 +743,33 @@ class Exchange:
 
     # =========================================================== receipts
 
+    # Owed receipts are durable: each has a META record (codec.owed_receipt_record), put in the
+    # Persist that caused it and deleted in the Persist of the envelope that carries it, and a
+    # restarted node queues them again (owe_receipt). Sending one twice is harmless.
+
     def _queue_receipt(self, peer_id: bytes, kind: int, message_id: bytes, now: float) -> None:
         if not self.node.config.message.send_receipts:
             return
+        self.owe_receipt(peer_id, kind, message_id, now)
+
+    def owe_receipt(self, peer_id: bytes, kind: int, message_id: bytes, now: float) -> None:
+        """Queue a receipt for the next batch (also: restoring one owed before a restart)."""
         self._receipts.setdefault(peer_id, {}).setdefault(kind, []).append(message_id)
         if self._receipts_due_at is None:
             self._receipts_due_at = now + self.node.config.message.receipt_delay_s
 
+    def _owed(self, peer_id: bytes, kind: int, message_id: bytes) -> StoredRecord:
+        return codec.owed_receipt_record(peer_id, kind, message_id)
+
     def mark_read(self, peer_id: bytes, message_ids: list[bytes], now: float) -> None:
+        owed: list[StoredRecord] = []
         for mid in message_ids:
             message = self.node.conversations.get(mid)
             if message is not None and not message.outgoing and message.peer_id == peer_id:
                 self._queue_receipt(peer_id, RECEIPT_READ, mid, now)
+                owed.append(self._owed(peer_id, RECEIPT_READ, mid))
+        if owed and self.node.config.message.send_receipts:
+            self.node.persist(owed)
 
     def _send_receipts(self, now: float) -> None:
         node = self.node
@@ -759,6 +777,8 @@ class Exchange:
         for peer_id, kinds in pending.items():
             contact = node.contacts.get(peer_id)
             if contact is None or contact.channel is None:
+                gone = [(k, m) for k, ids in kinds.items() for m in ids]
+                node.persist([], deletes=_owed_keys(peer_id, gone))
                 continue
             if contact.exchanging:
                 self._receipts.setdefault(peer_id, kinds)  # retry after the exchange
@@ -781,8 +801,11 @@ class Exchange:
                     if item.envelope_id in node.store:
                         self.offer_new(item)
 
+                carried = [(r.status, m) for r in group if isinstance(r, Receipt)
+                           for m in r.message_ids]  # fmt: skip
                 node.persist(
                     [codec.channel_record(peer_id, contact.channel), codec.envelope_record(item)],
+                    deletes=_owed_keys(peer_id, carried),
                     then=committed,
                 )
 
@@ -804,11 +827,24 @@ class Exchange:
             node.persist([], deletes=[(codec.RecordKind.TOMBSTONE, stone.tag)])
         for message in node.conversations.due_expiries(now):
             node.status_changed(message, MessageStatus.EXPIRED, now)
-        for contact in node.contacts:
-            if contact.channel is not None and contact.channel.advance(now):
-                node.persist([codec.channel_record(contact.peer_id, contact.channel)])
+        if node.channels_due_at is not None and now >= node.channels_due_at:
+            self._advance_channels(now)
         if self._receipts_due_at is not None and now >= self._receipts_due_at:
             self._send_receipts(now)
+
+    def _advance_channels(self, now: float) -> None:
+        """Ratchet every contact's keys (delete old periods, expire tags); persist changes."""
+        node = self.node
+        due: float | None = None
+        for contact in node.contacts:
+            channel = contact.channel
+            if channel is None:
+                continue
+            if channel.advance(now):
+                node.persist([codec.channel_record(contact.peer_id, channel)])
+            deadline = channel.next_deadline()
+            due = deadline if due is None else min(due, deadline)
+        node.channels_due_at = due
 
     def on_closed(self, session: PeerSession, now: float) -> None:
         contact = self.node.contacts.get(session.peer_id or b"")
@@ -821,6 +857,13 @@ class Exchange:
         session.offered.clear()
         session.offer_batches.clear()
         session.declined.clear()
+
+
+def _owed_keys(
+    peer_id: bytes, receipts: Iterable[tuple[int, bytes]]
+) -> list[tuple[RecordKind, bytes]]:
+    """The META keys of owed receipts (kind, message id) to ``peer_id``."""
+    return [(RecordKind.META, codec.owed_receipt_key(peer_id, k, m)) for k, m in receipts]
 
 
 def _tier_of(contact: Contact | None) -> Tier:

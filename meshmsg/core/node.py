@@ -117,6 +117,10 @@ class Node:
         self._next_token = 1
         self._on_commit: dict[int, list[Callable[[float], None]]] = {}
         self._uncommitted: set[bytes] = set()  # envelope ids not yet durable: not offered
+        # Earliest key-schedule deadline over all contacts. Recomputed whenever channels are
+        # advanced; may only be earlier than the truth (an early wake-up is harmless), which
+        # keeps next_deadline() O(links) instead of O(contacts) on the driver's hot path.
+        self.channels_due_at: float | None = None
         self.exchange = Exchange(self)
         self._handshake_records: list[Record] = [
             Hello(version=1, capabilities=CAPABILITIES, agent="meshmsg"),
@@ -140,7 +144,7 @@ class Node:
         deadlines.append(self.store.next_expiry())
         deadlines.append(self.exchange.next_deadline())
         deadlines.append(self.conversations.next_expiry())
-        deadlines.extend(c.channel.next_deadline() for c in self.contacts if c.channel is not None)
+        deadlines.append(self.channels_due_at)
         present = [d for d in deadlines if d is not None]
         return min(present) if present else None
 
@@ -361,6 +365,10 @@ class Node:
                 )
             )
 
+    def note_channel_deadline(self, deadline: float) -> None:
+        due = self.channels_due_at
+        self.channels_due_at = deadline if due is None else min(due, deadline)
+
     def channel_installed(self, contact: Contact, *, healed: bool) -> None:
         event = ContactHealed if healed else ContactPaired
         self.emit(event(peer_id=contact.peer_id))
@@ -436,7 +444,7 @@ def pair_offline(a: Node, b: Node, *, now: float) -> None:
         channel = ContactChannel.pair(
             our_ik=node.identity.public.identity_key, their_ik=contact.public.identity_key,
             our_secret=secret, ours=ours, theirs=theirs, handshake_hash=binding, now=now,
-            limits=node.config.message,
+            limits=node.config.message, index=node.tags, peer_id=contact.peer_id,
         )  # fmt: skip
         node.now = now
         node.exchange.install_channel(contact, channel, now, healed=False)

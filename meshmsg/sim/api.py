@@ -93,6 +93,8 @@ def node_setups(s: Scenario) -> list[NodeSetup]:
             ttl_s=s.nodes.ttl_s,
             one_mode=s.run.mode == "one",
             routing=routing,
+            tag_window=s.nodes.tag_window,
+            receipts=s.run.mode != "one" if s.nodes.receipts is None else s.nodes.receipts,
         )
         for a in range(s.nodes.count)
     ]

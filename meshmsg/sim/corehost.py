@@ -39,8 +39,16 @@ def node_config(setup: NodeSetup) -> NodeConfig:
     routing = RoutingConfig(**{k: setup.routing[k] for k in _ROUTING_KEYS if k in setup.routing})  # type: ignore[arg-type]
     store = dataclasses.replace(base.store, max_store_bytes=setup.buffer_bytes)
     ttl = max(setup.ttl_s, base.message.default_ttl_s)
-    message = dataclasses.replace(base.message, max_ttl_s=max(ttl, base.message.max_ttl_s))
-    return base.replace(routing=routing, store=store, message=message)
+    message = dataclasses.replace(
+        base.message,
+        max_ttl_s=max(ttl, base.message.max_ttl_s),
+        tag_window=setup.tag_window,
+        send_receipts=setup.receipts,
+        purge_on_delivery=setup.receipts,
+    )
+    # ONE mode paces and aborts each envelope on its own: one envelope per Transmit.
+    sync = dataclasses.replace(base.sync, envelopes_per_transmit=1) if setup.one_mode else base.sync
+    return base.replace(routing=routing, store=store, message=message, sync=sync)
 
 
 class CoreFactory:

@@ -66,6 +66,8 @@ class NodeSetup:
     one_mode: bool
     routing: Mapping[str, object] = field(default_factory=dict)
     """The scenario's ``[routing]`` table (policy, copies, binary, PRoPHET parameters, ...)."""
+    tag_window: int = 64
+    receipts: bool = True
 
 
 class NodeFactory(Protocol):

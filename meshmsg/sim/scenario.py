@@ -49,6 +49,13 @@ class NodesSection:
     ttl_s: float = 18_000.0  # message lifetime; the ONE reference runs use 300 min
     pre_pair: bool = True  # every node is a contact of every other (core's offline pairing)
     name_prefix: str = "n"  # node names are prefix + address
+    # Counters of tags each node precomputes per contact and period (the core's tag_window).
+    # 64 suits a messenger; with every pair of 126 nodes pre-paired, 8 keeps set-up fast and is
+    # ample for the reference trace, where no pair exchanges more than a handful of messages.
+    tag_window: int = 64
+    # End-to-end receipts and purge tokens: None means on in messenger mode, off in ONE mode
+    # (the ONE has neither, so they would add transfers and removals it does not count).
+    receipts: bool | None = None
     groups: tuple[NodeGroup, ...] = ()  # per-address overrides (the ONE's trams: 50 MB)
 
 
@@ -363,6 +370,7 @@ def validate(s: Scenario) -> None:
     _check(s.nodes.count >= 2, "nodes.count", "a network needs at least 2 nodes")
     _check(s.nodes.buffer_bytes > 0, "nodes.buffer_bytes", "must be positive")
     _check(s.nodes.ttl_s > 0, "nodes.ttl_s", "must be positive")
+    _check(1 <= s.nodes.tag_window <= 4_096, "nodes.tag_window", "must be in 1..4096")
     for i, g in enumerate(s.nodes.groups):
         parse_addresses(g.addresses, s.nodes.count, f"nodes.groups[{i}].addresses")
     policies = ("direct", "epidemic", "spray-and-wait", "prophet")

@@ -214,8 +214,8 @@ class SyncConfig:
     fingerprint_bytes: int = limit(
         4,
         "bytes",
-        "per node; a differing node looks equal with odds 2^-32 per comparison, salted per "
-        "session so a miss is never repeated; 3 bytes would miss ~1 in 30,000 sessions",
+        "per node; ~300 comparisons of differing nodes per 100-difference session miss one "
+        "with odds 300/2^32 (1 in 14 million; 3 bytes: 1 in 56,000), salted so never twice",
     )
     ids_outright_max: int = limit(
         2, "ids", "a differing node this small is listed at once: 2 ids cost less than a SUM"
@@ -255,7 +255,7 @@ class SyncConfig:
         "descent at most 2 per level beyond that",
     )
     max_ids_per_list: int = limit(
-        1_024, "ids", "longest IDS list accepted from a peer (16 kB); ours stop at id_list_threshold"
+        1_024, "ids", "longest id list accepted from a peer (16 kB); ours end at id_list_threshold"
     )
     max_pending_tasks: int = limit(
         65_536,
@@ -290,8 +290,8 @@ class SyncConfig:
             raise ConfigError("need 1 <= ids_outright_max <= id_list_threshold <= max_ids_per_list")
         if not 8_192 <= self.max_message_bytes <= 60_000:
             raise ConfigError("max_message_bytes must be between 8,192 and 60,000")
-        if 8 + 16 * self.max_ids_per_list > self.max_message_bytes:
-            raise ConfigError("an id list of max_ids_per_list ids must fit one message")
+        if 8 + 16 * self.id_list_threshold > self.max_message_bytes:
+            raise ConfigError("an id list of id_list_threshold ids must fit one message")
         if self.max_round_trips < 1 or self.max_pending_tasks < 1 or self.leaf_capacity < 1:
             raise ConfigError("sync bounds must be positive")
 
@@ -383,8 +383,8 @@ class NetConfig:
     send_queue_bytes: int = limit(
         1 << 20,
         "bytes",
-        "per-link writer queue in bytes (one item is always accepted): 256 slow links hold at "
-        "most 256 MiB",
+        "per-link bytes waiting behind the write in progress (an empty queue takes any item): "
+        "256 slow links hold at most 256 MiB queued",
     )
     close_linger_s: float = limit(
         2.0, "s", "a closing link flushes its queue (the Close record) for at most this long"
@@ -527,7 +527,25 @@ def limits_table_markdown(config: object | None = None) -> str:
     return "\n".join(lines)
 
 
+def update_protocol_doc(path: str) -> bool:
+    """Rewrite the limits table between its markers in ``path``; True if it changed."""
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    begin, end = "<!-- limits:begin -->", "<!-- limits:end -->"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    updated = f"{head}{begin}\n{limits_table_markdown()}\n{end}{tail}"
+    if updated != text:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(updated)
+    return updated != text
+
+
 if __name__ == "__main__":  # pragma: no cover - documentation helper
     import sys
 
-    sys.stdout.write(limits_table_markdown() + "\n")
+    if sys.argv[1:] == ["--update-docs"]:
+        changed = update_protocol_doc("docs/protocol.md")
+        sys.stdout.write("docs/protocol.md " + ("updated\n" if changed else "unchanged\n"))
+    else:
+        sys.stdout.write(limits_table_markdown() + "\n")

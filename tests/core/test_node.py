@@ -114,3 +114,29 @@ def test_epidemic_and_direct_policies_deliver_over_one_hop() -> None:
         mesh.nodes["a"].send_message(mesh.peer_id("b"), policy, now=mesh.now)
         mesh.connect("a", "b")
         assert [r.body for r in mesh.of_type("b", MessageReceived)] == [policy]
+
+
+def test_receipts_owed_survive_a_crash_before_their_batch_is_sealed() -> None:
+    """Receipts wait receipt_delay_s to be batched; a crash in that window must not lose them,
+    or the sender, which dropped its copy at custody, shows RELAYED forever."""
+    mesh = Mesh(["alice", "bob"])
+    mesh.befriend("alice", "bob")
+    mesh.connect("alice", "bob")
+    alice, bob = mesh.peer_id("alice"), mesh.peer_id("bob")
+    mid = mesh.nodes["alice"].send_message(bob, "just before the crash", now=mesh.now)
+    mesh.run()
+    assert [r.message_id for r in mesh.of_type("bob", MessageReceived)] == [mid]
+    assert statuses(mesh, "alice", mid) == [MessageStatus.RELAYED]  # custody, no receipt yet
+    mesh.stop("bob")  # within receipt_delay_s: the delivered receipt was only owed
+    mesh.start("bob")
+    mesh.connect("alice", "bob")
+    mesh.advance(5)
+    assert statuses(mesh, "alice", mid)[-1] is MessageStatus.DELIVERED
+    mesh.nodes["bob"].mark_read(alice, [mid], now=mesh.now)
+    mesh.run()  # committed, not yet sealed
+    mesh.stop("bob")  # the read receipt too
+    mesh.start("bob")
+    mesh.connect("alice", "bob")
+    mesh.advance(5)
+    assert statuses(mesh, "alice", mid)[-1] is MessageStatus.READ
+    assert not any(kind is RecordKind.META for kind, _ in mesh.persisted["bob"])  # all sent

@@ -128,6 +128,10 @@ class Api:
     async def call(self, fn: Callable[[Node, float], T]) -> T:
         return await self._runner.call(fn)
 
+    async def write(self, fn: Callable[[Node, float], T]) -> T:
+        """A command that changes the node: answered only once its writes are committed."""
+        return await self._handle.call_durably(fn)
+
     async def body(self, request: Request) -> dict[str, Any]:
         """The JSON object in the body, read up to the size cap."""
         cap = self._net.api_max_request_bytes
@@ -204,7 +208,7 @@ class Api:
         def add(node: Node, now: float) -> JSON:
             return contact_view(node, node.add_contact(card, verified=verified, now=now, name=name))
 
-        return await self.call(add)
+        return await self.write(add)
 
     async def verify_contact(self, request: Request) -> JSON:
         peer_id = _peer_param(request)
@@ -217,7 +221,7 @@ class Api:
             node.set_verified(peer_id, verified, now=now)
             return contact_view(node, contact)
 
-        return await self.call(mark)
+        return await self.write(mark)
 
     async def remove_contact(self, request: Request) -> None:
         peer_id = _peer_param(request)
@@ -226,7 +230,7 @@ class Api:
             _require_contact(node, peer_id)
             node.remove_contact(peer_id, now=now)
 
-        await self.call(remove)
+        await self.write(remove)
 
     async def conversations(self, request: Request) -> list[JSON]:
         return await self.call(lambda node, _now: conversations_view(node))
@@ -268,7 +272,7 @@ class Api:
             assert message is not None
             return message_view(message)
 
-        return await self.call(send)
+        return await self.write(send)
 
     async def mark_read(self, request: Request) -> JSON:
         data = await self.body(request)
@@ -283,7 +287,7 @@ class Api:
             node.mark_read(peer_id, ids, now=now)
             return {"marked": len(ids)}
 
-        return await self.call(mark)
+        return await self.write(mark)
 
     async def events(self, websocket: WebSocket) -> None:
         """Stream every node event as JSON until the client goes or falls behind."""

@@ -35,7 +35,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import trio
 
@@ -57,6 +57,7 @@ from meshmsg.net.storage import DataDir, Storage
 from meshmsg.sysrng import SystemRng
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 API_TOKEN_BYTES: Final = 32  # 256 bits, URL-safe base64: unguessable, fits a header
 # Links that end for these reasons are not a sign the peer is unreachable: do not back off.
@@ -191,6 +192,19 @@ class NodeHandle:
     def address(self) -> str:
         """Our first listening address, ``host:port``."""
         return self.runner.addresses[0]
+
+    async def call_durably(self, fn: Callable[[Node, float], T]) -> T:
+        """``runner.call(fn)``, returning only once what it wrote is committed.
+
+        For commands the user is told succeeded (the API's send, contact changes, read marks):
+        a crash after the answer must not undo them.
+
+        Raises:
+            TransportError: the node stopped before the call ran or before its commit.
+        """
+        result = await self.runner.call(fn)
+        await self.runner.wait_durable()
+        return result
 
     def discovery_state(self) -> dict[str, object]:
         if self.discovery is None:

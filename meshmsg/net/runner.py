@@ -361,6 +361,8 @@ class NodeRunner(Generic[N]):
         self._outgoing: dict[LinkId, list[bytes]] = {}  # Transmits gathered during one drain
         self._deadline: float | None = None
         self._persists_pending = 0
+        self._persists_issued = 0
+        self._durable_waiters: list[tuple[int, trio.Event]] | None = []  # None: pump ended
         self._wait_scope: trio.CancelScope | None = None
         self._wake_pending = False
         self._subscribers: list[trio.MemorySendChannel[RunnerEvent]] = []
@@ -409,6 +411,24 @@ class NodeRunner(Generic[N]):
         if not box:
             raise TransportError("the node runner stopped before the call ran")
         return box[0].unwrap()
+
+    async def wait_durable(self) -> None:
+        """Wait until every Persist issued so far is committed (after :meth:`call`: its writes).
+
+        What an application acknowledges (the API's answer to a send) must wait for this, or a
+        crash right after the answer could undo what it acknowledged.
+
+        Raises:
+            TransportError: the runner stopped before the commit.
+        """
+        target = self._persists_issued
+        if self._counters.persists_committed < target:
+            if self._durable_waiters is not None:
+                done = trio.Event()
+                self._durable_waiters.append((target, done))
+                await done.wait()
+            if self._counters.persists_committed < target:
+                raise TransportError("the node runner stopped before the commit")
 
     async def peer_discovered(self, address: str) -> None:
         """Tell the node about a peer address (``host:port``); it dials unless already linked.
@@ -609,6 +629,7 @@ class NodeRunner(Generic[N]):
             now = self._clock()
             self._node.storage_committed(token, now=now)
             self._drain(now)
+        self._release_durable(all_of_them=False)
         while self._ended:
             self._settle(self._ended.popleft(), self._clock())
 
@@ -674,6 +695,7 @@ class NodeRunner(Generic[N]):
                 self._dial_nowait(address)
             case Persist():
                 self._persists_pending += 1
+                self._persists_issued += 1
                 self._persists_in.send_nowait(effect)
             case _:
                 assert_never(effect)
@@ -692,8 +714,18 @@ class NodeRunner(Generic[N]):
                 self._subscribers.remove(channel)
                 channel.close()
 
+    def _release_durable(self, *, all_of_them: bool) -> None:
+        """Wake :meth:`wait_durable` callers whose writes are committed (all: the pump ends)."""
+        committed, waiting = self._counters.persists_committed, self._durable_waiters or []
+        kept = [w for w in waiting if w[0] > committed]
+        self._durable_waiters = None if all_of_them else kept
+        for target, done in waiting:
+            if target <= committed or all_of_them:
+                done.set()
+
     def _stop_inputs(self) -> None:
         """On the way out: release callers whose call will never run."""
+        self._release_durable(all_of_them=True)
         while True:
             try:
                 item = self._inputs_out.receive_nowait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,11 +15,12 @@ import trio
 
 from meshmsg.app import Settings, own_contact_code, unlock
 from meshmsg.app import init_data_dir as init
+from meshmsg.core.effects import Persist
 from meshmsg.errors import InvalidMessage, LocalProtocolError, TransportError
 from meshmsg.net.api import serve_api
 from meshmsg.net.client import DaemonClient, EventStream
 from meshmsg.net.daemon import NodeHandle, open_mesh_node
-from meshmsg.net.storage import DataDir
+from meshmsg.net.storage import DataDir, Storage
 
 TOKEN = "test-token-0123456789"
 PASSPHRASE = "correct horse"
@@ -176,3 +178,36 @@ async def test_client_maps_errors_to_one_line(tmp_path: Path) -> None:
         stopped = DaemonClient("http://127.0.0.1:9", TOKEN)
         with pytest.raises(TransportError, match="daemon not running"):
             await stopped.apost("/messages", {})
+
+
+async def test_a_send_is_answered_only_once_it_is_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 201 is an acknowledgement: a crash right after it must not lose the message."""
+    gate = threading.Event()
+    gate.set()
+    apply = Storage.apply
+
+    def held_apply(storage: Storage, persist: Persist) -> None:
+        assert gate.wait(10), "the test never opened the gate"
+        apply(storage, persist)
+
+    monkeypatch.setattr(Storage, "apply", held_apply)
+    async with daemon(tmp_path, "alice") as alice, daemon(tmp_path, "bob") as bob:
+        bob_id = (await alice.client.post("/contacts", json={"code": bob.code})).json()["peer_id"]
+        answers: list[httpx.Response] = []
+
+        async def send() -> None:
+            answers.append(await alice.client.post("/messages", json={"to": bob_id, "body": "x"}))
+
+        gate.clear()  # the disk stalls
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            with trio.fail_after(10):
+                while alice.handle.runner.statistics().persists_pending == 0:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            await trio.sleep(0.2)
+            assert answers == []  # queued in the node, not yet on disk: no answer yet
+            gate.set()
+        assert answers[0].status_code == 201
+        assert alice.handle.runner.statistics().persists_pending == 0

@@ -421,7 +421,10 @@ class Engine:
         self._input = "send_message"
         self._inputs += 1
         try:
-            message_id = slot.node.send_message(peer, body, now=self.now, ttl_s=slot.setup.ttl_s)
+            ttl_s = slot.setup.ttl_s
+            if slot.setup.one_mode:
+                ttl_s = one_ttl_s(self.now, ttl_s)
+            message_id = slot.node.send_message(peer, body, now=self.now, ttl_s=ttl_s)
         except (LocalProtocolError, InvalidMessage) as exc:
             # Not a contact, or a body the core refuses: the application could not send it.
             self._log(f"{self.now!r} refused {event.message_id} {exc}")
@@ -605,3 +608,15 @@ class Engine:
         self._hash.update(b"\n")
         if self._event_log is not None:
             self._event_log.write(line + "\n")
+
+
+def one_ttl_s(created: float, ttl_s: float) -> float:
+    """The lifetime a message really has in the ONE, as a TTL from ``created``.
+
+    The ONE checks TTLs every 60 s of simulated time (``ActiveRouter``) and drops a message as
+    soon as less than one whole minute remains (``Message.getTtl`` rounds down to minutes), so a
+    message dies at the first multiple of 60 s after ``created + ttl_s - 60``. The core expires
+    envelopes exactly at their expiry; ONE mode gives it this expiry so deliveries compare.
+    """
+    check = (math.floor((created + ttl_s - 60.0) / 60.0) + 1) * 60.0
+    return check - created

@@ -55,6 +55,7 @@ from typing import Any, Final, Literal
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -396,7 +397,12 @@ def run_measure(measure: Measure, options: Options, tick: Progress_ | None = Non
     own failures (they become the row's error)."""
     started = time.monotonic()
     tick = tick or (lambda _: None)
-    blocked = measure.blocked(options.context(warmup=False))
+    try:
+        blocked = measure.blocked(options.context(warmup=False))
+    # The same per-measure boundary as around the samples: a check that cannot run (a module
+    # under development that fails to import, a probe that times out) is this row's error.
+    except Exception as exc:
+        return summarise(measure, [], error=_describe(exc), elapsed_s=time.monotonic() - started)
     # A skipped row has nothing to measure here; a pending one may still measure its limit.
     if blocked is not None and (blocked.status is Status.SKIPPED or not measure.limit_when_blocked):
         return summarise(measure, [], blocked=blocked)
@@ -462,8 +468,10 @@ def run_all(
             progress.advance(task)
             note = row.error or row.reason
             console.log(
-                f"{measure.name}: {row.status.value} ({row.elapsed_s:.1f} s)"
-                + (f" - {note}" if note else "")
+                escape(
+                    f"{measure.name}: {row.status.value} ({row.elapsed_s:.1f} s)"
+                    + (f" - {note}" if note else "")
+                )
             )
     return rows
 
@@ -521,47 +529,65 @@ _STATUS_STYLE: Final = {
 }
 
 
+COLUMNS: Final = ("measure", "median", "min–max", "limit (same run)", "ratio", "goal", "status",
+                  "notes")  # fmt: skip
+
+
+def cells(row: Row) -> list[str]:
+    """The row's table cells as plain text, in :data:`COLUMNS` order (name and title joined
+    by a newline in the first)."""
+    m = row.measure
+    figure, limit = row.figure, row.limit
+    limit_text = m.limit_title or "—"
+    if limit is not None:
+        limit_text = f"{m.fmt(limit.median)}: {m.limit_title}"
+    notes = [f"{label} {fmt(row.figures[k].median)}" for k, label, fmt in m.details
+             if k in row.figures]  # fmt: skip
+    notes += [text for text in (row.reason, row.error) if text]
+    return [
+        f"{m.name}\n{m.title}",
+        m.fmt(figure.median) if figure else "—",
+        _range(figure, m.fmt) if figure else "—",
+        limit_text,
+        _ratio(row.ratio.median) if row.ratio else "—",
+        m.goal_text or "—",
+        row.status.value,
+        "; ".join(notes),
+    ]
+
+
 def table(rows: Sequence[Row], title: str) -> Table:
     t = Table(title=title, title_justify="left", show_lines=True)
-    t.add_column("measure", overflow="fold")
-    t.add_column("median", justify="right")
-    t.add_column("min–max", justify="right")
-    t.add_column("limit (same run)", overflow="fold")
-    t.add_column("ratio", justify="right")
-    t.add_column("goal")
-    t.add_column("status")
-    t.add_column("notes", overflow="fold")
+    for name in COLUMNS:
+        right = name in ("median", "min–max", "ratio")
+        t.add_column(name, justify="right" if right else "left", overflow="fold")
     for row in rows:
-        m = row.measure
-        figure, limit = row.figure, row.limit
-        limit_text = m.limit_title or "—"
-        if limit is not None:
-            limit_text = f"{m.fmt(limit.median)}: {m.limit_title}"
-        notes = [f"{label} {fmt(row.figures[k].median)}" for k, label, fmt in m.details
-                 if k in row.figures]  # fmt: skip
-        if row.reason:
-            notes.append(row.reason)
-        if row.error:
-            notes.append(row.error)
+        texts = [escape(text) for text in cells(row)]
+        name, title_text = texts[0].split("\n", 1)
+        texts[0] = f"[bold]{name}[/bold]\n{title_text}"
         style = _STATUS_STYLE[row.status]
-        t.add_row(
-            f"[bold]{m.name}[/bold]\n{m.title}",
-            m.fmt(figure.median) if figure else "—",
-            _range(figure, m.fmt) if figure else "—",
-            limit_text,
-            _ratio(row.ratio.median) if row.ratio else "—",
-            m.goal_text or "—",
-            f"[{style}]{row.status.value}[/{style}]" if style else row.status.value,
-            "; ".join(notes),
-        )
+        if style:
+            texts[6] = f"[{style}]{texts[6]}[/{style}]"
+        t.add_row(*texts)
     return t
+
+
+def markdown(rows: Sequence[Row]) -> str:
+    """The table in GitHub Markdown (for docs/performance.md)."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    for row in rows:
+        texts = [t.replace("|", "\\|") for t in cells(row)]
+        name, title_text = texts[0].split("\n", 1)
+        texts[0] = f"**{name}**: {title_text}"
+        lines.append("| " + " | ".join(texts) + " |")
+    return "\n".join(lines) + "\n"
 
 
 # ====================================================================== the measurements
 #
-# Each function below returns one sample. The limits that nobody else measures (in-process
-# Noise, bare simulator loop, memory) are measured here; the figures of the product come from
-# the modules that own them (bench_storage, bench_sync, bench_e2e, net/measure, sim).
+# Each function below returns one sample. Figures and limits come from the modules that own
+# them (net/measure, bench_storage, bench_sync, bench_e2e, the discovery test harness); the
+# limits nobody else measures (the bare simulator loop, memory) are measured here.
 
 
 def _optional(module: str, attr: str) -> Callable[..., Any] | None:
@@ -621,7 +647,7 @@ def link_setup(ctx: Context) -> Figures:
 def durable_submits(ctx: Context) -> Figures:
     from meshmsg.bench_storage import measure_durable_submits
 
-    return measure_durable_submits(ctx.workdir, ctx.size(1_000, 100, 50))
+    return measure_durable_submits(ctx.workdir, ctx.size(500, 100, 50))
 
 
 # ------------------------------------------------------------------------------------ sync
@@ -912,7 +938,7 @@ def _link_pairs(count: int) -> list[tuple[Any, Any]]:
 
 def idle_link_memory(ctx: Context) -> Figures:
     """Bytes per idle established link (one side), from the Python heap and from RSS."""
-    count = ctx.size(1_000, 200, 20)
+    count = ctx.size(600, 200, 20)
     _link_pairs(2)  # imports and first-use caches are not per-link costs
     # RSS first, in this fresh process: memory freed later stays in the allocator's pools.
     gc.collect()
@@ -1155,6 +1181,8 @@ def _finite(rows: Sequence[Row]) -> None:
 @click.command("bench")
 @click.option("--quick", is_flag=True, help="Fewer repeats and smaller sizes (CI smoke run).")
 @click.option("--json", "json_path", metavar="FILE", help="Also write the results as JSON.")
+@click.option("--markdown", "markdown_path", metavar="FILE",
+              help="Also write the table as Markdown.")  # fmt: skip
 @click.option("--only", multiple=True, metavar="NAME",
               help="Run only these measures (repeatable, or comma-separated).")  # fmt: skip
 @click.option("--list", "list_only", is_flag=True, help="List the measures and exit.")
@@ -1172,6 +1200,7 @@ def _finite(rows: Sequence[Row]) -> None:
 def bench_command(
     quick: bool,
     json_path: str | None,
+    markdown_path: str | None,
     only: tuple[str, ...],
     list_only: bool,
     workdir: Path,
@@ -1212,6 +1241,8 @@ def bench_command(
     console.print(table(rows, title))
     if json_path:
         _write_json(json_path, data)
+    if markdown_path:
+        Path(markdown_path).write_text(f"{title}\n\n{markdown(rows)}", encoding="utf-8")
     if any(r.status is Status.ERROR for r in rows):
         sys.exit(1)
 
@@ -1228,6 +1259,8 @@ __all__ = [
     "Stat",
     "Status",
     "bench_command",
+    "cells",
+    "markdown",
     "report",
     "run_all",
     "run_measure",

@@ -97,7 +97,8 @@ def test_quick_bench_end_to_end(tmp_path: Path) -> None:
     work.mkdir()
     env = {**os.environ, "COLUMNS": "240"}
     proc = subprocess.run(
-        [sys.executable, "-m", "meshmsg.bench", "--quick", "--json", str(out), "--dir", str(work)],
+        [sys.executable, "-m", "meshmsg.bench", "--quick", "--json", str(out), "--dir", str(work),
+         "--markdown", str(tmp_path / "bench.md")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -114,8 +115,10 @@ def test_quick_bench_end_to_end(tmp_path: Path) -> None:
     # Rows always measured wherever the suite runs (no extra privileges, no pending code):
     always = {"durable-submits", "mem-link", "mem-store"}
     assert {r["name"] for r in rows if r["status"] in MEASURED} >= always
+    text = (tmp_path / "bench.md").read_text()
     for measure in MEASURES:
         assert measure.name in proc.stdout  # the table lists every row
+        assert f"| **{measure.name}**: " in text
     assert list(work.iterdir()) == []  # the durable-submit databases are removed
 
 
@@ -128,7 +131,7 @@ def fake_pair(ctx: Context) -> Figures:
 
 
 def fake_raises(ctx: Context) -> Figures:
-    raise MeshError("the measured thing broke")
+    raise MeshError("the measured thing broke [badly]")
 
 
 def fake_hangs(ctx: Context) -> Figures:
@@ -162,6 +165,10 @@ def pending(ctx: Context) -> Blocked | None:
 
 def skipped(ctx: Context) -> Blocked | None:
     return Blocked(Status.SKIPPED, "no multicast here")
+
+
+def broken_probe(ctx: Context) -> Blocked | None:
+    raise MeshError("the probe failed")
 
 
 def fake(run: Any, **kwargs: Any) -> Measure:
@@ -229,7 +236,7 @@ def test_a_failing_measure_becomes_a_row_and_the_run_goes_on(tmp_path: Path, iso
     measures = [fake(fake_raises), fake(fake_pair, limit="lim")]
     rows = run_all(measures, options(tmp_path, isolate=isolate), quiet())
     assert [r.status for r in rows] == [Status.ERROR, Status.NO_GOAL]
-    assert rows[0].error == "MeshError: the measured thing broke"
+    assert rows[0].error == "MeshError: the measured thing broke [badly]"
     assert rows[1].ratio == bench.Stat(0.5, 0.5, 0.5)
 
 
@@ -274,6 +281,12 @@ def test_skipped_row_runs_nothing(tmp_path: Path) -> None:
     assert row.status is Status.SKIPPED
     assert row.reason == "no multicast here"
     assert row.figures == {}
+
+
+def test_a_failing_availability_check_becomes_a_row(tmp_path: Path) -> None:
+    row = run_measure(fake(fake_must_not_run, blocked=broken_probe), options(tmp_path))
+    assert row.status is Status.ERROR
+    assert row.error == "MeshError: the probe failed"
 
 
 def test_select_by_name_keeps_registry_order_and_refuses_unknown_names() -> None:
@@ -323,8 +336,12 @@ def test_json_and_table_carry_every_row(tmp_path: Path) -> None:
         "ratio ≥ 0.1",
         "waiting for meshmsg/thing.py",
     ]
-    for snippet in [*expected, "MeshError: the measured thing broke"]:
+    for snippet in [*expected, "MeshError: the measured thing broke [badly]"]:
         assert snippet in text
+    lines = bench.markdown(rows).splitlines()
+    assert len(lines) == 2 + len(rows)
+    assert all(line.count(" | ") == len(bench.COLUMNS) - 1 for line in lines)
+    assert lines[2].startswith("| **row-alpha**: fake | 10 |")
 
 
 def test_non_finite_figures_become_an_error(tmp_path: Path) -> None:

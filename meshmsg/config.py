@@ -435,6 +435,12 @@ class NetConfig:
         "s",
         "a deadline still in the past after handle_timer (a core bug) cannot starve inputs",
     )
+    shutdown_flush_s: float = limit(
+        10.0,
+        "s",
+        "a clean stop still commits the writes the node already issued (statuses it reported); "
+        "a dead disk must not hang the stop for longer",
+    )
     # --- the daemon's local API (net/api.py) ---
     api_max_request_bytes: int = limit(
         262_144,

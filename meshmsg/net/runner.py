@@ -49,10 +49,12 @@ Errors. Nothing a peer does raises out of the runner. A bug (the Node raising on
 storage that keeps failing stops it, and the error leaves :func:`open_node` inside an
 ``ExceptionGroup`` (trio nurseries are strict); so does an exception from the ``async with`` body.
 
-Shutdown. Leaving :func:`open_node` cancels every task: sockets are closed, a commit already
-running in the storage thread finishes (``trio.to_thread.run_sync`` waits for it), and Persist
-effects not yet started are dropped, which the contract allows: the Node never acknowledged
-them, and a restart rebuilds it from what was committed.
+Shutdown. Leaving :func:`open_node` cancels every task and closes every socket. A commit
+already running in the storage thread finishes (``trio.to_thread.run_sync`` waits for it); then
+the Persist effects still queued are committed too, shielded from cancellation but for at most
+``shutdown_flush_s``, so that what the Node reported (a status change) survives a clean stop.
+Whatever is left after that is dropped, which the contract allows: the Node never acknowledged
+it, and a restart rebuilds the node from what was committed.
 """
 
 from __future__ import annotations
@@ -348,6 +350,8 @@ class NodeRunner(Generic[N]):
         # Unbounded on purpose: the pump must never block on it. It is bounded in effect by
         # max_pending_persists, past which the pump stops taking inputs that create Persists.
         self._persists_in, self._persists_out = trio.open_memory_channel[Persist](math.inf)
+        self._in_flight: list[Persist] = []  # taken by the storage task, not yet committed
+        self._storage_failed = False
         self._dials_in, self._dials_out = trio.open_memory_channel[str](config.max_pending_dials)
         self._committed: deque[int] = deque()  # tokens, in commit order, for the pump
         self._ended: deque[Connection] = deque()  # connections whose loss the pump must settle
@@ -877,10 +881,40 @@ class NodeRunner(Generic[N]):
                     batch.append(self._persists_out.receive_nowait())
                 except trio.WouldBlock:
                     break
-            await self._commit(merge_persists(batch))
+            self._in_flight = batch
+            try:
+                await self._commit(merge_persists(batch))
+            except StorageError:
+                self._storage_failed = True
+                raise
+            # No checkpoint since the commit returned: a cancellation cannot fall in between.
+            self._in_flight = []
             self._counters.commits += 1
             self._committed.extend(p.token for p in batch)
             self._wake_pump()
+
+    async def _flush_storage(self) -> None:
+        """After the tasks stopped: commit the Persists already issued, within a time bound.
+
+        The Node reported events that go with them (a status change, say); a clean stop keeps
+        those. What is left after ``shutdown_flush_s`` is dropped, which the contract allows.
+        The bound is checked between commits: one commit in a worker thread cannot be
+        abandoned (the connection would be used by two threads), so a disk that hangs for good
+        hangs the stop.
+        """
+        pending = list(self._in_flight)
+        while True:
+            try:
+                pending.append(self._persists_out.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        if not pending or self._storage_failed:
+            return
+        limit = self._config.max_persists_per_commit
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self._config.shutdown_flush_s
+            for start in range(0, len(pending), limit):
+                await self._commit(merge_persists(pending[start : start + limit]))
 
     async def _commit(self, persist: Persist) -> None:
         attempts = self._config.storage_max_attempts
@@ -927,7 +961,8 @@ async def open_node(
 
     Raises:
         TransportError: the listening socket could not be opened (port in use, bad host).
-        StorageError: in an exception group on exit, when commits kept failing.
+        StorageError: in an exception group on exit, when commits kept failing; on its own
+            when the final commit of the queued writes (see "Shutdown") fails.
     """
     runner = NodeRunner(
         node,
@@ -940,12 +975,15 @@ async def open_node(
         listeners = await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
         raise TransportError(f"cannot listen on {host or '*'}:{port}: {exc}") from exc
-    async with trio.open_nursery() as nursery:
-        try:
-            await runner._start(nursery, listeners, discovery)
-            yield runner
-        finally:
-            nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            try:
+                await runner._start(nursery, listeners, discovery)
+                yield runner
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        await runner._flush_storage()
 
 
 async def serve_node(

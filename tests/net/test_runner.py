@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -659,15 +660,59 @@ async def test_shutdown_closes_everything_and_finishes_the_commit_in_progress() 
                 dialed = await listeners[0].accept()
             await h.runner.call(lambda n, now: n.script(Persist(token=1, puts=(put(b"a", b""),))))
             await trio.to_thread.run_sync(storage.started.wait)
+            queued = (Persist(token=2, puts=(put(b"b", b""),)), Persist(token=3))
+            await h.runner.call(lambda n, now: n.script(*queued))
             threading.Timer(0.1, storage.gate.set).start()
             runner = h.runner
-        assert storage.applied == [1]  # the commit in progress was finished, not abandoned
+        # The commit in progress was finished, not abandoned; then the queued ones, together.
+        assert storage.applied == [1, 3]
+        assert set(storage.records) == {(RecordKind.ENVELOPE, b"a"), (RecordKind.ENVELOPE, b"b")}
         for stream in (established, idle, dialed):
             assert await read_to_eof(stream) in (b"", HELLO)
             await stream.aclose()
     with pytest.raises(TransportError):
         await runner.call(lambda n, now: None)
     assert open_fds() == fds_before
+
+
+class SlowStorage(MemoryStorage):
+    """Every commit takes ``delay_s`` of real time in the worker thread."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+        self.started = threading.Event()
+
+    def apply(self, persist: Persist) -> None:
+        self.started.set()
+        time.sleep(self.delay_s)
+        super().apply(persist)
+
+
+async def test_shutdown_flush_is_bounded_by_shutdown_flush_s() -> None:
+    storage = SlowStorage(0.15)
+    async with running(storage=storage, shutdown_flush_s=0.2, max_persists_per_commit=1) as h:
+        await h.runner.call(lambda n, now: n.script(Persist(token=1)))
+        await trio.to_thread.run_sync(storage.started.wait)
+        await h.runner.call(lambda n, now: n.script(*(Persist(token=t) for t in (2, 3, 4))))
+    # 1 was running and finished; the flush committed 2 (and maybe 3, started before the
+    # deadline); the deadline passed before 4 could start: dropped.
+    assert storage.applied[:2] == [1, 2]
+    assert 4 not in storage.applied
+
+
+async def test_wait_durable_returns_once_earlier_writes_are_committed() -> None:
+    storage = GatedStorage()
+    async with running(storage=storage) as h:
+        await h.runner.wait_durable()  # nothing issued: returns at once
+        await h.runner.call(lambda n, now: n.script(Persist(token=1), Persist(token=2)))
+        with trio.move_on_after(0.1) as waited:
+            await h.runner.wait_durable()
+        assert waited.cancelled_caught
+        storage.gate.set()
+        with trio.fail_after(5):
+            await h.runner.wait_durable()
+        assert storage.applied[-1] == 2
 
 
 async def test_serve_node_runs_until_cancelled() -> None:

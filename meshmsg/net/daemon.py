@@ -209,13 +209,16 @@ class NodeHandle:
     def discovery_state(self) -> dict[str, object]:
         if self.discovery is None:
             reason = self.discovery_error or "no trusted network is configured"
-            return {"enabled": False, "reason": reason, "peers": 0, "interfaces": []}
+            return {"enabled": False, "reason": reason, "peers": 0, "interfaces": [],
+                    "ignored_untrusted": 0}  # fmt: skip
         stats = self.discovery.statistics()
         return {
             "enabled": stats.enabled,
             "reason": stats.disabled_reason,
             "peers": stats.peers.tracked,
             "interfaces": list(stats.interfaces),
+            # Adverts heard whose addresses are all outside the trusted networks: not dialled.
+            "ignored_untrusted": stats.ignored_untrusted,
         }
 
 

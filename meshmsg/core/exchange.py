@@ -268,6 +268,8 @@ class Exchange:
             return
         for message in self.node.conversations.unsealed_for(contact.peer_id):
             if message.expiry_at > now:
+                if contact.channel.capacity(now) <= 0:
+                    return  # the period's counters are used up: the next period seals them
                 self._seal_text(contact, message, now)
 
     def _check_store_for_new_tags(self, now: float) -> None:
@@ -685,8 +687,11 @@ class Exchange:
             sent_at=now, expiry_at=now + ttl, sealed=False,
         )  # fmt: skip
         node.conversations.add(message)
-        if contact.channel is None or contact.exchanging:
-            node.persist([codec.message_record(message)])  # sealed once the keys are ready
+        channel = contact.channel
+        if channel is None or contact.exchanging or channel.capacity(now) <= 0:
+            # Sealed once the keys are ready, or (max_messages_per_period reached) in the next
+            # period: a period cannot end early, so sealing waits rather than fails.
+            node.persist([codec.message_record(message)])
         else:
             self._seal_text(contact, message, now)
         return message.message_id
@@ -784,6 +789,15 @@ class Exchange:
                 self._receipts.setdefault(peer_id, kinds)  # retry after the exchange
                 self._receipts_due_at = now + node.config.message.receipt_delay_s
                 continue
+            channel = contact.channel
+            records_needed = sum(-(-len(ids) // _RECEIPT_IDS) for ids in kinds.values())
+            if channel.capacity(now) < -(-records_needed // _RECEIPTS_PER_ENVELOPE):
+                # Out of counters this period (a chatty contact): send them in the next one.
+                self._receipts.setdefault(peer_id, kinds)
+                retry = max(now + node.config.message.receipt_delay_s, channel.next_deadline())
+                due = self._receipts_due_at
+                self._receipts_due_at = retry if due is None else min(due, retry)
+                continue
             # A Receipt names at most _RECEIPT_IDS messages: more go in further records, and
             # more records than fit one envelope's inner plaintext in further envelopes.
             records: list[Record] = [
@@ -842,6 +856,7 @@ class Exchange:
                 continue
             if channel.advance(now):
                 node.persist([codec.channel_record(contact.peer_id, channel)])
+                self.seal_waiting(contact, now)  # a new period may bring counters for them
             deadline = channel.next_deadline()
             due = deadline if due is None else min(due, deadline)
         node.channels_due_at = due

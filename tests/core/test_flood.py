@@ -15,7 +15,6 @@ from meshmsg.config import MessageLimits, NodeConfig, StoreConfig
 from meshmsg.core.effects import RecordKind
 from meshmsg.core.envelope import seal_envelope
 from meshmsg.core.events import EnvelopeDropped, MessageReceived
-from meshmsg.core.node import Node
 from meshmsg.core.store import Tier
 from meshmsg.sim.rng import SeededRng
 from tests.core.node_tools import AttackMesh
@@ -80,8 +79,8 @@ def test_a_flood_from_a_thousand_identities_stays_in_its_slice_and_mail_gets_thr
             assert len(accepted) + len(rejected) == PER_STRANGER
             injector.close()
             check_caps(mesh, "relay")
-        for _ in range(MAIL_PER_WAVE):
-            sent.append(mesh.nodes["alice"].send_message(bob_id, f"w{wave}", now=mesh.now))
+        alice = mesh.nodes["alice"]
+        sent += [alice.send_message(bob_id, f"w{wave}", now=mesh.now) for _ in range(MAIL_PER_WAVE)]
         mesh.connect("alice", "relay")
         check_caps(mesh, "relay")
         mesh.disconnect("alice", "relay")

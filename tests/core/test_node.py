@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
-from meshmsg.config import NodeConfig, RoutingConfig
-from meshmsg.core.effects import RecordKind
+from meshmsg.config import MessageLimits, NodeConfig, RoutingConfig
+from meshmsg.core.effects import RecordKind, Transmit
 from meshmsg.core.events import (
     ContactHealed,
     ContactPaired,
     EnvelopeAccepted,
+    LinkClosed,
     MessageReceived,
     MessageStatus,
     MessageStatusChanged,
     PeerConnected,
 )
+from meshmsg.core.node import Node
+from meshmsg.errors import CloseReason
 from tests.helpers import Mesh
+
+
+class LossyMesh(Mesh):
+    """A Mesh where ``mute[name]`` transmissions of a node still go out, then none."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(names)
+        self.mute: dict[str, int] = {}
+
+    def _carry_out(self, name: str, node: Node, effect: object) -> None:
+        if isinstance(effect, Transmit) and name in self.mute:
+            if self.mute[name] <= 0:
+                return
+            self.mute[name] -= 1
+        super()._carry_out(name, node, effect)
 
 
 def statuses(mesh: Mesh, name: str, message_id: bytes) -> list[MessageStatus]:
@@ -140,3 +158,108 @@ def test_receipts_owed_survive_a_crash_before_their_batch_is_sealed() -> None:
     mesh.advance(5)
     assert statuses(mesh, "alice", mid)[-1] is MessageStatus.READ
     assert not any(kind is RecordKind.META for kind, _ in mesh.persisted["bob"])  # all sent
+
+
+# ------------------------------------------------------- backlogs, bounds, one-sided heals
+
+
+def test_a_backlog_past_the_tag_window_and_its_receipts_complete_in_one_meeting() -> None:
+    # The recipient recognises only 64 counters ahead; direct routing declines the rest
+    # until the recipient took what it recognised. Receipts name at most 64 ids per record.
+    mesh = Mesh(["alice", "bob"], config=NodeConfig(routing=RoutingConfig(policy="direct")))
+    mesh.befriend("alice", "bob", pair=True)
+    mesh.stop("bob")
+    sent = [mesh.nodes["alice"].send_message(mesh.peer_id("bob"), f"m{i}", now=mesh.now)
+            for i in range(300)]  # fmt: skip
+    mesh.start("bob")
+    mesh.connect("alice", "bob")
+    mesh.advance(5)
+    assert sorted(r.message_id for r in mesh.of_type("bob", MessageReceived)) == sorted(sent)
+    assert all(statuses(mesh, "alice", m)[-1] is MessageStatus.DELIVERED for m in sent)
+    assert len(mesh.nodes["alice"].store) == 0
+
+
+def test_more_offers_than_one_record_holds_keep_the_link_up() -> None:
+    config = NodeConfig(routing=RoutingConfig(policy="epidemic"))
+    mesh = Mesh(["alice", "carol", "relay", "bob"], config=config)
+    mesh.befriend("alice", "bob", pair=True)
+    mesh.befriend("carol", "bob", pair=True)
+    mesh.stop("bob")
+    for sender in ("alice", "carol"):  # 1,200 envelopes: two Offer records (1,024 entries max)
+        for i in range(600):
+            mesh.nodes[sender].send_message(mesh.peer_id("bob"), f"{sender}{i}", now=mesh.now)
+        mesh.connect(sender, "relay")
+        mesh.disconnect(sender, "relay")
+    mesh.start("bob")
+    mesh.connect("relay", "bob")
+    assert len(mesh.of_type("bob", MessageReceived)) == 1_200
+    assert all(e.reason is CloseReason.LINK_LOST for e in mesh.of_type("relay", LinkClosed))
+    assert mesh.linked("relay", "bob")
+
+
+def test_tokens_learnt_at_a_meeting_clear_the_copies_of_everyone_met_right_now() -> None:
+    mesh = Mesh(["alice", "relay", "bob"])
+    mesh.befriend("alice", "bob", pair=True)
+    mid = mesh.nodes["alice"].send_message(mesh.peer_id("bob"), "hi", now=mesh.now)
+    mesh.connect("alice", "relay")  # alice keeps 3 copies, the relay holds 3
+    mesh.connect("relay", "bob")  # bob opens the relay's copy while alice is still linked
+    assert len(mesh.nodes["relay"].store) == 0
+    assert len(mesh.nodes["alice"].store) == 0  # the token came on through the relay
+    assert statuses(mesh, "alice", mid)[-1] is MessageStatus.DELIVERED
+
+
+def test_a_full_tombstone_table_keeps_set_records_and_table_in_step() -> None:
+    config = NodeConfig(message=MessageLimits(dedup_entries=4))
+    mesh = Mesh(["alice", "bob"], config=config)
+    mesh.befriend("alice", "bob", pair=True)
+    for i in range(10):
+        mesh.nodes["alice"].send_message(mesh.peer_id("bob"), f"m{i}", now=mesh.now)
+    mesh.connect("alice", "bob")
+    mesh.stop("bob")
+    mesh.start("bob")
+    for name in ("alice", "bob"):
+        node = mesh.nodes[name]
+        stones = {s.item_id for s in node.tombstones}
+        assert len(stones) <= 4
+        assert set(node.items) == stones | {item.envelope_id for item in node.store.items()}
+        stored = [k for k, _ in mesh.persisted[name] if k is RecordKind.TOMBSTONE]
+        assert len(stored) == len(stones)
+
+
+def test_mail_sealed_in_an_epoch_the_peer_never_had_is_sealed_again_at_once() -> None:
+    mesh = LossyMesh(["x", "y"])
+    mesh.befriend("x", "y")
+    mesh.connect("x", "y")  # pair
+    mesh.disconnect("x", "y")
+    mesh.mute["x"] = 1  # x sends its handshake message, then nothing: y never gets x's share
+    mesh.connect("y", "x")
+    mesh.disconnect("x", "y")
+    del mesh.mute["x"]
+    channel_x = mesh.nodes["x"].contacts.require(mesh.peer_id("y")).channel
+    channel_y = mesh.nodes["y"].contacts.require(mesh.peer_id("x")).channel
+    assert channel_x is not None
+    assert channel_y is not None
+    assert channel_x.epoch > channel_y.epoch  # x healed alone
+    mesh.nodes["x"].send_message(mesh.peer_id("y"), "in x's lonely epoch", now=mesh.now)
+    mesh.run()
+    mesh.stop("x")  # the unsealed mark must survive a crash too
+    mesh.start("x")
+    mesh.connect("x", "y")
+    assert [r.body for r in mesh.of_type("y", MessageReceived)] == ["in x's lonely epoch"]
+
+
+def test_at_the_per_period_cap_sealing_waits_for_the_next_period() -> None:
+    mesh = Mesh(["alice", "bob"])
+    mesh.befriend("alice", "bob", pair=True)
+    mesh.stop("bob")
+    cap = mesh.configs["alice"].message.max_messages_per_period
+    sent = [mesh.nodes["alice"].send_message(mesh.peer_id("bob"), f"m{i}", now=mesh.now)
+            for i in range(cap + 20)]  # fmt: skip
+    mesh.run()
+    assert len(mesh.nodes["alice"].store) == cap
+    period = mesh.configs["alice"].message.period_s
+    mesh.advance((mesh.now // period + 1) * period - mesh.now + 1)
+    assert len(mesh.nodes["alice"].store) == cap + 20
+    mesh.start("bob")
+    mesh.connect("alice", "bob")
+    assert len(mesh.of_type("bob", MessageReceived)) == len(sent)

@@ -10,9 +10,9 @@ from meshmsg.sim.engine import one_ttl_s
 @pytest.mark.parametrize("created", [0.0, 32.0, 6007.0])
 def test_message_lives_while_a_whole_minute_remains(created: float) -> None:
     ttl = one_ttl_s(created, 18_000.0)
-    # The ONE's rule: alive while int((ttl - age) / 60) > 0.
-    assert int((18_000.0 - (ttl - 0.1)) / 60) > 0
-    assert int((18_000.0 - ttl) / 60) <= 0
+    # The ONE's rule: alive while int((ttl - age) / 60) > 0, so dead just after the bound.
+    assert int((18_000.0 - ttl) / 60) > 0
+    assert int((18_000.0 - (ttl + 0.1)) / 60) <= 0
     assert ttl == pytest.approx(17_940.0)
 
 

@@ -290,6 +290,8 @@ class Exchange:
         view = peer_routing(session.route.route_id, [(e.route, e.p) for e in entries])
         session.route = view
         self.node.router.meet(view, now)
+        # Predictabilities are what PRoPHET learnt from past meetings: keep them over restarts.
+        self.node.persist([codec.router_record(*self.node.router.export_state())])
 
     # ======================================================= reconciliation
 

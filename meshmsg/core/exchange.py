@@ -26,7 +26,13 @@ from meshmsg.core.contacts import Contact
 from meshmsg.core.conversations import StoredMessage
 from meshmsg.core.e2e import ContactChannel, Expired, Match, MatchKind, new_key_share
 from meshmsg.core.effects import RecordKind, StoredRecord
-from meshmsg.core.envelope import Envelope, envelope_id, parse_envelope, tag_of_token
+from meshmsg.core.envelope import (
+    Envelope,
+    bucket_for,
+    envelope_id,
+    parse_envelope,
+    tag_of_token,
+)
 from meshmsg.core.events import (
     DropReason,
     EnvelopeAccepted,
@@ -270,6 +276,8 @@ class Exchange:
             if message.expiry_at > now:
                 if contact.channel.capacity(now) <= 0:
                     return  # the period's counters are used up: the next period seals them
+                if not self._room_for([[_text_of(message)]]):
+                    return  # our outbox is full: they wait (durably) for the next chance
                 self._seal_text(contact, message, now)
 
     def _check_store_for_new_tags(self, now: float) -> None:
@@ -630,9 +638,7 @@ class Exchange:
 
     # ============================================================= purges
 
-    def _on_purge(
-        self, session: PeerSession, token: bytes, expiry_at: float, now: float
-    ) -> None:
+    def _on_purge(self, session: PeerSession, token: bytes, expiry_at: float, now: float) -> None:
         node = self.node
         if not node.config.message.purge_on_delivery or expiry_at <= now:
             return
@@ -688,8 +694,12 @@ class Exchange:
             message_id=node.rng.randbytes(16), peer_id=peer_id, outgoing=True, body=body,
             sent_at=now, expiry_at=now + ttl, sealed=False,
         )  # fmt: skip
-        node.conversations.add(message)
         channel = contact.channel
+        ready = channel is not None and not contact.exchanging
+        if ready and not self._room_for([[_text_of(message)]]):
+            # Refused before anything changed: no half-sent message is left behind.
+            raise LocalProtocolError("outbox full: the store has no room for more own mail")
+        node.conversations.add(message)
         if channel is None or contact.exchanging or channel.capacity(now) <= 0:
             # Sealed once the keys are ready, or (max_messages_per_period reached) in the next
             # period: a period cannot end early, so sealing waits rather than fails.
@@ -698,10 +708,14 @@ class Exchange:
             self._seal_text(contact, message, now)
         return message.message_id
 
+    def _room_for(self, envelopes: list[list[Record]]) -> bool:
+        """Whether our store takes these envelopes (each a list of inner records) of own mail."""
+        buckets = self.node.config.message.envelope_size_buckets
+        size = sum(bucket_for(len(encode_records(records)), buckets) for records in envelopes)
+        return self.node.store.own_room(size, len(envelopes))
+
     def _seal_text(self, contact: Contact, message: StoredMessage, now: float) -> None:
-        inner = TextMessage(
-            message_id=message.message_id, sent_at=int(message.sent_at * _MS), body=message.body
-        )
+        inner = _text_of(message)
         item, epoch = self._seal(contact, [inner], message.expiry_at, now)
         message.epoch = epoch
         message.sealed = True
@@ -791,15 +805,6 @@ class Exchange:
                 self._receipts.setdefault(peer_id, kinds)  # retry after the exchange
                 self._receipts_due_at = now + node.config.message.receipt_delay_s
                 continue
-            channel = contact.channel
-            records_needed = sum(-(-len(ids) // _RECEIPT_IDS) for ids in kinds.values())
-            if channel.capacity(now) < -(-records_needed // _RECEIPTS_PER_ENVELOPE):
-                # Out of counters this period (a chatty contact): send them in the next one.
-                self._receipts.setdefault(peer_id, kinds)
-                retry = max(now + node.config.message.receipt_delay_s, channel.next_deadline())
-                due = self._receipts_due_at
-                self._receipts_due_at = retry if due is None else min(due, retry)
-                continue
             # A Receipt names at most _RECEIPT_IDS messages: more go in further records, and
             # more records than fit one envelope's inner plaintext in further envelopes.
             records: list[Record] = [
@@ -807,8 +812,20 @@ class Exchange:
                 for k, ids in kinds.items()
                 for i in range(0, len(ids), _RECEIPT_IDS)
             ]
-            for start in range(0, len(records), _RECEIPTS_PER_ENVELOPE):
-                group = records[start : start + _RECEIPTS_PER_ENVELOPE]
+            groups = [
+                records[start : start + _RECEIPTS_PER_ENVELOPE]
+                for start in range(0, len(records), _RECEIPTS_PER_ENVELOPE)
+            ]
+            channel = contact.channel
+            if channel.capacity(now) < len(groups) or not self._room_for(groups):
+                # Out of counters this period (a chatty contact) or our outbox is full: try
+                # again later; they stay owed (and durable) meanwhile.
+                self._receipts.setdefault(peer_id, kinds)
+                retry = max(now + node.config.message.receipt_delay_s, channel.next_deadline())
+                due: float | None = self._receipts_due_at
+                self._receipts_due_at = retry if due is None else min(due, retry)
+                continue
+            for group in groups:
                 expiry = now + node.config.message.default_ttl_s
                 item, _ = self._seal(contact, group, expiry, now)
 
@@ -881,6 +898,12 @@ def _owed_keys(
 ) -> list[tuple[RecordKind, bytes]]:
     """The META keys of owed receipts (kind, message id) to ``peer_id``."""
     return [(RecordKind.META, codec.owed_receipt_key(peer_id, k, m)) for k, m in receipts]
+
+
+def _text_of(message: StoredMessage) -> TextMessage:
+    return TextMessage(
+        message_id=message.message_id, sent_at=int(message.sent_at * _MS), body=message.body
+    )
 
 
 def _tier_of(contact: Contact | None) -> Tier:

@@ -138,7 +138,7 @@ class RelayStore:
             return AdmitResult(admission=Admission.TOO_LARGE)
         if not self._one_mode and not self._within_quota(item):
             return AdmitResult(admission=Admission.OVER_QUOTA)
-        victims = self._choose_victims(item)
+        victims = self._choose_victims(item.size, item.tier)
         if victims is None:
             return AdmitResult(admission=Admission.OVER_QUOTA)
         for victim in victims:
@@ -206,12 +206,19 @@ class RelayStore:
             return self._bytes_by_tier[Tier.CONTACT] + item.size <= cap * share
         return True
 
-    def _choose_victims(self, item: StoreItem) -> list[bytes] | None:
-        """Ids to evict so ``item`` fits, or None if it cannot fit without breaking the order."""
-        need_bytes = self.total_bytes + item.size - self._config.max_store_bytes
-        need_items = len(self._items) + 1 - self._config.max_store_envelopes
+    def own_room(self, size: int, count: int = 1) -> bool:
+        """Whether ``count`` items of our own mail, ``size`` bytes in all, would be admitted."""
+        return size <= self._config.max_store_bytes and (
+            self._choose_victims(size, Tier.OWN, count) is not None
+        )
+
+    def _choose_victims(self, size: int, tier: Tier, count: int = 1) -> list[bytes] | None:
+        """Ids to evict so ``count`` newcomers of ``tier`` and ``size`` bytes in all fit, or
+        None if they cannot fit without breaking the order."""
+        need_bytes = self.total_bytes + size - self._config.max_store_bytes
+        need_items = len(self._items) + count - self._config.max_store_envelopes
         victims: list[bytes] = []
-        for candidate in self._eviction_candidates(item.tier):
+        for candidate in self._eviction_candidates(tier):
             if need_bytes <= 0 and need_items <= 0:
                 break
             victims.append(candidate.envelope_id)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from meshmsg.config import MessageLimits, NodeConfig, RoutingConfig
+import pytest
+
+from meshmsg.config import MessageLimits, NodeConfig, RoutingConfig, StoreConfig
 from meshmsg.core.effects import RecordKind, Transmit
 from meshmsg.core.events import (
     ContactHealed,
@@ -15,7 +17,7 @@ from meshmsg.core.events import (
     PeerConnected,
 )
 from meshmsg.core.node import Node
-from meshmsg.errors import CloseReason
+from meshmsg.errors import CloseReason, LocalProtocolError
 from tests.helpers import Mesh
 
 
@@ -263,3 +265,19 @@ def test_at_the_per_period_cap_sealing_waits_for_the_next_period() -> None:
     mesh.start("bob")
     mesh.connect("alice", "bob")
     assert len(mesh.of_type("bob", MessageReceived)) == len(sent)
+
+
+def test_a_full_outbox_refuses_a_send_without_leaving_half_a_message() -> None:
+    mesh = Mesh(["alice", "bob"], config=NodeConfig(store=StoreConfig(max_store_envelopes=5)))
+    mesh.befriend("alice", "bob", pair=True)
+    mesh.stop("bob")
+    sent = [mesh.nodes["alice"].send_message(mesh.peer_id("bob"), f"m{i}", now=mesh.now)
+            for i in range(5)]  # fmt: skip
+    with pytest.raises(LocalProtocolError, match="outbox full"):
+        mesh.nodes["alice"].send_message(mesh.peer_id("bob"), "one too many", now=mesh.now)
+    assert len(mesh.nodes["alice"].conversations) == 5
+    mesh.start("bob")
+    mesh.connect("alice", "bob")
+    mesh.advance(5)
+    assert sorted(r.message_id for r in mesh.of_type("bob", MessageReceived)) == sorted(sent)
+    assert all(statuses(mesh, "alice", m)[-1] is MessageStatus.DELIVERED for m in sent)

@@ -332,9 +332,6 @@ class NetConfig:
     max_links: int = limit(256, "links", "bounds sockets and memory per node")
     max_half_open: int = limit(64, "handshakes", "security research §4.6: 64 half-open globally")
     max_half_open_per_address: int = limit(4, "handshakes", "one host cannot take all slots")
-    send_queue_frames: int = limit(
-        64, "frames", "per-link writer queue; a slow peer fills only its own queue"
-    )
     dial_attempts_per_s: float = limit(
         5.0, "dials/s", "security research §4.6: at most 5 connection attempts/s from discovery"
     )
@@ -383,8 +380,10 @@ class NetConfig:
     send_queue_bytes: int = limit(
         1 << 20,
         "bytes",
-        "per-link bytes waiting behind the write in progress (an empty queue takes any item): "
-        "256 slow links hold at most 256 MiB queued",
+        "per-link writer queue: bytes waiting behind the write in progress; more means a slow "
+        "peer and only its link closes (an empty queue takes any burst). Bytes, not a frame "
+        "count: many small sends during one slow write are a busy moment, not a slow peer. "
+        "256 slow links hold at most 256 MiB",
     )
     close_linger_s: float = limit(
         2.0, "s", "a closing link flushes its queue (the Close record) for at most this long"

@@ -17,10 +17,9 @@ Theory of operation
 * **dialers** (``max_concurrent_dials`` tasks) carry out ``Dial`` effects with a connect timeout.
   A failure is counted and published as :class:`DialFailed`; it never reaches the nursery;
 * per connection, **a reader and a writer** (``meshmsg/net/tcp.py``). The Transmits of one
-  drain are joined per link into one item of the link's bounded queue (``send_queue_frames``
-  items, ``send_queue_bytes`` waiting behind the write in progress); the writer joins whatever
-  is queued into one ``send_all``. A full queue means the peer reads too slowly: only that link
-  closes;
+  drain are joined per link and queued for the writer, which joins whatever is queued into one
+  ``send_all``. The queue is bounded in bytes (``send_queue_bytes`` waiting behind the write in
+  progress): more means the peer reads too slowly, and only that link closes;
 * **storage** commits ``Persist`` effects in order on a worker thread, grouping the ones that
   waited together into one transaction, then feeds ``storage_committed`` back to the pump.
 
@@ -224,7 +223,7 @@ class RunnerStatistics:
     links_inbound: int
     links_outbound: int
     half_open: int  # accepted connections whose peer is not yet authenticated
-    queued_frames: int  # Transmit effects waiting in writer queues, all links
+    queued_frames: int  # chunks (one per drain and link) waiting in writer queues, all links
     queued_bytes: int  # queued or being written, not yet accepted by the kernel
     bytes_sent: int  # totals since start, closed links included
     bytes_received: int
@@ -693,8 +692,8 @@ class NodeRunner(Generic[N]):
                     return
                 conn.node_open = False  # the Node forgot the link: no link_lost later
                 self._half_open.discard(conn)
-                if not conn.ended and not conn.closing and not conn.close_nowait():
-                    self._end(conn, "writer queue full at close")
+                if not conn.ended and not conn.closing:
+                    conn.close_nowait()
             case Dial(address=address):
                 self._dial_nowait(address)
             case Persist():

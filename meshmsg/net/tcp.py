@@ -9,11 +9,11 @@ the connection's own cancel scope:
   to the pump's bounded input channel, so a busy pump slows the reader and TCP pushes back on the
   peer). End of stream, a reset, or an inbound socket silent past its first-byte deadline ends
   the connection;
-* the **writer** drains a bounded queue. Everything queued when it wakes is joined into one
+* the **writer** drains a queue bounded in bytes. Everything queued when it wakes is joined into one
   ``send_all`` call: one system call per batch rather than per frame is the main speed lever of
   Python networking (research: ~23 µs per ``send_all``, 14× more throughput when 32 frames are
-  joined). A close marker in the queue makes it flush what came before, send EOF, and give the
-  peer ``close_linger_s`` to finish before the socket is closed.
+  joined). A close request makes it flush what was queued before, send EOF, and give the peer
+  ``close_linger_s`` to finish before the socket is closed.
 
 The runner queues with :meth:`Connection.queue_nowait`, which never blocks: a full queue means
 the peer reads slower than we write, and the runner closes that link alone. Whichever way the
@@ -24,7 +24,6 @@ This module knows nothing of the Node: links, half-open accounting and the pump 
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 from collections.abc import Awaitable, Callable
 
@@ -63,10 +62,6 @@ def parse_address(address: str) -> tuple[str, int]:
 def format_address(host: str, port: int) -> str:
     """The inverse of :func:`parse_address`: brackets around IPv6 hosts."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-class _Marker(enum.Enum):
-    CLOSE = "close"  # in a writer queue: flush what came before, then close
 
 
 Deliver = Callable[["Connection", bytes], Awaitable[None]]
@@ -110,39 +105,36 @@ class Connection:
         self.bytes_received = 0
         self._config = config
         self._scope = trio.CancelScope()
-        self._queue_in, self._queue_out = trio.open_memory_channel[bytes | _Marker](
-            config.send_queue_frames
-        )
+        self._queue: list[bytes] = []  # chunks waiting for the writer, in order
+        self._close_queued = False  # after the queued chunks: EOF, linger, close
+        self._writer_idle = trio.lowlevel.ParkingLot()
 
     @property
     def queued_items(self) -> int:
-        """Transmit effects waiting for the writer."""
-        return self._queue_in.statistics().current_buffer_used
+        """Transmit chunks waiting for the writer."""
+        return len(self._queue)
 
     def queue_nowait(self, data: bytes) -> bool:
         """Queue bytes for the writer; ``False`` when the queue is full (the peer is too slow).
 
-        The byte bound never refuses an item into an empty queue, so a single large Transmit
-        always goes out.
+        The bound is on bytes waiting behind the write in progress, never on a count of
+        chunks: the pump may hand over many small ones while one large write waits for the
+        kernel, and that is a busy moment, not a slow peer. An empty queue takes any chunk,
+        so a single large burst always goes out.
         """
         limit = self._config.send_queue_bytes
         if self.queued_bytes and self.queued_bytes + len(data) > limit:
             return False
-        try:
-            self._queue_in.send_nowait(data)
-        except trio.WouldBlock:
-            return False
+        self._queue.append(data)
         self.queued_bytes += len(data)
+        self._writer_idle.unpark_all()
         return True
 
-    def close_nowait(self) -> bool:
-        """Ask the writer to flush and close; ``False`` when the queue is full."""
+    def close_nowait(self) -> None:
+        """Ask the writer to send what is queued, then EOF, and close (after a linger)."""
         self.closing = True
-        try:
-            self._queue_in.send_nowait(_Marker.CLOSE)
-        except trio.WouldBlock:
-            return False
-        return True
+        self._close_queued = True
+        self._writer_idle.unpark_all()
 
     def abort(self, reason: str) -> None:
         """End the connection now: cancel its tasks; ``run`` then closes the stream."""
@@ -171,8 +163,7 @@ class Connection:
                     nursery.start_soon(self._write_loop)
         finally:
             self.ended = True
-            self._queue_in.close()
-            self._queue_out.close()
+            self._queue.clear()
             await trio.aclose_forcefully(self.stream)
 
     # --- tasks -------------------------------------------------------------------------------
@@ -215,25 +206,16 @@ class Connection:
             self.abort(f"send failed: {exc or type(exc).__name__}")
 
     async def _next_batch(self) -> tuple[bytes, bool]:
-        """Wait for the queue, then take everything in it (up to a close marker)."""
-        chunks: list[bytes] = []
-        item = await self._queue_out.receive()
-        close = False
-        while True:
-            if item is _Marker.CLOSE:
-                close = True
-                break
-            chunks.append(item)
-            try:
-                item = self._queue_out.receive_nowait()
-            except trio.WouldBlock:
-                break
-        data = b"".join(chunks)
+        """Wait for queued bytes or a close, then take everything queued."""
+        while not self._queue and not self._close_queued:
+            await self._writer_idle.park()
+        data = b"".join(self._queue)
+        self._queue.clear()
         # Taken out of the queue: the byte bound is on what waits *behind* the send in
         # progress, so one large burst (a sync) does not make a healthy peer look slow.
-        self.queued_bytes -= len(data)
+        self.queued_bytes = 0
         self.writing_bytes = len(data)
-        return data, close
+        return data, self._close_queued
 
     async def _send(self, data: bytes) -> None:
         await self.stream.send_all(data)

@@ -314,7 +314,7 @@ async def test_input_order_is_kept_when_the_peer_closes() -> None:
 
 
 async def test_slow_peer_overflow_closes_only_that_link() -> None:
-    async with running(send_queue_frames=4, send_queue_bytes=256 * 1024) as h:
+    async with running(send_queue_bytes=256 * 1024) as h:
         slow = await h.connect()
         slow_link = h.node.link_of(False)
         fast = await h.connect()
@@ -338,6 +338,29 @@ async def test_slow_peer_overflow_closes_only_that_link() -> None:
         assert h.runner.statistics().links == 1
         await slow.aclose()
         await fast.aclose()
+
+
+async def test_many_small_sends_during_one_slow_write_are_not_a_slow_peer() -> None:
+    # A burst larger than the kernel's buffers blocks the writer; meanwhile the pump hands over
+    # hundreds of small chunks (one per input). Only bytes count, so the link stays up.
+    async with running(send_queue_bytes=256 * 1024) as h:
+        client = await h.connect()
+        link = h.node.link_of(False)
+        burst = b"b" * (16 << 20)
+
+        def send(data: bytes) -> Callable[[FakeNode, float], None]:
+            return lambda n, now: n.script(Transmit(link=link, data=data))
+
+        await h.runner.call(send(burst))
+        for i in range(500):
+            await h.runner.call(send(b"%03d" % i))
+        stats = h.runner.statistics()
+        assert stats.queued_bytes > len(burst) // 2  # the writer is still on the burst
+        assert stats.queued_frames > 64  # more chunks than the old per-item cap allowed
+        data = await read_exactly(client, len(burst) + 1_500)
+        assert data[len(burst) :] == b"".join(b"%03d" % i for i in range(500))
+        assert h.runner.statistics().closed_slow == 0
+        await client.aclose()
 
 
 # --- storage -----------------------------------------------------------------------------------

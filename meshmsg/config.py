@@ -251,8 +251,8 @@ class SyncConfig:
     max_round_trips: int = limit(
         128,
         "messages each way",
-        "a 200,000-id store against an empty one needs 55 (3.2 MB in 60 kB messages); a trie "
-        "descent at most 2 per level beyond that",
+        "a 200,000-id store against an empty one needs 55 (3.2 MB in 60 kB messages); a chain "
+        "of crafted ids adds at most one per trie level (32)",
     )
     max_ids_per_list: int = limit(
         1_024, "ids", "longest id list accepted from a peer (16 kB); ours end at id_list_threshold"

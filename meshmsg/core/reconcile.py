@@ -495,6 +495,7 @@ class SyncStats:
     messages_received: int
     bytes_sent: int
     bytes_received: int
+    peak_queued: int  # most entries queued in either direction after any message
 
 
 class _State(enum.Enum):
@@ -547,6 +548,7 @@ class Reconciler:
         self._level: dict[int, list[int]] = {}  # depth -> [children compared, differing]
         self._state = _State.NEW
         self._sent = self._received = self._bytes_sent = self._bytes_received = 0
+        self._peak_queued = 0
 
     # ------------------------------------------------------------------------ public API
 
@@ -572,6 +574,7 @@ class Reconciler:
             messages_received=self._received,
             bytes_sent=self._bytes_sent,
             bytes_received=self._bytes_received,
+            peak_queued=self._peak_queued,
         )
 
     def start(self) -> bytes:
@@ -650,7 +653,9 @@ class Reconciler:
         return message
 
     def _check_pending(self) -> None:
-        if max(len(self._owe), len(self._await)) > self._config.max_pending_tasks:
+        queued = max(len(self._owe), len(self._await))
+        self._peak_queued = max(self._peak_queued, queued)
+        if queued > self._config.max_pending_tasks:
             raise DecodeError("too many pending sync entries", reason=_LIMIT)
 
     def _read_init(self, r: _Reader) -> None:

@@ -438,9 +438,14 @@ def linked_lines(node: Node, other: Node, incarnation: int | None = None) -> lis
             if f"linked to contact {other.short}" in line]  # fmt: skip
 
 
-def status_of(node: Node, to: Node, message_id: str) -> dict[str, Any] | None:
+def message_of(node: Node, to: Node, message_id: str) -> dict[str, Any] | None:
     found = [m for m in node.messages(to) if m["message_id"] == message_id]
     return found[0] if found else None
+
+
+def status(node: Node, to: Node, message_id: str) -> str | None:
+    message = message_of(node, to, message_id)
+    return str(message["status"]) if message is not None else None
 
 
 # --- (a) discovery, link, message ----------------------------------------------------------
@@ -453,17 +458,20 @@ def test_discovery_link_and_a_message_with_its_receipt(
     alice, _, carol = lab.insiders
     oscar = lab["oscar"]
     for node in lab.insiders:
-        status = node.get("/status")
-        assert status["discovery"]["enabled"] is True
-        assert status["discovery"]["interfaces"] == [node.host.ip]
-        found = status["found_by"]
-        for other in lab.insiders:
-            if other is not node:  # every other insider was handed out by mDNS and dialled
-                assert found.get(other.address) == "mDNS", found
-        assert oscar.address not in found  # outside the trusted network: never dialled
+        others_found = {o.address: "mDNS" for o in lab.insiders if o is not node}
+
+        def found_the_others(node: Node = node, wanted: dict[str, str] = others_found) -> bool:
+            return bool(wanted.items() <= node.get("/status")["found_by"].items())
+
+        # Every other insider was handed out by mDNS (and dialled, unless already linked).
+        wait_until(f"{node.name} found the others by mDNS", found_the_others)
+        view = node.get("/status")
+        assert view["discovery"]["enabled"] is True
+        assert view["discovery"]["interfaces"] == [node.host.ip]
+        assert oscar.address not in view["found_by"]  # outside the trusted network
         # Authenticated links to contacts, and nothing else.
         others = {n.peer_id for n in lab.insiders if n is not node}
-        linked = [p for p in status["peers"] if p["peer_id"]]
+        linked = [p for p in view["peers"] if p["peer_id"]]
         assert {p["peer_id"] for p in linked} == others
         assert all(p["contact"] and p["verified"] for p in linked)
 
@@ -471,15 +479,12 @@ def test_discovery_link_and_a_message_with_its_receipt(
     out = alice.cli_inside("send", "carol", "hello carol, over the bridge")  # the real CLI
     assert "carol" in out.lower()
     sent = wait_until("alice's message in her conversation", lambda: alice.messages(carol))[-1]
-    got = wait_until("carol receives alice's message", lambda: carol.messages(alice))
-    assert [(m["body"], m["direction"]) for m in got] == [("hello carol, over the bridge", "in")]
-    assert got[0]["message_id"] == sent["message_id"]
+    got = wait_until("carol receives alice's message",
+                     lambda: message_of(carol, alice, sent["message_id"]))  # fmt: skip
+    assert (got["body"], got["direction"]) == ("hello carol, over the bridge", "in")
     received_s = time.monotonic() - started
-    delivered = wait_until(
-        "alice sees DELIVERED",
-        lambda: (status_of(alice, carol, sent["message_id"]) or {}).get("status") == "delivered",
-    )
-    assert delivered
+    wait_until("alice sees DELIVERED",
+               lambda: status(alice, carol, sent["message_id"]) == "delivered")  # fmt: skip
     record_property("direct_received_s", round(received_s, 2))
     record_property("direct_delivered_s", round(time.monotonic() - started, 2))
     for name, seconds in lab.timings.items():
@@ -510,14 +515,14 @@ def test_offline_recipient_gets_mail_through_a_relay_and_the_receipt_comes_back(
     mid = sent["message_id"]
     assert sent["status"] == "queued"
     wait_until("alice sees RELAYED (bobby took custody)",
-               lambda: (status_of(alice, carol, mid) or {}).get("status") == "relayed")  # fmt: skip
+               lambda: status(alice, carol, mid) == "relayed")  # fmt: skip
     assert carried(bobby) == 1
     alice.stop()
     wait_until("bobby notices alice left", lambda: alice.peer_id not in bobby.peers())
 
     carol.start()  # alice is offline: only bobby can hand it over
-    got = wait_until("carol receives it from bobby", lambda: carol.messages(alice))
-    assert [m["body"] for m in got if m["message_id"] == mid] == ["carol, bobby has it"]
+    got = wait_until("carol receives it from bobby", lambda: message_of(carol, alice, mid))
+    assert (got["body"], got["direction"]) == ("carol, bobby has it", "in")
     # Bobby hands the message over (his copy goes) and then takes carol's delivered receipt,
     # sealed after the 2 s batching delay: his store goes 1 -> 0 -> 1.
     wait_until("bobby dropped the delivered message", lambda: carried(bobby) == 0 or None)
@@ -528,7 +533,7 @@ def test_offline_recipient_gets_mail_through_a_relay_and_the_receipt_comes_back(
     alice.start()  # carol is offline: the receipt can only come from bobby
     delivered = wait_until(
         "alice sees DELIVERED through bobby",
-        lambda: (m := status_of(alice, carol, mid)) and m["status"] == "delivered" and m,
+        lambda: (m := message_of(alice, carol, mid)) and m["status"] == "delivered" and m,
     )
     assert [s["status"] for s in delivered["timeline"]] == ["queued", "relayed", "delivered"]
     # Alice and carol were never online together: neither incarnation linked to the other.

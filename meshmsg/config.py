@@ -34,7 +34,7 @@ KEYSTORE_MAX_MEM_LIMIT: Final = 1 << 30  # nacl.pwhash.argon2id.MEMLIMIT_SENSITI
 KEYSTORE_MAX_FILE_BYTES: Final = 65_536  # an identity is 97 bytes; room for more secrets later
 
 
-def limit(default: Any, unit: str, why: str) -> Any:  # noqa: ANN401 - dataclass field factory
+def limit(default: Any, unit: str, why: str) -> Any:
     """Declare a configuration value with its unit and the reason for its default."""
     return field(default=default, metadata={"unit": unit, "why": why})
 
@@ -58,7 +58,9 @@ class WireLimits:
     max_records_per_frame: int = limit(
         256, "records", "bounds per-frame work; 256 small records fill a 64 KiB frame anyway"
     )
-    max_cbor_depth: int = limit(16, "levels", "our records nest at most 4 deep; cbor2 default is 400")
+    max_cbor_depth: int = limit(
+        16, "levels", "our records nest at most 4 deep; cbor2 default is 400"
+    )
     max_container_items: int = limit(
         1_024, "items", "largest list we send (ids in a sync batch) stays below this"
     )
@@ -304,11 +306,15 @@ class RoutingConfig:
         "spray-and-wait",
         "name",
         "direct | epidemic | spray-and-wait | prophet; binary Spray-and-Wait bounds relay storage "
-        "by its copy budget (docs/routing.md has the simulator evidence)",
+        "by its copy budget (docs/simulator.md has the simulator evidence)",
     )
     copies: int = limit(6, "copies", "Spray-and-Wait L [nrofCopies]; the ONE reference runs use 6")
-    binary: bool = limit(True, "flag", "binary spraying halves copies [binaryMode]; optimal (SIGCOMM'05)")
-    prophet_p_init: float = limit(0.75, "probability", "PRoPHET P_init, the ONE's hard-coded default")
+    binary: bool = limit(
+        True, "flag", "binary spraying halves copies [binaryMode]; optimal (SIGCOMM'05)"
+    )
+    prophet_p_init: float = limit(
+        0.75, "probability", "PRoPHET P_init, the ONE's hard-coded default"
+    )
     prophet_beta: float = limit(0.25, "factor", "PRoPHET transitivity scaling beta (ONE default)")
     prophet_gamma: float = limit(0.98, "factor per unit", "PRoPHET aging gamma (ONE default)")
     prophet_time_unit_s: float = limit(

@@ -4,12 +4,12 @@ No other module defines exceptions. The split follows who is at fault and what h
 
     MeshError
     ├── ProtocolError                 has .reason: CloseReason (the code sent when a link closes)
-    │   ├── LocalProtocolError        our caller misused the core (wrong state, unknown link): a bug
+    │   ├── LocalProtocolError        our caller misused the core (wrong state, link): a bug
     │   └── RemoteProtocolError       the peer broke the protocol; only that link closes
-    │       ├── DecodeError           bad CBOR, frame or record; a size limit; a non-canonical encoding
+    │       ├── DecodeError           bad CBOR, frame or record; size limit; non-canonical
     │       ├── HandshakeError        Noise failure, wrong prologue/version/site key, refused peer
     │       └── DecryptError          AEAD failure on a link, replayed or out-of-order frame
-    ├── InvalidMessage                an end-to-end envelope fails validation: dropped, link stays up
+    ├── InvalidMessage                an end-to-end envelope is invalid: dropped, link stays up
     ├── StorageError                  local persistence failed: transient, retry
     ├── TransportError                net/ only: wraps OSError / trio errors with ``from``
     ├── KeystoreError                 wrong passphrase, tampered or unreadable keystore file

@@ -39,9 +39,9 @@ class Everything:
     blob: bytes = wire(Bytes(min_len=1, max_len=16))
     name: str = wire(Text(max_bytes=12))
     tags: tuple[str, ...] = wire(ListOf(Text(max_bytes=4), max_items=3))
-    origin: Point = wire(Nested(Point))  # noqa: RUF009 - wire() returns a dataclass Field
+    origin: Point = wire(Nested(Point))
     path: tuple[Point, ...] = wire(ListOf(Nested(Point), max_items=4))
-    extra: Point | None = wire(Optional(Nested(Point)))  # noqa: RUF009
+    extra: Point | None = wire(Optional(Nested(Point)))
     note: str | None = wire(Optional(Text(max_bytes=8)))
 
 
@@ -50,7 +50,7 @@ class Everything:
 class Wrapper:
     """A record nested in a record: its type code is not on the wire."""
 
-    inner: Ping = wire(Nested(Ping))  # noqa: RUF009 - wire() returns a dataclass Field
+    inner: Ping = wire(Nested(Ping))
 
 
 @record(0x90)

@@ -37,6 +37,10 @@ from meshmsg.net.daemon import NodeHandle, open_mesh_node
 from meshmsg.net.runner import RunnerEvent
 from meshmsg.net.storage import DataDir
 
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"),
+    reason="reads /proc and dials from the whole 127/8 loopback range, which only Linux routes",
+)
 ROOT = Path(__file__).resolve().parent.parent.parent
 PASSPHRASE = "slowloris test passphrase"
 IDLE = 500

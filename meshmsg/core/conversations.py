@@ -73,6 +73,10 @@ class Conversations:
         self._by_id[message.message_id] = message
         if not message.timeline:
             message.timeline.append((message.status, message.received_at or message.sent_at))
+        unsealed = message.outgoing and message.envelope_id is None
+        if unsealed and message.status < MessageStatus.DELIVERED:
+            # Never sealed (the contact never paired): its TTL runs out all the same.
+            heapq.heappush(self._expiries, (message.expiry_at, message.message_id))
         self.index_envelope(message)
 
     def index_envelope(self, message: StoredMessage) -> None:

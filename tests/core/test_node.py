@@ -281,3 +281,15 @@ def test_a_full_outbox_refuses_a_send_without_leaving_half_a_message() -> None:
     mesh.advance(5)
     assert sorted(r.message_id for r in mesh.of_type("bob", MessageReceived)) == sorted(sent)
     assert all(statuses(mesh, "alice", m)[-1] is MessageStatus.DELIVERED for m in sent)
+
+
+def test_mail_for_a_contact_never_met_expires_on_time() -> None:
+    mesh = Mesh(["alice", "bob"])
+    mesh.befriend("alice", "bob")  # never paired: the message is never sealed
+    mid = mesh.nodes["alice"].send_message(mesh.peer_id("bob"), "too late", now=mesh.now, ttl_s=600)
+    mesh.advance(601)
+    assert statuses(mesh, "alice", mid) == [MessageStatus.EXPIRED]
+    mesh.stop("alice")
+    mesh.start("alice")
+    mesh.connect("alice", "bob")  # pairing does not seal an expired message
+    assert mesh.of_type("bob", MessageReceived) == []

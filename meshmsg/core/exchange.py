@@ -105,6 +105,10 @@ class Exchange:
         self.node = node
         self._receipts: dict[bytes, dict[int, list[bytes]]] = {}  # peer -> kind -> ids
         self._receipts_due_at: float | None = None
+        # Contacts whose waiting messages found our outbox full, and when to try them again
+        # (set when an item leaves the store; a timer, so sealing never nests in a drop).
+        self._room_wanted: set[bytes] = set()
+        self._room_check_at: float | None = None
 
     # ============================================================ handshake
 
@@ -277,7 +281,8 @@ class Exchange:
                 if contact.channel.capacity(now) <= 0:
                     return  # the period's counters are used up: the next period seals them
                 if not self._room_for([[_text_of(message)]]):
-                    return  # our outbox is full: they wait (durably) for the next chance
+                    self._room_wanted.add(contact.peer_id)  # tried again once room frees
+                    return
                 self._seal_text(contact, message, now)
 
     def _check_store_for_new_tags(self, now: float) -> None:
@@ -844,8 +849,15 @@ class Exchange:
 
     # ============================================================== timers
 
+    def room_freed(self, now: float) -> None:
+        """An item left the store: messages that found the outbox full may fit now."""
+        if self._room_wanted and self._room_check_at is None:
+            self._room_check_at = now
+
     def next_deadline(self) -> float | None:
-        candidates = [self._receipts_due_at, self.node.tombstones.next_expiry()]
+        candidates = [
+            self._receipts_due_at, self._room_check_at, self.node.tombstones.next_expiry()
+        ]
         present = [c for c in candidates if c is not None]
         return min(present) if present else None
 
@@ -855,6 +867,7 @@ class Exchange:
             node.items.remove(env_id)
             node.persist([], deletes=[(codec.RecordKind.ENVELOPE, env_id)])
             node.emit(EnvelopeDropped(envelope_id=env_id, reason=DropReason.EXPIRED))
+            self.room_freed(now)
         for stone in node.tombstones.expire(now):
             node.items.remove(stone.item_id)
             node.persist([], deletes=[(codec.RecordKind.TOMBSTONE, stone.tag)])
@@ -864,6 +877,13 @@ class Exchange:
             self._advance_channels(now)
         if self._receipts_due_at is not None and now >= self._receipts_due_at:
             self._send_receipts(now)
+        if self._room_check_at is not None and now >= self._room_check_at:
+            self._room_check_at = None
+            waiting, self._room_wanted = sorted(self._room_wanted), set()
+            for peer_id in waiting:
+                contact = node.contacts.get(peer_id)
+                if contact is not None:
+                    self.seal_waiting(contact, now)
 
     def _advance_channels(self, now: float) -> None:
         """Ratchet every contact's keys (delete old periods, expire tags); persist changes."""

@@ -346,6 +346,7 @@ class Node:
         self._uncommitted.discard(envelope_id)
         self.persist([], deletes=[(RecordKind.ENVELOPE, envelope_id)])
         self.emit(EnvelopeDropped(envelope_id=envelope_id, reason=reason))
+        self.exchange.room_freed(self.now)
 
     def offerable(self, envelope_id: bytes) -> bool:
         return envelope_id not in self._uncommitted

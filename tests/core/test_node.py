@@ -293,3 +293,13 @@ def test_mail_for_a_contact_never_met_expires_on_time() -> None:
     mesh.start("alice")
     mesh.connect("alice", "bob")  # pairing does not seal an expired message
     assert mesh.of_type("bob", MessageReceived) == []
+
+
+def test_mail_waiting_for_room_in_a_full_outbox_goes_once_room_frees() -> None:
+    mesh = Mesh(["alice", "carol"], config=NodeConfig(store=StoreConfig(max_store_envelopes=12)))
+    mesh.befriend("alice", "carol")  # not paired: carol's messages wait unsealed
+    sent = [mesh.nodes["carol"].send_message(mesh.peer_id("alice"), f"m{i}", now=mesh.now)
+            for i in range(25)]  # fmt: skip
+    mesh.connect("alice", "carol")  # pairing seals 12; the rest find the outbox full
+    mesh.advance(3)  # deliveries free room: the rest are sealed and go at the same meeting
+    assert sorted(r.message_id for r in mesh.of_type("alice", MessageReceived)) == sorted(sent)

@@ -363,18 +363,7 @@ def measure_messages(
     if layer == "node":
         return _measure_node_messages(count=count, repeats=repeats)
     count -= count % ACK_EVERY
-    rates: list[float] = []
-    limits: list[float] = []
-    child = _Child("sink")
-    try:
-        for _ in range(repeats):
-            limits.append(noise_transport_rate())
-            node = BenchNode("source")
-            trio.run(_run_bench, node, child.address, count)
-            rates.append(node.rate())
-    finally:
-        child.close()
-    return _summary(rates, limits, count=float(count))
+    return _measure_against(("sink", "source"), noise_transport_rate, count, repeats)
 
 
 # --- links per second ------------------------------------------------------------------------
@@ -386,13 +375,21 @@ def measure_links(*, count: int = 300, repeats: int = 5) -> dict[str, float]:
     Raises:
         TransportError: the child process did not start.
     """
+    return _measure_against(("acceptor", "dialer"), noise_handshake_rate, count, repeats)
+
+
+def _measure_against(
+    roles: tuple[str, str], limit: Callable[[], float], count: int, repeats: int
+) -> dict[str, float]:
+    """Run ``count`` operations against a child process ``repeats`` times, each repeat next to
+    the in-process ``limit`` measured just before it (roles: the child's, then ours)."""
     rates: list[float] = []
     limits: list[float] = []
-    child = _Child("acceptor")
+    child = _Child(roles[0])
     try:
         for _ in range(repeats):
-            limits.append(noise_handshake_rate())
-            node = BenchNode("dialer")
+            limits.append(limit())
+            node = BenchNode(roles[1])
             trio.run(_run_bench, node, child.address, count)
             rates.append(node.rate())
     finally:

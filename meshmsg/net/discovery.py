@@ -50,6 +50,7 @@ from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange,
 from meshmsg.config import PROTOCOL_VERSION, NetConfig
 from meshmsg.core.rng import Rng
 from meshmsg.errors import ConfigError, TransportError
+from meshmsg.net.tcp import format_address  # the one spelling of host:port
 
 logger = logging.getLogger(__name__)
 
@@ -70,11 +71,6 @@ T = TypeVar("T")
 
 
 # --- Addresses -----------------------------------------------------------------------------------
-
-
-def format_address(host: str, port: int) -> str:
-    """Spell ``host:port`` the way :func:`parse_peer_address` reads it (IPv6 in brackets)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def parse_peer_address(text: str) -> tuple[str, int]:

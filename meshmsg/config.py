@@ -97,6 +97,12 @@ class LinkConfig:
     max_batch_bytes: int = limit(
         65_519, "bytes", "records are joined into one frame up to one maximal plaintext"
     )
+    verified_identity_cache: int = limit(
+        1_024,
+        "identities",
+        "identity proofs already verified (an Ed25519 check each) are remembered: a peer met "
+        "again, or twice in one handshake, costs a dict lookup; oldest forgotten first",
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

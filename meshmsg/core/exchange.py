@@ -109,6 +109,7 @@ class Exchange:
         # (set when an item leaves the store; a timer, so sealing never nests in a drop).
         self._room_wanted: set[bytes] = set()
         self._room_check_at: float | None = None
+        self._verified: dict[bytes, PublicIdentity] = {}  # identity proof -> its identity
 
     # ============================================================ handshake
 
@@ -128,14 +129,30 @@ class Exchange:
         proofs = [r for r in peer.records if isinstance(r, IdentityProof)]
         if len(proofs) != 1:
             raise HandshakeError("handshake must carry exactly one IdentityProof")
-        try:
-            public = PublicIdentity.from_bytes(proofs[0].public)
-        except InvalidContactCode as exc:
-            raise HandshakeError(f"bad identity proof: {exc}") from exc
+        public = self._verified_identity(proofs[0].public)
         if public.noise_key != peer.remote_static:
             raise HandshakeError("identity proof names another Noise key")
         if public.peer_id == self.node.identity.peer_id:
             raise HandshakeError("peer claims our own identity")
+        return public
+
+    def _verified_identity(self, proof: bytes) -> PublicIdentity:
+        """Parse and verify an identity proof, remembering proofs that passed.
+
+        The result depends only on the bytes, so a cached answer is the same answer; only
+        proofs that verified are cached (a forged one is checked, and refused, every time).
+        """
+        cache, size = self._verified, self.node.config.link.verified_identity_cache
+        public = cache.pop(proof, None)
+        if public is None:
+            try:
+                public = PublicIdentity.from_bytes(proof)
+            except InvalidContactCode as exc:
+                raise HandshakeError(f"bad identity proof: {exc}") from exc
+            while cache and len(cache) >= size:
+                del cache[next(iter(cache))]  # least recently used first
+        if size > 0:
+            cache[proof] = public  # (re)inserted last: most recently used
         return public
 
     def on_established(self, session: PeerSession, peer: PeerHandshake, now: float) -> None:

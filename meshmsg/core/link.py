@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from meshmsg.config import PROLOGUE, NodeConfig
 from meshmsg.core.framing import FrameReader, encode_frame
-from meshmsg.core.noise import NoiseHandshake, NoiseTransport
+from meshmsg.core.noise import NoiseHandshake, NoiseTransport, StaticKey
 from meshmsg.core.records import HANDSHAKE_RECORDS, Close, Ping, Pong, Rekey
 from meshmsg.core.rng import Rng
 from meshmsg.core.wire import Record, RecordRegistry, decode_records, encode_records
@@ -81,7 +81,7 @@ class Link:
         self,
         *,
         initiator: bool,
-        static_private: bytes,
+        static_private: bytes | StaticKey,
         config: NodeConfig,
         rng: Rng,
         now: float,

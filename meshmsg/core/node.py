@@ -61,6 +61,7 @@ from meshmsg.core.events import (
 from meshmsg.core.exchange import Exchange
 from meshmsg.core.identity import ContactCard, Identity
 from meshmsg.core.link import Link, LinkState, PeerHandshake, PeerVerdict
+from meshmsg.core.noise import StaticKey
 from meshmsg.core.reconcile import ItemSet
 from meshmsg.core.records import SESSION_RECORDS, Hello, IdentityProof
 from meshmsg.core.rng import Rng
@@ -122,6 +123,7 @@ class Node:
         # keeps next_deadline() O(links) instead of O(contacts) on the driver's hot path.
         self.channels_due_at: float | None = None
         self.exchange = Exchange(self)
+        self._noise_static = StaticKey(identity.noise_private)  # prepared once, used per link
         self._handshake_records: list[Record] = [
             Hello(version=1, capabilities=CAPABILITIES, agent="meshmsg"),
             IdentityProof(public=identity.public.to_bytes()),
@@ -228,7 +230,7 @@ class Node:
             raise LocalProtocolError(f"link {link} is already open")
         noise_link = Link(
             initiator=initiator,
-            static_private=self.identity.noise_private,
+            static_private=self._noise_static,
             config=self.config,
             rng=self.rng,
             now=now,

@@ -14,6 +14,8 @@ that the rest of the core can trust:
 - The peer's static key is read from the ``HandshakeState`` we keep; the library deletes its own
   reference when the handshake ends.
 - Ephemeral keys are always injected, so the simulator replays a run from its seed.
+- A node's static key can be prepared once (:class:`StaticKey`): deriving its public half is an
+  X25519 base multiplication the library would otherwise repeat for every link.
 - A failed handshake, and the inbound direction of a transport after a failed frame, refuse any
   further use: the link closes, and nothing half-processed can be used by mistake.
 
@@ -27,6 +29,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Final
 
+from noise.backends.default.keypairs import KeyPair25519
 from noise.connection import Keypair, NoiseConnection
 from noise.constants import Empty
 
@@ -86,12 +89,25 @@ def _message_overheads(tokens: list[list[str]], is_psk: bool) -> tuple[int, ...]
     return tuple(overheads)
 
 
+class StaticKey:
+    """A Noise static key pair, prepared once and used for every handshake of a node."""
+
+    __slots__ = ("_keypair", "public")
+
+    def __init__(self, private: BytesLike) -> None:
+        self._keypair: Any = KeyPair25519.from_private_bytes(_key(private, "static_private"))
+        self.public: Final = bytes(self._keypair.public_bytes)
+
+    def __repr__(self) -> str:  # never show the private half
+        return f"StaticKey(public={self.public.hex()[:16]}...)"
+
+
 def _start(
     conn: Any,
     initiator: bool,
     prologue: bytes,
     psks: list[bytes],
-    static: bytes,
+    static: StaticKey,
     ephemeral: bytes,
     remote_static: bytes | None,
 ) -> None:
@@ -103,7 +119,9 @@ def _start(
     conn.set_prologue(prologue)
     if psks:
         conn.set_psks(psks=psks)
-    conn.set_keypair_from_private_bytes(Keypair.STATIC, static)
+    # The library's setter would rebuild the pair from private bytes; its handshake reads the
+    # pair from this dict, which is what the setter writes too.
+    conn.noise_protocol.keypairs["s"] = static._keypair
     if remote_static is not None:
         conn.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, remote_static)
     # NoiseConnection.start_handshake() is validate() + initialise_handshake_state(). We run the
@@ -149,7 +167,7 @@ class NoiseHandshake:
         self,
         *,
         initiator: bool,
-        static_private: BytesLike,
+        static_private: BytesLike | StaticKey,
         ephemeral_private: BytesLike,
         prologue: BytesLike,
         psk: BytesLike | None = None,
@@ -167,7 +185,9 @@ class NoiseHandshake:
             if len(psk_list) != 1:
                 raise LocalProtocolError(f"pattern {pattern} names no psk modifiers")
             pattern += "psk0"
-        static = _key(static_private, "static_private")
+        static = (
+            static_private if isinstance(static_private, StaticKey) else StaticKey(static_private)
+        )
         ephemeral = _key(ephemeral_private, "ephemeral_private")
         remote = None if remote_static is None else _key(remote_static, "remote_static")
         self.protocol_name: Final = f"Noise_{pattern}_{SUITE}"
@@ -415,4 +435,5 @@ __all__ = [
     "BytesLike",
     "NoiseHandshake",
     "NoiseTransport",
+    "StaticKey",
 ]

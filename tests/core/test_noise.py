@@ -17,6 +17,7 @@ from meshmsg.core.noise import (
     MAX_PLAINTEXT_BYTES,
     NoiseHandshake,
     NoiseTransport,
+    StaticKey,
 )
 from meshmsg.errors import CloseReason, DecryptError, HandshakeError, LocalProtocolError
 from tests.core import noise_reference as ref
@@ -538,3 +539,33 @@ def test_arbitrary_bytes_raise_only_handshake_error(
         # is the genuine message itself.
         assert (pattern, index) == ("XX", 0) or message == genuine
         assert len(payload) <= 1024
+
+
+# --- a static key prepared once ---------------------------------------------------------------
+
+
+def test_a_prepared_static_key_gives_the_same_handshake_as_its_bytes() -> None:
+    """Node prepares its key once (StaticKey); every byte on the wire must stay the same."""
+    prepared = StaticKey(key("i static"))
+    assert prepared.public == public(key("i static"))
+    by_bytes = run(*pair())
+    init = NoiseHandshake(
+        initiator=True, static_private=prepared, ephemeral_private=key("i ephemeral"),
+        prologue=PROLOGUE,
+    )  # fmt: skip
+    assert run(init, side(False)) == by_bytes
+    # One prepared key serves many handshakes: nothing of one handshake stays in it.
+    again = NoiseHandshake(
+        initiator=True, static_private=prepared, ephemeral_private=key("i ephemeral"),
+        prologue=PROLOGUE,
+    )  # fmt: skip
+    assert run(again, side(False)) == by_bytes
+
+
+def test_a_prepared_static_key_never_shows_its_private_half() -> None:
+    private = key("i static")
+    shown = repr(StaticKey(private))
+    assert private.hex()[:16] not in shown
+    assert public(private).hex()[:16] in shown
+    with pytest.raises(LocalProtocolError, match="32 bytes"):
+        StaticKey(b"short")

@@ -304,9 +304,12 @@ class RelayNode:
     receiving): ``O<id>`` offer, ``Y<id>``/``N<id>`` reply (control frames), then the envelope
     ``M<json>`` (one envelope, ``size`` bytes), then ``K<id>`` ack. One offer is outstanding per
     link. Mail for the peer goes first, then (Epidemic) every other message or (Spray-and-Wait)
-    those with more than one copy; binary spraying hands ``ceil(n/2)`` and keeps ``floor(n/2)``
-    (``SprayAndWaitRouter``). Carriers keep delivered messages (``deleteDelivered = false``);
-    TTL as in :class:`DirectNode`; buffers are not bounded (1-2 kB messages never fill 5 MB).
+    those with more than one copy. Binary spraying hands ``floor(n/2)`` copies and keeps
+    ``ceil(n/2)``, as in Spyropoulos et al. and in the ONE's ``SprayAndWaitRouter`` since 2017
+    (the 1.6.0 release of 2015 did the reverse; the reference run has the later rule, see
+    docs/simulator.md, "Hop counts"); every completed transfer, delivery included, leaves the
+    sender ``ceil(n/2)``. Carriers keep delivered messages (``deleteDelivered = false``); TTL as
+    in :class:`DirectNode`; buffers are not bounded (1-2 kB messages never fill 5 MB).
     """
 
     def __init__(self, setup: NodeSetup, now: float, policy: str, copies: int) -> None:
@@ -359,7 +362,7 @@ class RelayNode:
             self._pump(link, now)
             return
         copies = int(str(msg["copies"]))
-        header = json.dumps({**msg, "copies": (copies + 1) // 2 if self.binary else copies})
+        header = json.dumps({**msg, "copies": copies // 2 if self.binary else copies})
         size = int(str(msg["size"]))
         data = b"M" + header.encode()
         self._effects.append(Transmit(link=link, data=data + b"\0" * max(0, size - len(data)),
@@ -394,7 +397,7 @@ class RelayNode:
         self.outstanding[link] = None
         msg = self.buffer.get(mid)
         if msg is not None and self.binary:
-            msg["copies"] = int(str(msg["copies"])) // 2
+            msg["copies"] = (int(str(msg["copies"])) + 1) // 2
         self._pump(link, now)
 
     def _pump_all(self, now: float) -> None:

@@ -1,0 +1,89 @@
+"""The ONE-rule relay agent (tests/sim/fakes.py): binary Spray-and-Wait's copy split.
+
+The split decides how deep the tree of copy holders grows, and so the hop count of the first
+copy to reach the destination (docs/simulator.md, "Hop counts").
+"""
+
+from __future__ import annotations
+
+import json
+
+from meshmsg.core.effects import Transmit
+from meshmsg.sim.engine import Engine, EngineConfig
+from meshmsg.sim.host import NodeSetup
+from meshmsg.sim.links import LinkParams
+from meshmsg.sim.report import Recorder
+from meshmsg.sim.traces import MessageEvent
+from tests.sim.fakes import RelayFactory, RelayNode, ident
+from tests.sim.helpers import RATE, down, up
+
+SNW = {"policy": "spray-and-wait", "copies": 6, "binary": True}
+
+
+def _setup(address: int) -> NodeSetup:
+    return NodeSetup(
+        address=address, name=f"n{address}", buffer_bytes=10**6, ttl_s=3600.0, one_mode=True,
+        routing=SNW,
+    )  # fmt: skip
+
+
+def _frames(node: RelayNode) -> list[bytes]:
+    out = []
+    while (effect := node.next_effect()) is not None:
+        if isinstance(effect, Transmit):
+            out.append(effect.data)
+    return out
+
+
+def _spray_once(node: RelayNode, link: int, peer: int) -> int:
+    """Open ``link`` to ``peer`` (who holds nothing), let it accept the offer, ack the envelope;
+    return the copies the envelope handed over."""
+    node.link_opened(link, initiator=True, now=1.0)
+    hello = json.dumps({"from": peer, "have": []}).encode()
+    node.receive_data(link, b"H" + hello, now=1.0)
+    offers = [f for f in _frames(node) if f[:1] == b"O"]
+    assert offers == [b"OM1"]
+    node.receive_data(link, b"YM1", now=1.0)
+    (envelope,) = (f for f in _frames(node) if f[:1] == b"M")
+    header = json.loads(envelope[1 : envelope.index(b"}") + 1])
+    node.receive_data(link, b"KM1", now=1.1)
+    node.link_lost(link, now=1.2)
+    return int(header["copies"])
+
+
+def test_binary_spraying_hands_floor_and_keeps_ceil() -> None:
+    node = RelayNode(_setup(0), 0.0, "spray-and-wait", 6)
+    node.send_message(ident(9), "M1:x", now=0.0)
+    handed, kept = [], []
+    for link, peer in ((1, 1), (2, 2), (3, 3)):
+        handed.append(_spray_once(node, link, peer))
+        kept.append(node.buffer["M1"]["copies"])
+    # 6 -> hand 3 keep 3 -> hand 1 keep 2 -> hand 1 keep 1 (the ONE 1.6.0 release: 3/3, 2/1, -)
+    assert (handed, kept) == ([3, 1, 1], [3, 2, 1])
+
+
+def test_a_relay_with_three_copies_keeps_two_so_the_chain_stays_short() -> None:
+    # 0 creates M1 for 9 (6 copies). 0 meets 1 (1 gets 3); 1 meets 2 and 2 meets 3, then 3 meets
+    # the destination; 1 meets it last. With the floor split 2 gets a single copy and cannot
+    # spray to 3, so the first delivery is 1's, 2 hops. Handing ceil(n/2) would give 2 two
+    # copies, 3 one, and a 4-hop delivery at t=40.
+    contacts = [
+        up(10.0, 0, 1), down(11.0, 0, 1), up(20.0, 1, 2), down(21.0, 1, 2),
+        up(30.0, 2, 3), down(31.0, 2, 3), up(40.0, 3, 9), down(41.0, 3, 9),
+        up(50.0, 1, 9), down(51.0, 1, 9),
+    ]  # fmt: skip
+    created = [MessageEvent(time=1.0, message_id="M1", source=0, destination=9, size=1000)]
+    config = EngineConfig(
+        mode="one", duration_s=60.0, seed=7, interfaces={"bt": LinkParams(rate_bps=RATE)},
+        default_interface="bt",
+    )  # fmt: skip
+    recorder = Recorder(sample_interval_s=1.0)
+    engine = Engine(config, [_setup(i) for i in range(10)], RelayFactory(), [contacts, created],
+                    recorder)  # fmt: skip
+    recorder.on_violation(engine.violation)
+    assert engine.run().violations == ()
+    record = recorder.records["M1"]
+    assert [(f, t) for _, f, t in record.hops] == [(0, 1), (1, 2), (1, 9)]
+    assert record.hopcount == 2
+    assert record.delivered_at is not None
+    assert 50.0 <= record.delivered_at < 51.0

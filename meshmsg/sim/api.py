@@ -21,16 +21,16 @@ import platform
 import resource
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 from meshmsg.errors import ConfigError
 from meshmsg.sim.engine import Engine, EngineConfig, External
-from meshmsg.sim.host import NodeFactory, NodeSetup, load_factory
+from meshmsg.sim.host import NodeFactory, NodeSetup, PrePairing, load_factory
 from meshmsg.sim.links import LinkParams
 from meshmsg.sim.mobility import presence_contacts, random_waypoint_contacts
 from meshmsg.sim.report import MessageStats, Recorder
@@ -43,8 +43,10 @@ from meshmsg.sim.scenario import (
     scenario_from_dict,
     scenario_to_dict,
 )
-from meshmsg.sim.traces import read_contacts, read_messages
+from meshmsg.sim.traces import ContactEvent, MessageEvent, read_contacts, read_messages
 from meshmsg.sim.traffic import fault_events, generate_messages, one_to_each
+
+_E = TypeVar("_E", ContactEvent, MessageEvent)
 
 PACKAGES = ("meshmsg", "matplotlib", "rich", "click", "cbor2", "pynacl", "noiseprotocol")
 
@@ -111,21 +113,59 @@ def external_sources(s: Scenario) -> list[Iterable[External]]:
             sources.append(random_waypoint_contacts(s.mobility, count=n, duration_s=dur, seed=seed))
         case "presence":
             sources.append(presence_contacts(s.presence, count=n, duration_s=dur, seed=seed))
-    rng = SeededRng(seed, "traffic")
-    match s.traffic.source:
-        case "trace":
-            sources.append(_checked(read_messages(Path(s.traffic.trace)), n, "traffic.trace"))
-        case "generator":
-            sources.append(generate_messages(s.traffic, count=n, duration_s=dur, rng=rng))
-        case "one-to-each":
-            sources.append(one_to_each(s.traffic, count=n, duration_s=dur, rng=rng))
+    traffic = traffic_events(s)
+    if traffic is not None:
+        sources.append(traffic)
     faults = fault_events(s.faults, count=n, duration_s=dur, rng=SeededRng(seed, "faults"))
     if faults:
         sources.append(faults)
     return sources
 
 
-def _checked(events: Iterable[External], count: int, key: str) -> Iterable[External]:
+def traffic_events(s: Scenario) -> Iterator[MessageEvent] | None:
+    """The scenario's messages in time order (``None`` without traffic).
+
+    A pure function of the scenario: generators draw from a fresh ``traffic`` stream of the run
+    seed and traces are read from the start, so calling it twice yields the same events.
+    """
+    n, dur = s.nodes.count, s.run.duration_s
+    rng = SeededRng(s.run.seed, "traffic")
+    match s.traffic.source:
+        case "trace":
+            return _checked(read_messages(Path(s.traffic.trace)), n, "traffic.trace")
+        case "generator":
+            return generate_messages(s.traffic, count=n, duration_s=dur, rng=rng)
+        case "one-to-each":
+            return one_to_each(s.traffic, count=n, duration_s=dur, rng=rng)
+    return None
+
+
+def pre_pairing(s: Scenario) -> PrePairing:
+    """Who is paired before t=0 (``nodes.pre_pair``).
+
+    ``"traffic"`` pairs every sender with every recipient of a message created within the run
+    (``created_at <= run.duration_s``, as the engine creates them): a person's address book
+    holds the people they write to. Generated traffic is produced up front from the seed for
+    this, then again for the run; the events are the same.
+
+    Raises:
+        ConfigError: a traffic trace names a node outside ``nodes.count``.
+    """
+    match s.nodes.pre_pair:
+        case "all":
+            return True
+        case "none":
+            return False
+    pairs: set[tuple[int, int]] = set()
+    for event in traffic_events(s) or ():
+        if event.time > s.run.duration_s:
+            break
+        if event.source != event.destination:
+            pairs.add((min(event.source, event.destination), max(event.source, event.destination)))
+    return frozenset(pairs)
+
+
+def _checked(events: Iterable[_E], count: int, key: str) -> Iterator[_E]:
     for event in events:
         for address in _addresses(event):
             if not 0 <= address < count:
@@ -135,7 +175,7 @@ def _checked(events: Iterable[External], count: int, key: str) -> Iterable[Exter
         yield event
 
 
-def _addresses(event: External) -> tuple[int, ...]:
+def _addresses(event: ContactEvent | MessageEvent) -> tuple[int, ...]:
     a = getattr(event, "a", None)
     if a is not None:
         return (a, getattr(event, "b", a))
@@ -227,7 +267,7 @@ def _execute(
     )
     engine = Engine(
         config, node_setups(s), factory, external_sources(s), recorder,
-        pre_pair=s.nodes.pre_pair, event_log=event_log,
+        pre_pair=pre_pairing(s), event_log=event_log,
     )  # fmt: skip
     recorder.on_violation(engine.violation)  # report-level checks fail the run like others
     start = time.perf_counter()

@@ -4,15 +4,18 @@ Each node gets a deterministic identity from the run seed (stream ``identity:<ad
 own randomness (``node:<address>``). A scenario's ``[nodes]`` and ``[routing]`` become the
 node's ``NodeConfig``: the relay store's cap is ``buffer_bytes``; ONE mode selects the core's
 ONE-compatible store (drop-oldest, no tiers) and, unless the scenario says otherwise, keeps
-delivered copies as the ONE does. With ``pre_pair`` every node has every other as a verified
-contact with pairwise keys already agreed (``meshmsg.core.node.pair_offline``), as if all had
-met before the run; without it, nodes know no one and traffic to strangers fails to queue.
+delivered copies as the ONE does. Pre-paired nodes have each other as verified contacts with
+pairwise keys already agreed (``meshmsg.core.node.pair_offline``), as if they had met before the
+run: every pair of nodes, or only the given pairs (those that write to each other); a node
+writes only to its contacts, so traffic to anyone else fails to queue. Relays need no pairing:
+they carry sealed envelopes they cannot read.
 A restarted node is rebuilt from exactly the records it had committed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from meshmsg.config import NodeConfig, RoutingConfig
@@ -20,7 +23,7 @@ from meshmsg.core.effects import StoredRecord
 from meshmsg.core.identity import ContactCard, Identity
 from meshmsg.core.node import Node, pair_offline
 from meshmsg.errors import ConfigError
-from meshmsg.sim.host import NodeSetup, RecordKey, SimulatedNode
+from meshmsg.sim.host import NodeSetup, PrePairing, RecordKey, SimulatedNode
 from meshmsg.sim.rng import SeededRng
 
 _ROUTING_KEYS = (
@@ -59,11 +62,20 @@ class CoreFactory:
         self._prepared: dict[int, Node] = {}
         self._configs: dict[int, NodeConfig] = {}
 
-    def prepare(self, setups: Sequence[NodeSetup], *, seed: int, pre_pair: bool) -> None:
+    def prepare(self, setups: Sequence[NodeSetup], *, seed: int, pre_pair: PrePairing) -> None:
+        """Identities for all nodes; pairs ``pre_pair`` names (see :data:`PrePairing`).
+
+        Raises:
+            ConfigError: a node would have more contacts than the core's ``max_contacts``, or a
+                pair names an address outside the run or a node with itself.
+        """
         self._identities = [
             Identity.generate(SeededRng(seed, f"identity:{s.address}")) for s in setups
         ]
         self._configs = {s.address: node_config(s) for s in setups}
+        if isinstance(pre_pair, frozenset):
+            self._pair_some(setups, sorted(pre_pair), seed)
+            return
         if not pre_pair:
             return
         for s in setups:
@@ -81,6 +93,39 @@ class CoreFactory:
             for b in nodes[i + 1 :]:
                 pair_offline(a, b, now=0.0)
         self._prepared = {s.address: n for s, n in zip(setups, nodes, strict=True)}
+
+    def _pair_some(
+        self, setups: Sequence[NodeSetup], pairs: Sequence[tuple[int, int]], seed: int
+    ) -> None:
+        """Pair exactly ``pairs`` (each ``(a, b)`` with ``a < b``), in sorted order."""
+        degree: Counter[int] = Counter()
+        for a, b in pairs:
+            if not 0 <= a < b < len(setups):
+                raise ConfigError(
+                    f"nodes.pre_pair: pair ({a}, {b}) is not two nodes a < b of "
+                    f"0..{len(setups) - 1}"
+                )
+            degree.update((a, b))
+        for address, count in sorted(degree.items()):
+            limit = self._configs[address].message.max_contacts
+            if count > limit:
+                raise ConfigError(
+                    f"nodes.pre_pair: node {address} would have {count} pre-paired contacts, "
+                    f"more than the core's max_contacts ({limit})"
+                )
+        nodes = {
+            a: self._new(setups[a], SeededRng(seed, f"node:{a}"), 0.0, ()) for a in sorted(degree)
+        }
+        for a, b in pairs:
+            nodes[a].add_contact(
+                ContactCard(public=self._identities[b].public), verified=True, now=0.0
+            )
+            nodes[b].add_contact(
+                ContactCard(public=self._identities[a].public), verified=True, now=0.0
+            )
+        for a, b in pairs:
+            pair_offline(nodes[a], nodes[b], now=0.0)
+        self._prepared = nodes
 
     def identity(self, address: int) -> bytes:
         return self._identities[address].peer_id

@@ -42,7 +42,7 @@ from meshmsg.core.effects import CloseLink, Dial, Persist, Transmit
 from meshmsg.core.events import EnvelopeAccepted, Event, MessageReceived
 from meshmsg.errors import InvalidMessage, LocalProtocolError
 from meshmsg.sim.faults import NodeCrash, NodeRestart, Partition
-from meshmsg.sim.host import NodeFactory, NodeSetup, RecordStore, SimulatedNode
+from meshmsg.sim.host import NodeFactory, NodeSetup, PrePairing, RecordStore, SimulatedNode
 from meshmsg.sim.links import Direction, Frame, Link, LinkParams, MessengerLinks, OneLinks
 from meshmsg.sim.rng import SeededRng
 from meshmsg.sim.traces import ContactEvent, MessageEvent, parse_host
@@ -147,7 +147,7 @@ class Engine:
         sources: Sequence[Iterable[External]],
         observer: Observer,
         *,
-        pre_pair: bool = False,
+        pre_pair: PrePairing = False,
         event_log: TextIO | None = None,
     ) -> None:
         self.config = config

@@ -3,9 +3,9 @@
 The engine drives every node through :class:`SimulatedNode`, exactly the interface the trio driver
 uses (``meshmsg.core.node.Node``), so a run exercises production code. Nodes are built by a
 :class:`NodeFactory`; the factory also names each node's identity (so the engine can address
-``send_message``) and may pre-pair every node with every other (the reference scenario lets any
-node write to any other). Tests plug in small fakes; :func:`core_node_factory` plugs in the real
-core once ``meshmsg/core/node.py`` exists.
+``send_message``) and may pre-pair nodes: every node with every other (the reference scenario
+lets any node write to any other) or only the pairs that write to each other. Tests plug in
+small fakes; :func:`core_node_factory` plugs in the real core.
 
 Persistence: each node's committed records live in a :class:`RecordStore` owned by the engine.
 ``Persist`` effects are applied to it and acknowledged at once (virtual time); a node restarted
@@ -25,6 +25,9 @@ from meshmsg.errors import ConfigError
 from meshmsg.sim.rng import SeededRng
 
 RecordKey = tuple[RecordKind, bytes]
+PrePairing = bool | frozenset[tuple[int, int]]
+"""Who is paired before t=0: ``True`` every pair of nodes, ``False`` nobody, or exactly the
+given pairs of addresses ``(a, b)`` with ``a < b`` (pairing is symmetric)."""
 
 
 class SimulatedNode(Protocol):
@@ -73,8 +76,8 @@ class NodeSetup:
 class NodeFactory(Protocol):
     """Builds simulated nodes. One factory instance serves one run."""
 
-    def prepare(self, setups: Sequence[NodeSetup], *, seed: int, pre_pair: bool) -> None:
-        """Create identities for all nodes (and pair them all when ``pre_pair``) before t=0."""
+    def prepare(self, setups: Sequence[NodeSetup], *, seed: int, pre_pair: PrePairing) -> None:
+        """Create identities for all nodes and pair those ``pre_pair`` names before t=0."""
         ...
 
     def identity(self, address: int) -> bytes:

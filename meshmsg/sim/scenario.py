@@ -47,7 +47,11 @@ class NodesSection:
     count: int = 2
     buffer_bytes: int = 5_000_000  # relay store cap; the ONE default scenario's 5 MB
     ttl_s: float = 18_000.0  # message lifetime; the ONE reference runs use 300 min
-    pre_pair: bool = True  # every node is a contact of every other (core's offline pairing)
+    # Who is a verified, already paired contact of whom at t=0 (the core's offline pairing):
+    # "all" every pair of nodes, "traffic" only the pairs that write to each other in the run's
+    # traffic (relays carry sealed mail and need no pairing), "none" nobody. true and false are
+    # accepted as "all" and "none".
+    pre_pair: str = "all"
     name_prefix: str = "n"  # node names are prefix + address
     # Counters of tags each node precomputes per contact and period (the core's tag_window).
     # 64 suits a messenger; with every pair of 126 nodes pre-paired, 8 keeps set-up fast and is
@@ -207,6 +211,7 @@ def scenario_from_dict(
     table = _deep_copy(data)
     for item in overrides:
         apply_override(table, item)
+    _apply_aliases(table)
     scenario = _convert(Scenario, table, "")
     assert isinstance(scenario, Scenario)
     scenario = _resolve_paths(scenario, base_dir)
@@ -239,6 +244,26 @@ def parse_value(raw: str) -> object:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+
+
+PRE_PAIR_VALUES = ("all", "traffic", "none")
+_PRE_PAIR_EXPECTED = 'expected "all", "traffic" or "none" (true and false mean "all" and "none")'
+
+
+def _apply_aliases(table: dict[str, object]) -> None:
+    """Older spellings, rewritten in the raw table: ``nodes.pre_pair = true|false``.
+
+    Raises:
+        ConfigError: ``nodes.pre_pair`` is neither a string nor a boolean.
+    """
+    nodes = table.get("nodes")
+    if not isinstance(nodes, dict) or "pre_pair" not in nodes:
+        return
+    value = nodes["pre_pair"]
+    if isinstance(value, bool):
+        nodes["pre_pair"] = "all" if value else "none"
+    elif not isinstance(value, str):
+        raise ConfigError(f"nodes.pre_pair: {_PRE_PAIR_EXPECTED}, got {value!r}")
 
 
 def _deep_copy(data: Mapping[str, object]) -> dict[str, object]:
@@ -371,6 +396,11 @@ def validate(s: Scenario) -> None:
     _check(s.nodes.buffer_bytes > 0, "nodes.buffer_bytes", "must be positive")
     _check(s.nodes.ttl_s > 0, "nodes.ttl_s", "must be positive")
     _check(1 <= s.nodes.tag_window <= 4_096, "nodes.tag_window", "must be in 1..4096")
+    _check(
+        s.nodes.pre_pair in PRE_PAIR_VALUES,
+        "nodes.pre_pair",
+        f"{_PRE_PAIR_EXPECTED}, got {s.nodes.pre_pair!r}",
+    )
     for i, g in enumerate(s.nodes.groups):
         parse_addresses(g.addresses, s.nodes.count, f"nodes.groups[{i}].addresses")
     policies = ("direct", "epidemic", "spray-and-wait", "prophet")

@@ -26,7 +26,7 @@ from meshmsg.core.events import (
     MessageQueued,
     MessageReceived,
 )
-from meshmsg.sim.host import NodeSetup, RecordKey, SimulatedNode
+from meshmsg.sim.host import NodeSetup, PrePairing, RecordKey, SimulatedNode
 from meshmsg.sim.rng import SeededRng
 
 TTL_CHECK_INTERVAL_S = 60.0
@@ -177,7 +177,7 @@ class DirectNode:
 class DirectFactory:
     """NodeFactory for :class:`DirectNode` (``agent = "tests.sim.fakes:DirectFactory"``)."""
 
-    def prepare(self, setups: Sequence[NodeSetup], *, seed: int, pre_pair: bool) -> None:
+    def prepare(self, setups: Sequence[NodeSetup], *, seed: int, pre_pair: PrePairing) -> None:
         self.count = len(setups)
 
     def identity(self, address: int) -> bytes:
@@ -276,7 +276,7 @@ class ScriptFactory:
         self.built: dict[int, list[ScriptNode]] = {}
         self.records_seen: list[Mapping[RecordKey, bytes]] = []
 
-    def prepare(self, setups: Sequence[NodeSetup], *, seed: int, pre_pair: bool) -> None:
+    def prepare(self, setups: Sequence[NodeSetup], *, seed: int, pre_pair: PrePairing) -> None:
         self.pre_pair = pre_pair
 
     def identity(self, address: int) -> bytes:
@@ -470,7 +470,7 @@ class RelayNode:
 class RelayFactory:
     """NodeFactory for :class:`RelayNode`; the policy comes from the scenario's ``[routing]``."""
 
-    def prepare(self, setups: Sequence[NodeSetup], *, seed: int, pre_pair: bool) -> None:
+    def prepare(self, setups: Sequence[NodeSetup], *, seed: int, pre_pair: PrePairing) -> None:
         pass
 
     def identity(self, address: int) -> bytes:

@@ -165,6 +165,12 @@ def pre_pairing(s: Scenario) -> PrePairing:
     return frozenset(pairs)
 
 
+def restarts_possible(s: Scenario) -> bool:
+    """Whether a node may be rebuilt from its committed records (a crash with a restart)."""
+    f = s.faults
+    return f.crash_rate_per_h > 0 or any(c.restart_after_s is not None for c in f.crashes)
+
+
 def _checked(events: Iterable[_E], count: int, key: str) -> Iterator[_E]:
     for event in events:
         for address in _addresses(event):
@@ -267,7 +273,7 @@ def _execute(
     )
     engine = Engine(
         config, node_setups(s), factory, external_sources(s), recorder,
-        pre_pair=pre_pairing(s), event_log=event_log,
+        pre_pair=pre_pairing(s), keep_records=restarts_possible(s), event_log=event_log,
     )  # fmt: skip
     recorder.on_violation(engine.violation)  # report-level checks fail the run like others
     start = time.perf_counter()

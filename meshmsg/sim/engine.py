@@ -148,8 +148,13 @@ class Engine:
         observer: Observer,
         *,
         pre_pair: PrePairing = False,
+        keep_records: bool = True,
         event_log: TextIO | None = None,
     ) -> None:
+        """``keep_records``: keep every node's committed records for a restart. Without
+        restarts nothing reads them, and they would hold a second copy of every envelope
+        carried (the node holds the first); ``Persist`` is acknowledged and logged either way.
+        """
         self.config = config
         self.now = 0.0
         self._factory = factory
@@ -176,6 +181,7 @@ class Engine:
         self._grid = StepGrid(config.step_s)
         self._due: list[tuple[float, int, int, object, object, object, float]] = []
         self._steps_pending: set[float] = set()
+        self._keep_records = keep_records
         factory.prepare(setups, seed=config.seed, pre_pair=pre_pair)
 
     # ---- the main loop ---------------------------------------------------------------------
@@ -509,7 +515,8 @@ class Engine:
                         f"{now!r} persist {address} {effect.token} {len(effect.puts)} "
                         f"{len(effect.deletes)}"
                     )
-                    slot.records.apply(effect)
+                    if self._keep_records:
+                        slot.records.apply(effect)
                     node.storage_committed(effect.token, now=now)
                 case CloseLink():
                     self._log(f"{now!r} close {address} {effect.link} {effect.reason.name}")

@@ -6,7 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from meshmsg.sim.api import run_scenario
+from meshmsg.sim.api import (
+    external_sources,
+    node_setups,
+    pre_pairing,
+    restarts_possible,
+    run_scenario,
+)
+from meshmsg.sim.engine import Engine, EngineConfig
+from meshmsg.sim.host import load_factory
+from meshmsg.sim.links import LinkParams
+from meshmsg.sim.report import Recorder
 from meshmsg.sim.scenario import Scenario, scenario_from_dict
 
 CONTACTS = """\
@@ -55,3 +65,39 @@ def test_a_relay_that_crashes_keeps_committed_mail(tmp_path: Path) -> None:
     result = run_scenario(chain(tmp_path, "messenger", "epidemic", **faults), tmp_path / "out")
     assert result.extras["crashes"] == 1
     assert result.stats.delivered == 1
+
+
+def test_without_restarts_the_engine_keeps_no_records_and_the_run_is_the_same(
+    tmp_path: Path,
+) -> None:
+    s = chain(tmp_path, "one", "epidemic")
+    assert not restarts_possible(s)
+    runs = {}
+    for keep in (True, False):
+        config = EngineConfig(
+            mode="one", duration_s=s.run.duration_s, seed=s.run.seed,
+            interfaces={"default": LinkParams(rate_bps=250_000.0)},
+        )  # fmt: skip
+        engine = Engine(
+            config, node_setups(s), load_factory("core"), external_sources(s),
+            Recorder(sample_interval_s=60.0), pre_pair=pre_pairing(s), keep_records=keep,
+        )  # fmt: skip
+        runs[keep] = engine.run().event_log_hash
+        held = sum(len(slot.records) for slot in engine._slots)  # white box: what is retained
+        assert (held > 0) is keep
+    assert runs[True] == runs[False]
+
+
+@pytest.mark.parametrize(
+    ("faults", "expected"),
+    [
+        ({}, False),
+        ({"crashes": [{"address": 1, "at_s": 5.0}]}, False),
+        ({"crashes": [{"address": 1, "at_s": 5.0, "restart_after_s": 1.0}]}, True),
+        ({"crash_rate_per_h": 0.5}, True),
+    ],
+)
+def test_records_are_kept_when_a_node_can_restart(
+    tmp_path: Path, faults: dict[str, object], expected: bool
+) -> None:
+    assert restarts_possible(chain(tmp_path, "one", "direct", faults=faults)) is expected

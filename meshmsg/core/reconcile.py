@@ -59,9 +59,11 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import itertools
 import math
+import operator
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -110,7 +112,7 @@ def _id_int(item_id: bytes) -> int:
 class _TrieNode:
     """A trie node: aggregates of its subtree, and either children or (as a leaf) its ids."""
 
-    __slots__ = ("count", "hsum", "idsum", "kids", "leaf")
+    __slots__ = ("count", "hsum", "idsum", "kids", "leaf", "sorted_ids")
 
     def __init__(self) -> None:
         self.count = 0
@@ -118,6 +120,9 @@ class _TrieNode:
         self.hsum = 0
         self.kids: list[_TrieNode | None] | None = None
         self.leaf: dict[int, int] | None = {}  # id -> its hv, so splits and removes never rehash
+        # The subtree's ids ascending, kept until the subtree changes: stores change far less
+        # often than they meet, and most meetings list a whole small store.
+        self.sorted_ids: list[int] | None = None
 
 
 class ItemSet:
@@ -180,6 +185,7 @@ class ItemSet:
         node, shift, mask = self._root, _ID_BITS, self._mask
         while True:  # the hot path of a 100,000-id store: kept flat
             node.count += 1
+            node.sorted_ids = None
             node.idsum += x
             node.hsum += h
             kids = node.kids
@@ -217,6 +223,7 @@ class ItemSet:
         h = node.leaf.pop(x)
         for n in [*(p for p, _ in path), node]:
             n.count -= 1
+            n.sorted_ids = None
             n.idsum -= x
             n.hsum -= h
         self._shrink(path)
@@ -299,18 +306,31 @@ class ItemSet:
         return [(a[0], a[1], a[2]) for a in acc]
 
     def _ids_in(self, addr: Addr) -> list[int]:
-        """The ids of ``addr`` in ascending order."""
+        """The ids of ``addr`` in ascending order. Callers must not change the list: it may be
+        the node's cached one, shared with other sessions."""
         found = self._locate(addr)
         if found is None:
             return []
         if isinstance(found, dict):
             return sorted(found)
-        out: dict[int, int] = {}
-        _collect(found, out)
-        return sorted(out)
+        if found.sorted_ids is None:
+            out: dict[int, int] = {}
+            _collect(found, out)
+            found.sorted_ids = sorted(out)
+        return found.sorted_ids
 
     def _has(self, x: int) -> bool:
         return x in self._expiry
+
+    def _absent(self, xs: list[int]) -> list[int]:
+        """Positions in ``xs`` of the ids we do not hold (one pass, no call per id)."""
+        held = self._expiry
+        return [i for i, x in enumerate(xs) if x not in held]
+
+    def _present(self, xs: set[int], *, held: bool) -> list[int]:
+        """The ids of ``xs`` that we hold (``held``) or lack, ascending."""
+        expiry = self._expiry
+        return sorted([x for x in xs if (x in expiry) is held])
 
     def _hv_of(self, x: int) -> int | None:
         """The stored hv of a present id, or None."""
@@ -338,17 +358,21 @@ def _collect(node: _TrieNode, out: dict[int, int]) -> None:
 # ============================================================================== wire helpers
 
 
-class _Kind(enum.IntEnum):
-    """Entry kind bytes, where the reader cannot know the kind from its queue."""
+class _Kind:
+    """Entry kind bytes, where the reader cannot know the kind from its queue.
 
-    SUM = 1  # count, idsum suffix, fingerprint
-    SPLIT = 2  # F child fingerprints
-    IDS = 3  # the sender's ids in the node
-    EQUAL = 4  # answer to SUM: same fingerprint
-    YOU_HAVE = 5  # answer to SUM: the node was pure; this id is yours alone
-    YOU_LACK = 6  # answer to SUM: the node was pure; this id is mine alone
-    PUSH_ALL = 7  # answer to SUM with count 0: all my ids of the node (you have none)
-    SPLIT_IMPURE = 8  # SPLIT of a node known to hold two differences or more
+    Plain ints, not an IntEnum: kinds are compared several times per entry, and on
+    Python 3.11 an enum member lookup costs about five plain class attribute lookups.
+    """
+
+    SUM: Final = 1  # count, idsum suffix, fingerprint
+    SPLIT: Final = 2  # F child fingerprints
+    IDS: Final = 3  # the sender's ids in the node
+    EQUAL: Final = 4  # answer to SUM: same fingerprint
+    YOU_HAVE: Final = 5  # answer to SUM: the node was pure; this id is yours alone
+    YOU_LACK: Final = 6  # answer to SUM: the node was pure; this id is mine alone
+    PUSH_ALL: Final = 7  # answer to SUM with count 0: all my ids of the node (you have none)
+    SPLIT_IMPURE: Final = 8  # SPLIT of a node known to hold two differences or more
 
 
 def _varint(value: int) -> bytes:
@@ -378,7 +402,11 @@ class _Reader:
         return chunk
 
     def u8(self, what: str) -> int:
-        return self.take(1, what)[0]
+        pos = self._pos
+        if pos >= len(self._data):
+            raise DecodeError(f"sync message truncated in {what}")
+        self._pos = pos + 1
+        return self._data[pos]
 
     def varint(self, maximum: int, what: str) -> int:
         value, shift = 0, 0
@@ -560,13 +588,12 @@ class Reconciler:
     @property
     def have_ids(self) -> tuple[bytes, ...]:
         """Ids we hold that the peer lacks, ascending (filtered against our current set)."""
-        return tuple(x.to_bytes(ID_BYTES, "big") for x in sorted(self._have) if self._items._has(x))
+        return _as_bytes(self._items._present(self._have, held=True))
 
     @property
     def need_ids(self) -> tuple[bytes, ...]:
         """Ids the peer holds that we lack, ascending (filtered against our current set)."""
-        ids = sorted(x for x in self._need if not self._items._has(x))
-        return tuple(x.to_bytes(ID_BYTES, "big") for x in ids)
+        return _as_bytes(self._items._present(self._need, held=False))
 
     def statistics(self) -> SyncStats:
         return SyncStats(
@@ -735,6 +762,14 @@ class Reconciler:
         s = self._suffix_len(addr[0])
         return (x & ((1 << (8 * s)) - 1)).to_bytes(s, "big")
 
+    def _suffixes(self, addr: Addr, ids: list[int]) -> bytes:
+        """``_suffix`` of each id, concatenated: id lists are the bulk of most sessions."""
+        s = self._suffix_len(addr[0])
+        if s == ID_BYTES:
+            return b"".join([x.to_bytes(ID_BYTES, "big") for x in ids])
+        mask = (1 << (8 * s)) - 1
+        return b"".join([(x & mask).to_bytes(s, "big") for x in ids])
+
     def _child(self, addr: Addr, i: int) -> Addr:
         return addr[0] + 1, (addr[1] << self._bits) | i
 
@@ -775,7 +810,7 @@ class Reconciler:
         pure = self._decode_pure(task, own)
         if pure is not None:
             kind, x = pure
-            target = self._need if kind is _Kind.YOU_HAVE else self._have
+            target = self._need if kind == _Kind.YOU_HAVE else self._have
             return bytes((kind,)) + self._suffix(task.addr, x), lambda: target.add(x)
         if task.count == 0:  # the peer has nothing here: it needs all of ours
             mine = self._items._ids_in(task.addr)
@@ -783,7 +818,7 @@ class Reconciler:
         # impure: describe the node again, without another SUM (it would not progress)
         return self._description(task.addr, own[0], pure=None)
 
-    def _decode_pure(self, task: _AnswerSum, own: Aggregate) -> tuple[_Kind, int] | None:
+    def _decode_pure(self, task: _AnswerSum, own: Aggregate) -> tuple[int, int] | None:
         """The single id by which the peer's node differs from ours, checked by fingerprint."""
         count, idsum, hsum = own
         mod = 1 << (8 * self._suffix_len(task.addr[0]))
@@ -847,9 +882,7 @@ class Reconciler:
 
     def _ids(self, addr: Addr) -> _Entry:
         ids = self._items._ids_in(addr)
-        data = b"".join(
-            [bytes((_Kind.IDS,)), _varint(len(ids)), *(self._suffix(addr, x) for x in ids)]
-        )
+        data = b"".join([bytes((_Kind.IDS,)), _varint(len(ids)), self._suffixes(addr, ids)])
         return data, lambda: self._await.append(_WantIdsReply(addr, ids))
 
     def _sum(self, addr: Addr) -> _Entry:
@@ -885,7 +918,7 @@ class Reconciler:
 
     def _ids_reply(self, task: _AnswerIds, room: int) -> _Entry:
         listed = set(task.ids)
-        lacking = [i for i, x in enumerate(task.ids) if not self._items._has(x)]
+        lacking = self._items._absent(task.ids)
         extras = [x for x in self._items._ids_in(task.addr) if x not in listed]
         head = _bitmap(lacking, self._bitmap_len(len(task.ids)))
 
@@ -901,7 +934,7 @@ class Reconciler:
         s = self._suffix_len(addr[0])
         m = _varint(len(extras))
         j = max(0, min(len(extras), (room - len(head) - 2 * len(m)) // s))
-        suffixes = [self._suffix(addr, x) for x in extras[:j]]
+        suffixes = self._suffixes(addr, extras[:j])
 
         def commit() -> None:
             self._have.update(extras)
@@ -909,7 +942,7 @@ class Reconciler:
                 self._owe.append(_Push(addr, extras, j))
             then()
 
-        return b"".join([head, m, _varint(j), *suffixes]), commit
+        return b"".join([head, m, _varint(j), suffixes]), commit
 
     def _push(self, task: _Push, room: int) -> _Entry | None:
         s = self._suffix_len(task.addr[0])
@@ -918,13 +951,13 @@ class Reconciler:
         if j < 1:
             return None
         end = task.pos + j
-        suffixes = [self._suffix(task.addr, x) for x in task.ids[task.pos : end]]
+        suffixes = self._suffixes(task.addr, task.ids[task.pos : end])
 
         def commit() -> None:
             if end < len(task.ids):
                 self._owe.append(_Push(task.addr, task.ids, end))
 
-        return b"".join([_varint(j), *suffixes]), commit
+        return _varint(j) + suffixes, commit
 
     # ------------------------------------------------------------------------ reading entries
 
@@ -993,8 +1026,7 @@ class Reconciler:
         ids = self._read_ascending(addr, j, -1, r)
         if listed.intersection(ids):
             raise DecodeError("peer claims to lack an id it was just told we have")
-        for x in ids:
-            self._add_need(x)
+        self._add_needs(ids)
         if j < total:
             self._await.append(_WantPush(addr, total - j, ids[-1] if ids else -1))
 
@@ -1003,19 +1035,30 @@ class Reconciler:
         if j == 0:
             raise DecodeError("empty PUSH entry")
         ids = self._read_ascending(want.addr, j, want.last, r)
-        for x in ids:
-            self._add_need(x)
+        self._add_needs(ids)
         if j < want.remaining:
             self._await.append(_WantPush(want.addr, want.remaining - j, ids[-1]))
 
     def _read_ascending(self, addr: Addr, n: int, last: int, r: _Reader) -> list[int]:
-        ids: list[int] = []
-        for _ in range(n):
-            x = self._read_id(addr, r)
-            if x <= last:
+        """``n`` ids of ``addr``, each above ``last`` and the one before it.
+
+        Decoded in one pass over one slice; ascending order means checking the first and the
+        last id against the node checks them all.
+        """
+        s, top = self._suffix_len(addr[0]), self._compose(addr, 0)
+        if s == 0:  # a last-level node is one id, implied whole by the address
+            if n > 1:
                 raise DecodeError("ids not in strictly ascending order")
-            ids.append(x)
-            last = x
+            ids = [top] * n
+        else:
+            data, from_bytes = r.take(n * s, "id"), int.from_bytes
+            ids = [top | from_bytes(data[i : i + s], "big") for i in range(0, n * s, s)]
+        if not ids:
+            return ids
+        if ids[0] <= last or any(map(operator.ge, ids, itertools.islice(ids, 1, None))):
+            raise DecodeError("ids not in strictly ascending order")
+        if not (self._in_node(addr, ids[0]) and self._in_node(addr, ids[-1])):
+            raise DecodeError("id outside the node it was sent for")
         return ids
 
     def _read_id(self, addr: Addr, r: _Reader) -> int:
@@ -1034,13 +1077,22 @@ class Reconciler:
         return [i for i in range(nbits) if value >> (8 * len(data) - 1 - i) & 1]
 
     def _add_need(self, x: int) -> None:
-        if len(self._need) >= self._config.max_diff_ids:
+        self._add_needs((x,))
+
+    def _add_needs(self, ids: Iterable[int]) -> None:
+        """Note ids the peer offers; ``ids`` is at most one message's worth, so the bound is
+        checked once after taking them all."""
+        self._need.update(ids)
+        if len(self._need) > self._config.max_diff_ids:
             raise DecodeError("peer offers more ids than one session may take", reason=_LIMIT)
-        self._need.add(x)
 
 
 _LIMIT: Final = CloseReason.LIMIT_REACHED
 _UNSUPPORTED: Final = CloseReason.UNSUPPORTED
+
+
+def _as_bytes(ids: list[int]) -> tuple[bytes, ...]:
+    return tuple([x.to_bytes(ID_BYTES, "big") for x in ids])
 
 
 def _bitmap(indices: list[int], size: int) -> bytes:

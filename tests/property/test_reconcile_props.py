@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+from functools import partial
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshmsg.bench_sync import SessionResult, run_session
 from meshmsg.config import SyncConfig
-from meshmsg.core.reconcile import ItemSet, Reconciler
+from meshmsg.core.reconcile import ItemSet, Reconciler, _Reader
 from meshmsg.errors import DecodeError
 
 # Ids from a few shared prefixes as well as uniform ones, so that small sets still reach deep
@@ -221,3 +222,91 @@ def test_changes_during_a_session_keep_stable_items_exact(
     assert not set(responder.need_ids) & set(b)
     assert set(initiator.need_ids) <= ever[False]
     assert set(responder.need_ids) <= ever[True]
+
+
+def reference_read_ascending(
+    side: Reconciler, addr: tuple[int, int], n: int, last: int, r: _Reader
+) -> list[int]:
+    """The id-at-a-time decoder that the bulk ``_read_ascending`` replaced."""
+    out: list[int] = []
+    for _ in range(n):
+        x = side._read_id(addr, r)
+        if x <= last:
+            raise DecodeError("ids not in strictly ascending order")
+        out.append(x)
+        last = x
+    return out
+
+
+@st.composite
+def id_lists(draw: st.DrawFn) -> tuple[int, tuple[int, int], int, int, bytes]:
+    """(fanout, node, count, last, bytes): mostly well-formed ascending lists inside the node,
+    sometimes damaged, shuffled or from a neighbouring node."""
+    fanout = draw(st.sampled_from([2, 4, 16, 256]))
+    bits = fanout.bit_length() - 1
+    depth = draw(st.integers(0, 128 // bits))
+    prefix = draw(st.integers(0, (1 << (depth * bits)) - 1))
+    free = 128 - depth * bits
+    lows = sorted(draw(st.sets(st.integers(0, (1 << free) - 1), max_size=6)))
+    ids = [(prefix << free) | low for low in lows]
+    neighbour = draw(st.sampled_from([None, -1, 1]))  # an id of the node before or after
+    if neighbour is not None and 0 <= prefix + neighbour < 1 << (depth * bits):
+        stray = ((prefix + neighbour) << free) | draw(st.integers(0, (1 << free) - 1))
+        ids = [stray, *ids] if neighbour < 0 else [*ids, stray]
+    if draw(st.booleans()):
+        ids.reverse()
+    if ids and draw(st.booleans()):
+        ids[draw(st.integers(0, len(ids) - 1))] ^= 1 << draw(st.integers(0, 127))
+    s = 16 - (depth * bits) // 8
+    data = b"".join((x & ((1 << (8 * s)) - 1)).to_bytes(s, "big") for x in ids)
+    if draw(st.booleans()):
+        data = data[: draw(st.integers(0, len(data)))]
+    last = draw(st.sampled_from([-1, *ids])) if ids else -1
+    return fanout, (depth, prefix), len(ids), last, data
+
+
+@settings(max_examples=1_000)  # cheap, and a stray id is only detectable at some depths
+@given(case=id_lists())
+def test_bulk_id_decoding_matches_one_at_a_time(
+    case: tuple[int, tuple[int, int], int, int, bytes],
+) -> None:
+    fanout, addr, n, last, data = case
+    side = Reconciler(
+        ItemSet(fanout=fanout), initiator=False, config=SyncConfig(split_fanout=fanout)
+    )
+    outcomes = []
+    for decode in (side._read_ascending, partial(reference_read_ascending, side)):
+        reader = _Reader(data)
+        try:
+            outcomes.append((decode(addr, n, last, reader), reader.at_end()))
+        except DecodeError:
+            outcomes.append(None)
+    assert outcomes[0] == outcomes[1]
+
+
+@given(
+    steps=st.lists(st.tuples(st.booleans(), ids), max_size=80),
+    fanout=st.sampled_from([2, 16]),
+    capacity=st.sampled_from([1, 2, 32]),
+)
+def test_cached_node_lists_follow_every_change(
+    steps: list[tuple[bool, bytes]], fanout: int, capacity: int
+) -> None:
+    """Every node's id list, read between changes (so caches fill), is the current one."""
+    items, truth = ItemSet(fanout=fanout, leaf_capacity=capacity), set()
+    bits = fanout.bit_length() - 1
+    for add, item in steps:
+        if add:
+            items.add(item, 0)
+            truth.add(item)
+        else:
+            items.remove(item)
+            truth.discard(item)
+        for depth in (0, 1, 2, 128 // bits):
+            prefix = (int.from_bytes(item, "big") >> (128 - depth * bits)) if depth else 0
+            expected = sorted(
+                int.from_bytes(x, "big")
+                for x in truth
+                if depth == 0 or int.from_bytes(x, "big") >> (128 - depth * bits) == prefix
+            )
+            assert items._ids_in((depth, prefix)) == expected

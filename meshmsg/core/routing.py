@@ -15,7 +15,7 @@ policy              gives to a non-recipient peer    keeps after a hand-over
 ==================  ==============================  ===========================================
 direct              never (only the recipient)       0 after delivery, else all
 epidemic            1 copy of every item             all
-spray-and-wait      ceil(n/2) if n > 1 (binary),     floor(n/2) (binary), n - 1 (source mode)
+spray-and-wait      floor(n/2) if n > 1 (binary),    ceil(n/2) (binary), n - 1 (source mode)
                     1 if n > 1 (source mode)
 prophet             1 if P(peer, dest) > P(me, dest) all
 ==================  ==============================  ===========================================
@@ -96,7 +96,9 @@ class Router:
             case "spray-and-wait":
                 if item.copies <= 1:
                     return 0
-                return (item.copies + 1) // 2 if self.config.binary else 1
+                # Binary: the receiver gets floor(n/2), as in Spyropoulos et al. and the ONE
+                # since 2017 (akeranen/the-one#44); its 1.6.0 release had the halves swapped.
+                return item.copies // 2 if self.config.binary else 1
             case _:  # prophet
                 if item.route_hint is None:
                     return 0
@@ -110,7 +112,7 @@ class Router:
             return 0
         if self.policy == "spray-and-wait":
             # The ONE reduces copies on every completed transfer, to the recipient too.
-            return item.copies // 2 if self.config.binary else item.copies - given
+            return (item.copies + 1) // 2 if self.config.binary else item.copies - given
         return item.copies
 
     def order_for(self, items: Iterable[StoreItem], peer: PeerRouting) -> list[StoreItem]:

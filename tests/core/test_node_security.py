@@ -269,7 +269,9 @@ def test_a_middle_relay_learns_neither_sender_nor_recipient_nor_body() -> None:
         mesh.connect(a, b)
         mesh.disconnect(a, b)
     mesh.start("bob")
-    mesh.connect("r3", "bob")  # r3 holds the last copy (Spray-and-Wait: 6 -> 3 -> 2 -> 1)
+    # Spray-and-Wait: alice 6 -> r1 3 -> r2 1, and a last copy only goes to its recipient.
+    assert not any(isinstance(e, EnvelopeAccepted) for e in mesh.events["r3"])
+    mesh.connect("r2", "bob")
     assert [r.message_id for r in received(mesh, "bob")] == [mid]
     assert any(isinstance(e, EnvelopeAccepted) for e in mesh.events["r2"])
     hidden = [body.encode()]

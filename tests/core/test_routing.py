@@ -25,13 +25,14 @@ def router(policy: str, **kw: object):  # type: ignore[no-untyped-def]
     return make_router(RoutingConfig(policy=policy, **kw), b"M" * 8)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("copies", "give", "keep"), [(6, 3, 3), (3, 2, 1), (2, 1, 1), (1, 0, 1)])
+@pytest.mark.parametrize(("copies", "give", "keep"), [(6, 3, 3), (3, 1, 2), (2, 1, 1), (1, 0, 1)])
 def test_binary_spray_and_wait_matches_the_one(copies: int, give: int, keep: int) -> None:
     r = router("spray-and-wait")
     it = item(copies)
     assert r.copies_to_give(it, PEER, now=0) == give
     if give:
-        # ONE: receiver gets ceil(n/2), sender keeps floor(n/2); copies are conserved.
+        # Receiver gets floor(n/2), sender keeps ceil(n/2) (the paper; the ONE since 2017);
+        # copies are conserved.
         assert r.copies_kept(it, give, to_recipient=False) == keep
         assert give + keep == copies
 
@@ -52,6 +53,7 @@ def test_delivery_drops_the_copy_unless_one_semantics() -> None:
     assert router("epidemic").copies_kept(item(1), 1, to_recipient=True) == 0
     one = router("spray-and-wait", drop_after_delivery=False)
     assert one.copies_kept(item(6), 6, to_recipient=True) == 3  # ONE halves on any transfer
+    assert one.copies_kept(item(3), 3, to_recipient=True) == 2  # ... keeping the larger half
 
 
 def test_prophet_encounter_transitivity_and_aging() -> None:

@@ -39,6 +39,8 @@ def test_core_spray_and_wait_within_the_seed_band_of_the_one(tmp_path: Path) -> 
     s = run(tmp_path, "spray-and-wait")
     assert s.delivery_prob == pytest.approx(0.9440, abs=0.02)
     assert s.overhead_ratio == pytest.approx(5.2107, rel=0.1)
+    # Hop counts follow the copy split: receiver floor(n/2) gives the ONE's 2.17 (ceil: 2.51).
+    assert s.hopcount_avg == pytest.approx(2.17, abs=0.05)
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
     .venv/bin/python simulations/bench/bench.py            # all
     .venv/bin/python simulations/bench/bench.py reference  # 12 h reference replay only
+    .venv/bin/python simulations/bench/bench.py rwp        # the 2,000-node hour (core, agent)
 
 Run from the project root (the test agents live in tests/). The reference replays use test
 agents, so they measure the engine, the link model and the contact generation, not the

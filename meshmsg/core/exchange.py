@@ -305,10 +305,13 @@ class Exchange:
     def _check_store_for_new_tags(self, now: float) -> None:
         """Envelopes we carry may be ours under keys we just derived: take them."""
         node = self.node
-        for item in list(node.store.items()):
-            match = node.tags.lookup(item.tag)
-            if match is not None and match.kind is MatchKind.LIVE and item.tier is not Tier.OWN:
-                self._open_stored(item, match, now)
+        # Probe the index with the store's distinct tags (cheap) and look closer only at hits:
+        # this runs at every pairing and heal, against stores of thousands of envelopes.
+        for tag in node.tags.live_among(node.store.tags()):
+            for item in node.store.with_tag(tag):
+                match = node.tags.lookup(item.tag)  # again: opening one may have used the tag
+                if match is not None and match.kind is MatchKind.LIVE and item.tier is not Tier.OWN:
+                    self._open_stored(item, match, now)
 
     def _on_route_table(
         self, session: PeerSession, entries: tuple[RouteEntry, ...], now: float

@@ -110,6 +110,10 @@ class RelayStore:
         """Items whose outer tag is ``tag`` (normally one; a forger may add more)."""
         return [self._items[i] for i in self._by_tag.get(tag, {})]
 
+    def tags(self) -> list[bytes]:
+        """The distinct outer tags of the items held, in order of first arrival."""
+        return list(self._by_tag)
+
     def items(self) -> Iterator[StoreItem]:
         """Items in arrival order (oldest first)."""
         return iter(list(self._items.values()))

@@ -85,8 +85,6 @@ def node_setups(s: Scenario) -> list[NodeSetup]:
             for a in parse_addresses(group.addresses, s.nodes.count, f"nodes.groups[{i}]"):
                 buffers[a] = group.buffer_bytes
     routing = dataclasses.asdict(s.routing)
-    if routing["drop_after_delivery"] is None:
-        routing["drop_after_delivery"] = s.run.mode != "one"
     return [
         NodeSetup(
             address=a,

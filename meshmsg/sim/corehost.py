@@ -26,10 +26,7 @@ from meshmsg.errors import ConfigError
 from meshmsg.sim.host import NodeSetup, PrePairing, RecordKey, SimulatedNode
 from meshmsg.sim.rng import SeededRng
 
-_ROUTING_KEYS = (
-    "policy", "copies", "binary", "prophet_p_init", "prophet_beta", "prophet_gamma",
-    "prophet_time_unit_s", "drop_after_delivery",
-)  # fmt: skip
+_ROUTING_KEYS = tuple(f.name for f in dataclasses.fields(RoutingConfig))
 
 
 def node_config(setup: NodeSetup) -> NodeConfig:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from meshmsg.config import RoutingConfig
 from meshmsg.errors import ConfigError
 
 T = TypeVar("T")
@@ -61,18 +62,6 @@ class NodesSection:
     # (the ONE has neither, so they would add transfers and removals it does not count).
     receipts: bool | None = None
     groups: tuple[NodeGroup, ...] = ()  # per-address overrides (the ONE's trams: 50 MB)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RoutingSection:
-    policy: str = "spray-and-wait"  # direct | epidemic | spray-and-wait | prophet
-    copies: int = 6  # Spray-and-Wait L
-    binary: bool = True
-    prophet_p_init: float = 0.75
-    prophet_beta: float = 0.25
-    prophet_gamma: float = 0.98
-    prophet_time_unit_s: float = 30.0
-    drop_after_delivery: bool | None = None  # None: off in ONE mode (as the ONE), on otherwise
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,7 +162,9 @@ class OutputSection:
 class Scenario:
     run: RunSection = field(default_factory=RunSection)
     nodes: NodesSection = field(default_factory=NodesSection)
-    routing: RoutingSection = field(default_factory=RoutingSection)
+    # The node's own RoutingConfig: its fields, defaults and reasons are the scenario's
+    # [routing] keys, so the two cannot drift. ONE mode changes one default (see below).
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
     links: LinksSection = field(default_factory=LinksSection)
     contacts: ContactsSection = field(default_factory=ContactsSection)
     mobility: MobilitySection = field(default_factory=MobilitySection)
@@ -212,6 +203,7 @@ def scenario_from_dict(
     for item in overrides:
         apply_override(table, item)
     _apply_aliases(table)
+    _apply_mode_defaults(table)
     scenario = _convert(Scenario, table, "")
     assert isinstance(scenario, Scenario)
     scenario = _resolve_paths(scenario, base_dir)
@@ -244,6 +236,16 @@ def parse_value(raw: str) -> object:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+
+
+def _apply_mode_defaults(table: dict[str, object]) -> None:
+    """ONE mode keeps delivered copies (the ONE's ``deleteDelivered = false``) unless the
+    scenario says otherwise; the resolved scenario then states the value explicitly."""
+    run = table.get("run")
+    mode = run.get("mode", RunSection().mode) if isinstance(run, dict) else RunSection().mode
+    routing = table.setdefault("routing", {})
+    if mode == "one" and isinstance(routing, dict):
+        routing.setdefault("drop_after_delivery", False)
 
 
 PRE_PAIR_VALUES = ("all", "traffic", "none")

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from meshmsg.config import RoutingConfig
 from meshmsg.errors import ConfigError
 from meshmsg.sim.scenario import (
     Scenario,
@@ -120,3 +121,25 @@ def test_address_lists() -> None:
     assert parse_addresses("", 3, "x") == (0, 1, 2)
     with pytest.raises(ConfigError, match="x: bad address list"):
         parse_addresses("a-b", 3, "x")
+
+
+def test_routing_is_the_nodes_own_routing_config() -> None:
+    """[routing] takes exactly RoutingConfig's keys and defaults (one definition, no drift)."""
+    assert build({}).routing == RoutingConfig()
+    s = build({}, "routing.max_route_entries=64", "routing.prophet_beta=0.5")
+    assert s.routing == RoutingConfig(max_route_entries=64, prophet_beta=0.5)
+
+
+@pytest.mark.parametrize(
+    ("mode", "given", "expected"),
+    [("one", None, False), ("one", True, True), ("messenger", None, True),
+     ("messenger", False, False)],
+)  # fmt: skip
+def test_one_mode_keeps_delivered_copies_unless_told(
+    mode: str, given: bool | None, expected: bool
+) -> None:
+    routing = {} if given is None else {"drop_after_delivery": given}
+    s = build({"run": {"mode": mode}, "routing": routing})
+    assert s.routing.drop_after_delivery is expected
+    # The resolved scenario states it, so reloading it in any mode gives the same value.
+    assert scenario_to_dict(s)["routing"]["drop_after_delivery"] is expected  # type: ignore[index]

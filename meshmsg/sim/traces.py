@@ -156,6 +156,8 @@ def _parse_line(fields: list[str], path: Path, lineno: int) -> ContactEvent | Me
             return _parse_conn(time, fields, where)
         if action == "C":
             return _parse_create(time, fields, where)
+    except ConfigError:
+        raise  # already names the line (ConfigError is a ValueError: do not wrap it twice)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     raise ConfigError(

@@ -12,15 +12,16 @@ with :func:`wire` and a *field spec*::
 
 :func:`record` reads the dataclass fields once and stores a :class:`RecordSchema` on the class:
 field names in declaration order (the wire order), their specs, and the slot setters used to
-build instances quickly when decoding. It also wraps ``__init__`` so that a record built locally
-is validated against its specs: a bad local value raises :class:`LocalProtocolError`, so an
-invalid record never exists and encoding never needs to re-check it.
+build instances quickly when decoding. It also replaces ``__init__`` so that a record built
+locally is validated against its specs: a bad local value raises :class:`LocalProtocolError`, so
+an invalid record never exists and encoding never needs to re-check it.
 
 A field spec answers three questions about one field: is this local value valid (``check``),
 what record value does this decoded CBOR value give (``from_wire``, raising
-:class:`DecodeError`), and what CBOR value represents it (``to_wire``). Decoded values arrive
-as cbor2 produced them (arrays as tuples) and are narrowed with ``type(x) is ...`` checks: a
-``bool`` is never accepted as an integer, a list never as an array.
+:class:`DecodeError`), and what CBOR value represents it (``to_wire``: what cbor2 would encode,
+and the reference the fast encoder in :mod:`meshmsg.core.wirefast` is tested against). Decoded
+values arrive as cbor2 produced them (arrays as tuples) and are narrowed with ``type(x) is ...``
+checks: a ``bool`` is never accepted as an integer, a list never as an array.
 
 Reasons: exceeding a :class:`~meshmsg.config.WireLimits` bound is ``TOO_LARGE``; a value outside
 its spec (wrong type, out of range, too long for the field) is ``MALFORMED``.
@@ -345,9 +346,12 @@ class Nested(FieldSpec[R]):
     """
 
     record: type[R]
+    # Looked up once here, not per value: decoding a list of structs builds many.
+    schema: RecordSchema = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        schema_of(self.record)  # raises LocalProtocolError if not a record or struct
+        # schema_of raises LocalProtocolError if not a record or struct.
+        object.__setattr__(self, "schema", schema_of(self.record))
 
     @property
     def plain(self) -> bool:
@@ -362,12 +366,10 @@ class Nested(FieldSpec[R]):
         if type(value) is not tuple:
             raise self._reject(value)
         check_container(len(value), limits)
-        built = schema_of(self.record).build(value, 0, limits)
-        assert isinstance(built, self.record)  # build returns an instance of schema.record
-        return built
+        return cast(R, self.schema.build(value, 0, limits))  # an instance of self.record
 
     def to_wire(self, value: object) -> object:
-        return schema_of(self.record).to_wire(value, with_code=False)
+        return self.schema.to_wire(value, with_code=False)
 
     def describe(self) -> str:
         return self.record.__name__
@@ -410,7 +412,8 @@ class RecordSchema:
     names: tuple[str, ...]
     specs: tuple[FieldSpec[object], ...]
     decoders: tuple[_FieldDecoder, ...]  # (spec.from_wire, slot setter) per field
-    plain: bool  # no field needs conversion on encode
+    setters: tuple[Callable[[object, object], None], ...]  # slot __set__ per field
+    plain: bool  # no field needs conversion in to_wire
 
     @property
     def name(self) -> str:
@@ -449,13 +452,6 @@ class RecordSchema:
         if with_code:
             values.insert(0, self.type_code)
         return values
-
-    def check_local(self, obj: object) -> None:
-        """Validate a locally constructed record (raises LocalProtocolError)."""
-        for name, spec in zip(self.names, self.specs, strict=True):
-            problem = spec.check(getattr(obj, name))
-            if problem is not None:
-                raise LocalProtocolError(f"{self.name}.{name}: {problem}")
 
 
 def schema_of(record_class: type[object]) -> RecordSchema:
@@ -518,6 +514,7 @@ def _install(cls: type[object], type_code: int | None) -> None:
         names=tuple(names),
         specs=tuple(specs),
         decoders=tuple(decoders),
+        setters=tuple(setter for _, setter in decoders),
         plain=all(spec.plain for spec in specs),
     )
     setattr(cls, _SCHEMA_ATTR, schema)
@@ -525,13 +522,30 @@ def _install(cls: type[object], type_code: int | None) -> None:
 
 
 def _validate_on_init(cls: type[object], schema: RecordSchema) -> None:
-    """Wrap the dataclass __init__ so that every locally built record is valid."""
+    """Replace the dataclass __init__ so that every locally built record is valid.
+
+    The replacement checks each keyword argument against its spec and sets its slot, which is
+    all the frozen dataclass __init__ does for a record (no defaults, no __post_init__), in one
+    pass instead of an __init__ and a second pass of checks. Any other set of arguments goes to
+    the dataclass __init__, so a missing or unexpected one raises its usual TypeError.
+    """
     raw_init: Callable[..., None] = cls.__init__
+    if hasattr(cls, "__post_init__"):
+        raise LocalProtocolError(f"{cls.__name__}: a record cannot have __post_init__")
+    expected = frozenset(schema.names)
+    checks = [spec.check for spec in schema.specs]
+    plan = tuple(zip(schema.names, checks, schema.setters, strict=True))
 
     @functools.wraps(raw_init)
     def __init__(self: object, **fields: object) -> None:
-        raw_init(self, **fields)
-        schema.check_local(self)
+        if fields.keys() != expected:
+            raw_init(self, **fields)  # raises TypeError naming the missing or extra argument
+        for name, check, set_field in plan:
+            value = fields[name]
+            problem = check(value)
+            if problem is not None:
+                raise LocalProtocolError(f"{schema.name}.{name}: {problem}")
+            set_field(self, value)
 
     setattr(cls, "__init__", __init__)  # noqa: B010 - mypy forbids assigning a method
 

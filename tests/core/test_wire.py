@@ -464,6 +464,28 @@ def test_record_declaration_errors() -> None:
             n: int = wire(UInt())
 
 
+def test_a_record_cannot_have_post_init() -> None:
+    # Construction checks and sets the fields itself; a __post_init__ would never run.
+    with pytest.raises(LocalProtocolError, match="cannot have __post_init__"):
+
+        @record(0x7E)
+        @dataclass(frozen=True, slots=True, kw_only=True)
+        class Hooked:
+            n: int = wire(UInt())
+
+            def __post_init__(self) -> None:
+                pass
+
+
+def test_construction_keeps_the_dataclass_argument_errors() -> None:
+    with pytest.raises(TypeError, match="missing 1 required keyword-only argument: 'nonce'"):
+        Ping()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'extra'"):
+        Ping(nonce=1, extra=2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="positional"):
+        Ping(1)  # type: ignore[call-arg]
+
+
 def test_a_class_is_decorated_once() -> None:
     with pytest.raises(LocalProtocolError, match="already a wire record"):
         record(0x7E)(Ping)

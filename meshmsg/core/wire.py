@@ -13,6 +13,8 @@ shortest encoding of every integer and length. Nothing else: no tags, no floats,
 simple values, no ``undefined``. In that subset the encoding of a value is unique, which we
 check by re-encoding everything we decoded and comparing it with the bytes received.
 
+Encoding never calls cbor2: :mod:`meshmsg.core.wirefast` writes the bytes itself.
+
 Decoding is two layers. cbor2 (Rust) parses bytes into Python values under hard limits:
 ``max_depth``, no indefinite lengths, no duplicate map keys, every tag refused at its head (a
 ``semantic_decoders`` mapping that refuses every tag number, so none of cbor2's built-in tag
@@ -46,6 +48,7 @@ from typing import IO, Final, cast
 import cbor2
 
 from meshmsg.config import WireLimits
+from meshmsg.core.wirefast import write_record
 from meshmsg.core.wirespec import (
     CBOR_INT_MIN,
     MAX_TYPE_CODE,
@@ -65,7 +68,6 @@ from meshmsg.core.wirespec import (
     describe_kind,
     record,
     schema_of,
-    schema_of_instance,
     struct,
     too_large,
     utf8_len,
@@ -173,8 +175,9 @@ def encode_record(rec: Record) -> bytes:
     Raises:
         LocalProtocolError: ``rec`` is not an instance of a @record class.
     """
-    schema = _schema_of_instance(rec)
-    return _dumps(schema.to_wire(rec, with_code=True))
+    chunks: list[bytes] = []
+    write_record(rec, chunks.append)
+    return b"".join(chunks)
 
 
 def encode_records(records: Sequence[Record], limits: WireLimits = DEFAULT_WIRE_LIMITS) -> bytes:
@@ -191,24 +194,16 @@ def encode_records(records: Sequence[Record], limits: WireLimits = DEFAULT_WIRE_
         raise LocalProtocolError(
             f"a frame carries 1..{limits.max_records_per_frame} records, not {len(records)}"
         )
-    arrays = [_schema_of_instance(r).to_wire(r, with_code=True) for r in records]
-    if len(arrays) == 1:
-        data = _dumps(arrays[0])
-    else:
-        # One cbor2 call for the whole batch: encode the outer array, then drop its head.
-        data = _dumps(arrays)[_array_head_bytes(len(arrays)) :]
+    chunks: list[bytes] = []
+    put = chunks.append
+    for rec in records:
+        write_record(rec, put)
+    data = b"".join(chunks)
     if len(data) > limits.max_plaintext_bytes:
         raise LocalProtocolError(
             f"{len(data)} bytes of records exceed max_plaintext_bytes={limits.max_plaintext_bytes}"
         )
     return data
-
-
-def _schema_of_instance(rec: object) -> RecordSchema:
-    schema = schema_of_instance(rec)
-    if schema is None or schema.type_code is None:
-        raise LocalProtocolError(f"{type(rec).__name__} is not a wire record")
-    return schema
 
 
 def _array_head_bytes(count: int) -> int:
@@ -219,7 +214,7 @@ def _array_head_bytes(count: int) -> int:
 def _dumps(value: object) -> bytes:
     try:
         return cbor2.dumps(value)
-    except cbor2.CBOREncodeError as exc:  # pragma: no cover - specs admit only encodable values
+    except cbor2.CBOREncodeError as exc:  # pragma: no cover - decoded values are encodable
         raise LocalProtocolError(f"cannot encode: {exc}") from exc
 
 

@@ -15,6 +15,7 @@ import pytest
 
 import meshmsg.core.wire as wire_module
 from meshmsg.config import WireLimits
+from meshmsg.core import wirefast
 from meshmsg.core.records import LINK_RECORDS, Close, Hello, Ping, Pong, Rekey
 from meshmsg.core.wire import (
     UINT64_MAX,
@@ -484,6 +485,19 @@ def test_construction_keeps_the_dataclass_argument_errors() -> None:
         Ping(nonce=1, extra=2)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="positional"):
         Ping(1)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("major", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize(
+    "argument", [0, 23, 24, 255, 256, 65_535, 65_536, 2**32 - 1, 2**32, 2**64 - 1]
+)
+def test_the_fast_encoder_writes_the_heads_cbor2_writes(major: int, argument: int) -> None:
+    # cbor2 writes the shortest head of an unsigned integer; other major types change only
+    # the top three bits of its first byte.
+    uint_head = cbor2.dumps(argument)
+    assert wirefast.head(major, argument) == bytes([major << 5 | uint_head[0]]) + uint_head[1:]
+    if major == 1:
+        assert wirefast.head(major, argument) == cbor2.dumps(-1 - argument)
 
 
 def test_a_class_is_decorated_once() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 from typing import cast
 
+import cbor2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -159,6 +160,12 @@ def test_damaged_frames_raise_only_decode_error(data: bytes) -> None:
     except DecodeError:
         return
     assert_accepted_records_are_canonical(data, records)
+
+
+@given(any_record)
+def test_the_encoder_writes_what_cbor2_writes(rec: Record) -> None:
+    wire_form = schema_of(type(rec)).to_wire(rec, with_code=True)
+    assert encode_record(rec) == cbor2.dumps(wire_form)
 
 
 def cbor_head(major: int, argument: int, extra_bytes: int | None = None) -> bytes:

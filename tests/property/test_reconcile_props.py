@@ -255,7 +255,8 @@ def id_lists(draw: st.DrawFn) -> tuple[int, tuple[int, int], int, int, bytes]:
         ids = [stray, *ids] if neighbour < 0 else [*ids, stray]
     if draw(st.booleans()):
         ids.reverse()
-    if ids and draw(st.booleans()):
+    damage = draw(st.booleans())
+    if ids and damage:
         ids[draw(st.integers(0, len(ids) - 1))] ^= 1 << draw(st.integers(0, 127))
     s = 16 - (depth * bits) // 8
     data = b"".join((x & ((1 << (8 * s)) - 1)).to_bytes(s, "big") for x in ids)
@@ -274,7 +275,7 @@ def test_bulk_id_decoding_matches_one_at_a_time(
     side = Reconciler(
         ItemSet(fanout=fanout), initiator=False, config=SyncConfig(split_fanout=fanout)
     )
-    outcomes = []
+    outcomes: list[tuple[list[int], bool] | None] = []
     for decode in (side._read_ascending, partial(reference_read_ascending, side)):
         reader = _Reader(data)
         try:

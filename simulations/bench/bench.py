@@ -3,6 +3,13 @@
     .venv/bin/python simulations/bench/bench.py            # all
     .venv/bin/python simulations/bench/bench.py reference  # 12 h reference replay only
     .venv/bin/python simulations/bench/bench.py rwp        # the 2,000-node hour (core, agent)
+    .venv/bin/python simulations/bench/bench.py core       # 12 h reference, the real core
+    .venv/bin/python simulations/bench/bench.py core epidemic prophet   # chosen policies
+
+``core`` runs the production Node on the reference trace (real Noise, real B+ crypto) and prints
+each run next to a limit measured in the same process: the bare Noise XX handshake (both sides,
+through the core's adapter). ``handshake_floor`` is the simulated s per wall s a replay would
+reach if each contact cost one handshake and nothing else; ``of_floor`` is the run's share of it.
 
 Run from the project root (the test agents live in tests/). The reference replays use test
 agents, so they measure the engine, the link model and the contact generation, not the
@@ -13,6 +20,7 @@ peak RSS (``ru_maxrss``) is its own.
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import resource
@@ -25,7 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from meshmsg.sim.api import run_scenario  # noqa: E402 - after the path is set
+from meshmsg.config import PROLOGUE  # noqa: E402 - after the path is set
+from meshmsg.core.noise import NoiseHandshake, StaticKey  # noqa: E402
+from meshmsg.sim.api import run_scenario  # noqa: E402
 from meshmsg.sim.mobility import random_waypoint_contacts  # noqa: E402
 from meshmsg.sim.scenario import load_scenario  # noqa: E402
 
@@ -44,6 +54,52 @@ def reference(policy: str, agent: str) -> dict[str, object]:
         "delivery_prob": round(r.stats.delivery_prob, 4),
         "wall_s": round(r.wall_s, 2),
         "sim_s_per_wall_s": round(r.sim_s_per_wall_s),
+    }
+
+
+def handshake_s(rounds: int = 5, per_round: int = 300) -> float:
+    """Median seconds of one Noise XX handshake, both sides, as a Node runs it."""
+    keys = [StaticKey(bytes([i + 1]) * 32) for i in range(2)]
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for n in range(per_round):
+            sides = [
+                NoiseHandshake(initiator=i == 0, static_private=keys[i], prologue=PROLOGUE,
+                               ephemeral_private=(n % 250 + 1).to_bytes(1, "big") * 32)
+                for i in range(2)
+            ]  # fmt: skip
+            writer = 0
+            while not (sides[0].finished and sides[1].finished):
+                sides[1 - writer].read_message(sides[writer].write_message(b""))
+                writer = 1 - writer
+        times.append((time.perf_counter() - start) / per_round)
+    return sorted(times)[len(times) // 2]
+
+
+def core_reference(policy: str) -> dict[str, object]:
+    """The real core on the 12 h reference trace, next to the handshake floor."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        r = run_scenario(REFERENCE, Path(out), overrides=[
+            f'routing.policy="{policy}"', "output.plots=false",
+        ])  # fmt: skip
+    total = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    contacts = r.extras["contacts"]
+    floor = r.sim_s_per_wall_s * r.wall_s / (contacts * handshake_s())
+    return {
+        "run": f"reference 12 h, {policy}, core",
+        "delivered": r.stats.delivered,
+        "delivery_prob": round(r.stats.delivery_prob, 4),
+        "contacts": contacts,
+        "wall_s": round(r.wall_s, 1),
+        "total_s": round(total, 1),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        "sim_s_per_wall_s": round(r.sim_s_per_wall_s),
+        "handshake_floor": round(floor),
+        "of_floor": round(r.sim_s_per_wall_s / floor, 3),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024),
     }
 
 
@@ -99,7 +155,7 @@ def isolated(task: Callable[[], dict[str, object]]) -> dict[str, object]:
 
 
 def main() -> None:
-    which = sys.argv[1:] or ["reference", "relay", "rwp"]
+    which = sys.argv[1:] or ["reference", "relay", "rwp", "core"]
     results = []
     if "reference" in which:
         results.append(reference("direct", "tests.sim.fakes:DirectFactory"))
@@ -110,6 +166,12 @@ def main() -> None:
         results.append(rwp_contacts_only())
         results.append(isolated(rwp_core))
         results.append(isolated(rwp_agent))
+    if "core" in which:
+        policies = [w for w in which if w not in ("core", "reference", "relay", "rwp")]
+        results.extend(
+            isolated(functools.partial(core_reference, policy))
+            for policy in policies or ["spray-and-wait", "epidemic"]
+        )
     for r in results:
         print(json.dumps(r))
 

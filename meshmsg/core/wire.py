@@ -10,12 +10,16 @@ can be encoded one by one and joined, and a batch's length is the sum of its rec
 The accepted subset of CBOR is small on purpose: unsigned and negative integers, byte strings,
 UTF-8 text strings, arrays, ``true``/``false`` and ``null``, always with definite lengths and the
 shortest encoding of every integer and length. Nothing else: no tags, no floats, no maps, no
-simple values, no ``undefined``. In that subset the encoding of a value is unique, which we
-check by re-encoding everything we decoded and comparing it with the bytes received.
+simple values, no ``undefined``. In that subset the encoding of a value is unique, which the
+strict decoder checks by re-encoding everything it decoded and comparing it with the bytes
+received, and the fast decoder by accepting only the shortest head for every item.
 
-Encoding never calls cbor2: :mod:`meshmsg.core.wirefast` writes the bytes itself.
+Encoding and, for frames that are exactly canonical, decoding take the fast paths of
+:mod:`meshmsg.core.wirefast` (plain Python over bytes, no cbor2). The fast decoder accepts only
+frames this module's strict decoder accepts, with the same result; it gives up on anything
+else, and the strict decoder below decides, so every rejection and its reason come from here.
 
-Decoding is two layers. cbor2 (Rust) parses bytes into Python values under hard limits:
+The strict decoder is two layers. cbor2 (Rust) parses bytes into Python values under hard limits:
 ``max_depth``, no indefinite lengths, no duplicate map keys, every tag refused at its head (a
 ``semantic_decoders`` mapping that refuses every tag number, so none of cbor2's built-in tag
 decoders, such as regex compilation, shared references or bignums, ever runs), every map refused
@@ -48,7 +52,7 @@ from typing import IO, Final, cast
 import cbor2
 
 from meshmsg.config import WireLimits
-from meshmsg.core.wirefast import write_record
+from meshmsg.core.wirefast import TopLevel, read_frame, write_record
 from meshmsg.core.wirespec import (
     CBOR_INT_MIN,
     MAX_TYPE_CODE,
@@ -114,7 +118,7 @@ class RecordRegistry:
     Build one per protocol version from a list of record classes; combine with :meth:`extend`.
     """
 
-    __slots__ = ("_by_code",)
+    __slots__ = ("_by_code", "_fast")
 
     def __init__(self, record_classes: Iterable[type[Record]]) -> None:
         by_code: dict[int, RecordSchema] = {}
@@ -130,6 +134,8 @@ class RecordRegistry:
         self._by_code: Final[dict[int, RecordSchema]] = dict(
             sorted(by_code.items())
         )  # never mutated
+        # The same records prepared for the fast decoder; also never mutated.
+        self._fast: Final = {code: TopLevel(schema) for code, schema in by_code.items()}
 
     def extend(self, record_classes: Iterable[type[Record]]) -> RecordRegistry:
         """Return a new registry with these record classes added."""
@@ -236,7 +242,18 @@ def decode_records(data: bytes, registry: RecordRegistry, limits: WireLimits) ->
         raise DecodeError("empty frame: a frame carries at least one record")
     if len(data) > limits.max_plaintext_bytes:
         raise too_large(f"frame plaintext of {len(data)} bytes", limits.max_plaintext_bytes)
-    data = bytes(data)  # no copy for bytes; the cursor needs an immutable object
+    data = bytes(data)  # no copy for bytes; both paths need an immutable object
+    fast = read_frame(data, registry._fast, limits)
+    if fast is not None:  # every record known and exactly canonical: the strict path agrees
+        return cast("list[Record]", fast)
+    return _decode_strict(data, registry, limits)
+
+
+def _decode_strict(data: bytes, registry: RecordRegistry, limits: WireLimits) -> list[Record]:
+    """The reference decoder (cbor2, then the field specs) for a non-empty frame in bounds.
+
+    It decides every frame the fast path gives up on, so every rejection comes from here.
+    """
     first = _loads(data, limits)
     records: list[Record] = []
     rec = _to_record(first, 0, registry, limits)

@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import meshmsg.core.records
+import meshmsg.core.wire as wire_module
 from meshmsg.config import WireLimits
 from meshmsg.core.framing import FrameReader
 from meshmsg.core.records import Ping
@@ -37,6 +38,7 @@ from meshmsg.core.wire import (
     encode_records,
     schema_of,
 )
+from meshmsg.core.wirefast import read_frame
 from meshmsg.errors import DecodeError, LocalProtocolError
 from tests.core.wire_samples import SAMPLE_RECORDS
 
@@ -162,10 +164,105 @@ def test_damaged_frames_raise_only_decode_error(data: bytes) -> None:
     assert_accepted_records_are_canonical(data, records)
 
 
+# --- The fast paths agree with the reference (cbor2 and the field specs) ------------------------
+
+
 @given(any_record)
 def test_the_encoder_writes_what_cbor2_writes(rec: Record) -> None:
     wire_form = schema_of(type(rec)).to_wire(rec, with_code=True)
     assert encode_record(rec) == cbor2.dumps(wire_form)
+
+
+def heads(data: bytes) -> list[tuple[int, int, int]]:
+    """(offset, major type, argument) of every head in a frame of our subset (RFC 8949 §3)."""
+    found: list[tuple[int, int, int]] = []
+
+    def item(pos: int) -> int:
+        major, info = data[pos] >> 5, data[pos] & 0x1F
+        if major == 7:  # false, true, null: no argument
+            return pos + 1
+        width = 0 if info < 24 else 1 << (info - 24)
+        argument = info if width == 0 else int.from_bytes(data[pos + 1 : pos + 1 + width])
+        found.append((pos, major, argument))
+        pos += 1 + width
+        if major in (2, 3):
+            return pos + argument
+        for _ in range(argument if major == 4 else 0):
+            pos = item(pos)
+        return pos
+
+    pos = 0
+    while pos < len(data):
+        pos = item(pos)
+    return found
+
+
+@st.composite
+def widened_heads(draw: st.DrawFn) -> bytes:
+    """A valid frame with one head (integer, length, count or type code) written too wide."""
+    data = encode_records(draw(st.lists(any_record, min_size=1, max_size=4)))
+    widenable = [h for h in heads(data) if h[2] < 2**32]  # an 8-byte argument is widest
+    offset, major, argument = draw(st.sampled_from(widenable))
+    shortest = cbor_head(major, argument)
+    width = draw(st.sampled_from([w for w in (1, 2, 4, 8) if 1 + w > len(shortest)]))
+    return data[:offset] + cbor_head(major, argument, width) + data[offset + len(shortest) :]
+
+
+LIMITS_TO_TRY = [
+    LIMITS,
+    WireLimits(max_records_per_frame=2),
+    WireLimits(max_container_items=3),
+    WireLimits(max_string_bytes=8),
+    WireLimits(max_cbor_depth=1),
+    WireLimits(max_cbor_depth=2),
+]
+
+
+def assert_fast_agrees_with_strict(data: bytes, limits: WireLimits) -> list[Record] | None:
+    """If the fast decoder accepts ``data``, the strict one accepts it too, with equal records."""
+    fast = read_frame(data, REGISTRY._fast, limits)
+    if fast is None or not data or len(data) > limits.max_plaintext_bytes:
+        return None  # decode_records checks these two before either decoder runs
+    assert wire_module._decode_strict(data, REGISTRY, limits) == fast
+    return cast("list[Record]", fast)
+
+
+@given(st.lists(any_record, min_size=1, max_size=6), st.sampled_from(LIMITS_TO_TRY))
+def test_fast_decoder_takes_valid_frames_and_agrees(
+    records: list[Record], limits: WireLimits
+) -> None:
+    data = encode_records(records)
+    decoded = assert_fast_agrees_with_strict(data, limits)
+    if limits == LIMITS:  # the common case must not fall back, or the speed is lost
+        assert decoded == records
+
+
+@given(mutated_frames() | st.binary(max_size=200), st.sampled_from(LIMITS_TO_TRY))
+def test_fast_decoder_accepts_only_what_the_strict_one_accepts(
+    data: bytes, limits: WireLimits
+) -> None:
+    assert_fast_agrees_with_strict(data, limits)
+
+
+@given(widened_heads())
+def test_both_decoders_refuse_a_head_that_is_not_the_shortest(data: bytes) -> None:
+    assert read_frame(data, REGISTRY._fast, LIMITS) is None
+    with pytest.raises(DecodeError):
+        decode_records(data, REGISTRY, LIMITS)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        "821871 80 05",  # Wrapper's nested Ping with no field, its nonce after it: still refused
+        "821871 82 05 05",  # the nested Ping with one field too many
+    ],
+)
+def test_both_decoders_refuse_a_nested_record_with_the_wrong_field_count(frame: str) -> None:
+    data = bytes.fromhex(frame)
+    assert read_frame(data, REGISTRY._fast, LIMITS) is None
+    with pytest.raises(DecodeError):
+        decode_records(data, REGISTRY, LIMITS)
 
 
 def cbor_head(major: int, argument: int, extra_bytes: int | None = None) -> bytes:

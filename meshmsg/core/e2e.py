@@ -735,6 +735,16 @@ class ContactChannel:
         for tag, e in self._expired.items():
             self._index.put(tag, self._entry(e.epoch, e.period, e.counter, MatchKind.EXPIRED))
 
+    def openable_tags(self) -> list[bytes]:
+        """Tags of every counter this channel may still open: each window and each skipped
+        counter (a few dozen; some may already be RECEIVED, so check the index)."""
+        tags: list[bytes] = []
+        for epoch in self._recv.values():
+            for slot in epoch.slots.values():
+                tags += slot.tags
+                tags += slot.skipped.values()
+        return tags
+
     def register(self, index: TagIndex, peer_id: bytes) -> None:
         """Attach the channel to the node-wide ``index`` under ``peer_id``.
 

@@ -287,7 +287,7 @@ class Exchange:
         node.persist([codec.channel_record(contact.peer_id, channel)])
         node.channel_installed(contact, healed=healed)
         self.seal_waiting(contact, now)
-        self._check_store_for_new_tags(now)
+        self._check_store_for_new_tags(channel, now)
 
     def seal_waiting(self, contact: Contact, now: float) -> None:
         """Seal the messages that waited for pairing or for a key exchange to end."""
@@ -302,12 +302,13 @@ class Exchange:
                     return
                 self._seal_text(contact, message, now)
 
-    def _check_store_for_new_tags(self, now: float) -> None:
+    def _check_store_for_new_tags(self, channel: ContactChannel, now: float) -> None:
         """Envelopes we carry may be ours under keys we just derived: take them."""
         node = self.node
-        # Probe the index with the store's distinct tags (cheap) and look closer only at hits:
-        # this runs at every pairing and heal, against stores of thousands of envelopes.
-        for tag in node.tags.live_among(node.store.tags()):
+        # Only this channel's tags can have become ours (every other tag was checked when its
+        # envelope arrived): a few dozen probes of the store instead of one per stored item,
+        # at every pairing and heal, against stores of thousands of envelopes.
+        for tag in channel.openable_tags():
             for item in node.store.with_tag(tag):
                 match = node.tags.lookup(item.tag)  # again: opening one may have used the tag
                 if match is not None and match.kind is MatchKind.LIVE and item.tier is not Tier.OWN:
@@ -366,7 +367,7 @@ class Exchange:
         # Oldest first: one sender's mail then arrives in counter order, which keeps it inside
         # the recipient's tag window (a recipient recognises only tag_window counters ahead).
         offered.sort(key=lambda i: i.seq)
-        entries = [OfferEntry(envelope_id=i.envelope_id, tag=i.tag) for i in offered]
+        entries = [self._offer_entry(i) for i in offered]
         max_items = node.config.wire.max_container_items
         for start in range(0, len(entries), max_items):
             batch = tuple(entries[start : start + max_items])
@@ -374,6 +375,15 @@ class Exchange:
             node.transmit(session, [Offer(entries=batch)])
         if purges:
             node.transmit(session, purges)
+
+    @staticmethod
+    def _offer_entry(item: StoreItem) -> OfferEntry:
+        """The item's entry in Offers, built once: Spray-and-Wait offers a waiting copy to
+        every peer it meets, and building (validating) the record each time showed in
+        profiles."""
+        if item.offer_entry is None:
+            item.offer_entry = OfferEntry(envelope_id=item.envelope_id, tag=item.tag)
+        return item.offer_entry
 
     def offer_new(self, item: StoreItem) -> None:
         """A new item became durable: offer it to every synced link but the one it came from."""

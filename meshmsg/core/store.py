@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from meshmsg.config import StoreConfig
+from meshmsg.core.records import OfferEntry
 
 
 class Tier(enum.IntEnum):
@@ -61,6 +62,8 @@ class StoreItem:
     received_at: float
     route_hint: bytes | None = None
     seq: int = field(default=0)  # arrival order: deterministic oldest-first eviction
+    # The Offer entry (id, tag) for this item, built on first use (Exchange._offer_entry).
+    offer_entry: OfferEntry | None = field(default=None, compare=False, repr=False)
 
     @property
     def size(self) -> int:
@@ -109,10 +112,6 @@ class RelayStore:
     def with_tag(self, tag: bytes) -> list[StoreItem]:
         """Items whose outer tag is ``tag`` (normally one; a forger may add more)."""
         return [self._items[i] for i in self._by_tag.get(tag, {})]
-
-    def tags(self) -> list[bytes]:
-        """The distinct outer tags of the items held, in order of first arrival."""
-        return list(self._by_tag)
 
     def items(self) -> Iterator[StoreItem]:
         """Items in arrival order (oldest first)."""

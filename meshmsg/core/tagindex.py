@@ -14,7 +14,6 @@ late mail) does not weaken forward secrecy.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from meshmsg.config import MessageLimits
@@ -68,11 +67,6 @@ class TagIndex:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    def live_among(self, tags: Iterable[bytes]) -> list[bytes]:
-        """Those of ``tags`` that are LIVE here (a dict probe each: no Match is built)."""
-        entries, live = self._entries, MatchKind.LIVE
-        return [t for t in tags if (e := entries.get(t)) is not None and e[4] is live]
 
     def count(self, peer_id: bytes) -> int:
         """Entries held for one contact."""

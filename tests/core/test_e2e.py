@@ -651,3 +651,21 @@ def test_the_tag_index_bounds_contacts_and_forgets_them(rng: SeededRng) -> None:
     index.forget_contact(b"alice")
     assert len(index) == 0
     assert index.lookup(send(alice, b"x", T0, rng).tag) is None
+
+
+def test_openable_tags_are_exactly_the_live_tags_of_the_channel(rng: SeededRng) -> None:
+    """What Exchange probes the store with after a heal: every LIVE tag, skipped ones too."""
+    limits = MessageLimits(tag_window=8, max_skipped_per_period=4)
+    alice, bob = make_pair(rng, limits=limits)
+    sealed = [alice.channel.seal(f"{i}".encode(), T0, 60, rng) for i in range(8)]
+    for s in sealed[2:]:  # counters 0 and 1 are overtaken: skipped, still openable
+        assert isinstance(bob.open(s.envelope, T0), Opened)
+
+    def live() -> set[bytes]:
+        tags = set(bob.channel.openable_tags())
+        return {t for t in tags if (m := bob.index.lookup(t)) and m.kind is MatchKind.LIVE}
+
+    every_live = {t for t, e in bob.index.entries_of(b"alice") if e[4] is MatchKind.LIVE}
+    assert live() == every_live
+    assert {sealed[0].tag, sealed[1].tag} <= live()
+    assert not {s.tag for s in sealed[2:]} & live()  # received: no longer LIVE

@@ -446,6 +446,8 @@ class Exchange:
         batch: list[Record] = []
         for item, copies, to_recipient in transfers:
             session.in_flight[item.envelope_id] = InFlight(copies=copies, to_recipient=to_recipient)
+            if not to_recipient:
+                item.reserved += copies  # until custody, refusal or the link's end
             batch.append(
                 Transfer(
                     envelope=item.envelope,
@@ -523,10 +525,10 @@ class Exchange:
     ) -> None:
         node = self.node
         for env_id in refused:
-            session.in_flight.pop(env_id, None)
+            self._land(session, env_id)
         delivered = False
         for env_id in accepted:
-            flight = session.in_flight.pop(env_id, None)
+            flight = self._land(session, env_id)
             if flight is None:
                 raise RemoteProtocolError("custody for an envelope we did not send")
             session.peer_has.add(env_id)
@@ -551,6 +553,14 @@ class Exchange:
             again = list(session.declined)
             session.declined.clear()
             self.offer(session, again)
+
+    def _land(self, session: PeerSession, env_id: bytes) -> InFlight | None:
+        """The transfer of ``env_id`` on this link is over: release its reserved copies."""
+        flight = session.in_flight.pop(env_id, None)
+        item = self.node.store.get(env_id)
+        if flight is not None and item is not None and not flight.to_recipient:
+            item.reserved = max(0, item.reserved - flight.copies)  # the item may be a newer copy
+        return flight
 
     # ====================================================== mail for us
 
@@ -937,7 +947,8 @@ class Exchange:
             contact.exchanging = False  # the exchange died with the link
             self.seal_waiting(contact, now)
         session.reconciler = None
-        session.in_flight.clear()
+        for env_id in list(session.in_flight):
+            self._land(session, env_id)
         session.offered.clear()
         session.offer_batches.clear()
         session.declined.clear()

@@ -94,11 +94,13 @@ class Router:
             case "epidemic":
                 return 1
             case "spray-and-wait":
-                if item.copies <= 1:
+                # Copies promised to transfers still in flight are not ours to give again.
+                available = item.copies - item.reserved
+                if available <= 1:
                     return 0
                 # Binary: the receiver gets floor(n/2), as in Spyropoulos et al. and the ONE
                 # since 2017 (akeranen/the-one#44); its 1.6.0 release had the halves swapped.
-                return item.copies // 2 if self.config.binary else 1
+                return available // 2 if self.config.binary else 1
             case _:  # prophet
                 if item.route_hint is None:
                     return 0
@@ -110,10 +112,11 @@ class Router:
         """Copies left with us after the peer took custody of ``given`` copies."""
         if to_recipient and self.config.drop_after_delivery:
             return 0
-        if self.policy == "spray-and-wait":
-            # The ONE reduces copies on every completed transfer, to the recipient too.
+        if self.policy != "spray-and-wait":
+            return item.copies
+        if to_recipient:  # the ONE reduces copies on every completed transfer, this one too
             return (item.copies + 1) // 2 if self.config.binary else item.copies - given
-        return item.copies
+        return item.copies - given  # binary: ceil(n/2) when floor(n/2) went
 
     def order_for(self, items: Iterable[StoreItem], peer: PeerRouting) -> list[StoreItem]:
         """Order candidate items for a peer: PRoPHET best-first (GRTRMax), others FIFO."""

@@ -95,3 +95,15 @@ def test_route_id_is_stable_and_short() -> None:
 def test_unknown_policy_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown routing policy"):
         router("flooding")
+
+
+@pytest.mark.parametrize(
+    ("copies", "reserved", "give"), [(6, 0, 3), (6, 3, 1), (6, 4, 1), (6, 5, 0)]
+)
+def test_copies_in_flight_are_not_given_twice(copies: int, reserved: int, give: int) -> None:
+    it = item(copies)
+    it.reserved = reserved
+    assert router("spray-and-wait").copies_to_give(it, PEER, now=0) == give
+    # What a peer took custody of leaves with it; the rest stays (conservation).
+    if give:
+        assert router("spray-and-wait").copies_kept(it, give, to_recipient=False) == copies - give

@@ -101,3 +101,27 @@ def test_records_are_kept_when_a_node_can_restart(
     tmp_path: Path, faults: dict[str, object], expected: bool
 ) -> None:
     assert restarts_possible(chain(tmp_path, "one", "direct", faults=faults)) is expected
+
+
+def test_spray_and_wait_keeps_its_copy_budget_over_simultaneous_links(tmp_path: Path) -> None:
+    """Eight peers link to the source at once: it must still hand out only L - 1 copies.
+
+    Before copies in flight were reserved, each link's sync saw all six copies and the source
+    gave three to every peer (in an office LAN, Spray-and-Wait became Epidemic).
+    """
+    ups = "".join(f"10.0 CONN 0 {peer} up\n" for peer in range(1, 9))
+    (tmp_path / "c.txt").write_text(ups)
+    (tmp_path / "m.txt").write_text("1.0 C M1 n0 n9 500\n")  # n9 never shows up
+    table: dict[str, object] = {
+        "run": {"name": "budget", "duration_s": 60.0, "mode": "messenger", "agent": "core"},
+        "nodes": {"count": 10, "ttl_s": 3600.0},
+        "routing": {"policy": "spray-and-wait", "copies": 6, "binary": True},
+        "contacts": {"source": "trace", "trace": "c.txt"},
+        "traffic": {"source": "trace", "trace": "m.txt"},
+        "output": {"plots": False},
+    }
+    result = run_scenario(scenario_from_dict(table, base_dir=tmp_path), tmp_path / "out")
+    assert result.violations == ()
+    assert result.stats.delivered == 0
+    # 6 copies: the source keeps at least one, so at most 5 peers received one each.
+    assert 1 <= result.stats.relayed <= 5

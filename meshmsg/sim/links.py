@@ -47,10 +47,11 @@ class LinkParams:
 class Frame:
     """One ``Transmit``: its bytes and the envelope transfers inside."""
 
-    __slots__ = ("data", "envelopes", "started_at", "unit_due", "units_left")
+    __slots__ = ("altered", "data", "envelopes", "started_at", "unit_due", "units_left")
 
     def __init__(self, data: bytes, envelopes: int) -> None:
         self.data = data
+        self.altered = False  # the link changed the bytes on the way (corruption)
         self.envelopes = envelopes
         self.started_at: float | None = None
         self.units_left = max(envelopes, 1)
@@ -145,6 +146,7 @@ class MessengerLinks:
             arrival += p.retransmit_s
         if p.corrupt_prob > 0.0 and frame.data and self._rng.random() < p.corrupt_prob:
             frame.data = _flip_byte(frame.data, self._rng)
+            frame.altered = True
         arrival = max(arrival, d.last_arrival)
         d.last_arrival = arrival
         frame.started_at = start

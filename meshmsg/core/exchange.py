@@ -590,6 +590,7 @@ class Exchange:
             self._report_consumed(match.peer_id, consumed, now)
 
         node.persist(consumed.puts, then=committed)
+        self._after_open(match, now)
 
     def _open_stored(self, item: StoreItem, match: Match, now: float) -> None:
         """An envelope we carried turned out to be ours (its tag became known later)."""
@@ -602,6 +603,17 @@ class Exchange:
                 consumed.puts,
                 then=lambda at: self._report_consumed(match.peer_id, consumed, at),
             )
+            self._after_open(match, now)
+
+    def _after_open(self, match: Match, now: float) -> None:
+        """Opening a counter may have slid the contact's window over mail we carry: take it.
+
+        Only after the opened envelope's own Persist: a nested open persists a newer channel
+        state, which must not be overwritten by this older one.
+        """
+        contact = self.node.contacts.get(match.peer_id)
+        if match.kind is MatchKind.LIVE and contact is not None and contact.channel is not None:
+            self._check_store_for_new_tags(contact.channel, now)
 
     def _consume(
         self, envelope: Envelope, match: Match, hops: int, now: float

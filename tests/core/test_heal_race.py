@@ -1,10 +1,14 @@
-"""A heal race: mail sealed in the new epoch reaches the recipient, through a relay, before the
-sender's key share does. The recipient carries it as a relay and opens it once it heals."""
+"""Mail for us that we first carried as a relay, because its tag was not yet known: sealed in
+a new epoch that outran the sender's key share, or beyond the tag window when it arrived."""
 
 from __future__ import annotations
 
+import dataclasses
+
+from meshmsg.config import NodeConfig
 from meshmsg.core.effects import Transmit
 from meshmsg.core.events import EnvelopeAccepted, MessageReceived
+from tests.core.node_tools import AttackMesh, own_envelopes
 from tests.helpers import Mesh
 
 
@@ -67,3 +71,27 @@ def test_mail_of_the_new_epoch_that_outruns_the_key_share_is_opened_at_the_heal(
     mesh.release()  # Alice's share arrives: Bob heals and finds the mail in his own store
     received = mesh.of_type("bob", MessageReceived)
     assert [(r.message_id, r.body) for r in received] == [(message_id, "fresh keys")]
+
+
+def test_mail_carried_before_the_window_reached_it_opens_when_the_window_slides() -> None:
+    """Counters 4 and 5 arrive first, from a relay, outside Bob's window of 4: he carries them.
+    Counters 0-3 then slide the window over them: he must open them from his store at once,
+    not at some later meeting (another copy would be 'had' and never taken again)."""
+    base = NodeConfig()
+    config = base.replace(message=dataclasses.replace(base.message, tag_window=4))
+    mesh = AttackMesh(["alice", "bob"], config=config)
+    mesh.befriend("alice", "bob", pair=True)
+    mesh.stop("bob")
+    sent = [
+        mesh.nodes["alice"].send_message(mesh.peer_id("bob"), f"note {i}", now=mesh.now)
+        for i in range(6)
+    ]
+    envelopes = own_envelopes(mesh.nodes["alice"])  # sealed in counter order
+    assert len(envelopes) == 6
+    mesh.start("bob")
+    relay = mesh.inject("bob", mesh.stranger("relay"))
+    relay.transfer(envelopes[4:])
+    assert not mesh.of_type("bob", MessageReceived)  # beyond the window: carried, not opened
+    relay.transfer(envelopes[:4])
+    received = {r.message_id for r in mesh.of_type("bob", MessageReceived)}
+    assert received == set(sent)

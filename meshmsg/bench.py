@@ -961,7 +961,7 @@ def relay_store_memory(ctx: Context) -> Figures:
     """Python heap of a relay store and its sync index holding 100,000 envelopes, as a node
     holds them (``RelayStore`` + ``ItemSet``); the quick run measures 10,000 and scales."""
     from meshmsg.config import StoreConfig
-    from meshmsg.core.reconcile import ItemSet
+    from meshmsg.core.itemset import ItemSet
     from meshmsg.core.store import RelayStore, StoreItem, Tier
 
     count = ctx.size(STORE_ITEMS, 10_000, 1_000)

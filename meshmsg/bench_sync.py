@@ -1,6 +1,6 @@
 """Set reconciliation benchmark: bytes, round trips and time of one session, in memory.
 
-Two :class:`~meshmsg.core.reconcile.ItemSet` stores are built from a seed, a session runs between
+Two :class:`~meshmsg.core.itemset.ItemSet` stores are built from a seed, a session runs between
 two :class:`~meshmsg.core.reconcile.Reconciler` objects by handing each message to the other side,
 and the result is checked against the true set difference. Numbers and their reading are in
 docs/protocol/sync.md.
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshmsg.config import SyncConfig
-from meshmsg.core.reconcile import ID_BYTES, SALT_BYTES, ItemSet, Reconciler
+from meshmsg.core.itemset import ID_BYTES, ItemSet
+from meshmsg.core.reconcile import SALT_BYTES, Reconciler
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

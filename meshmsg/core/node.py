@@ -60,9 +60,9 @@ from meshmsg.core.events import (
 )
 from meshmsg.core.exchange import Exchange
 from meshmsg.core.identity import ContactCard, Identity
+from meshmsg.core.itemset import ItemSet
 from meshmsg.core.link import Link, LinkState, PeerHandshake, PeerVerdict
 from meshmsg.core.noise import StaticKey
-from meshmsg.core.reconcile import ItemSet
 from meshmsg.core.records import SESSION_RECORDS, Hello, IdentityProof
 from meshmsg.core.rng import Rng
 from meshmsg.core.routing import make_router, route_id

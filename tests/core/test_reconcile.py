@@ -9,7 +9,8 @@ import pytest
 
 from meshmsg.bench_sync import SessionResult, run_session
 from meshmsg.config import SyncConfig
-from meshmsg.core.reconcile import ItemSet, Reconciler
+from meshmsg.core.itemset import ItemSet
+from meshmsg.core.reconcile import Reconciler
 from meshmsg.errors import CloseReason, ConfigError, DecodeError, LocalProtocolError
 
 SALT = bytes(range(16))

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from meshmsg.bench_sync import SessionResult, run_session
 from meshmsg.config import SyncConfig
-from meshmsg.core.reconcile import ItemSet, Reconciler, _Reader
+from meshmsg.core.itemset import ItemSet
+from meshmsg.core.reconcile import Reconciler, _Reader
 from meshmsg.errors import DecodeError
 
 # Ids from a few shared prefixes as well as uniform ones, so that small sets still reach deep

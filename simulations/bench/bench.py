@@ -24,6 +24,7 @@ import functools
 import json
 import multiprocessing
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -33,8 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from meshmsg.config import PROLOGUE  # noqa: E402 - after the path is set
-from meshmsg.core.noise import NoiseHandshake, StaticKey  # noqa: E402
+from meshmsg.net.measure import noise_handshake_rate  # noqa: E402 - after the path is set
 from meshmsg.sim.api import run_scenario  # noqa: E402
 from meshmsg.sim.mobility import random_waypoint_contacts  # noqa: E402
 from meshmsg.sim.scenario import load_scenario  # noqa: E402
@@ -57,24 +57,9 @@ def reference(policy: str, agent: str) -> dict[str, object]:
     }
 
 
-def handshake_s(rounds: int = 5, per_round: int = 300) -> float:
-    """Median seconds of one Noise XX handshake, both sides, as a Node runs it."""
-    keys = [StaticKey(bytes([i + 1]) * 32) for i in range(2)]
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for n in range(per_round):
-            sides = [
-                NoiseHandshake(initiator=i == 0, static_private=keys[i], prologue=PROLOGUE,
-                               ephemeral_private=(n % 250 + 1).to_bytes(1, "big") * 32)
-                for i in range(2)
-            ]  # fmt: skip
-            writer = 0
-            while not (sides[0].finished and sides[1].finished):
-                sides[1 - writer].read_message(sides[writer].write_message(b""))
-                writer = 1 - writer
-        times.append((time.perf_counter() - start) / per_round)
-    return sorted(times)[len(times) // 2]
+def handshake_s(rounds: int = 5) -> float:
+    """Median seconds of one Noise XX handshake, both sides, static keys prepared as a Node's."""
+    return statistics.median(1.0 / noise_handshake_rate(prepared=True) for _ in range(rounds))
 
 
 def core_reference(policy: str) -> dict[str, object]:

@@ -24,6 +24,7 @@ def check(result: dict[str, float], repeats: int) -> None:
 def test_in_process_limits_are_positive() -> None:
     assert noise_transport_rate(payload_bytes=64, batch=4) > 0
     assert noise_handshake_rate() > 0
+    assert noise_handshake_rate(prepared=True) > 0
 
 
 @pytest.mark.slow  # starts a child process

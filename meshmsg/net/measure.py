@@ -110,10 +110,8 @@ def noise_handshake_rate(*, prepared: bool = False) -> float:
     ``prepared``: static keys prepared once (:class:`StaticKey`), as a Node holds its own.
     """
     rng = SystemRng()
-    static_i: bytes | StaticKey = rng.randbytes(32)
-    static_r: bytes | StaticKey = rng.randbytes(32)
-    if prepared:
-        static_i, static_r = StaticKey(static_i), StaticKey(static_r)
+    keys = rng.randbytes(32), rng.randbytes(32)
+    static_i, static_r = (StaticKey(k) for k in keys) if prepared else keys
     done = 0
     start = time.perf_counter()
     while (elapsed := time.perf_counter() - start) < LIMIT_MIN_S:

@@ -1,6 +1,6 @@
 """``python -m meshmsg``: the same as the ``meshmsg`` command."""
 
-from meshmsg.cli import main
+from meshmsg.app.cli import main
 
 if __name__ == "__main__":
     main()

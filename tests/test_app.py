@@ -1,4 +1,4 @@
-"""Settings from config.toml, init and unlock, the daemon lock (meshmsg/app.py)."""
+"""Settings from config.toml, init and unlock, the daemon lock (meshmsg/app/datadir.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from meshmsg.app import Settings, daemon_lock, daemon_running, init_data_dir, unlock
+from meshmsg.app.datadir import Settings, daemon_lock, daemon_running, init_data_dir, unlock
 from meshmsg.errors import ConfigError, KeystoreError
 from meshmsg.net.storage import DataDir
 

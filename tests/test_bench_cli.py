@@ -22,8 +22,8 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from meshmsg import bench
-from meshmsg.bench import (
+from meshmsg.bench import suite as bench
+from meshmsg.bench.suite import (
     MEASURES,
     Blocked,
     Condition,

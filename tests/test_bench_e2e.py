@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshmsg.bench_e2e import measure_seal_open, measure_tag_index
+from meshmsg.bench.e2e import measure_seal_open, measure_tag_index
 
 
 def test_measure_seal_open_reports_both_rates_and_their_ratio() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from meshmsg.bench_storage import measure_durable_submits
+from meshmsg.bench.storage import measure_durable_submits
 
 
 def test_measure_durable_submits_reports_consistent_rates(tmp_path: Path) -> None:

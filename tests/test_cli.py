@@ -15,10 +15,10 @@ import pytest
 import trio
 from click.testing import CliRunner, Result
 
-from meshmsg.app import Settings, unlock
-from meshmsg.cli import cli, resolve_contact
+from meshmsg.app.cli import cli, resolve_contact
+from meshmsg.app.daemon import run_daemon
+from meshmsg.app.datadir import Settings, unlock
 from meshmsg.errors import LocalProtocolError
-from meshmsg.net.daemon import run_daemon
 from meshmsg.net.storage import DataDir
 
 PASSPHRASE = "a long test passphrase"

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from meshmsg.demo import BUDGET_S
+from meshmsg.app.demo import BUDGET_S
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,11 +15,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from meshmsg import keystore
-from meshmsg.config import KEYSTORE_MAX_MEM_LIMIT, KEYSTORE_MAX_OPS_LIMIT
-from meshmsg.core.identity import Identity
-from meshmsg.errors import KeystoreError
-from meshmsg.keystore import (
+from meshmsg.app import keystore
+from meshmsg.app.keystore import (
     create_key_file,
     load_key_file,
     load_keystore,
@@ -29,6 +26,9 @@ from meshmsg.keystore import (
     seal_keystore,
     seal_keystore_with_key,
 )
+from meshmsg.config import KEYSTORE_MAX_MEM_LIMIT, KEYSTORE_MAX_OPS_LIMIT
+from meshmsg.core.identity import Identity
+from meshmsg.errors import KeystoreError
 from meshmsg.sim.rng import SeededRng
 
 MIN_OPS: int = argon2id.OPSLIMIT_MIN  # tests use the cheapest legal Argon2id
@@ -256,7 +256,7 @@ def test_key_file_is_created_0600_and_loads_with_a_warning(
     key = create_key_file(path)
     assert len(key) == 32
     assert mode_of(path) == 0o600
-    with caplog.at_level(logging.WARNING, logger="meshmsg.keystore"):
+    with caplog.at_level(logging.WARNING, logger="meshmsg.app.keystore"):
         assert load_key_file(path) == key
     assert "key-file mode" in caplog.text
     assert str(path) in caplog.text

@@ -9,9 +9,9 @@ import segno
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meshmsg.app.qr import matrix, render_png, render_svg, render_terminal
 from meshmsg.core.identity import Identity, encode_contact_code, safety_qr_payload
 from meshmsg.errors import InvalidContactCode
-from meshmsg.qr import matrix, render_png, render_svg, render_terminal
 from meshmsg.sim.rng import SeededRng
 
 ALICE = Identity.generate(SeededRng(1, "identity"))

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ import nacl.exceptions
 import nacl.signing
 
 from meshmsg.config import CONTACT_HINT_MAX_BYTES, CONTACT_MAX_HINTS, CONTACT_NAME_MAX_BYTES
+from meshmsg.core.address import HINT, parse_address
 from meshmsg.core.rng import Rng
 from meshmsg.errors import InvalidContactCode, KeystoreError
 
@@ -267,8 +267,6 @@ class Identity:
 _BIDI_CONTROLS: Final = frozenset(
     "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 )
-_LABEL: Final = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-_PORT: Final = re.compile(r"[1-9][0-9]{0,4}")
 
 
 def _check_name(name: str) -> bytes:
@@ -289,28 +287,10 @@ def _check_name(name: str) -> bytes:
 def parse_hint(hint: str) -> tuple[str, int]:
     """Split an address hint ``host:port`` (IPv6 in brackets) into host and port.
 
-    Hosts are DNS names, IPv4 or bracketed IPv6 literals; ports are 1-65535 without leading
-    zeros, so that each address has exactly one spelling.
-
     Raises:
-        InvalidContactCode: anything else, or more than the format's byte limit.
+        InvalidContactCode: anything :data:`~meshmsg.core.address.HINT` refuses.
     """
-    if not hint.isascii() or len(hint) > CONTACT_HINT_MAX_BYTES:
-        raise InvalidContactCode(f"bad hint {hint[:80]!r}: not ASCII or too long")
-    host, sep, port = hint.rpartition(":")
-    if not sep or not _PORT.fullmatch(port) or int(port) > 65_535:
-        raise InvalidContactCode(f"bad hint {hint!r}: expected host:port with port 1-65535")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError as exc:
-            raise InvalidContactCode(f"bad hint {hint!r}: invalid IPv6 address") from exc
-        if "%" in host:  # a scope id means nothing on another machine
-            raise InvalidContactCode(f"bad hint {hint!r}: IPv6 scope ids are not allowed")
-    elif not host or not all(_LABEL.fullmatch(label) for label in host.split(".")):
-        raise InvalidContactCode(f"bad hint {hint!r}: invalid host name")
-    return host, int(port)
+    return parse_address(hint, HINT, InvalidContactCode)
 
 
 def _check_hints(hints: tuple[str, ...]) -> None:

@@ -48,6 +48,7 @@ from zeroconf import Error as ZeroconfError
 from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
 
 from meshmsg.config import PROTOCOL_VERSION, NetConfig
+from meshmsg.core.address import STATIC_PEER, parse_address
 from meshmsg.core.rng import Rng
 from meshmsg.errors import ConfigError, TransportError
 from meshmsg.net.tcp import format_address  # the one spelling of host:port
@@ -61,9 +62,6 @@ INSTANCE_LABEL_BYTES: Final = 8
 # A float rounding guard for the token bucket: without it a wait of 1e-17 s could be rounded
 # away and the hand-out loop would spin without the clock moving.
 _TOKEN_EPSILON: Final = 1e-9
-_HOSTNAME_MAX: Final = 253  # RFC 1035 §2.3.4
-_LABEL: Final = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-_PORT: Final = re.compile(r"[1-9][0-9]{0,4}")
 _IFNAME: Final = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")  # Linux IFNAMSIZ is 16 with the NUL
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -76,39 +74,10 @@ T = TypeVar("T")
 def parse_peer_address(text: str) -> tuple[str, int]:
     """Split a static peer ``host:port`` or ``[v6]:port`` into host and port.
 
-    Hosts are DNS names, dotted IPv4 or bracketed IPv6 (a scope id such as ``%eth0`` is allowed:
-    a static peer is local configuration). Ports are 1-65535 without leading zeros, so that each
-    address has one spelling and duplicates are caught.
-
     Raises:
-        ConfigError: anything else.
+        ConfigError: anything :data:`~meshmsg.core.address.STATIC_PEER` refuses.
     """
-    if not text.isascii() or len(text) > _HOSTNAME_MAX + 8:
-        raise ConfigError(f"bad peer address {text[:80]!r}: not ASCII or too long")
-    host, sep, port = text.rpartition(":")
-    if not sep or not _PORT.fullmatch(port) or int(port) > 65_535:
-        raise ConfigError(f"bad peer address {text!r}: expected host:port with port 1-65535")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError as exc:
-            raise ConfigError(f"bad peer address {text!r}: invalid IPv6 address") from exc
-    elif not _valid_hostname(host):
-        raise ConfigError(f"bad peer address {text!r}: invalid host (IPv6 needs [brackets])")
-    return host, int(port)
-
-
-def _valid_hostname(host: str) -> bool:
-    labels = host.split(".")
-    if not host or len(host) > _HOSTNAME_MAX or not all(_LABEL.fullmatch(x) for x in labels):
-        return False
-    if all(label.isdigit() for label in labels):  # looks like IPv4: must be one
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            return False
-    return True
+    return parse_address(text, STATIC_PEER, ConfigError)
 
 
 def _unscoped(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

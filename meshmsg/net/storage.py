@@ -478,7 +478,7 @@ def _create_private_file(path: Path) -> None:
 class DataDir:
     """The layout of a node's data directory (mode 0700).
 
-    * ``keystore``: the sealed keystore blob, written by ``meshmsg.keystore.save_keystore``. Its
+    * ``keystore``: the sealed keystore blob, written by ``meshmsg.app.keystore.save_keystore``. Its
       secret is the identity record followed by the 32-byte database key (see docs/storage.md).
     * ``keystore.key``: default place of the 0600 key file of unattended relays
       (``keystore.create_key_file``); an operator may keep it on other media instead.

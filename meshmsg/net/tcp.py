@@ -24,44 +24,26 @@ This module knows nothing of the Node: links, half-open accounting and the pump 
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Awaitable, Callable
 
 import trio
 
 from meshmsg.config import NetConfig
+from meshmsg.core import address as address_rules
 from meshmsg.core.effects import LinkId
 from meshmsg.errors import TransportError
 
 
 def parse_address(address: str) -> tuple[str, int]:
-    """Split ``host:port`` or ``[ipv6]:port`` into host and port.
+    """Split a dialable ``host:port`` or ``[ipv6]:port`` into host and port.
 
     Raises:
-        TransportError: not an address with a port in 1..65535, or an IPv6 address without
-            brackets (its colons would be ambiguous).
+        TransportError: anything :data:`~meshmsg.core.address.DIAL` refuses.
     """
-    if address.startswith("["):
-        host, bracket, rest = address[1:].partition("]")
-        if not bracket or not rest.startswith(":"):
-            raise TransportError(f"bad address {address!r}: expected [ipv6]:port")
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError as exc:
-            raise TransportError(f"bad address {address!r}: {exc}") from exc
-        port_text = rest[1:]
-    else:
-        host, colon, port_text = address.rpartition(":")
-        if not colon or not host or ":" in host:
-            raise TransportError(f"bad address {address!r}: expected host:port or [ipv6]:port")
-    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65_536:
-        raise TransportError(f"bad port in address {address!r}")
-    return host, int(port_text)
+    return address_rules.parse_address(address, address_rules.DIAL, TransportError)
 
 
-def format_address(host: str, port: int) -> str:
-    """The inverse of :func:`parse_address`: brackets around IPv6 hosts."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+format_address = address_rules.format_address
 
 
 Deliver = Callable[["Connection", bytes], Awaitable[None]]

@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from meshmsg.net.measure import noise_handshake_rate  # noqa: E402 - after the path is set
+from meshmsg.bench.measure import noise_handshake_rate  # noqa: E402 - after the path is set
 from meshmsg.sim.api import run_scenario  # noqa: E402
 from meshmsg.sim.mobility import random_waypoint_contacts  # noqa: E402
 from meshmsg.sim.scenario import load_scenario  # noqa: E402

@@ -190,7 +190,10 @@ names = st.text(
 )
 labels = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
 hosts = st.one_of(
-    st.lists(labels, min_size=1, max_size=3).map(".".join),
+    # A name of digits and dots must be an IPv4 address (one spelling per address).
+    st.lists(labels, min_size=1, max_size=3)
+    .map(".".join)
+    .filter(lambda h: not h.replace(".", "").isdigit()),
     st.ip_addresses(v=4).map(str),
     st.ip_addresses(v=6).map(lambda ip: f"[{ip}]"),
 )

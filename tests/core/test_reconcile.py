@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from meshmsg.bench_sync import SessionResult, run_session
+from meshmsg.bench.sync import SessionResult, run_session
 from meshmsg.config import SyncConfig
 from meshmsg.core.itemset import ItemSet
 from meshmsg.core.reconcile import Reconciler

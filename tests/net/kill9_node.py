@@ -33,7 +33,8 @@ from pathlib import Path
 
 import trio
 
-from meshmsg.app import PASSPHRASE_ENV, Settings, unlock
+from meshmsg.app.datadir import PASSPHRASE_ENV, Settings, unlock
+from meshmsg.app.mesh import NodeHandle, open_mesh_node
 from meshmsg.core.events import (
     ContactPaired,
     MessageReceived,
@@ -42,7 +43,6 @@ from meshmsg.core.events import (
     PeerConnected,
 )
 from meshmsg.core.node import Node
-from meshmsg.net.daemon import NodeHandle, open_mesh_node
 from meshmsg.net.storage import DataDir
 
 MAX_RUN_S = 180.0  # a node whose test died stops by itself

@@ -13,13 +13,13 @@ import httpx
 import pytest
 import trio
 
-from meshmsg.app import Settings, own_contact_code, unlock
-from meshmsg.app import init_data_dir as init
+from meshmsg.app.api import serve_api
+from meshmsg.app.client import DaemonClient, EventStream
+from meshmsg.app.datadir import Settings, own_contact_code, unlock
+from meshmsg.app.datadir import init_data_dir as init
+from meshmsg.app.mesh import NodeHandle, open_mesh_node
 from meshmsg.core.effects import Persist
 from meshmsg.errors import InvalidMessage, LocalProtocolError, TransportError
-from meshmsg.net.api import serve_api
-from meshmsg.net.client import DaemonClient, EventStream
-from meshmsg.net.daemon import NodeHandle, open_mesh_node
 from meshmsg.net.storage import DataDir, Storage
 
 TOKEN = "test-token-0123456789"

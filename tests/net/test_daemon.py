@@ -8,9 +8,9 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from meshmsg.app import Settings, init_data_dir, unlock
+from meshmsg.app.datadir import Settings, init_data_dir, unlock
+from meshmsg.app.mesh import CheckpointingStorage, open_mesh_node
 from meshmsg.core.effects import Persist, RecordKind, StoredRecord
-from meshmsg.net.daemon import CheckpointingStorage, open_mesh_node
 from meshmsg.net.runner import DialFailed
 from meshmsg.net.storage import DataDir, Storage, new_db_key
 

@@ -39,7 +39,14 @@ from pathlib import Path
 
 import pytest
 
-from meshmsg.app import Settings, Unlocked, init_data_dir, open_offline, own_contact_code, unlock
+from meshmsg.app.datadir import (
+    Settings,
+    Unlocked,
+    init_data_dir,
+    open_offline,
+    own_contact_code,
+    unlock,
+)
 from meshmsg.core.events import MessageStatus
 from meshmsg.core.identity import ContactCard, decode_contact_code
 from meshmsg.core.node import Node

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshmsg.net.measure import (
+from meshmsg.bench.measure import (
     measure_links,
     measure_messages,
     noise_handshake_rate,

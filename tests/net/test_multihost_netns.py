@@ -59,10 +59,10 @@ from typing import Any, TypeVar
 import pytest
 from click.testing import CliRunner
 
-from meshmsg.cli import cli
+from meshmsg.app.cli import cli
+from meshmsg.app.client import DaemonClient
 from meshmsg.core.identity import decode_contact_code, fingerprint
 from meshmsg.errors import MeshError
-from meshmsg.net.client import DaemonClient
 from meshmsg.net.storage import DataDir
 from tests.net.netns import Host, netns_available, netns_hosts_with_outsider
 

@@ -27,13 +27,13 @@ from typing import Any
 import pytest
 import trio
 
-from meshmsg.app import Settings, init_data_dir, open_offline, unlock
+from meshmsg.app.client import DaemonClient
+from meshmsg.app.datadir import Settings, init_data_dir, open_offline, unlock
+from meshmsg.app.mesh import NodeHandle, open_mesh_node
 from meshmsg.config import NetConfig
 from meshmsg.core.events import ContactPaired, MessageStatus, MessageStatusChanged, PeerConnected
 from meshmsg.core.identity import decode_contact_code, encode_contact_code
 from meshmsg.core.node import Node
-from meshmsg.net.client import DaemonClient
-from meshmsg.net.daemon import NodeHandle, open_mesh_node
 from meshmsg.net.runner import RunnerEvent
 from meshmsg.net.storage import DataDir
 

@@ -8,7 +8,7 @@ from functools import partial
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshmsg.bench_sync import SessionResult, run_session
+from meshmsg.bench.sync import SessionResult, run_session
 from meshmsg.config import SyncConfig
 from meshmsg.core.itemset import ItemSet
 from meshmsg.core.reconcile import Reconciler, _Reader

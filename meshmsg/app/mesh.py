@@ -1,4 +1,4 @@
-"""The daemon: one node from its data directory on real TCP, with discovery and the local API.
+"""A running node: one node from its data directory on real TCP, with discovery and storage.
 
 Theory of operation
 -------------------
@@ -17,29 +17,22 @@ Theory of operation
   so that the peer is tried again (a relay that restarts is found again); a link that came up is
   a success. Duplicate links closed by the core are not failures.
 
-:func:`run_daemon` is ``meshmsg run``: it holds the data directory's lock, serves the local API
-(``net/api.py``) on 127.0.0.1, writes ``daemon.json`` (the API address and pid) for the CLI, and
-stops cleanly on SIGINT or SIGTERM.
+``app/daemon.py`` adds the local API and the process around it (``meshmsg run``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
-import secrets
-import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final, TypeVar
 
 import trio
 
-from meshmsg.app import Settings, Unlocked, daemon_lock, runtime_path
+from meshmsg.app.datadir import Settings, Unlocked
 from meshmsg.config import NodeConfig
 from meshmsg.core.effects import LinkId, Persist, RecordKind
 from meshmsg.core.events import LinkClosed, PeerConnected
@@ -59,7 +52,6 @@ from meshmsg.sysrng import SystemRng
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-API_TOKEN_BYTES: Final = 32  # 256 bits, URL-safe base64: unguessable, fits a header
 # Links that end for these reasons are not a sign the peer is unreachable: do not back off.
 _NOT_FAILURES: Final = frozenset({CloseReason.DUPLICATE_LINK, CloseReason.PEER_BLOCKED})
 
@@ -298,117 +290,4 @@ async def open_mesh_node(
                     nursery.cancel_scope.cancel()
 
 
-# --- the daemon --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DaemonInfo:
-    """What ``meshmsg run`` prints once it is up."""
-
-    api_url: str
-    listen: list[str]
-    discovery: dict[str, object]
-    static_peers: tuple[str, ...]
-
-
-def write_api_token(data_dir: DataDir) -> str:
-    """A fresh bearer token, written 0600 (atomically: a reader sees the old or the new one).
-
-    Raises:
-        StorageError: the file could not be written.
-    """
-    token = secrets.token_urlsafe(API_TOKEN_BYTES)
-    _write_private(data_dir.api_token_path, token + "\n")
-    return token
-
-
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StorageError(f"cannot write {path}: {exc}") from exc
-
-
-async def run_daemon(
-    data_dir: DataDir,
-    settings: Settings,
-    unlocked: Unlocked,
-    *,
-    on_ready: Callable[[DaemonInfo], None] = lambda _: None,
-    on_event: Callable[[NodeHandle, object], None] | None = None,
-    api_host: str = "127.0.0.1",
-    stop: trio.Event | None = None,
-) -> None:
-    """``meshmsg run``: serve the node and the local API until SIGINT/SIGTERM or ``stop``.
-
-    Raises:
-        StorageError: another daemon holds the data directory, or the database failed.
-        TransportError: a listening socket could not be opened.
-    """
-    from meshmsg.net.api import serve_api  # the web stack loads only for the daemon
-
-    with daemon_lock(data_dir) as held:
-        if not held:
-            raise StorageError(f"a daemon is already running on {data_dir.root}")
-        token = write_api_token(data_dir)
-        async with open_mesh_node(data_dir, settings, unlocked) as handle, trio.open_nursery() as n:
-            api_url = await n.start(serve_api, handle, token, api_host, settings.api_port)
-            _write_private(
-                runtime_path(data_dir),
-                json.dumps({"api": api_url, "pid": os.getpid(), "listen": handle.address}),
-            )
-            try:
-                if on_event is not None:
-                    n.start_soon(_echo_events, handle, on_event)
-                on_ready(
-                    DaemonInfo(
-                        api_url=api_url,
-                        listen=handle.runner.addresses,
-                        discovery=handle.discovery_state(),
-                        static_peers=settings.static_peers,
-                    )
-                )
-                await _wait_for_stop(stop)
-            finally:
-                runtime_path(data_dir).unlink(missing_ok=True)
-                n.cancel_scope.cancel()
-
-
-async def _echo_events(handle: NodeHandle, on_event: Callable[[NodeHandle, object], None]) -> None:
-    with handle.runner.subscribe() as events:
-        async for event in events:
-            on_event(handle, event)
-
-
-async def _wait_for_stop(stop: trio.Event | None) -> None:
-    async with trio.open_nursery() as nursery:
-        if stop is not None:
-
-            async def stopped() -> None:
-                await stop.wait()
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(stopped)
-        if threading.current_thread() is threading.main_thread():
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-                    break
-        else:
-            await trio.sleep_forever()
-
-
-__all__ = [
-    "CheckpointingStorage",
-    "DaemonInfo",
-    "NodeHandle",
-    "PeerBridge",
-    "open_mesh_node",
-    "run_daemon",
-    "write_api_token",
-]
+__all__ = ["CheckpointingStorage", "NodeHandle", "PeerBridge", "open_mesh_node"]

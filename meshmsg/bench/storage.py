@@ -14,7 +14,7 @@ measures, in one run and on one disk:
 * ``nondurable_submits_per_s``: the single-record loop with ``synchronous=NORMAL``, to show how
   much of the cost is the fsync.
 
-Run: ``python -m meshmsg.bench_storage --dir DIR -n 2000`` (DIR must be on the disk to measure;
+Run: ``python -m meshmsg.bench.storage --dir DIR -n 2000`` (DIR must be on the disk to measure;
 the files are removed afterwards).
 """
 

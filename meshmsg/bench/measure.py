@@ -1,7 +1,7 @@
 """How fast the trio driver moves messages and opens links, next to the crypto that bounds it.
 
 Two measurements, each between two processes on loopback (this process dials; a child
-process started with ``python -m meshmsg.net.measure _serve ...`` listens), each run through
+process started with ``python -m meshmsg.bench.measure _serve ...`` listens), each run through
 the real runner (``meshmsg/net/runner.py``: pump, writer batching, readers), and each next to
 an in-process limit measured in the same run, between the repeats:
 
@@ -20,7 +20,7 @@ Each returns ``median_per_s``, ``min_per_s``, ``max_per_s`` over the repeats, ``
 (the median of the limit's measurements) and ``ratio`` (median / limit). The machine is shared
 and noisy: compare ratios, not absolute numbers (research §1).
 
-Run: ``python -m meshmsg.net.measure messages --layer link`` / ``... links`` (``--help``).
+Run: ``python -m meshmsg.bench.measure messages --layer link`` / ``... links`` (``--help``).
 """
 
 from __future__ import annotations
@@ -299,12 +299,12 @@ def _stranger(peer: PeerHandshake) -> PeerVerdict:
 
 
 class _Child:
-    """``python -m meshmsg.net.measure _serve ROLE``: listens, prints its port, runs until the
+    """``python -m meshmsg.bench.measure _serve ROLE``: listens, prints its port, runs until the
     parent closes its stdin."""
 
     def __init__(self, role: str, setup: str = "") -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "meshmsg.net.measure", "_serve", role],
+            [sys.executable, "-m", "meshmsg.bench.measure", "_serve", role],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -493,7 +493,7 @@ async def _next(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m meshmsg.net.measure", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m meshmsg.bench.measure", description=__doc__)
     sub = parser.add_subparsers(dest="what", required=True)
     messages = sub.add_parser("messages", help="1 KiB payloads/s over one link")
     messages.add_argument("--layer", choices=["link", "node"], default="link")

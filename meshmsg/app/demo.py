@@ -36,7 +36,15 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
-from meshmsg.app import Settings, Unlocked, init_data_dir, open_offline, own_contact_code, unlock
+from meshmsg.app.datadir import (
+    Settings,
+    Unlocked,
+    init_data_dir,
+    open_offline,
+    own_contact_code,
+    unlock,
+)
+from meshmsg.app.mesh import NodeHandle, open_mesh_node
 from meshmsg.core.events import (
     ContactPaired,
     EnvelopeAccepted,
@@ -49,7 +57,6 @@ from meshmsg.core.events import (
 from meshmsg.core.identity import ContactCard, decode_contact_code, fingerprint
 from meshmsg.core.node import Node
 from meshmsg.errors import MeshError
-from meshmsg.net.daemon import NodeHandle, open_mesh_node
 from meshmsg.net.runner import RunnerEvent
 from meshmsg.net.storage import DataDir
 

@@ -7,10 +7,10 @@ docs/protocol/sync.md.
 
 Run::
 
-    .venv/bin/python -m meshmsg.bench_sync                  # n=100,000, diff=100, seed 1
-    .venv/bin/python -m meshmsg.bench_sync --sweep 20       # parameter table over 20 seeds
-    .venv/bin/python -m meshmsg.bench_sync --spread 1000    # cost spread over 1,000 sessions
-    .venv/bin/python -m meshmsg.bench_sync --scaling        # growing differences
+    .venv/bin/python -m meshmsg.bench.sync                  # n=100,000, diff=100, seed 1
+    .venv/bin/python -m meshmsg.bench.sync --sweep 20       # parameter table over 20 seeds
+    .venv/bin/python -m meshmsg.bench.sync --spread 1000    # cost spread over 1,000 sessions
+    .venv/bin/python -m meshmsg.bench.sync --scaling        # growing differences
 """
 
 from __future__ import annotations

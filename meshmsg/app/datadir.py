@@ -8,7 +8,7 @@ creates it with :func:`init_data_dir`: a fresh identity and database key sealed 
 keystore (Argon2id over a passphrase, or a 0600 key file for unattended relays), an empty
 encrypted database, and a commented ``config.toml`` read by :meth:`Settings.load`.
 
-:func:`unlock` opens the keystore again. The daemon (``meshmsg.net.daemon``) then owns the
+:func:`unlock` opens the keystore again. The daemon (``meshmsg.app.daemon``) then owns the
 database for as long as it runs and holds ``daemon.lock``; :class:`OfflineNode` gives the CLI the
 same Node for the few commands that are safe without a daemon (``id``, ``contact add/list``), and
 refuses while a daemon holds the lock, since two writers would each keep a diverging Node.
@@ -17,7 +17,6 @@ refuses while a daemon holds the lock, since two writers would each keep a diver
 from __future__ import annotations
 
 import fcntl
-import ipaddress
 import os
 import time
 import tomllib
@@ -30,8 +29,9 @@ from typing import Any, Final, TypeVar
 import nacl.pwhash.argon2id as argon2id
 import platformdirs
 
-from meshmsg import keystore
+from meshmsg.app import keystore
 from meshmsg.config import NodeConfig
+from meshmsg.core.address import LISTEN, parse_address
 from meshmsg.core.effects import CloseLink, Dial, Persist, Transmit
 from meshmsg.core.identity import IDENTITY_BYTES, Identity, encode_contact_code
 from meshmsg.core.node import Node
@@ -232,16 +232,10 @@ def _port(value: int, source: str, key: str) -> int:
 
 
 def _listen(text: str, source: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    try:
-        ipaddress.ip_address(host)
-        number = int(port)
-    except ValueError as exc:
-        raise ConfigError(f"{source}: network.listen must be IP:port, not {text!r}") from exc
-    if not sep:
-        raise ConfigError(f"{source}: network.listen must be IP:port, not {text!r}")
-    return host, _port(number, source, "network.listen port")
+    def error(message: str) -> ConfigError:
+        return ConfigError(f"{source}: network.listen must be IP:port: {message}")
+
+    return parse_address(text, LISTEN, error)
 
 
 def _strings(values: list[Any], source: str) -> tuple[str, ...]:

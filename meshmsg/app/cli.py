@@ -30,7 +30,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 from meshmsg import __version__
-from meshmsg.app import (
+from meshmsg.app.client import NOT_RUNNING, DaemonClient, EventStream
+from meshmsg.app.datadir import (
     PASSPHRASE_ENV,
     OfflineNode,
     Settings,
@@ -43,14 +44,13 @@ from meshmsg.app import (
     require_initialised,
     unlock,
 )
+from meshmsg.app.qr import render_terminal
+from meshmsg.app.views import JSON, contact_view, contacts_view, parse_peer_id
 from meshmsg.config import NodeConfig
 from meshmsg.core.identity import decode_contact_code, fingerprint
 from meshmsg.core.node import Node
 from meshmsg.errors import InvalidMessage, KeystoreError, LocalProtocolError, MeshError
-from meshmsg.net.client import NOT_RUNNING, DaemonClient, EventStream
 from meshmsg.net.storage import DataDir
-from meshmsg.qr import render_terminal
-from meshmsg.views import JSON, contact_view, contacts_view, parse_peer_id
 
 console = Console(highlight=False)
 T = TypeVar("T")
@@ -59,7 +59,7 @@ T = TypeVar("T")
 # module may be absent from a build.
 LAZY_COMMANDS: Final = {
     "sim": ("meshmsg.sim.cli", "sim"),
-    "bench": ("meshmsg.bench", "bench_command"),
+    "bench": ("meshmsg.bench.suite", "bench_command"),
 }
 CHAT_HISTORY: Final = 10
 
@@ -261,7 +261,8 @@ def id_command(ctx: Ctx, no_qr: bool) -> None:
 @pass_ctx
 def run(ctx: Ctx) -> None:
     """Run the node and its local API in the foreground (Ctrl-C stops it)."""
-    from meshmsg.net.daemon import DaemonInfo, NodeHandle, run_daemon
+    from meshmsg.app.daemon import DaemonInfo, run_daemon
+    from meshmsg.app.mesh import NodeHandle
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = ctx.settings
@@ -642,7 +643,7 @@ def _peers_table(peers: list[JSON]) -> None:
 @click.option("--no-mdns", is_flag=True, help="Use static peers instead of mDNS.")
 def demo(no_mdns: bool) -> NoReturn:
     """Three nodes on this machine: pairing, a relay, receipts, timelines (under 30 s)."""
-    from meshmsg.demo import run_demo
+    from meshmsg.app.demo import run_demo
 
     sys.exit(run_demo(console, mdns=not no_mdns))
 

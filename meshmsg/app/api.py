@@ -45,18 +45,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from meshmsg.app import own_contact_code
-from meshmsg.core.identity import decode_contact_code, fingerprint
-from meshmsg.core.node import Node
-from meshmsg.errors import (
-    ConfigError,
-    InvalidContactCode,
-    InvalidMessage,
-    LocalProtocolError,
-    TransportError,
-)
-from meshmsg.net.daemon import NodeHandle
-from meshmsg.views import (
+from meshmsg.app.datadir import own_contact_code
+from meshmsg.app.mesh import NodeHandle
+from meshmsg.app.views import (
     JSON,
     contact_view,
     contacts_view,
@@ -68,6 +59,15 @@ from meshmsg.views import (
     sessions_view,
     store_view,
     to_json,
+)
+from meshmsg.core.identity import decode_contact_code, fingerprint
+from meshmsg.core.node import Node
+from meshmsg.errors import (
+    ConfigError,
+    InvalidContactCode,
+    InvalidMessage,
+    LocalProtocolError,
+    TransportError,
 )
 
 logger = logging.getLogger(__name__)

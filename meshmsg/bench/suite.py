@@ -617,15 +617,15 @@ def _pending_unless(module: str, attrs: Sequence[str], path: str) -> Blocked | N
 
 def net_blocked(ctx: Context) -> Blocked | None:
     return _pending_unless(
-        "meshmsg.net.measure", ["measure_messages", "measure_links"], "meshmsg/net/measure.py"
+        "meshmsg.bench.measure", ["measure_messages", "measure_links"], "meshmsg/bench/measure.py"
     )
 
 
 def link_messages(ctx: Context) -> Figures:
     """1 KiB payloads/s over one Noise link through the trio runner, this process to a child
     process on loopback, next to in-process encrypt + frame + decrypt of 32-frame batches;
-    both from :func:`meshmsg.net.measure.measure_messages` (one repeat per sample)."""
-    from meshmsg.net.measure import measure_messages
+    both from :func:`meshmsg.bench.measure.measure_messages` (one repeat per sample)."""
+    from meshmsg.bench.measure import measure_messages
 
     result = measure_messages(count=ctx.size(20_000, 4_096, 1_024), repeats=1, layer="link")
     return {"msgs_per_s": result["median_per_s"], "limit_msgs_per_s": result["limit_per_s"]}
@@ -634,8 +634,8 @@ def link_messages(ctx: Context) -> Figures:
 def link_setup(ctx: Context) -> Figures:
     """New authenticated links/s (TCP connect, Noise XX, one record, close), dialed one after
     another to a child process, next to in-process XX handshakes/s; from
-    :func:`meshmsg.net.measure.measure_links` (one repeat per sample)."""
-    from meshmsg.net.measure import measure_links
+    :func:`meshmsg.bench.measure.measure_links` (one repeat per sample)."""
+    from meshmsg.bench.measure import measure_links
 
     result = measure_links(count=ctx.size(300, 50, 20), repeats=1)
     return {"links_per_s": result["median_per_s"], "limit_handshakes_per_s": result["limit_per_s"]}
@@ -645,7 +645,7 @@ def link_setup(ctx: Context) -> Figures:
 
 
 def durable_submits(ctx: Context) -> Figures:
-    from meshmsg.bench_storage import measure_durable_submits
+    from meshmsg.bench.storage import measure_durable_submits
 
     return measure_durable_submits(ctx.workdir, ctx.size(500, 100, 50))
 
@@ -658,18 +658,18 @@ ID_BYTES: Final = 16
 
 
 def sync_blocked(ctx: Context) -> Blocked | None:
-    return _pending_unless("meshmsg.bench_sync", ["measure_sync"], "meshmsg/bench_sync.py")
+    return _pending_unless("meshmsg.bench.sync", ["measure_sync"], "meshmsg/bench/sync.py")
 
 
 def sync_overhead(ctx: Context) -> Figures:
     """One reconciliation of two stores of ``n`` ids that differ by 100 (50 on each side, and
-    all 100 on one side as a detail), from :func:`meshmsg.bench_sync.measure_sync`; a fresh
+    all 100 on one side as a detail), from :func:`meshmsg.bench.sync.measure_sync`; a fresh
     random seed per sample, so min–max shows the spread over store contents."""
     items = ctx.size(SYNC_ITEMS, 10_000, 1_000)
     # The naive protocol sends one side's whole id list: 16 bytes per id. A byte count, not a
     # timing: it does not vary between runs.
     figures = {"naive_bytes": float(items * ID_BYTES)}
-    fn = _optional("meshmsg.bench_sync", "measure_sync")
+    fn = _optional("meshmsg.bench.sync", "measure_sync")
     if fn is None:
         return figures
     result = fn(items, SYNC_DIFFERENCES, int.from_bytes(os.urandom(4), "big"))
@@ -1000,11 +1000,11 @@ E2E_INNER_BYTES: Final = 900  # a short text with its headers: the 1 KiB envelop
 
 
 def e2e_blocked(ctx: Context) -> Blocked | None:
-    return _pending_unless("meshmsg.bench_e2e", ["measure_seal_open"], "meshmsg/bench_e2e.py")
+    return _pending_unless("meshmsg.bench.e2e", ["measure_seal_open"], "meshmsg/bench/e2e.py")
 
 
 def e2e_envelopes(ctx: Context) -> Figures:
-    fn = _optional("meshmsg.bench_e2e", "measure_seal_open")
+    fn = _optional("meshmsg.bench.e2e", "measure_seal_open")
     if fn is None:
         return {}
     # One repeat per call: this runner repeats, and wants every call to be one sample.

@@ -25,7 +25,7 @@ from wsproto.events import (
     TextMessage,
 )
 
-from meshmsg.app import daemon_running, read_text_file, runtime_path
+from meshmsg.app.datadir import daemon_running, read_text_file, runtime_path
 from meshmsg.errors import InvalidMessage, LocalProtocolError, TransportError
 from meshmsg.net.storage import DataDir
 

@@ -13,7 +13,7 @@
 ``measure_tag_index(contacts)`` pairs that many contacts into one :class:`TagIndex` and reports
 entries and bytes per entry (tracemalloc), for the memory bound in docs/protocol/e2e.md.
 
-Run: ``python -m meshmsg.bench_e2e -n 2000 --size 100 --size 1000 --size 16000``.
+Run: ``python -m meshmsg.bench.e2e -n 2000 --size 100 --size 1000 --size 16000``.
 """
 
 from __future__ import annotations

@@ -22,9 +22,10 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from meshmsg.bench import suite as bench
-from meshmsg.bench.suite import (
-    MEASURES,
+from meshmsg.bench import runner as bench_runner
+from meshmsg.bench import suite
+from meshmsg.bench.rows import MEASURES
+from meshmsg.bench.runner import (
     Blocked,
     Condition,
     Context,
@@ -103,7 +104,7 @@ def test_quick_bench_end_to_end(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(out.read_text())
-    assert data["format"] == bench.JSON_FORMAT
+    assert data["format"] == bench_runner.JSON_FORMAT
     assert data["quick"] is True
     assert data["isolated"] is True
     assert {"nproc", "cpu", "python", "platform"} <= set(data["machine"])
@@ -192,9 +193,9 @@ def test_summary_reports_median_min_max_and_the_median_of_per_sample_ratios() ->
     samples = [{"fig": 1.0, "lim": 2.0}, {"fig": 3.0, "lim": 3.0}, {"fig": 8.0, "lim": 2.0}]
     row = summarise(m, samples)
     assert row.status is Status.NO_GOAL
-    assert row.figure == bench.Stat(3.0, 1.0, 8.0)
-    assert row.limit == bench.Stat(2.0, 2.0, 3.0)
-    assert row.ratio == bench.Stat(1.0, 0.5, 4.0)  # not 3.0 / 2.0: samples are paired
+    assert row.figure == bench_runner.Stat(3.0, 1.0, 8.0)
+    assert row.limit == bench_runner.Stat(2.0, 2.0, 3.0)
+    assert row.ratio == bench_runner.Stat(1.0, 0.5, 4.0)  # not 3.0 / 2.0: samples are paired
 
 
 @pytest.mark.parametrize(
@@ -228,7 +229,7 @@ def test_warm_up_is_discarded_and_repeats_are_counted(tmp_path: Path) -> None:
     m = fake(fake_pair, limit="lim", quick_repeats=4)
     row = run_measure(m, options(tmp_path))
     assert row.samples == 4
-    assert row.figure == bench.Stat(10.0, 10.0, 10.0)  # the warm-up returned 30
+    assert row.figure == bench_runner.Stat(10.0, 10.0, 10.0)  # the warm-up returned 30
 
 
 @pytest.mark.parametrize("isolate", [False, True])
@@ -237,7 +238,7 @@ def test_a_failing_measure_becomes_a_row_and_the_run_goes_on(tmp_path: Path, iso
     rows = run_all(measures, options(tmp_path, isolate=isolate), quiet())
     assert [r.status for r in rows] == [Status.ERROR, Status.NO_GOAL]
     assert rows[0].error == "MeshError: the measured thing broke [badly]"
-    assert rows[1].ratio == bench.Stat(0.5, 0.5, 0.5)
+    assert rows[1].ratio == bench_runner.Stat(0.5, 0.5, 0.5)
 
 
 def test_a_hanging_measure_is_stopped_at_its_deadline(tmp_path: Path) -> None:
@@ -272,7 +273,7 @@ def test_pending_row_still_measures_its_limit(tmp_path: Path) -> None:
     assert row.reason == "waiting for meshmsg/thing.py"
     assert row.figure is None
     assert row.goal_met is None
-    assert row.limit == bench.Stat(5.0, 5.0, 5.0)
+    assert row.limit == bench_runner.Stat(5.0, 5.0, 5.0)
 
 
 def test_skipped_row_runs_nothing(tmp_path: Path) -> None:
@@ -318,13 +319,13 @@ def test_json_and_table_carry_every_row(tmp_path: Path) -> None:
         fake(fake_raises, name="row-gamma"),
     ]  # fmt: skip
     rows = run_all(measures, options(tmp_path), quiet())
-    data = json.loads(json.dumps(bench.report(rows, options(tmp_path)), allow_nan=False))
+    data = json.loads(json.dumps(bench_runner.report(rows, options(tmp_path)), allow_nan=False))
     assert [r["name"] for r in data["rows"]] == ["row-alpha", "row-beta", "row-gamma"]
     assert [r["status"] for r in data["rows"]] == ["met", "not yet available", "error"]
     assert data["rows"][0]["ratio"] == {"median": 0.5, "min": 0.5, "max": 0.5}
     assert data["rows"][1]["limit"]["median"] == 5.0
     console = Console(record=True, width=200, file=io.StringIO())
-    console.print(bench.table(rows, "t"))
+    console.print(bench_runner.table(rows, "t"))
     text = console.export_text()
     expected = [
         "row-alpha",
@@ -338,27 +339,27 @@ def test_json_and_table_carry_every_row(tmp_path: Path) -> None:
     ]
     for snippet in [*expected, "MeshError: the measured thing broke [badly]"]:
         assert snippet in text
-    lines = bench.markdown(rows).splitlines()
+    lines = bench_runner.markdown(rows).splitlines()
     assert len(lines) == 2 + len(rows)
-    assert all(line.count(" | ") == len(bench.COLUMNS) - 1 for line in lines)
+    assert all(line.count(" | ") == len(bench_runner.COLUMNS) - 1 for line in lines)
     assert lines[2].startswith("| **row-alpha**: fake | 10 |")
 
 
 def test_non_finite_figures_become_an_error(tmp_path: Path) -> None:
     rows = [run_measure(fake(fake_infinite), options(tmp_path))]
-    bench._finite(rows)
+    suite._finite(rows)
     assert rows[0].status is Status.ERROR
     assert "fig" in rows[0].error
-    json.dumps(bench.report(rows, options(tmp_path)), allow_nan=False)  # must not raise
+    json.dumps(bench_runner.report(rows, options(tmp_path)), allow_nan=False)  # must not raise
 
 
 def test_command_lists_measures_and_refuses_unknown_ones() -> None:
     runner = CliRunner()
-    listed = runner.invoke(bench.bench_command, ["--list"])
+    listed = runner.invoke(suite.bench_command, ["--list"])
     assert listed.exit_code == 0
     for m in MEASURES:
         assert m.name in listed.output
-    refused = runner.invoke(bench.bench_command, ["--only", "nope"])
+    refused = runner.invoke(suite.bench_command, ["--only", "nope"])
     assert refused.exit_code == 2
     assert "unknown measure" in refused.output
 
@@ -366,7 +367,7 @@ def test_command_lists_measures_and_refuses_unknown_ones() -> None:
 def test_command_runs_one_real_measure_in_process(tmp_path: Path) -> None:
     out = tmp_path / "one.json"
     result = CliRunner().invoke(
-        bench.bench_command,
+        suite.bench_command,
         ["--quick", "--no-isolate", "--only", "mem-link", "--json", str(out)],
     )
     assert result.exit_code == 0, result.output

@@ -1,0 +1,571 @@
+"""The rows of ``meshmsg bench``: each figure's measuring function and its place in the table.
+
+Each function returns one sample (named figures) per call, the figure and the limit it is
+compared with taken in the same call; ``MEASURES`` lists the rows in table order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import importlib
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from meshmsg.bench.runner import (
+    REFERENCE_SCENARIO,
+    SIM_WINDOW_S,
+    Blocked,
+    Condition,
+    Context,
+    Figures,
+    Measure,
+    Status,
+)
+from meshmsg.bench.units import KIB, MIB, per_s, plain, seconds, size, speedup, whole_seconds
+from meshmsg.errors import MeshError
+
+
+def _optional(module: str, attr: str) -> Callable[..., Any] | None:
+    """``module.attr`` if that module exists (import errors inside it propagate)."""
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        found = False
+    if not found:
+        return None
+    fn = getattr(importlib.import_module(module), attr, None)
+    return fn if callable(fn) else None
+
+
+def _pending_unless(module: str, attrs: Sequence[str], path: str) -> Blocked | None:
+    """PENDING until ``module`` exists and defines every one of ``attrs``."""
+    if importlib.util.find_spec(module) is None:
+        return Blocked(Status.PENDING, f"{path} has not landed yet")
+    missing = [a for a in attrs if _optional(module, a) is None]
+    if missing:
+        return Blocked(Status.PENDING, f"{path} does not define {', '.join(missing)} yet")
+    return None
+
+
+# ---------------------------------------------------------------------- one link, two processes
+
+
+def net_blocked(ctx: Context) -> Blocked | None:
+    return _pending_unless(
+        "meshmsg.bench.measure", ["measure_messages", "measure_links"], "meshmsg/bench/measure.py"
+    )
+
+
+def link_messages(ctx: Context) -> Figures:
+    """1 KiB payloads/s over one Noise link through the trio runner, this process to a child
+    process on loopback, next to in-process encrypt + frame + decrypt of 32-frame batches;
+    both from :func:`meshmsg.bench.measure.measure_messages` (one repeat per sample)."""
+    from meshmsg.bench.measure import measure_messages
+
+    result = measure_messages(count=ctx.size(20_000, 4_096, 1_024), repeats=1, layer="link")
+    return {"msgs_per_s": result["median_per_s"], "limit_msgs_per_s": result["limit_per_s"]}
+
+
+def link_setup(ctx: Context) -> Figures:
+    """New authenticated links/s (TCP connect, Noise XX, one record, close), dialed one after
+    another to a child process, next to in-process XX handshakes/s; from
+    :func:`meshmsg.bench.measure.measure_links` (one repeat per sample)."""
+    from meshmsg.bench.measure import measure_links
+
+    result = measure_links(count=ctx.size(300, 50, 20), repeats=1)
+    return {"links_per_s": result["median_per_s"], "limit_handshakes_per_s": result["limit_per_s"]}
+
+
+# ------------------------------------------------------------------------ durable submits
+
+
+def durable_submits(ctx: Context) -> Figures:
+    from meshmsg.bench.storage import measure_durable_submits
+
+    return measure_durable_submits(ctx.workdir, ctx.size(500, 100, 50))
+
+
+# ------------------------------------------------------------------------------------ sync
+
+SYNC_ITEMS: Final = 100_000
+SYNC_DIFFERENCES: Final = 100
+ID_BYTES: Final = 16
+
+
+def sync_blocked(ctx: Context) -> Blocked | None:
+    return _pending_unless("meshmsg.bench.sync", ["measure_sync"], "meshmsg/bench/sync.py")
+
+
+def sync_overhead(ctx: Context) -> Figures:
+    """One reconciliation of two stores of ``n`` ids that differ by 100 (50 on each side, and
+    all 100 on one side as a detail), from :func:`meshmsg.bench.sync.measure_sync`; a fresh
+    random seed per sample, so min–max shows the spread over store contents."""
+    items = ctx.size(SYNC_ITEMS, 10_000, 1_000)
+    # The naive protocol sends one side's whole id list: 16 bytes per id. A byte count, not a
+    # timing: it does not vary between runs.
+    figures = {"naive_bytes": float(items * ID_BYTES)}
+    fn = _optional("meshmsg.bench.sync", "measure_sync")
+    if fn is None:
+        return figures
+    result = fn(items, SYNC_DIFFERENCES, int.from_bytes(os.urandom(4), "big"))
+    half, one_side = result["half_each_side"], result["all_on_one_side"]
+    if not (half["exact"] and one_side["exact"]):
+        raise MeshError(f"reconciliation found the wrong difference: {result}")
+    figures.update(
+        bytes=float(half["bytes_total"]),
+        round_trips=float(half["round_trips"]),
+        one_side_bytes=float(one_side["bytes_total"]),
+        one_side_round_trips=float(one_side["round_trips"]),
+        session_s=float(half["wall_s"]),
+        naive_bytes=float(result["naive_id_list_bytes"]),
+    )
+    return figures
+
+
+# ------------------------------------------------------------------------------- discovery
+
+DISCOVERY_TRIAL_TIMEOUT_S: Final = 60.0
+_DISCOVERY_LINE: Final = re.compile(r"median of \d+ trial medians: ([0-9.]+) s")
+
+
+def discovery_blocked(ctx: Context) -> Blocked | None:
+    if not (ctx.root / "tests" / "net" / "discovery_node.py").is_file():
+        return Blocked(Status.SKIPPED, "needs a source checkout (tests/net/discovery_node.py)")
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        return Blocked(
+            Status.SKIPPED, "multicast test hosts need Linux network namespaces and root"
+        )
+    probe = subprocess.run(
+        [sys.executable, "-c", "from tests.net.netns import netns_available as a; "
+         "ok, why = a(); print('' if ok else why)"],
+        cwd=ctx.root, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    reason = probe.stdout.strip() or probe.stderr.strip()[-200:]
+    if probe.returncode != 0 or reason:
+        return Blocked(Status.SKIPPED, f"multicast unavailable: {reason}")
+    return None
+
+
+def _median_of_trials(ctx: Context, module: str) -> float:
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "measure", "--trials", "1"],
+        cwd=ctx.root, capture_output=True, text=True, timeout=DISCOVERY_TRIAL_TIMEOUT_S,
+        check=False,
+    )  # fmt: skip
+    found = _DISCOVERY_LINE.search(proc.stdout)
+    if proc.returncode != 0 or found is None:
+        tail = (proc.stdout + proc.stderr).strip()[-300:]
+        raise MeshError(f"{module} measure failed (exit {proc.returncode}): {tail}")
+    return float(found.group(1))
+
+
+def discovery(ctx: Context) -> Figures:
+    """One trial each of plain zeroconf and of meshmsg discovery, on three fresh hosts in
+    network namespaces (tests/bench/zeroconf_alone.py, tests/net/discovery_node.py)."""
+    figures: Figures = {}
+    if (ctx.root / "tests" / "bench" / "zeroconf_alone.py").is_file():
+        figures["zeroconf_s"] = _median_of_trials(ctx, "tests.bench.zeroconf_alone")
+    figures["discovery_s"] = _median_of_trials(ctx, "tests.net.discovery_node")
+    return figures
+
+
+# ------------------------------------------------------------------------------- simulator
+
+SIM_QUICK_NODES: Final = 20
+
+
+def _quick_scenario(policy: str) -> Any:
+    """The ``--quick`` stand-in for the reference trace: 20 random-waypoint walkers for half an
+    hour, same link model, buffers, TTL and routing settings (pre-pairing 190 pairs is fast)."""
+    from meshmsg.sim.scenario import scenario_from_dict
+
+    table = {
+        "run": {"name": "bench-quick", "seed": 1, "duration_s": SIM_WINDOW_S, "mode": "one"},
+        "nodes": {"count": SIM_QUICK_NODES, "buffer_bytes": 5_000_000, "ttl_s": 18_000.0,
+                  "pre_pair": True},
+        "routing": {"policy": policy, "copies": 6, "binary": True,
+                    "drop_after_delivery": False},
+        "links": {"default_interface": "bt", "interfaces": {"bt": {"rate_bps": 250_000.0}}},
+        "contacts": {"source": "rwp"},
+        "mobility": {"world_m": [400.0, 300.0], "speed_mps": [0.5, 1.5],
+                     "pause_s": [0.0, 120.0], "range_m": 10.0, "interface": "bt",
+                     "scan_interval_s": 1.0},
+        "traffic": {"source": "generator", "interval_s": [5.0, 15.0],
+                    "size_bytes": [1_000, 2_000]},
+        "output": {"plots": False, "contact_log": False},
+    }  # fmt: skip
+    return scenario_from_dict(table, base_dir=Path.cwd())
+
+
+class NullNode:
+    """A node that does nothing: the engine replays the trace with no protocol attached."""
+
+    def link_opened(self, link: int, *, initiator: bool, now: float) -> None:
+        return None
+
+    def receive_data(self, link: int, data: bytes, *, now: float) -> None:
+        return None
+
+    def link_lost(self, link: int, *, now: float) -> None:
+        return None
+
+    def handle_timer(self, *, now: float) -> None:
+        return None
+
+    def storage_committed(self, token: int, *, now: float) -> None:
+        return None
+
+    def send_message(
+        self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None
+    ) -> bytes:
+        return hashlib.blake2b(body.encode(), digest_size=16).digest()
+
+    def next_effect(self) -> None:
+        return None
+
+    def next_event(self) -> None:
+        return None
+
+    def next_deadline(self) -> None:
+        return None
+
+
+class NullFactory:
+    """Builds :class:`NullNode` (implements ``meshmsg.sim.host.NodeFactory``)."""
+
+    def prepare(self, setups: Sequence[Any], *, seed: int, pre_pair: bool) -> None:
+        return None
+
+    def identity(self, address: int) -> bytes:
+        return address.to_bytes(16, "big")
+
+    def build(self, setup: Any, *, rng: Any, now: float, records: Mapping[Any, bytes]) -> NullNode:
+        return NullNode()
+
+
+def sim_blocked(ctx: Context) -> Blocked | None:
+    if not ctx.quick:
+        if not REFERENCE_SCENARIO.is_file():
+            return Blocked(Status.SKIPPED, f"needs a source checkout ({REFERENCE_SCENARIO.name})")
+        if not (ctx.sim_reference / "small_contacts.txt.gz").is_file():
+            return Blocked(Status.SKIPPED, f"reference trace not found in {ctx.sim_reference}")
+    if importlib.util.find_spec("meshmsg.sim.corehost") is None:
+        return Blocked(
+            Status.PENDING,
+            "the real Node is not wired into the simulator yet (meshmsg/sim/corehost.py); "
+            "the limit is measured",
+        )
+    return None
+
+
+def _sim_run(ctx: Context, policy: str, agent: Any) -> tuple[float, float]:
+    """Simulated s per wall s of the engine (``run_scenario``'s own timing, which leaves out
+    building the nodes), and the seconds spent outside the engine (node setup, output)."""
+    from meshmsg.sim.api import run_scenario
+
+    with tempfile.TemporaryDirectory(prefix="meshmsg-bench-sim-") as out:
+        started = time.perf_counter()
+        if ctx.quick:
+            result = run_scenario(_quick_scenario(policy), Path(out), agent=agent)
+        else:
+            trace = ctx.sim_reference
+            overrides = [
+                f'routing.policy="{policy}"',
+                "output.plots=false",
+                "output.contact_log=false",
+                f"run.duration_s={ctx.sim_duration_s}",
+                f'contacts.trace="{trace / "small_contacts.txt.gz"}"',
+                f'traffic.trace="{trace / "small_messages.txt"}"',
+            ]
+            result = run_scenario(REFERENCE_SCENARIO, Path(out), overrides=overrides, agent=agent)
+        elapsed = time.perf_counter() - started
+    return result.sim_s_per_wall_s, elapsed - result.wall_s
+
+
+def _sim(ctx: Context, policy: str) -> Figures:
+    bare, _ = _sim_run(ctx, policy, NullFactory())
+    figures = {
+        "bare_sim_s_per_wall_s": bare,
+        "sim_window_s": SIM_WINDOW_S if ctx.quick else ctx.sim_duration_s,
+        "nodes": float(SIM_QUICK_NODES if ctx.quick else 126),
+    }
+    if sim_blocked(ctx) is None:
+        figures["sim_s_per_wall_s"], figures["setup_s"] = _sim_run(ctx, policy, "core")
+    return figures
+
+
+def sim_spray_and_wait(ctx: Context) -> Figures:
+    return _sim(ctx, "spray-and-wait")
+
+
+def sim_epidemic(ctx: Context) -> Figures:
+    return _sim(ctx, "epidemic")
+
+
+# ---------------------------------------------------------------------------------- memory
+
+
+def _rss_bytes() -> int:
+    """Resident set size now (Linux ``/proc/self/statm``; elsewhere the peak, a weaker proxy)."""
+    statm = Path("/proc/self/statm")
+    if statm.is_file():
+        return int(statm.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@contextlib.contextmanager
+def _traced() -> Iterator[list[int]]:
+    """Python heap growth inside the block (tracemalloc), as ``[bytes]`` once it ends."""
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    grown: list[int] = []
+    try:
+        yield grown
+        gc.collect()
+        grown.append(tracemalloc.get_traced_memory()[0] - before)
+    finally:
+        tracemalloc.stop()
+
+
+def _link_pairs(count: int) -> list[tuple[Any, Any]]:
+    """``count`` established, idle :class:`~meshmsg.core.link.Link` pairs built like a node
+    builds them (identity proof in the handshake, the session record registry)."""
+    from meshmsg.config import NodeConfig
+    from meshmsg.core.identity import Identity
+    from meshmsg.core.link import Link, LinkState, PeerHandshake, PeerVerdict
+    from meshmsg.core.records import SESSION_RECORDS, Hello, IdentityProof
+    from meshmsg.core.wire import Record
+    from meshmsg.sysrng import SystemRng
+
+    config, rng = NodeConfig(), SystemRng()
+
+    def accept(peer: PeerHandshake) -> PeerVerdict:
+        return PeerVerdict.CONTACT
+
+    def side(initiator: bool) -> Link:
+        identity = Identity.generate(rng)
+        records: list[Record] = [
+            Hello(version=1, capabilities=(1,), agent="meshmsg"),
+            IdentityProof(public=identity.public.to_bytes()),
+        ]
+        return Link(
+            initiator=initiator, static_private=identity.noise_private, config=config,
+            rng=rng, now=0.0, handshake_records=records, decide=accept,
+            registry=SESSION_RECORDS,
+        )  # fmt: skip
+
+    pairs = []
+    for _ in range(count):
+        a, b = side(True), side(False)
+        for _ in range(3):  # three handshake messages
+            for src, dst in ((a, b), (b, a)):
+                data = src.data_to_send(0.0)
+                if data:
+                    dst.receive_data(data, 0.0)
+        if a.state is not LinkState.ESTABLISHED or b.state is not LinkState.ESTABLISHED:
+            raise MeshError("a benchmark link pair did not establish")
+        pairs.append((a, b))
+    return pairs
+
+
+def idle_link_memory(ctx: Context) -> Figures:
+    """Bytes per idle established link (one side), from the Python heap and from RSS."""
+    count = ctx.size(600, 200, 20)
+    _link_pairs(2)  # imports and first-use caches are not per-link costs
+    # RSS first, in this fresh process: memory freed later stays in the allocator's pools.
+    gc.collect()
+    rss_before = _rss_bytes()
+    pairs = _link_pairs(count)
+    gc.collect()
+    rss = (_rss_bytes() - rss_before) / (2 * count)
+    del pairs
+    with _traced() as grown:
+        pairs = _link_pairs(count)
+    del pairs
+    return {"traced_bytes_per_link": grown[0] / (2 * count), "rss_bytes_per_link": rss}
+
+
+STORE_ITEMS: Final = 100_000
+ENVELOPE_BYTES: Final = 1024  # the 1 KiB padding bucket: a short text with its headers
+
+
+def relay_store_memory(ctx: Context) -> Figures:
+    """Python heap of a relay store and its sync index holding 100,000 envelopes, as a node
+    holds them (``RelayStore`` + ``ItemSet``); the quick run measures 10,000 and scales."""
+    from meshmsg.config import StoreConfig
+    from meshmsg.core.itemset import ItemSet
+    from meshmsg.core.store import RelayStore, StoreItem, Tier
+
+    count = ctx.size(STORE_ITEMS, 10_000, 1_000)
+    now = 1_800_000_000.0
+    neighbours = [os.urandom(16) for _ in range(50)]
+    tiers = (Tier.VERIFIED, Tier.CONTACT, Tier.OWN)
+    config = StoreConfig(max_store_bytes=4 * count * ENVELOPE_BYTES, max_store_envelopes=2 * count)
+    with _traced() as grown:
+        store, index = RelayStore(config), ItemSet()
+        for k in range(count):
+            envelope = os.urandom(ENVELOPE_BYTES)
+            envelope_id = hashlib.blake2b(envelope, digest_size=16).digest()
+            tier = tiers[k % 3]
+            item = StoreItem(
+                envelope_id=envelope_id, envelope=envelope, tag=os.urandom(16),
+                expiry_at=now + 86_400.0 + k, copies=6, hops=k % 4, tier=tier,
+                source=None if tier is Tier.OWN else neighbours[k % len(neighbours)],
+                received_at=now,
+            )  # fmt: skip
+            if store.admit(item, now).evicted or envelope_id not in store:
+                raise MeshError("the benchmark store refused or evicted an item")
+            index.add(envelope_id, int(item.expiry_at))
+    scale = STORE_ITEMS / count
+    payload = count * ENVELOPE_BYTES
+    return {
+        "store_bytes_100k": grown[0] * scale,
+        "envelope_bytes_100k": payload * scale,
+        "overhead_bytes_per_item": (grown[0] - payload) / count,
+    }
+
+
+# --------------------------------------------------------------------------- e2e envelopes
+
+
+E2E_INNER_BYTES: Final = 900  # a short text with its headers: the 1 KiB envelope bucket
+
+
+def e2e_blocked(ctx: Context) -> Blocked | None:
+    return _pending_unless("meshmsg.bench.e2e", ["measure_seal_open"], "meshmsg/bench/e2e.py")
+
+
+def e2e_envelopes(ctx: Context) -> Figures:
+    fn = _optional("meshmsg.bench.e2e", "measure_seal_open")
+    if fn is None:
+        return {}
+    # One repeat per call: this runner repeats, and wants every call to be one sample.
+    result = fn(ctx.size(2_000, 500, 100), E2E_INNER_BYTES, repeats=1)
+    return {k: float(v) for k, v in dict(result).items()}
+
+
+# ================================================================================== table
+
+
+# fmt: off
+MEASURES: Final[tuple[Measure, ...]] = (
+    Measure(
+        name="link-messages",
+        title="1 KiB messages/s over one Noise link, two processes on loopback",
+        figure="msgs_per_s", unit="messages/s", fmt=per_s,
+        run=link_messages, limit="limit_msgs_per_s",
+        limit_title="in-process Noise encrypt+frame+decrypt, 32 frames batched",
+        goal=(Condition("ratio", ">=", 0.5),), goal_text="ratio ≥ 0.5",
+        repeats=5, quick_repeats=1, blocked=net_blocked,
+    ),
+    Measure(
+        name="link-setup",
+        title="new authenticated links/s between two processes",
+        figure="links_per_s", unit="links/s", fmt=per_s,
+        run=link_setup, limit="limit_handshakes_per_s",
+        limit_title="in-process Noise XX handshakes/s",
+        goal=(Condition("ratio", ">=", 0.5),), goal_text="ratio ≥ 0.5",
+        repeats=3, quick_repeats=1, blocked=net_blocked,
+    ),
+    Measure(
+        name="durable-submits",
+        title="durable submits/s, one commit each (accepted and committed, synchronous=FULL)",
+        figure="durable_submits_per_s", unit="submits/s", fmt=per_s,
+        run=durable_submits, limit="plain_wal_commits_per_s",
+        limit_title="SQLite WAL insert+commit loop, same disk",
+        goal=(Condition("durable_submits_per_s", ">=", 20_000),), goal_text="≥ 20,000/s",
+        details=(("batched_records_per_s", "group commit of 64:", per_s),
+                 ("nondurable_submits_per_s", "synchronous=NORMAL (no fsync):", per_s)),
+        repeats=3, quick_repeats=1,
+    ),
+    Measure(
+        name="sync",
+        title="sync overhead, 100k vs 100k stores differing by 100 (bytes both ways)",
+        figure="bytes", unit="bytes", fmt=size,
+        run=sync_overhead, limit="naive_bytes", limit_title="naive id list (16 B per id)",
+        goal=(Condition("bytes", "<=", 16 * KIB), Condition("round_trips", "<=", 4)),
+        goal_text="≤ 16 KiB, ≤ 4 round trips",
+        details=(("round_trips", "round trips:", plain),
+                 ("one_side_bytes", "all 100 on one side:", size),
+                 ("one_side_round_trips", "round trips:", plain)),
+        repeats=3, quick_repeats=1,
+        blocked=sync_blocked, limit_when_blocked=True,
+    ),
+    Measure(
+        name="discovery",
+        title="mDNS discovery to a TCP connection, 3 hosts in network namespaces",
+        figure="discovery_s", unit="s", fmt=seconds,
+        run=discovery, limit="zeroconf_s",
+        limit_title="python-zeroconf alone (browse, register, resolve), same hosts",
+        goal=(Condition("discovery_s", "<=", 1.5),), goal_text="≤ 1.5 s median",
+        repeats=3, quick_repeats=1, warmup=False, timeout_s=240.0, quick_timeout_s=90.0,
+        blocked=discovery_blocked,
+    ),
+    Measure(
+        name="sim-snw",
+        title="simulator, reference trace, Spray-and-Wait: simulated s per wall s",
+        figure="sim_s_per_wall_s", unit="sim s/wall s", fmt=speedup,
+        run=sim_spray_and_wait, limit="bare_sim_s_per_wall_s",
+        limit_title="engine replaying the same trace, no protocol attached",
+        goal=(Condition("sim_s_per_wall_s", ">=", 2_000),), goal_text="≥ 2,000",
+        details=(("sim_window_s", "simulated:", whole_seconds), ("nodes", "nodes:", plain),
+                 ("setup_s", "node setup (pre-pairing):", seconds)),
+        repeats=1, quick_repeats=1, warmup=False, timeout_s=300.0,
+        blocked=sim_blocked, limit_when_blocked=True,
+    ),
+    Measure(
+        name="sim-epidemic",
+        title="simulator, reference trace, Epidemic: simulated s per wall s",
+        figure="sim_s_per_wall_s", unit="sim s/wall s", fmt=speedup,
+        run=sim_epidemic, limit="bare_sim_s_per_wall_s",
+        limit_title="engine replaying the same trace, no protocol attached",
+        details=(("sim_window_s", "simulated:", whole_seconds), ("nodes", "nodes:", plain),
+                 ("setup_s", "node setup (pre-pairing):", seconds)),
+        repeats=1, quick_repeats=1, warmup=False, timeout_s=300.0,
+        blocked=sim_blocked, limit_when_blocked=True,
+    ),
+    Measure(
+        name="mem-link",
+        title="memory per idle established link (one side; Python heap, RSS cross-check)",
+        figure="traced_bytes_per_link", unit="bytes", fmt=size,
+        run=idle_link_memory,
+        goal=(Condition("traced_bytes_per_link", "<=", 64 * KIB),
+              Condition("rss_bytes_per_link", "<=", 64 * KIB)),
+        goal_text="≤ 64 KiB", details=(("rss_bytes_per_link", "RSS:", size),),
+        repeats=2, quick_repeats=1, warmup=False, fresh_process=True,
+    ),
+    Measure(
+        name="mem-store",
+        title="memory of 100,000 1 KiB envelopes in a relay store + sync index",
+        figure="store_bytes_100k", unit="bytes", fmt=size,
+        run=relay_store_memory,
+        goal=(Condition("store_bytes_100k", "<=", 100 * MIB),), goal_text="≤ 100 MiB",
+        details=(("envelope_bytes_100k", "of which envelopes:", size),
+                 ("overhead_bytes_per_item", "overhead per item:", size)),
+        repeats=1, quick_repeats=1, warmup=False, fresh_process=True,
+    ),
+    Measure(
+        name="e2e-envelopes",
+        title="end-to-end messages sealed+opened/s (900 B inner, 1 KiB envelope)",
+        figure="seal_open_per_s", unit="messages/s", fmt=per_s,
+        run=e2e_envelopes, limit="raw_aead_per_s",
+        limit_title="raw XChaCha20-Poly1305 encrypt+decrypt, 900 B",
+        details=(("raw_aead_padded_per_s", "raw AEAD at the padded size:", per_s),),
+        blocked=e2e_blocked,
+    ),
+)
+# fmt: on

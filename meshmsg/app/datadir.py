@@ -36,7 +36,7 @@ from meshmsg.core.effects import CloseLink, Dial, Persist, Transmit
 from meshmsg.core.identity import IDENTITY_BYTES, Identity, encode_contact_code
 from meshmsg.core.node import Node
 from meshmsg.errors import ConfigError, KeystoreError, StorageError
-from meshmsg.net.discovery import parse_peer_address
+from meshmsg.net.peers import parse_peer_address
 from meshmsg.net.storage import DB_KEY_BYTES, DataDir, Storage, new_db_key
 from meshmsg.sysrng import SystemRng
 

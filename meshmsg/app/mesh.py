@@ -38,13 +38,8 @@ from meshmsg.core.effects import LinkId, Persist, RecordKind
 from meshmsg.core.events import LinkClosed, PeerConnected
 from meshmsg.core.node import Node
 from meshmsg.errors import CloseReason, StorageError, TransportError
-from meshmsg.net.discovery import (
-    DiscoveredPeer,
-    Discovery,
-    StaticPeers,
-    TrustedNetworks,
-    open_discovery,
-)
+from meshmsg.net.discovery import Discovery, open_discovery
+from meshmsg.net.peers import DiscoveredPeer, PeerHandout, StaticPeers, TrustedNetworks
 from meshmsg.net.runner import DialFailed, NodeRunner, open_node
 from meshmsg.net.storage import DataDir, Storage
 from meshmsg.sysrng import SystemRng
@@ -104,19 +99,16 @@ async def _checkpoint_loop(sink: CheckpointingStorage, interval_s: float) -> Non
 
 # --- discovery to runner -------------------------------------------------------------------------
 
-PeerSource = Discovery | StaticPeers
-
-
 class PeerBridge:
     """Forwards discovered peers to the runner and reports back how the dials went."""
 
     def __init__(self, runner: NodeRunner[Node]) -> None:
         self._runner = runner
-        self._known: dict[str, tuple[PeerSource, DiscoveredPeer]] = {}
+        self._known: dict[str, tuple[PeerHandout, DiscoveredPeer]] = {}
         self._dialled_links: dict[LinkId, str] = {}
         self.found_by: dict[str, str] = {}  # address -> "mDNS" or "static peer"
 
-    async def forward(self, source: PeerSource, how: str) -> None:
+    async def forward(self, source: PeerHandout, how: str) -> None:
         """Hand every peer ``source`` gives out to the node (it dials unless already linked)."""
         async for peer in source.peers():
             self._known[peer.address] = (source, peer)

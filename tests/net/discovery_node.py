@@ -35,13 +35,8 @@ import trio
 
 from meshmsg.config import NetConfig
 from meshmsg.errors import TransportError
-from meshmsg.net.discovery import (
-    DiscoveredPeer,
-    Discovery,
-    TrustedNetworks,
-    open_discovery,
-    system_adapters,
-)
+from meshmsg.net.discovery import Discovery, open_discovery
+from meshmsg.net.peers import DiscoveredPeer, TrustedNetworks, system_adapters
 from meshmsg.sysrng import SystemRng
 from tests.net.netns import Host, netns_available, netns_hosts
 

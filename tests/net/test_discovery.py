@@ -23,20 +23,19 @@ from meshmsg.errors import ConfigError, TransportError
 from meshmsg.net.discovery import (
     INSTANCE_LABEL_BYTES,
     SERVICE_TYPE,
-    Advert,
-    BrowseCallback,
-    BrowseChange,
-    DiscoveredPeer,
     Discovery,
+    advert_txt,
+    open_discovery,
+    txt_wire_bytes,
+)
+from meshmsg.net.mdns import Advert, BrowseCallback, BrowseChange, ResolvedService
+from meshmsg.net.peers import (
+    DiscoveredPeer,
     PeerTable,
-    ResolvedService,
     StaticPeers,
     TokenBucket,
     TrustedNetworks,
-    advert_txt,
-    open_discovery,
     parse_peer_address,
-    txt_wire_bytes,
 )
 from meshmsg.sim.rng import SeededRng
 

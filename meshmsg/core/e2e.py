@@ -344,10 +344,7 @@ class ContactChannel:
         abandoned = None if self._epoch in (peer, theirs.previous) else self._epoch
         for number in [e for e in self._recv if e > peer]:
             self._drop_epoch(number, expire=False)  # the peer never had these epochs
-        for epoch in self._recv.values():
-            # Only the epoch the peer is leaving now gets its final counts; an older report
-            # may predate messages the peer sealed after a heal we completed alone.
-            epoch.pending = None
+        self._close_left_epochs(peer, min(theirs.period, ours.period + self._future()))
         left = self._recv.get(peer)
         if left is not None and left.last is None:
             counts = dict(theirs.final_counts)
@@ -474,6 +471,9 @@ class ContactChannel:
 
     def _span(self) -> int:
         return receive_window(self._limits) + future_periods(self._limits)
+
+    def _future(self) -> int:
+        return future_periods(self._limits)
 
     def _advance_send(self) -> None:
         send = self._send
@@ -680,23 +680,48 @@ class ContactChannel:
         for slot in list(epoch.slots.values()):
             self._drop_slot(epoch, slot, expire=expire)
 
+    def _close_left_epochs(self, peer: int, last: int) -> None:
+        """At a heal, before the new epoch: close every receive epoch the peer has left.
+
+        The peer's share says it is in epoch ``peer``. If that is our newest epoch, it completed
+        our last heal (an implicit confirmation, even if its KeyConfirm was lost): the counts it
+        reported then are final. Every epoch below ``peer`` it has left for good, so none may
+        stay open (an open epoch derives keys for every later period: a state stolen before
+        the heals could forge in it for ever). Reports older than the epoch the peer is leaving
+        now are discarded: they may predate messages it sealed after a heal we did alone.
+        """
+        if peer == self._epoch:
+            self._finalise_older()
+        for epoch in list(self._recv.values()):
+            epoch.pending = None
+            if epoch.epoch < peer and epoch.last is None:
+                self._close_epoch(epoch, last, None)
+
     def _finalise_older(self) -> None:
-        """Apply the final counts of every older epoch the peer has now left."""
+        """The peer is in our newest epoch, so it has left every older one: apply the final
+        counts it reported, and close an epoch without a report at our period + F (the peer
+        sealed nothing in it later than that)."""
+        cap = self._period + self._future()
         for epoch in list(self._recv.values()):
             final = epoch.pending
-            if final is None or epoch.epoch >= self._epoch:
+            if epoch.epoch >= self._epoch or (final is None and epoch.last is not None):
                 continue
             epoch.pending = None
-            epoch.last = min(final.last, self._period + future_periods(self._limits))
-            self._refresh(epoch)
-            if epoch.epoch not in self._recv:
-                continue
-            for slot in list(epoch.slots.values()):
-                if slot.period > epoch.last:
-                    self._drop_slot(epoch, slot, expire=False)
-                elif slot.period >= final.counts_from:
-                    self._set_limit(epoch, slot, final.counts.get(slot.period, 0))
-            self._retire_if_complete(epoch)
+            self._close_epoch(epoch, cap if final is None else min(final.last, cap), final)
+
+    def _close_epoch(self, epoch: _RecvEpoch, last: int, final: _Final | None) -> None:
+        """No slot after ``last`` (the peer's last period in the epoch); with ``final``, each
+        slot recognises only the counters the peer reported sealing."""
+        epoch.last = last
+        self._refresh(epoch)
+        if epoch.epoch not in self._recv:
+            return
+        for slot in list(epoch.slots.values()):
+            if slot.period > last:
+                self._drop_slot(epoch, slot, expire=False)
+            elif final is not None and slot.period >= final.counts_from:
+                self._set_limit(epoch, slot, final.counts.get(slot.period, 0))
+        self._retire_if_complete(epoch)
 
     def _set_limit(self, epoch: _RecvEpoch, slot: _Slot, count: int) -> None:
         """Counters at or above the sender's final count never exist: stop recognising them."""

@@ -319,6 +319,38 @@ def test_a_stale_final_count_never_trims_later_mail(rng: SeededRng) -> None:
         assert isinstance(bob.open(sealed.envelope, T0 + 5), Opened)
 
 
+def test_a_lost_confirmation_never_leaves_an_old_epoch_open_for_a_stolen_state(
+    rng: SeededRng,
+) -> None:
+    """Issue 11, finding 1: the forging sequence of the external review."""
+    alice, bob = make_pair(rng)
+    stolen_bob = bob.channel.to_bytes()  # a thief copies Bob's state in epoch 0
+    heal(rng, LIMITS, alice, bob, T0 + 10, T0 + 10, confirm=False)  # KeyConfirm lost
+    heal(rng, LIMITS, alice, bob, T0 + 2 * DAY, T0 + 2 * DAY)  # two days later, confirmed
+    fresh = send(bob, b"in the new epoch", T0 + 2 * DAY + 60, rng)
+    assert opened(alice.open(fresh.envelope, T0 + 2 * DAY + 61)).inner == b"in the new epoch"
+    later = T0 + 32 * DAY
+    thief = ContactChannel.from_bytes(stolen_bob, limits=LIMITS)
+    forged = thief.seal(b"forged as Bob", later, 60, rng)
+    with pytest.raises(InvalidMessage):
+        alice.open(forged.envelope, later)
+    assert sorted(alice.channel._recv) == [2]  # epochs 0 and 1 are closed and gone
+
+
+def test_a_peer_in_our_epoch_at_the_next_heal_confirms_the_last_one(rng: SeededRng) -> None:
+    """No KeyConfirm and no message in the new epoch: the next share still proves the peer
+    completed the heal, so its final counts for the older epoch apply exactly."""
+    alice, bob = make_pair(rng)
+    slow = send(alice, b"sealed before the first heal", T0, rng)
+    heal(rng, LIMITS, alice, bob, T0 + 10, T0 + 10, confirm=False)
+    heal(rng, LIMITS, alice, bob, T0 + 20, T0 + 20, confirm=False)
+    epoch0 = bob.channel._recv[0]
+    assert epoch0.last is not None
+    assert [s.limit for s in epoch0.slots.values()] == [1]  # trimmed to the one message sealed
+    assert opened(bob.open(slow.envelope, T0 + 30)).inner == b"sealed before the first heal"
+    assert 0 not in bob.channel._recv  # every reported message arrived: the epoch is gone
+
+
 def test_without_a_common_heal_key_the_node_pairs_afresh(rng: SeededRng) -> None:
     alice, _ = make_pair(rng)
     secret, share_a = new_key_share(rng, T0, LIMITS, alice.channel)

@@ -171,6 +171,11 @@ class TwoChannels(RuleBasedStateMachine):
             assert len(side.index) == side.index.count(side.peer)
             assert len(side.channel.to_bytes()) <= state_budget_bytes(LIMITS)
             assert len(side.channel._recv) <= LIMITS.max_epochs_retained
+            # Issue 11, finding 1: besides the current epoch, only the one the peer is leaving
+            # may stay open (keys derived for every new period); all older ones are closed.
+            current = side.channel.epoch
+            open_older = [n for n, e in side.channel._recv.items() if e.last is None]
+            assert len([n for n in open_older if n != current]) <= 1, open_older
 
 
 TwoChannels.TestCase.settings = settings(

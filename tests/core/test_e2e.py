@@ -30,6 +30,7 @@ from meshmsg.core.envelope import (
     token_matches,
 )
 from meshmsg.core.keyschedule import (
+    MAX_EPOCH,
     PERSON_PAIR,
     epoch_keys,
     kdf,
@@ -360,6 +361,22 @@ def test_without_a_common_heal_key_the_node_pairs_afresh(rng: SeededRng) -> None
         alice.channel.heal(
             our_secret=secret, ours=share_a, theirs=far, handshake_hash=HANDSHAKE_HASH, now=T0
         )
+
+
+def test_a_share_at_the_last_epoch_makes_both_sides_pair_afresh(rng: SeededRng) -> None:
+    """Issue 11, finding 8: epoch 0xFFFFFFFE parsed, then max + 1 wedged the channel."""
+    alice, _ = make_pair(rng)
+    secret_a, share_a = new_key_share(rng, T0, LIMITS, alice.channel)
+    top = dataclasses.replace(share_a, epoch=MAX_EPOCH, previous=0)
+    assert KeyShare.from_bytes(top.to_bytes()) == top  # still a valid share
+    assert heal_base(share_a, top) is None
+    assert heal_base(top, share_a) is None
+    with pytest.raises(LocalProtocolError, match="pair afresh"):
+        alice.channel.heal(
+            our_secret=secret_a, ours=share_a, theirs=top, handshake_hash=HANDSHAKE_HASH, now=T0
+        )
+    one_below = dataclasses.replace(top, epoch=MAX_EPOCH - 1)
+    assert heal_base(share_a, one_below) == 0  # the last epoch itself can still be healed into
 
 
 def test_sealing_between_share_and_heal_is_refused(rng: SeededRng) -> None:

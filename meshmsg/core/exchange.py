@@ -955,7 +955,9 @@ class Exchange:
     def on_closed(self, session: PeerSession, now: float) -> None:
         contact = self.node.contacts.get(session.peer_id or b"")
         exchange = session.key_exchange
-        if contact is not None and exchange is not None and not exchange.done:
+        # Issue 11 #5: `contact.exchanging`, not `not exchange.done`: an exchange that failed
+        # after its share arrived (unparseable share) must not keep blocking sealing either.
+        if contact is not None and exchange is not None and contact.exchanging:
             contact.exchanging = False  # the exchange died with the link
             self.seal_waiting(contact, now)
         session.reconciler = None

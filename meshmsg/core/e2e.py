@@ -37,7 +37,9 @@ current epoch). Both compute the same new epoch; the sender switches at once. Th
 keeps the old epoch open until the peer is known to have switched too (its confirmation, or a
 message in the new epoch), then trims the old epoch to the reported final counts and drops it
 as soon as all have arrived. If one side completed a heal the other never saw (link lost
-mid-exchange, crash), the next meeting heals from the older epoch both still hold.
+mid-exchange, crash), the next meeting heals from the older epoch both still hold. A meeting
+also repairs a channel clock that one wrong reading pushed ahead of the peer's (it is the only
+time the monotonic clock may go back: ``_rebase_clock``).
 
 What this module does not know: the wire records that carry key shares (the Node's), time
 (``now`` is passed in), randomness (an injected :class:`~meshmsg.core.rng.Rng`), storage
@@ -75,6 +77,7 @@ from meshmsg.core.keyschedule import (
     future_periods,
     heal_base,
     kdf,
+    meeting_periods,
     message_key,
     period_of,
     ratchet,
@@ -171,8 +174,10 @@ class Expired:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HealResult:
-    """``abandoned_epoch``: our previous sending epoch the peer never had (it missed our last
-    heal); nothing sealed in it can be read, so the Node re-sends those messages."""
+    """``abandoned_epoch``: our previous sending epoch, when the peer cannot read all we sealed
+    in it, so the Node re-sends its undelivered messages (the peer drops duplicates by message
+    id). Either the peer never had it (it missed our last heal), or the two channel clocks were
+    more than F periods apart (part of it lies outside the peer's windows)."""
 
     epoch: int
     abandoned_epoch: int | None
@@ -337,11 +342,15 @@ class ContactChannel:
             raise LocalProtocolError("the two sides share no heal key: pair afresh")
         self._check_shares(our_secret, ours, theirs)
         self._check_current(ours)
+        skewed = abs(ours.period - theirs.period) > self._future()
+        if ours.period > theirs.period + self._future():
+            self._rebase_clock(now, theirs.period)
         new = max(mine, peer) + 1
         a, b = (ours, theirs) if self._is_a else (theirs, ours)
         secret = self._heal_keys[base] + x25519(our_secret, theirs.public)
         root = kdf(PERSON_HEAL, secret, transcript(a, b, handshake_hash), u32(base), u32(new))
-        abandoned = None if self._epoch in (peer, theirs.previous) else self._epoch
+        never_had = self._epoch not in (peer, theirs.previous)
+        abandoned = self._epoch if never_had or skewed else None
         for number in [e for e in self._recv if e > peer]:
             self._drop_epoch(number, expire=False)  # the peer never had these epochs
         self._close_left_epochs(peer, min(theirs.period, ours.period + self._future()))
@@ -373,8 +382,8 @@ class ContactChannel:
             theirs.check()
         except DecodeError as exc:
             raise HandshakeError(f"bad key share: {exc}") from exc
-        if abs(ours.period - theirs.period) > future_periods(self._limits):
-            raise HandshakeError("the peer's clock differs from ours by more than clock_skew_s")
+        if abs(ours.period - theirs.period) > meeting_periods(self._limits):
+            raise HandshakeError("the peer's clock is off ours by more than max_meeting_skew_s")
         if len(theirs.final_counts) > receive_window(self._limits) + future_periods(self._limits):
             raise HandshakeError("key share reports too many periods")
 
@@ -428,6 +437,23 @@ class ContactChannel:
 
     # --------------------------------------------------------------- time
 
+    def _rebase_clock(self, now: float, start: int) -> None:
+        """Bring a channel clock that ran ahead of the peer's back to ``now`` (not below the
+        new epoch's ``start``), at a live, authenticated meeting.
+
+        One wrong reading of ``now`` (a bad NTP answer) pushes the monotonic clock ahead, and
+        it never comes back by itself: our mail is sealed in periods the peer does not accept
+        yet, our windows have passed its periods. Safe: deleted keys stay deleted (ratchets
+        are one way); only the new epoch, fresh keys, starts at the agreed lower period. If
+        ``now`` is still wrong, the clock stays where it is and the Node reports the skew.
+        """
+        limits = self._limits
+        self._clock = max(now, start * limits.period_s)
+        self._period = period_of(self._clock, limits)
+        ceiling = self._clock + limits.expired_tag_grace_s  # keep expiry order and grace
+        for entry in self._expired.values():
+            entry.until = min(entry.until, ceiling)
+
     def advance(self, now: float) -> bool:
         """Move the monotonic clock to ``now``: ratchet, delete keys, expire old tags.
 
@@ -463,6 +489,11 @@ class ContactChannel:
     def period(self) -> int:
         """The current (monotonic) period."""
         return self._period
+
+    @property
+    def clock(self) -> float:
+        """The channel clock: the largest ``now`` seen (lowered only at a meeting's repair)."""
+        return self._clock
 
     @property
     def epoch(self) -> int:

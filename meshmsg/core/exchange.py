@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from meshmsg.core import codec
+from meshmsg.core.clockcheck import meeting_skew
 from meshmsg.core.contacts import Contact
 from meshmsg.core.conversations import StoredMessage
 from meshmsg.core.e2e import ContactChannel, Expired, Match, MatchKind, new_key_share
@@ -234,6 +235,9 @@ class Exchange:
             raise RemoteProtocolError("unexpected KeyExchange")
         state.done = True
         theirs = KeyShare.from_bytes(record.share)  # DecodeError closes the link
+        skew = meeting_skew(contact.peer_id, state.share, theirs, now, self.node.config.message)
+        if skew is not None:  # issue 11 #2: a clock fault is shown, never a silent wedge
+            self.node.emit(skew)
         peer = session.link.peer
         assert peer is not None
         contact.exchanging = False

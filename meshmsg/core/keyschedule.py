@@ -109,6 +109,12 @@ def future_periods(limits: MessageLimits) -> int:
     return math.ceil(limits.clock_skew_s / limits.period_s)
 
 
+def meeting_periods(limits: MessageLimits) -> int:
+    """How many periods apart two shares may be and still heal: ``max_meeting_skew_s`` in
+    periods, never less than F."""
+    return max(future_periods(limits), math.ceil(limits.max_meeting_skew_s / limits.period_s))
+
+
 def period_of(now: float, limits: MessageLimits) -> int:
     return max(0, math.floor(now / limits.period_s))
 

@@ -34,6 +34,7 @@ from meshmsg.core.keyschedule import (
     PERSON_PAIR,
     epoch_keys,
     kdf,
+    meeting_periods,
     message_key,
     transcript,
     x25519,
@@ -425,8 +426,10 @@ def test_pairing_rejects_bad_inputs(rng: SeededRng) -> None:
         pair(our_secret=b"short")
     with pytest.raises(HandshakeError, match="degenerate"):
         pair(theirs=dataclasses.replace(share_b, public=bytes(32)))
+    too_far = meeting_periods(LIMITS) + 1  # beyond F a meeting still pairs (issue 11 #2)
     with pytest.raises(HandshakeError, match="clock"):
-        pair(theirs=dataclasses.replace(share_b, period=share_b.period + F + 1))
+        pair(theirs=dataclasses.replace(share_b, period=share_b.period + too_far))
+    assert pair(theirs=dataclasses.replace(share_b, period=share_b.period + F + 1)).period >= 0
     with pytest.raises(HandshakeError, match="bad key share"):
         pair(theirs=dataclasses.replace(share_b, random=b"short"))
     with pytest.raises(LocalProtocolError, match="handshake hash"):
@@ -440,6 +443,39 @@ def test_skewed_clocks_within_the_allowance_work(rng: SeededRng) -> None:
     slow = send(alice, b"from the past", T0, rng)
     assert opened(alice.open(fast.envelope, T0)).inner == b"from the future"
     assert opened(bob.open(slow.envelope, T0 + LIMITS.clock_skew_s)).inner == b"from the past"
+
+
+def test_a_clock_jump_of_a_year_is_repaired_at_the_next_meeting(rng: SeededRng) -> None:
+    """Issue 11, finding 2: one reading a year ahead pushed the monotonic channel clock ahead
+    for good; every later heal raised HandshakeError and mail never flowed again."""
+    alice, bob = make_pair(rng)
+    alice.channel.advance(T0 + 365 * DAY)  # one wrong reading; the wall clock is right again
+    to_bob = send(alice, b"sealed a year ahead", T0 + 60, rng)
+    to_alice = send(bob, b"sealed while alice was ahead", T0 + 60, rng)
+    with pytest.raises(InvalidMessage):
+        bob.open(to_bob.envelope, T0 + 61)
+    assert not isinstance(alice.open(to_alice.envelope, T0 + 61), Opened)
+    ra, rb = heal(rng, LIMITS, alice, bob, T0 + 120, T0 + 120)
+    assert rb is not None
+    # Both re-send what they sealed in epoch 0: part of it lies outside the other's windows.
+    assert (ra.abandoned_epoch, rb.abandoned_epoch) == (0, 0)
+    assert alice.channel.period == bob.channel.period == math.floor(T0 / DAY)
+    after = send(alice, b"after the meeting", T0 + 180, rng)
+    back = send(bob, b"reply", T0 + 180, rng)
+    assert opened(bob.open(after.envelope, T0 + 181)).inner == b"after the meeting"
+    assert opened(alice.open(back.envelope, T0 + 181)).inner == b"reply"
+    alice.restart(LIMITS)  # the repaired clock is what is persisted
+    assert alice.channel.clock < T0 + DAY
+
+
+def test_a_meeting_with_a_wrong_clock_still_heals_and_repairs_nothing(rng: SeededRng) -> None:
+    """While alice's wall clock is still a year ahead, the meeting heals (the link stays up)
+    but her channel stays where her clock is: the Node reports the skew instead."""
+    alice, bob = make_pair(rng)
+    year = 365 * DAY
+    ra, _ = heal(rng, LIMITS, alice, bob, T0 + year, T0 + 60)
+    assert ra.abandoned_epoch == 0
+    assert alice.channel.period - bob.channel.period == 365
 
 
 def test_key_share_bytes_round_trip_and_are_strict(rng: SeededRng) -> None:

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from meshmsg.core.events import LinkClosed
+from typing import Any
+
+import pytest
+
+from meshmsg.config import MessageLimits, NodeConfig
+from meshmsg.core.clockcheck import channels_ahead
+from meshmsg.core.events import ClockSkewDetected, LinkClosed, MessageReceived
+from meshmsg.core.node import Node
 from meshmsg.core.records import KeyExchange
 from tests.core.node_tools import AttackMesh, events_of, own_envelopes
+from tests.helpers import Mesh
+
+LIMITS = MessageLimits()
 
 
 def paired_mesh(names: list[str]) -> AttackMesh:
@@ -34,3 +44,146 @@ def test_an_unparseable_key_share_does_not_stop_sealing_for_the_contact() -> Non
     mesh.nodes["alice"].send_message(mesh.peer_id("bob"), "still sealed", now=mesh.now)
     mesh.run()
     assert len(own_envelopes(mesh.nodes["alice"])) == 1
+
+
+# --------------------------------------------------------------------------- wrong clocks
+
+DAY = 86_400.0
+YEAR = 365 * DAY
+
+
+class Shifted:
+    """A Node whose wall clock reads ``mesh.offsets[name]`` seconds off the mesh's time."""
+
+    def __init__(self, node: Node, mesh: SkewMesh, name: str) -> None:
+        self.node = node
+        self.mesh = mesh
+        self.name = name
+
+    @property
+    def offset(self) -> float:
+        return self.mesh.offsets.get(self.name, 0.0)
+
+    def next_deadline(self) -> float | None:
+        deadline = self.node.next_deadline()
+        return None if deadline is None else deadline - self.offset
+
+    def __getattr__(self, attr: str) -> Any:
+        value = getattr(self.node, attr)
+        if not callable(value):
+            return value
+
+        def shifted(*args: Any, **kwargs: Any) -> Any:
+            if "now" in kwargs:
+                kwargs["now"] += self.offset
+            return value(*args, **kwargs)
+
+        return shifted
+
+
+class SkewMesh(AttackMesh):
+    """Each node's clock is off the mesh's by its entry in ``offsets`` (changeable)."""
+
+    def __init__(
+        self, names: list[str], offsets: dict[str, float], config: NodeConfig | None = None
+    ) -> None:
+        self.offsets = dict(offsets)
+        super().__init__(names, config=config)
+
+    def _build(self, name: str) -> Node:
+        mesh_now = self.now
+        self.now = mesh_now + self.offsets.get(name, 0.0)
+        try:
+            node = super()._build(name)
+        finally:
+            self.now = mesh_now
+        return Shifted(node, self, name)  # type: ignore[return-value]
+
+
+def bodies(mesh: Mesh, name: str) -> list[str]:
+    return sorted(e.body for e in mesh.of_type(name, MessageReceived))
+
+
+def relay_round(mesh: Mesh) -> None:
+    """carol, a stranger, carries mail from alice to bob and back."""
+    for a, b in (("alice", "carol"), ("bob", "carol"), ("alice", "carol")):
+        mesh.connect(a, b)
+        mesh.disconnect(a, b)
+
+
+SLOW_SENDER_AT_RELAYS = pytest.mark.xfail(
+    strict=True,
+    reason="not fixed (issue 11 #2, reported): relays judge expiry_at by their own clock, so "
+    "the envelopes of a sender 24 h slow with a 24 h TTL are refused at once as expired",
+)
+
+
+@pytest.mark.parametrize(
+    ("profile", "skew", "ttl_s"),
+    [
+        ("office", DAY, None),
+        pytest.param("office", -DAY, None, marks=SLOW_SENDER_AT_RELAYS),
+        ("crisis", DAY, 3 * DAY),
+        ("crisis", -DAY, 3 * DAY),
+    ],
+)
+def test_a_day_of_clock_skew_loses_no_message(
+    profile: str, skew: float, ttl_s: float | None
+) -> None:
+    """Issue 11, finding 2: ±24 h between two contacts (clock_skew_s) loses nothing, through
+    a relay and across a meeting that heals under the skew."""
+    config = NodeConfig.crisis() if profile == "crisis" else NodeConfig()
+    mesh = SkewMesh(["alice", "bob", "carol"], offsets={"bob": skew}, config=config)
+    mesh.befriend("alice", "bob")
+    mesh.connect("alice", "bob")  # pairing with bob's clock a day off
+    mesh.disconnect("alice", "bob")
+    sent: dict[str, list[str]] = {"alice": [], "bob": []}
+    for day in range(4):
+        for hour in (0, 8, 16):
+            for who, to in (("alice", "bob"), ("bob", "alice")):
+                body = f"{who} day {day} hour {hour}"
+                mesh.nodes[who].send_message(mesh.peer_id(to), body, now=mesh.now, ttl_s=ttl_s)
+                sent[who].append(body)
+            mesh.run()
+            relay_round(mesh)
+            mesh.advance(8 * 3_600)
+        if day == 1:
+            mesh.connect("alice", "bob")  # a meeting heals under the skew
+            mesh.disconnect("alice", "bob")
+    assert not mesh.of_type("alice", ClockSkewDetected)
+    assert bodies(mesh, "bob") == sorted(sent["alice"])
+    assert bodies(mesh, "alice") == sorted(sent["bob"])
+
+
+def test_a_clock_jump_of_a_year_then_back_recovers_at_the_next_meeting() -> None:
+    """Issue 11, finding 2: one reading a year ahead wedged the channel for good (heals raised
+    HandshakeError and closed the link). The next meeting repairs it, and says so."""
+    mesh = SkewMesh(["alice", "bob"], offsets={})
+    mesh.befriend("alice", "bob")
+    mesh.connect("alice", "bob")
+    mesh.disconnect("alice", "bob")
+    alice, bob = mesh.nodes["alice"], mesh.nodes["bob"]
+    mesh.offsets["alice"] = YEAR  # a bad NTP answer ...
+    alice.handle_timer(now=mesh.now)
+    alice.send_message(mesh.peer_id("bob"), "sent while a year ahead", now=mesh.now)
+    mesh.run()
+    mesh.offsets["alice"] = 0.0  # ... corrected a minute later
+    mesh.advance(60)
+    alice.send_message(mesh.peer_id("bob"), "sent after the clock came back", now=mesh.now)
+    bob.send_message(mesh.peer_id("alice"), "sent to alice meanwhile", now=mesh.now)
+    mesh.run()
+    assert [(p, s) for p, s in channels_ahead(alice.contacts, mesh.now, LIMITS)] == [
+        (mesh.peer_id("bob"), pytest.approx(YEAR - 60, abs=1))
+    ]
+    mesh.connect("alice", "bob")  # the next meeting
+    assert mesh.linked("alice", "bob")
+    assert bodies(mesh, "bob") == ["sent after the clock came back", "sent while a year ahead"]
+    assert bodies(mesh, "alice") == ["sent to alice meanwhile"]
+    (seen_by_alice,) = mesh.of_type("alice", ClockSkewDetected)
+    (seen_by_bob,) = mesh.of_type("bob", ClockSkewDetected)
+    assert (seen_by_alice.skew_s, seen_by_alice.repaired) == (-YEAR, True)
+    assert (seen_by_bob.skew_s, seen_by_bob.repaired) == (YEAR, False)
+    assert channels_ahead(alice.contacts, mesh.now, LIMITS) == []
+    alice.send_message(mesh.peer_id("bob"), "and later", now=mesh.now)
+    mesh.run()
+    assert "and later" in bodies(mesh, "bob")

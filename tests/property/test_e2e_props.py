@@ -244,3 +244,29 @@ def test_damaged_channel_state_raises_only_keystore_error(position: int, value: 
     assert ContactChannel.from_bytes(channel.to_bytes(), limits=LIMITS).to_bytes() == (
         channel.to_bytes()
     )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    jump=st.floats(0, 4 * 365 * R),
+    who=st.sampled_from("ab"),
+    back_after=st.floats(0, R),
+    seed=st.integers(0, 2**32),
+)
+def test_any_clock_jump_ahead_is_repaired_by_the_next_meeting(
+    jump: float, who: str, back_after: float, seed: int
+) -> None:
+    """Issue 11, finding 2: one reading up to four years ahead, then the right time again:
+    after the next meeting both channels are in step and mail opens both ways."""
+    rng = SeededRng(seed, "clock-jump")
+    sides = dict(zip("ab", make_pair(rng), strict=True))
+    sides[who].channel.advance(T0 + jump)  # the wrong reading
+    now = T0 + back_after
+    heal(rng, LIMITS, sides["a"], sides["b"], now, now)
+    gap = abs(sides["a"].channel.period - sides["b"].channel.period)
+    assert gap <= math.ceil(LIMITS.clock_skew_s / R)  # a jump within D is left alone
+    for x, y in (("a", "b"), ("b", "a")):
+        sealed = sides[x].channel.seal(b"hello", now + 1, 60, rng)
+        result = sides[y].open(sealed.envelope, now + 2)
+        assert isinstance(result, Opened)
+        assert result.inner == b"hello"

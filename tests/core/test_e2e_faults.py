@@ -15,6 +15,8 @@ from tests.core.node_tools import AttackMesh, events_of, own_envelopes
 from tests.helpers import Mesh
 
 LIMITS = MessageLimits()
+DAY = 86_400.0
+YEAR = 365 * DAY
 
 
 def paired_mesh(names: list[str]) -> AttackMesh:
@@ -46,10 +48,42 @@ def test_an_unparseable_key_share_does_not_stop_sealing_for_the_contact() -> Non
     assert len(own_envelopes(mesh.nodes["alice"])) == 1
 
 
-# --------------------------------------------------------------------------- wrong clocks
+# ------------------------------------------------------------------- lost confirmation
 
-DAY = 86_400.0
-YEAR = 365 * DAY
+
+def test_a_state_stolen_before_a_heal_with_a_lost_confirm_cannot_forge_a_month_later() -> None:
+    """Issue 11, finding 1, end to end: pair; a thief copies Bob's state; a meeting whose
+    KeyConfirms are lost; a confirmed meeting two days later; Bob writes in the new epoch;
+    thirty days later the stolen state seals a message to Alice: she must not take it."""
+    mesh = AttackMesh(["alice", "bob"])
+    mesh.befriend("alice", "bob")
+    mesh.connect("alice", "bob")
+    mesh.disconnect("alice", "bob")
+    stolen = dict(mesh.persisted["bob"])
+    for name in ("alice", "bob"):  # both KeyConfirms are lost on the way
+        mesh.nodes[name].exchange._on_key_confirm = lambda *_: None  # type: ignore[method-assign]
+    mesh.connect("alice", "bob")
+    mesh.disconnect("alice", "bob")
+    for name in ("alice", "bob"):
+        del mesh.nodes[name].exchange._on_key_confirm
+    mesh.advance(2 * DAY)
+    mesh.connect("alice", "bob")
+    mesh.disconnect("alice", "bob")
+    mesh.nodes["bob"].send_message(mesh.peer_id("alice"), "in the new epoch", now=mesh.now)
+    mesh.connect("alice", "bob")
+    mesh.disconnect("alice", "bob")
+    assert bodies(mesh, "alice") == ["in the new epoch"]
+    mesh.advance(30 * DAY)
+    thief = mesh.clone("thief", "bob", stolen)
+    thief.handle_timer(now=mesh.now)  # the thief lets its copy's clock run on
+    thief.send_message(mesh.peer_id("alice"), "forged as bob", now=mesh.now)
+    mesh.run()
+    (forged,) = own_envelopes(thief)
+    mesh.inject("alice", mesh.stranger("relay")).transfer([forged])
+    assert bodies(mesh, "alice") == ["in the new epoch"]
+
+
+# --------------------------------------------------------------------------- wrong clocks
 
 
 class Shifted:

@@ -120,6 +120,13 @@ class MessageLimits:
         86_400.0, "s", "office profile: mail older than a day is not expected to arrive"
     )
     clock_skew_s: float = limit(86_400.0, "s", "Briar's MAX_CLOCK_DIFFERENCE: ±24 h tolerated")
+    max_meeting_skew_s: float = limit(
+        5 * 365 * 86_400.0,
+        "s",
+        "a meeting still heals (and repairs a channel clock one wrong reading pushed ahead) "
+        "with the contact's key period this far from ours; bounded because the new epoch "
+        "ratchets once per period of the difference; beyond it the key exchange is refused",
+    )
     tag_window: int = limit(
         64, "counters", "tags precomputed ahead per (contact, period); BTP uses 32"
     )

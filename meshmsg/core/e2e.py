@@ -37,7 +37,9 @@ current epoch). Both compute the same new epoch; the sender switches at once. Th
 keeps the old epoch open until the peer is known to have switched too (its confirmation, or a
 message in the new epoch), then trims the old epoch to the reported final counts and drops it
 as soon as all have arrived. If one side completed a heal the other never saw (link lost
-mid-exchange, crash), the next meeting heals from the older epoch both still hold.
+mid-exchange, crash), the next meeting heals from the older epoch both still hold. A meeting
+also repairs a channel clock that one wrong reading pushed ahead of the peer's (it is the only
+time the monotonic clock may go back: ``_rebase_clock``).
 
 What this module does not know: the wire records that carry key shares (the Node's), time
 (``now`` is passed in), randomness (an injected :class:`~meshmsg.core.rng.Rng`), storage
@@ -75,6 +77,7 @@ from meshmsg.core.keyschedule import (
     future_periods,
     heal_base,
     kdf,
+    meeting_periods,
     message_key,
     period_of,
     ratchet,
@@ -171,8 +174,10 @@ class Expired:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HealResult:
-    """``abandoned_epoch``: our previous sending epoch the peer never had (it missed our last
-    heal); nothing sealed in it can be read, so the Node re-sends those messages."""
+    """``abandoned_epoch``: our previous sending epoch, when the peer cannot read all we sealed
+    in it, so the Node re-sends its undelivered messages (the peer drops duplicates by message
+    id). Either the peer never had it (it missed our last heal), or the two channel clocks were
+    more than F periods apart (part of it lies outside the peer's windows)."""
 
     epoch: int
     abandoned_epoch: int | None
@@ -337,17 +342,18 @@ class ContactChannel:
             raise LocalProtocolError("the two sides share no heal key: pair afresh")
         self._check_shares(our_secret, ours, theirs)
         self._check_current(ours)
+        skewed = abs(ours.period - theirs.period) > self._future()
+        if ours.period > theirs.period + self._future():
+            self._rebase_clock(now, theirs.period)
         new = max(mine, peer) + 1
         a, b = (ours, theirs) if self._is_a else (theirs, ours)
         secret = self._heal_keys[base] + x25519(our_secret, theirs.public)
         root = kdf(PERSON_HEAL, secret, transcript(a, b, handshake_hash), u32(base), u32(new))
-        abandoned = None if self._epoch in (peer, theirs.previous) else self._epoch
+        never_had = self._epoch not in (peer, theirs.previous)
+        abandoned = self._epoch if never_had or skewed else None
         for number in [e for e in self._recv if e > peer]:
             self._drop_epoch(number, expire=False)  # the peer never had these epochs
-        for epoch in self._recv.values():
-            # Only the epoch the peer is leaving now gets its final counts; an older report
-            # may predate messages the peer sealed after a heal we completed alone.
-            epoch.pending = None
+        self._close_left_epochs(peer, min(theirs.period, ours.period + self._future()))
         left = self._recv.get(peer)
         if left is not None and left.last is None:
             counts = dict(theirs.final_counts)
@@ -376,8 +382,8 @@ class ContactChannel:
             theirs.check()
         except DecodeError as exc:
             raise HandshakeError(f"bad key share: {exc}") from exc
-        if abs(ours.period - theirs.period) > future_periods(self._limits):
-            raise HandshakeError("the peer's clock differs from ours by more than clock_skew_s")
+        if abs(ours.period - theirs.period) > meeting_periods(self._limits):
+            raise HandshakeError("the peer's clock is off ours by more than max_meeting_skew_s")
         if len(theirs.final_counts) > receive_window(self._limits) + future_periods(self._limits):
             raise HandshakeError("key share reports too many periods")
 
@@ -431,6 +437,23 @@ class ContactChannel:
 
     # --------------------------------------------------------------- time
 
+    def _rebase_clock(self, now: float, start: int) -> None:
+        """Bring a channel clock that ran ahead of the peer's back to ``now`` (not below the
+        new epoch's ``start``), at a live, authenticated meeting.
+
+        One wrong reading of ``now`` (a bad NTP answer) pushes the monotonic clock ahead, and
+        it never comes back by itself: our mail is sealed in periods the peer does not accept
+        yet, our windows have passed its periods. Safe: deleted keys stay deleted (ratchets
+        are one way); only the new epoch, fresh keys, starts at the agreed lower period. If
+        ``now`` is still wrong, the clock stays where it is and the Node reports the skew.
+        """
+        limits = self._limits
+        self._clock = max(now, start * limits.period_s)
+        self._period = period_of(self._clock, limits)
+        ceiling = self._clock + limits.expired_tag_grace_s  # keep expiry order and grace
+        for entry in self._expired.values():
+            entry.until = min(entry.until, ceiling)
+
     def advance(self, now: float) -> bool:
         """Move the monotonic clock to ``now``: ratchet, delete keys, expire old tags.
 
@@ -468,12 +491,20 @@ class ContactChannel:
         return self._period
 
     @property
+    def clock(self) -> float:
+        """The channel clock: the largest ``now`` seen (lowered only at a meeting's repair)."""
+        return self._clock
+
+    @property
     def epoch(self) -> int:
         """The current epoch: the one we seal in."""
         return self._epoch
 
     def _span(self) -> int:
         return receive_window(self._limits) + future_periods(self._limits)
+
+    def _future(self) -> int:
+        return future_periods(self._limits)
 
     def _advance_send(self) -> None:
         send = self._send
@@ -680,23 +711,48 @@ class ContactChannel:
         for slot in list(epoch.slots.values()):
             self._drop_slot(epoch, slot, expire=expire)
 
+    def _close_left_epochs(self, peer: int, last: int) -> None:
+        """At a heal, before the new epoch: close every receive epoch the peer has left.
+
+        The peer's share says it is in epoch ``peer``. If that is our newest epoch, it completed
+        our last heal (an implicit confirmation, even if its KeyConfirm was lost): the counts it
+        reported then are final. Every epoch below ``peer`` it has left for good, so none may
+        stay open (an open epoch derives keys for every later period: a state stolen before
+        the heals could forge in it for ever). Reports older than the epoch the peer is leaving
+        now are discarded: they may predate messages it sealed after a heal we did alone.
+        """
+        if peer == self._epoch:
+            self._finalise_older()
+        for epoch in list(self._recv.values()):
+            epoch.pending = None
+            if epoch.epoch < peer and epoch.last is None:
+                self._close_epoch(epoch, last, None)
+
     def _finalise_older(self) -> None:
-        """Apply the final counts of every older epoch the peer has now left."""
+        """The peer is in our newest epoch, so it has left every older one: apply the final
+        counts it reported, and close an epoch without a report at our period + F (the peer
+        sealed nothing in it later than that)."""
+        cap = self._period + self._future()
         for epoch in list(self._recv.values()):
             final = epoch.pending
-            if final is None or epoch.epoch >= self._epoch:
+            if epoch.epoch >= self._epoch or (final is None and epoch.last is not None):
                 continue
             epoch.pending = None
-            epoch.last = min(final.last, self._period + future_periods(self._limits))
-            self._refresh(epoch)
-            if epoch.epoch not in self._recv:
-                continue
-            for slot in list(epoch.slots.values()):
-                if slot.period > epoch.last:
-                    self._drop_slot(epoch, slot, expire=False)
-                elif slot.period >= final.counts_from:
-                    self._set_limit(epoch, slot, final.counts.get(slot.period, 0))
-            self._retire_if_complete(epoch)
+            self._close_epoch(epoch, cap if final is None else min(final.last, cap), final)
+
+    def _close_epoch(self, epoch: _RecvEpoch, last: int, final: _Final | None) -> None:
+        """No slot after ``last`` (the peer's last period in the epoch); with ``final``, each
+        slot recognises only the counters the peer reported sealing."""
+        epoch.last = last
+        self._refresh(epoch)
+        if epoch.epoch not in self._recv:
+            return
+        for slot in list(epoch.slots.values()):
+            if slot.period > last:
+                self._drop_slot(epoch, slot, expire=False)
+            elif final is not None and slot.period >= final.counts_from:
+                self._set_limit(epoch, slot, final.counts.get(slot.period, 0))
+        self._retire_if_complete(epoch)
 
     def _set_limit(self, epoch: _RecvEpoch, slot: _Slot, count: int) -> None:
         """Counters at or above the sender's final count never exist: stop recognising them."""

@@ -99,6 +99,21 @@ class UndecryptableMessage:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ClockSkewDetected:
+    """At a meeting, the contact's key period was more than ``clock_skew_s`` from ours.
+
+    ``skew_s`` is theirs minus ours, in whole key periods (positive: the contact's clock is
+    ahead). ``repaired``: our channel clock had run ahead of our wall clock (one wrong reading
+    is enough) and this meeting brought it back, with mail re-sent; otherwise one of the two
+    clocks is wrong now, and mail between the two cannot be read until it is corrected.
+    """
+
+    peer_id: bytes
+    skew_s: float
+    repaired: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EnvelopeAccepted:
     """We took custody of an envelope copy from a peer (a completed transfer)."""
 
@@ -124,6 +139,7 @@ Event = (
     | MessageReceived
     | MessageStatusChanged
     | UndecryptableMessage
+    | ClockSkewDetected
     | EnvelopeAccepted
     | EnvelopeDropped
 )

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from meshmsg.core import codec
+from meshmsg.core.clockcheck import meeting_skew
 from meshmsg.core.contacts import Contact
 from meshmsg.core.conversations import StoredMessage
 from meshmsg.core.e2e import ContactChannel, Expired, Match, MatchKind, new_key_share
@@ -234,6 +235,9 @@ class Exchange:
             raise RemoteProtocolError("unexpected KeyExchange")
         state.done = True
         theirs = KeyShare.from_bytes(record.share)  # DecodeError closes the link
+        skew = meeting_skew(contact.peer_id, state.share, theirs, now, self.node.config.message)
+        if skew is not None:  # issue 11 #2: a clock fault is shown, never a silent wedge
+            self.node.emit(skew)
         peer = session.link.peer
         assert peer is not None
         contact.exchanging = False
@@ -955,7 +959,9 @@ class Exchange:
     def on_closed(self, session: PeerSession, now: float) -> None:
         contact = self.node.contacts.get(session.peer_id or b"")
         exchange = session.key_exchange
-        if contact is not None and exchange is not None and not exchange.done:
+        # Issue 11 #5: `contact.exchanging`, not `not exchange.done`: an exchange that failed
+        # after its share arrived (unparseable share) must not keep blocking sealing either.
+        if contact is not None and exchange is not None and contact.exchanging:
             contact.exchanging = False  # the exchange died with the link
             self.seal_waiting(contact, now)
         session.reconciler = None

@@ -109,6 +109,12 @@ def future_periods(limits: MessageLimits) -> int:
     return math.ceil(limits.clock_skew_s / limits.period_s)
 
 
+def meeting_periods(limits: MessageLimits) -> int:
+    """How many periods apart two shares may be and still heal: ``max_meeting_skew_s`` in
+    periods, never less than F."""
+    return max(future_periods(limits), math.ceil(limits.max_meeting_skew_s / limits.period_s))
+
+
 def period_of(now: float, limits: MessageLimits) -> int:
     return max(0, math.floor(now / limits.period_s))
 
@@ -220,7 +226,13 @@ def heal_base(ours: KeyShare, theirs: KeyShare) -> int | None:
     from; the base is the newest epoch both hold. Symmetric: both sides compute the same
     value from the same two shares. Normally both are at the same epoch; after a heal only
     one side completed (link lost mid-exchange, crash before commit) the base is older.
+
+    ``None`` too when the new epoch, ``max(epochs) + 1``, would pass :data:`MAX_EPOCH` (a
+    share may carry any epoch up to it): the channel could not be encoded in a share any more,
+    so both sides pair afresh at epoch 0 instead of wedging.
     """
+    if ours.epoch is None or theirs.epoch is None or max(ours.epoch, theirs.epoch) >= MAX_EPOCH:
+        return None
     held = {ours.epoch, ours.previous} & {theirs.epoch, theirs.previous}
     held.discard(None)
     return max((e for e in held if e is not None), default=None)

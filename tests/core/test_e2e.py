@@ -30,9 +30,11 @@ from meshmsg.core.envelope import (
     token_matches,
 )
 from meshmsg.core.keyschedule import (
+    MAX_EPOCH,
     PERSON_PAIR,
     epoch_keys,
     kdf,
+    meeting_periods,
     message_key,
     transcript,
     x25519,
@@ -319,6 +321,38 @@ def test_a_stale_final_count_never_trims_later_mail(rng: SeededRng) -> None:
         assert isinstance(bob.open(sealed.envelope, T0 + 5), Opened)
 
 
+def test_a_lost_confirmation_never_leaves_an_old_epoch_open_for_a_stolen_state(
+    rng: SeededRng,
+) -> None:
+    """Issue 11, finding 1: the forging sequence of the external review."""
+    alice, bob = make_pair(rng)
+    stolen_bob = bob.channel.to_bytes()  # a thief copies Bob's state in epoch 0
+    heal(rng, LIMITS, alice, bob, T0 + 10, T0 + 10, confirm=False)  # KeyConfirm lost
+    heal(rng, LIMITS, alice, bob, T0 + 2 * DAY, T0 + 2 * DAY)  # two days later, confirmed
+    fresh = send(bob, b"in the new epoch", T0 + 2 * DAY + 60, rng)
+    assert opened(alice.open(fresh.envelope, T0 + 2 * DAY + 61)).inner == b"in the new epoch"
+    later = T0 + 32 * DAY
+    thief = ContactChannel.from_bytes(stolen_bob, limits=LIMITS)
+    forged = thief.seal(b"forged as Bob", later, 60, rng)
+    with pytest.raises(InvalidMessage):
+        alice.open(forged.envelope, later)
+    assert sorted(alice.channel._recv) == [2]  # epochs 0 and 1 are closed and gone
+
+
+def test_a_peer_in_our_epoch_at_the_next_heal_confirms_the_last_one(rng: SeededRng) -> None:
+    """No KeyConfirm and no message in the new epoch: the next share still proves the peer
+    completed the heal, so its final counts for the older epoch apply exactly."""
+    alice, bob = make_pair(rng)
+    slow = send(alice, b"sealed before the first heal", T0, rng)
+    heal(rng, LIMITS, alice, bob, T0 + 10, T0 + 10, confirm=False)
+    heal(rng, LIMITS, alice, bob, T0 + 20, T0 + 20, confirm=False)
+    epoch0 = bob.channel._recv[0]
+    assert epoch0.last is not None
+    assert [s.limit for s in epoch0.slots.values()] == [1]  # trimmed to the one message sealed
+    assert opened(bob.open(slow.envelope, T0 + 30)).inner == b"sealed before the first heal"
+    assert 0 not in bob.channel._recv  # every reported message arrived: the epoch is gone
+
+
 def test_without_a_common_heal_key_the_node_pairs_afresh(rng: SeededRng) -> None:
     alice, _ = make_pair(rng)
     secret, share_a = new_key_share(rng, T0, LIMITS, alice.channel)
@@ -328,6 +362,22 @@ def test_without_a_common_heal_key_the_node_pairs_afresh(rng: SeededRng) -> None
         alice.channel.heal(
             our_secret=secret, ours=share_a, theirs=far, handshake_hash=HANDSHAKE_HASH, now=T0
         )
+
+
+def test_a_share_at_the_last_epoch_makes_both_sides_pair_afresh(rng: SeededRng) -> None:
+    """Issue 11, finding 8: epoch 0xFFFFFFFE parsed, then max + 1 wedged the channel."""
+    alice, _ = make_pair(rng)
+    secret_a, share_a = new_key_share(rng, T0, LIMITS, alice.channel)
+    top = dataclasses.replace(share_a, epoch=MAX_EPOCH, previous=0)
+    assert KeyShare.from_bytes(top.to_bytes()) == top  # still a valid share
+    assert heal_base(share_a, top) is None
+    assert heal_base(top, share_a) is None
+    with pytest.raises(LocalProtocolError, match="pair afresh"):
+        alice.channel.heal(
+            our_secret=secret_a, ours=share_a, theirs=top, handshake_hash=HANDSHAKE_HASH, now=T0
+        )
+    one_below = dataclasses.replace(top, epoch=MAX_EPOCH - 1)
+    assert heal_base(share_a, one_below) == 0  # the last epoch itself can still be healed into
 
 
 def test_sealing_between_share_and_heal_is_refused(rng: SeededRng) -> None:
@@ -376,8 +426,10 @@ def test_pairing_rejects_bad_inputs(rng: SeededRng) -> None:
         pair(our_secret=b"short")
     with pytest.raises(HandshakeError, match="degenerate"):
         pair(theirs=dataclasses.replace(share_b, public=bytes(32)))
+    too_far = meeting_periods(LIMITS) + 1  # beyond F a meeting still pairs (issue 11 #2)
     with pytest.raises(HandshakeError, match="clock"):
-        pair(theirs=dataclasses.replace(share_b, period=share_b.period + F + 1))
+        pair(theirs=dataclasses.replace(share_b, period=share_b.period + too_far))
+    assert pair(theirs=dataclasses.replace(share_b, period=share_b.period + F + 1)).period >= 0
     with pytest.raises(HandshakeError, match="bad key share"):
         pair(theirs=dataclasses.replace(share_b, random=b"short"))
     with pytest.raises(LocalProtocolError, match="handshake hash"):
@@ -391,6 +443,39 @@ def test_skewed_clocks_within_the_allowance_work(rng: SeededRng) -> None:
     slow = send(alice, b"from the past", T0, rng)
     assert opened(alice.open(fast.envelope, T0)).inner == b"from the future"
     assert opened(bob.open(slow.envelope, T0 + LIMITS.clock_skew_s)).inner == b"from the past"
+
+
+def test_a_clock_jump_of_a_year_is_repaired_at_the_next_meeting(rng: SeededRng) -> None:
+    """Issue 11, finding 2: one reading a year ahead pushed the monotonic channel clock ahead
+    for good; every later heal raised HandshakeError and mail never flowed again."""
+    alice, bob = make_pair(rng)
+    alice.channel.advance(T0 + 365 * DAY)  # one wrong reading; the wall clock is right again
+    to_bob = send(alice, b"sealed a year ahead", T0 + 60, rng)
+    to_alice = send(bob, b"sealed while alice was ahead", T0 + 60, rng)
+    with pytest.raises(InvalidMessage):
+        bob.open(to_bob.envelope, T0 + 61)
+    assert not isinstance(alice.open(to_alice.envelope, T0 + 61), Opened)
+    ra, rb = heal(rng, LIMITS, alice, bob, T0 + 120, T0 + 120)
+    assert rb is not None
+    # Both re-send what they sealed in epoch 0: part of it lies outside the other's windows.
+    assert (ra.abandoned_epoch, rb.abandoned_epoch) == (0, 0)
+    assert alice.channel.period == bob.channel.period == math.floor(T0 / DAY)
+    after = send(alice, b"after the meeting", T0 + 180, rng)
+    back = send(bob, b"reply", T0 + 180, rng)
+    assert opened(bob.open(after.envelope, T0 + 181)).inner == b"after the meeting"
+    assert opened(alice.open(back.envelope, T0 + 181)).inner == b"reply"
+    alice.restart(LIMITS)  # the repaired clock is what is persisted
+    assert alice.channel.clock < T0 + DAY
+
+
+def test_a_meeting_with_a_wrong_clock_still_heals_and_repairs_nothing(rng: SeededRng) -> None:
+    """While alice's wall clock is still a year ahead, the meeting heals (the link stays up)
+    but her channel stays where her clock is: the Node reports the skew instead."""
+    alice, bob = make_pair(rng)
+    year = 365 * DAY
+    ra, _ = heal(rng, LIMITS, alice, bob, T0 + year, T0 + 60)
+    assert ra.abandoned_epoch == 0
+    assert alice.channel.period - bob.channel.period == 365
 
 
 def test_key_share_bytes_round_trip_and_are_strict(rng: SeededRng) -> None:

@@ -171,6 +171,11 @@ class TwoChannels(RuleBasedStateMachine):
             assert len(side.index) == side.index.count(side.peer)
             assert len(side.channel.to_bytes()) <= state_budget_bytes(LIMITS)
             assert len(side.channel._recv) <= LIMITS.max_epochs_retained
+            # Issue 11, finding 1: besides the current epoch, only the one the peer is leaving
+            # may stay open (keys derived for every new period); all older ones are closed.
+            current = side.channel.epoch
+            open_older = [n for n, e in side.channel._recv.items() if e.last is None]
+            assert len([n for n in open_older if n != current]) <= 1, open_older
 
 
 TwoChannels.TestCase.settings = settings(
@@ -239,3 +244,29 @@ def test_damaged_channel_state_raises_only_keystore_error(position: int, value: 
     assert ContactChannel.from_bytes(channel.to_bytes(), limits=LIMITS).to_bytes() == (
         channel.to_bytes()
     )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    jump=st.floats(0, 4 * 365 * R),
+    who=st.sampled_from("ab"),
+    back_after=st.floats(0, R),
+    seed=st.integers(0, 2**32),
+)
+def test_any_clock_jump_ahead_is_repaired_by_the_next_meeting(
+    jump: float, who: str, back_after: float, seed: int
+) -> None:
+    """Issue 11, finding 2: one reading up to four years ahead, then the right time again:
+    after the next meeting both channels are in step and mail opens both ways."""
+    rng = SeededRng(seed, "clock-jump")
+    sides = dict(zip("ab", make_pair(rng), strict=True))
+    sides[who].channel.advance(T0 + jump)  # the wrong reading
+    now = T0 + back_after
+    heal(rng, LIMITS, sides["a"], sides["b"], now, now)
+    gap = abs(sides["a"].channel.period - sides["b"].channel.period)
+    assert gap <= math.ceil(LIMITS.clock_skew_s / R)  # a jump within D is left alone
+    for x, y in (("a", "b"), ("b", "a")):
+        sealed = sides[x].channel.seal(b"hello", now + 1, 60, rng)
+        result = sides[y].open(sealed.envelope, now + 2)
+        assert isinstance(result, Opened)
+        assert result.inner == b"hello"

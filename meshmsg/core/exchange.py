@@ -66,7 +66,7 @@ from meshmsg.core.records import (
 from meshmsg.core.routing import PeerRouting, peer_routing, route_id
 from meshmsg.core.session import InFlight, KeyExchangeState, PeerSession
 from meshmsg.core.store import StoreItem, Tier
-from meshmsg.core.tombstones import Tombstone
+from meshmsg.core.tombstones import Tombstone, judge
 from meshmsg.core.wire import Record, decode_records, encode_records
 from meshmsg.errors import (
     CloseReason,
@@ -543,6 +543,7 @@ class Exchange:
             kept = node.router.copies_kept(item, flight.copies, to_recipient=flight.to_recipient)
             if kept <= 0:
                 reason = DropReason.DELIVERED if flight.to_recipient else DropReason.HANDED_OVER
+                node.tombstones.note_handed_over(item.tag, item.tier, item.expiry_at)
                 node.drop_item(env_id, reason)
             elif kept != item.copies:
                 item.copies = kept
@@ -700,20 +701,31 @@ class Exchange:
         if not node.config.message.purge_on_delivery or expiry_at <= now:
             return
         tag = tag_of_token(token)
-        if node.tombstones.has_tag(tag):
-            return
+        before = node.tombstones.by_tag(tag)
+        if before is not None and before.believed and before.tier <= session.tier:
+            return  # nothing to learn: no better-founded than what we hold
+        held = node.store.with_tag(tag)
+        # Believed only with a reason (tombstones.judge): a stranger's random tokens stay local.
+        matched = [item.tier for item in held] + node.tombstones.handed_over(tag, now)
+        tier, believed = judge(session.tier, matched)
         horizon = now + node.config.message.max_ttl_s  # a forged far-future expiry is capped
-        stone = Tombstone(token=token, tag=tag, expiry_at=min(expiry_at, horizon))
+        stone = Tombstone(
+            token=token, tag=tag, expiry_at=min(expiry_at, horizon), tier=tier,
+            source=session.peer_id, believed=believed,
+        )  # fmt: skip
         kept = self._remember(stone)
-        if kept:
+        now_held = node.tombstones.by_tag(tag)
+        fresh = kept and now_held is not None and now_held.believed
+        fresh = fresh and (before is None or not before.believed)
+        if fresh:
             node.items.add(stone.item_id, int(stone.expiry_at))
-        for item in node.store.with_tag(tag):
+        for item in held:
             if item.tier is Tier.OWN:
                 message = node.conversations.by_envelope(item.envelope_id)
                 if message is not None:
                     node.status_changed(message, MessageStatus.DELIVERED, now)
             node.drop_item(item.envelope_id, DropReason.PURGED)
-        if kept:
+        if fresh:
             node.persist([codec.tombstone_record(stone)])
             self._spread_purge(stone, source=session.peer_id)
 
@@ -729,7 +741,8 @@ class Exchange:
         table, so the reconciliation set never names a token we can no longer send. False:
         the token itself was the one pushed out."""
         node = self.node
-        evicted = node.tombstones.add(stone)
+        # Only believed tokens are in the set and on disk (tombstones.judge).
+        evicted = [old for old in node.tombstones.add(stone) if old.believed]
         for old in evicted:
             node.items.remove(old.item_id)
         if evicted:
@@ -921,6 +934,8 @@ class Exchange:
             node.emit(EnvelopeDropped(envelope_id=env_id, reason=DropReason.EXPIRED))
             self.room_freed(now)
         for stone in node.tombstones.expire(now):
+            if not stone.believed:
+                continue  # never in the set nor on disk
             node.items.remove(stone.item_id)
             node.persist([], deletes=[(codec.RecordKind.TOMBSTONE, stone.tag)])
         for message in node.conversations.due_expiries(now):

@@ -109,7 +109,7 @@ class Node:
         self.tags = TagIndex(max_contacts=config.message.max_contacts)
         self.store = RelayStore(config.store, one_mode=one_mode)
         self.items = ItemSet()
-        self.tombstones = Tombstones(config.message.dedup_entries)
+        self.tombstones = Tombstones(config.message.dedup_entries, config.store)
         self.router = make_router(config.routing, route_id(identity.public.identity_key))
         self.conversations = Conversations()
         self.sessions: dict[LinkId, PeerSession] = {}

@@ -960,7 +960,9 @@ class Exchange:
             channel = contact.channel
             if channel is None:
                 continue
-            if channel.advance(now):
+            # stale: an open() or seal() moved the clock but its state was never written
+            stale = node.erasure.stale(contact.peer_id, channel.period, channel.epoch)
+            if channel.advance(now) or stale:
                 node.persist([codec.channel_record(contact.peer_id, channel)])
                 self.seal_waiting(contact, now)  # a new period may bring counters for them
             deadline = channel.next_deadline()

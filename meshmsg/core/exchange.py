@@ -45,7 +45,7 @@ from meshmsg.core.events import (
 from meshmsg.core.identity import PublicIdentity
 from meshmsg.core.keyschedule import KeyShare, can_heal
 from meshmsg.core.link import PeerHandshake, PeerVerdict
-from meshmsg.core.reconcile import Reconciler
+from meshmsg.core.reconcile import Reconciler, SyncBudget
 from meshmsg.core.records import (
     INNER_RECORDS,
     Custody,
@@ -110,6 +110,8 @@ class Exchange:
         self._room_wanted: set[bytes] = set()
         self._room_check_at: float | None = None
         self._verified: dict[bytes, PublicIdentity] = {}  # identity proof -> its identity
+        # What all reconciliation sessions of this node may hold together (issue #11, 7).
+        self._sync_budget = SyncBudget(node.config.sync.max_node_session_ids)
 
     # ============================================================ handshake
 
@@ -176,7 +178,8 @@ class Exchange:
         if session.link.initiator:
             salt = node.rng.randbytes(16)
             session.reconciler = Reconciler(
-                node.items, initiator=True, salt=salt, config=node.config.sync
+                node.items, initiator=True, salt=salt, config=node.config.sync,
+                budget=self._sync_budget,
             )
             node.transmit(session, [SyncMessage(payload=session.reconciler.start())])
 
@@ -335,7 +338,8 @@ class Exchange:
             if session.link.initiator:
                 raise RemoteProtocolError("reconciliation answer before our request")
             session.reconciler = Reconciler(
-                node.items, initiator=False, salt=b"", config=node.config.sync
+                node.items, initiator=False, salt=b"", config=node.config.sync,
+                budget=self._sync_budget,
             )
         reconciler = session.reconciler
         answer = reconciler.receive(payload)

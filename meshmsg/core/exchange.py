@@ -399,12 +399,18 @@ class Exchange:
         node = self.node
         for_me: list[bytes] = []
         have: list[bytes] = []
+        purges: list[Record] = []
         for entry in entries:
-            if entry.envelope_id in node.store or node.tombstones.has_tag(entry.tag):
+            stone = node.tombstones.by_tag(entry.tag)
+            if stone is not None and node.config.message.purge_on_delivery:
+                # The peer carries what the token purges, so it lacks the token: even one we do
+                # not believe (and never spread) goes to it; its own copy lets it check it.
+                purges.append(Purge(token=stone.token, expiry_at=int(stone.expiry_at * _MS)))
+            if entry.envelope_id in node.store or stone is not None:
                 have.append(entry.envelope_id)
             elif node.tags.lookup(entry.tag) is not None:
                 for_me.append(entry.envelope_id)
-        node.transmit(session, [Reply(for_me=tuple(for_me), have=tuple(have))])
+        node.transmit(session, [Reply(for_me=tuple(for_me), have=tuple(have)), *purges])
 
     def _on_reply(
         self, session: PeerSession, for_me: tuple[bytes, ...],

@@ -72,3 +72,25 @@ def test_a_token_matching_a_held_envelope_is_believed_and_spread() -> None:
     message = mesh.nodes["alice"].conversations.get(mid)
     assert message is not None
     assert message.status is MessageStatus.DELIVERED
+
+
+def test_a_token_not_believed_still_reaches_a_carrier_that_offers_its_envelope() -> None:
+    """x heard bob's token but holds no copy, so it keeps the token without passing it on; a
+    relay that offers x the envelope gets the token back and (holding the copy) believes it."""
+    mesh = AttackMesh(["alice", "bob", "relay", "x"])
+    mesh.befriend("alice", "bob", pair=True)
+    mesh.nodes["alice"].send_message(mesh.peer_id("bob"), "hi", now=mesh.now)
+    mesh.connect("alice", "relay")
+    mesh.disconnect("alice", "relay")
+    assert len(mesh.nodes["relay"].store) == 1
+    mesh.connect("alice", "bob")
+    mesh.disconnect("alice", "bob")
+    mesh.connect("bob", "x")
+    mesh.disconnect("bob", "x")
+    (stone,) = mesh.nodes["x"].tombstones
+    assert not stone.believed
+    mesh.connect("relay", "x")
+    assert len(mesh.nodes["relay"].store) == 0
+    held = mesh.nodes["relay"].tombstones.by_tag(stone.tag)
+    assert held is not None
+    assert held.believed

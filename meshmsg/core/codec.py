@@ -189,7 +189,7 @@ def _restore_channel(node: Node, record: StoredRecord) -> None:
     except KeystoreError as exc:
         raise StorageError(f"persisted key state is damaged: {exc}") from exc
     contact.channel = channel
-    node.erasure.note_restored(contact.peer_id, channel.period, channel.epoch)
+    node.erasure.note_restored(contact.peer_id, channel)
     channel.register(node.tags, contact.peer_id)
     node.note_channel_deadline(channel.next_deadline())
 

@@ -9,7 +9,8 @@ the driver checkpoints after committing it.
 The channel may move on before anything is written (``open`` and ``seal`` advance its clock
 first, even for an envelope that then fails authentication), so the comparison is with what
 was last *written*, not with the previous call: ``(period, epoch)`` only grows, and either
-growing means slots or an epoch were deleted.
+growing means slots or an epoch were deleted; a channel replaced by a new pairing is another
+object (its identity is part of the mark), and every key of the old one is gone.
 """
 
 from __future__ import annotations
@@ -17,20 +18,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from meshmsg.core.contacts import ContactBook
+from meshmsg.core.e2e import ContactChannel
 from meshmsg.core.effects import RecordKind, StoredRecord
 
-_Mark = tuple[int, int]  # (period, epoch) of a written channel state
+_Mark = tuple[int, int, int]  # (channel object id, period, epoch) of a written channel state
 
 
 class KeyErasure:
-    """The ``(period, epoch)`` of each contact's last written channel state."""
+    """The mark of each contact's last written channel state."""
 
     def __init__(self) -> None:
         self._written: dict[bytes, _Mark] = {}
 
-    def note_restored(self, peer_id: bytes, period: int, epoch: int) -> None:
+    def note_restored(self, peer_id: bytes, channel: ContactChannel) -> None:
         """The state on disk at start: later writes compare with it."""
-        self._written[peer_id] = (period, epoch)
+        self._written[peer_id] = _mark(channel)
 
     def erases(self, puts: Iterable[StoredRecord], contacts: ContactBook) -> bool:
         """Whether writing ``puts`` replaces channel states that still hold deleted keys."""
@@ -41,13 +43,17 @@ class KeyErasure:
             contact = contacts.get(put.key)
             if contact is None or contact.channel is None:
                 continue
-            mark = (contact.channel.period, contact.channel.epoch)
+            mark = _mark(contact.channel)
             old = self._written.get(put.key)
             erased = erased or (old is not None and mark != old)
             self._written[put.key] = mark
         return erased
 
-    def stale(self, peer_id: bytes, period: int, epoch: int) -> bool:
+    def stale(self, peer_id: bytes, channel: ContactChannel) -> bool:
         """Whether the written state of ``peer_id`` holds keys the live one deleted."""
         old = self._written.get(peer_id)
-        return old is not None and old != (period, epoch)
+        return old is not None and old != _mark(channel)
+
+
+def _mark(channel: ContactChannel) -> _Mark:
+    return id(channel), channel.period, channel.epoch

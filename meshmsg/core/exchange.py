@@ -971,7 +971,7 @@ class Exchange:
             if channel is None:
                 continue
             # stale: an open() or seal() moved the clock but its state was never written
-            stale = node.erasure.stale(contact.peer_id, channel.period, channel.epoch)
+            stale = node.erasure.stale(contact.peer_id, channel)
             if channel.advance(now) or stale:
                 node.persist([codec.channel_record(contact.peer_id, channel)])
                 self.seal_waiting(contact, now)  # a new period may bring counters for them

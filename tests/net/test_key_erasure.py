@@ -53,7 +53,7 @@ def chunks(blob: bytes, size: int = 32) -> list[bytes]:
     return [blob[i : i + size] for i in range(0, len(blob) - size + 1, size)]
 
 
-def paired(storage: Storage, now: float) -> tuple[Node, Node]:
+def paired(storage: Storage | None, now: float) -> tuple[Node, Node]:
     ids = {n: Identity.generate(SeededRng(3, f"identity:{n}")) for n in ("alice", "bob")}
     nodes = {
         n: Node(identity=ids[n], config=NodeConfig(), rng=SeededRng(3, n), now=now)
@@ -122,3 +122,16 @@ def test_a_rollover_moved_by_a_forged_envelope_is_written_and_erased(tmp_path: P
         wal = db.with_name(db.name + "-wal")
         files = db.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
         assert not [c for c in chunks(old) if c in files]
+
+
+def test_writes_that_replace_deleted_keys_are_marked_and_others_are_not() -> None:
+    now = T0
+    alice, bob = paired(None, now)
+    alice.send_message(bob.identity.peer_id, "x", now=now)  # a new counter: no key deleted
+    assert not any(p.erases_keys for p in drain(alice, None, now))
+    pair_offline(alice, bob, now=now + 60)  # a new pairing replaces every key of the old one
+    assert any(p.erases_keys for p in drain(alice, None, now + 60))
+    drain(bob, None, now + 60)
+    rollover = (math.floor(now / DAY) + 1) * DAY + 1.0
+    alice.handle_timer(now=rollover)
+    assert any(p.erases_keys for p in drain(alice, None, rollover))

@@ -284,6 +284,13 @@ class SyncConfig:
         "ids a peer may claim we lack in one session: above max_store_envelopes, so an honest "
         "peer never reaches it; bounds the memory one session can take",
     )
+    max_node_session_ids: int = limit(
+        1_048_576,
+        "ids",
+        "what all running sessions of a node may hold together (ids learnt, and lists pushed "
+        "from): five full 200,000-id stores, about 50 MB; 256 links of max_diff_ids could "
+        "otherwise hold 67 million (issue #11)",
+    )
     max_transfers_per_sync: int = limit(
         4_096, "envelopes", "bounds the work one meeting can ask of a node"
     )

@@ -189,6 +189,7 @@ def _restore_channel(node: Node, record: StoredRecord) -> None:
     except KeystoreError as exc:
         raise StorageError(f"persisted key state is damaged: {exc}") from exc
     contact.channel = channel
+    node.erasure.note_restored(contact.peer_id, channel)
     channel.register(node.tags, contact.peer_id)
     node.note_channel_deadline(channel.next_deadline())
 
@@ -197,7 +198,11 @@ def _restore_tombstone(node: Node, record: StoredRecord) -> None:
     state = _decode_one(record, node)
     if not isinstance(state, TombstoneState):
         raise StorageError("TOMBSTONE record holds another type")
-    stone = Tombstone(token=state.token, tag=record.key, expiry_at=state.expiry_at / _MS)
+    # Only believed tokens are persisted; their tier is not (the record predates tiers): a
+    # restored one is a verified contact's, so no stranger or unverified contact evicts it.
+    stone = Tombstone(
+        token=state.token, tag=record.key, expiry_at=state.expiry_at / _MS, tier=Tier.VERIFIED
+    )
     node.tombstones.add(stone)
 
 

@@ -77,6 +77,9 @@ class Persist:
     token: int
     puts: tuple[StoredRecord, ...] = ()
     deletes: tuple[tuple[RecordKind, bytes], ...] = ()
+    # Some put or delete removes key material (a period rollover, a heal, a removed contact):
+    # the driver makes the replaced bytes leave the files at once (a WAL checkpoint).
+    erases_keys: bool = False
 
 
 Effect = Transmit | Dial | CloseLink | Persist

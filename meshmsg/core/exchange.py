@@ -46,7 +46,7 @@ from meshmsg.core.events import (
 from meshmsg.core.identity import PublicIdentity
 from meshmsg.core.keyschedule import KeyShare, can_heal
 from meshmsg.core.link import PeerHandshake, PeerVerdict
-from meshmsg.core.reconcile import Reconciler
+from meshmsg.core.reconcile import Reconciler, SyncBudget
 from meshmsg.core.records import (
     INNER_RECORDS,
     Custody,
@@ -67,7 +67,7 @@ from meshmsg.core.records import (
 from meshmsg.core.routing import PeerRouting, peer_routing, route_id
 from meshmsg.core.session import InFlight, KeyExchangeState, PeerSession
 from meshmsg.core.store import StoreItem, Tier
-from meshmsg.core.tombstones import Tombstone
+from meshmsg.core.tombstones import Tombstone, judge
 from meshmsg.core.wire import Record, decode_records, encode_records
 from meshmsg.errors import (
     CloseReason,
@@ -111,6 +111,8 @@ class Exchange:
         self._room_wanted: set[bytes] = set()
         self._room_check_at: float | None = None
         self._verified: dict[bytes, PublicIdentity] = {}  # identity proof -> its identity
+        # What all reconciliation sessions of this node may hold together (issue #11, 7).
+        self._sync_budget = SyncBudget(node.config.sync.max_node_session_ids)
 
     # ============================================================ handshake
 
@@ -177,7 +179,8 @@ class Exchange:
         if session.link.initiator:
             salt = node.rng.randbytes(16)
             session.reconciler = Reconciler(
-                node.items, initiator=True, salt=salt, config=node.config.sync
+                node.items, initiator=True, salt=salt, config=node.config.sync,
+                budget=self._sync_budget,
             )
             node.transmit(session, [SyncMessage(payload=session.reconciler.start())])
 
@@ -339,7 +342,8 @@ class Exchange:
             if session.link.initiator:
                 raise RemoteProtocolError("reconciliation answer before our request")
             session.reconciler = Reconciler(
-                node.items, initiator=False, salt=b"", config=node.config.sync
+                node.items, initiator=False, salt=b"", config=node.config.sync,
+                budget=self._sync_budget,
             )
         reconciler = session.reconciler
         answer = reconciler.receive(payload)
@@ -399,12 +403,18 @@ class Exchange:
         node = self.node
         for_me: list[bytes] = []
         have: list[bytes] = []
+        purges: list[Record] = []
         for entry in entries:
-            if entry.envelope_id in node.store or node.tombstones.has_tag(entry.tag):
+            stone = node.tombstones.by_tag(entry.tag)
+            if stone is not None and node.config.message.purge_on_delivery:
+                # The peer carries what the token purges, so it lacks the token: even one we do
+                # not believe (and never spread) goes to it; its own copy lets it check it.
+                purges.append(Purge(token=stone.token, expiry_at=int(stone.expiry_at * _MS)))
+            if entry.envelope_id in node.store or stone is not None:
                 have.append(entry.envelope_id)
             elif node.tags.lookup(entry.tag) is not None:
                 for_me.append(entry.envelope_id)
-        node.transmit(session, [Reply(for_me=tuple(for_me), have=tuple(have))])
+        node.transmit(session, [Reply(for_me=tuple(for_me), have=tuple(have)), *purges])
 
     def _on_reply(
         self, session: PeerSession, for_me: tuple[bytes, ...],
@@ -547,6 +557,7 @@ class Exchange:
             kept = node.router.copies_kept(item, flight.copies, to_recipient=flight.to_recipient)
             if kept <= 0:
                 reason = DropReason.DELIVERED if flight.to_recipient else DropReason.HANDED_OVER
+                node.tombstones.note_handed_over(item.tag, item.tier, item.expiry_at)
                 node.drop_item(env_id, reason)
             elif kept != item.copies:
                 item.copies = kept
@@ -704,20 +715,31 @@ class Exchange:
         if not node.config.message.purge_on_delivery or expiry_at <= now:
             return
         tag = tag_of_token(token)
-        if node.tombstones.has_tag(tag):
-            return
+        before = node.tombstones.by_tag(tag)
+        if before is not None and before.believed and before.tier <= session.tier:
+            return  # nothing to learn: no better-founded than what we hold
+        held = node.store.with_tag(tag)
+        # Believed only with a reason (tombstones.judge): a stranger's random tokens stay local.
+        matched = [item.tier for item in held] + node.tombstones.handed_over(tag, now)
+        tier, believed = judge(session.tier, matched)
         horizon = now + node.config.message.max_ttl_s  # a forged far-future expiry is capped
-        stone = Tombstone(token=token, tag=tag, expiry_at=min(expiry_at, horizon))
+        stone = Tombstone(
+            token=token, tag=tag, expiry_at=min(expiry_at, horizon), tier=tier,
+            source=session.peer_id, believed=believed,
+        )  # fmt: skip
         kept = self._remember(stone)
-        if kept:
+        now_held = node.tombstones.by_tag(tag)
+        fresh = kept and now_held is not None and now_held.believed
+        fresh = fresh and (before is None or not before.believed)
+        if fresh:
             node.items.add(stone.item_id, int(stone.expiry_at))
-        for item in node.store.with_tag(tag):
+        for item in held:
             if item.tier is Tier.OWN:
                 message = node.conversations.by_envelope(item.envelope_id)
                 if message is not None:
                     node.status_changed(message, MessageStatus.DELIVERED, now)
             node.drop_item(item.envelope_id, DropReason.PURGED)
-        if kept:
+        if fresh:
             node.persist([codec.tombstone_record(stone)])
             self._spread_purge(stone, source=session.peer_id)
 
@@ -733,7 +755,8 @@ class Exchange:
         table, so the reconciliation set never names a token we can no longer send. False:
         the token itself was the one pushed out."""
         node = self.node
-        evicted = node.tombstones.add(stone)
+        # Only believed tokens are in the set and on disk (tombstones.judge).
+        evicted = [old for old in node.tombstones.add(stone) if old.believed]
         for old in evicted:
             node.items.remove(old.item_id)
         if evicted:
@@ -925,6 +948,8 @@ class Exchange:
             node.emit(EnvelopeDropped(envelope_id=env_id, reason=DropReason.EXPIRED))
             self.room_freed(now)
         for stone in node.tombstones.expire(now):
+            if not stone.believed:
+                continue  # never in the set nor on disk
             node.items.remove(stone.item_id)
             node.persist([], deletes=[(codec.RecordKind.TOMBSTONE, stone.tag)])
         for message in node.conversations.due_expiries(now):
@@ -949,7 +974,9 @@ class Exchange:
             channel = contact.channel
             if channel is None:
                 continue
-            if channel.advance(now):
+            # stale: an open() or seal() moved the clock but its state was never written
+            stale = node.erasure.stale(contact.peer_id, channel)
+            if channel.advance(now) or stale:
                 node.persist([codec.channel_record(contact.peer_id, channel)])
                 self.seal_waiting(contact, now)  # a new period may bring counters for them
             deadline = channel.next_deadline()

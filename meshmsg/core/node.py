@@ -47,6 +47,7 @@ from meshmsg.core.effects import (
     StoredRecord,
     Transmit,
 )
+from meshmsg.core.erasure import KeyErasure
 from meshmsg.core.events import (
     ContactHealed,
     ContactPaired,
@@ -109,7 +110,8 @@ class Node:
         self.tags = TagIndex(max_contacts=config.message.max_contacts)
         self.store = RelayStore(config.store, one_mode=one_mode)
         self.items = ItemSet()
-        self.tombstones = Tombstones(config.message.dedup_entries)
+        self.erasure = KeyErasure()
+        self.tombstones = Tombstones(config.message.dedup_entries, config.store)
         self.router = make_router(config.routing, route_id(identity.public.identity_key))
         self.conversations = Conversations()
         self.sessions: dict[LinkId, PeerSession] = {}
@@ -311,7 +313,12 @@ class Node:
         """Emit one atomic ``Persist``; run ``then`` once the driver confirms it."""
         token = self._next_token
         self._next_token += 1
-        self._effects.append(Persist(token=token, puts=tuple(puts), deletes=tuple(deletes)))
+        deletes = tuple(deletes)
+        erases = self.erasure.erases(puts, self.contacts)  # key state: see core/erasure.py
+        erases = erases or any(kind is RecordKind.CHANNEL for kind, _ in deletes)
+        self._effects.append(
+            Persist(token=token, puts=tuple(puts), deletes=deletes, erases_keys=erases)
+        )
         if then is not None:
             self._on_commit.setdefault(token, []).append(then)
         return token

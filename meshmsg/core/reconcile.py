@@ -51,7 +51,10 @@ never names an id we no longer hold and ``need_ids`` never names one we hold.
 
 **Bounds.** Every message is at most ``max_message_bytes``; a session at most
 ``max_round_trips`` round trips, ``max_pending_tasks`` queued entries each way and
-``max_diff_ids`` needed ids. Bytes that break the format or a bound raise :class:`DecodeError`
+``max_diff_ids`` needed ids; all sessions of a node together hold at most
+``max_node_session_ids`` ids (:class:`SyncBudget`). Ids we push are kept as runs of lists we
+already hold (the trie's shared cache), so a peer claiming an empty set costs a reference, not
+a copy of the store. Bytes that break the format or a bound raise :class:`DecodeError`
 and the session is over (a later call raises :class:`LocalProtocolError`).
 """
 
@@ -62,6 +65,7 @@ import hashlib
 import itertools
 import math
 import operator
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -258,6 +262,35 @@ class _State(enum.Enum):
     FAILED = "failed"
 
 
+# ============================================================================== node budget
+
+
+class SyncBudget:
+    """The ids all running sessions of one node may hold together (``held_ids``).
+
+    A session only holds ids a peer made it learn or push, but 256 links may each run one: a
+    peer that finds the node's sessions at ``max_ids`` together has its session ended with
+    ``LIMIT_REACHED`` (it may come back later). Lists shared between sessions are counted
+    once per session, so the bound is on the worst case, not on what is shared.
+    """
+
+    def __init__(self, max_ids: int) -> None:
+        self._max = max_ids
+        self._sessions: weakref.WeakSet[Reconciler] = weakref.WeakSet()
+
+    def register(self, session: Reconciler) -> None:
+        self._sessions.add(session)
+
+    @property
+    def held(self) -> int:
+        return sum(session.held_ids for session in list(self._sessions))
+
+    def check(self) -> None:
+        """Raises DecodeError (LIMIT_REACHED) when the node's sessions hold too much."""
+        if self.held > self._max:
+            raise DecodeError("this node's sync sessions hold too many ids; later", reason=_LIMIT)
+
+
 # ============================================================================== the session
 
 
@@ -270,13 +303,16 @@ class Reconciler:
         salt: the initiator's fresh random salt (``SALT_BYTES``); the responder passes ``b""``
             and takes the salt from the first message.
         config: the limits; ``split_fanout`` must equal ``items.fanout``.
+        budget: shared by every session of one node (``max_node_session_ids``); None gives
+            the session a budget of its own.
 
     Raises:
         LocalProtocolError: a salt of the wrong size for the role, or a fanout mismatch.
     """
 
     def __init__(
-        self, items: ItemSet, *, initiator: bool, salt: bytes = b"", config: SyncConfig
+        self, items: ItemSet, *, initiator: bool, salt: bytes = b"", config: SyncConfig,
+        budget: SyncBudget | None = None,
     ) -> None:
         if items.fanout != config.split_fanout:
             raise LocalProtocolError("ItemSet fanout differs from SyncConfig.split_fanout")
@@ -297,6 +333,12 @@ class Reconciler:
         self._owe: deque[_Owed] = deque()
         self._await: deque[_Awaited] = deque()
         self._have: set[int] = set()
+        # Ids we pushed to the peer (it lacks them), as runs of lists we already hold (most
+        # often the trie's shared cache): a count-0 SUM must not copy the store per session.
+        self._pushed: list[tuple[list[int], int, int]] = []
+        self._pinned = 0  # ids in lists that pushes hold (charged to the node's budget)
+        self._budget = budget if budget is not None else SyncBudget(config.max_node_session_ids)
+        self._budget.register(self)
         self._need: set[int] = set()
         self._level: dict[int, list[int]] = {}  # depth -> [children compared, differing]
         self._state = _State.NEW
@@ -313,12 +355,21 @@ class Reconciler:
     @property
     def have_ids(self) -> tuple[bytes, ...]:
         """Ids we hold that the peer lacks, ascending (filtered against our current set)."""
-        return _as_bytes(self._items._present(self._have, held=True))
+        have = self._have.union(*(ids[a:b] for ids, a, b in self._pushed))
+        return _as_bytes(self._items._present(have, held=True))
 
     @property
     def need_ids(self) -> tuple[bytes, ...]:
         """Ids the peer holds that we lack, ascending (filtered against our current set)."""
         return _as_bytes(self._items._present(self._need, held=False))
+
+    @property
+    def held_ids(self) -> int:
+        """Ids this session holds while it runs (what it learnt, and lists it pushes from);
+        none once it is over."""
+        if self._state is not _State.RUNNING:
+            return 0
+        return len(self._have) + len(self._need) + self._pinned
 
     def statistics(self) -> SyncStats:
         return SyncStats(
@@ -395,6 +446,7 @@ class Reconciler:
             raise DecodeError("sync session exceeds its round bound", reason=_LIMIT)
         out = self._build()
         self._check_pending()
+        self._budget.check()
         if not self._owe and not self._await:
             self._state = _State.DONE
         return self._count_sent(out)
@@ -662,7 +714,8 @@ class Reconciler:
         suffixes = self._suffixes(addr, extras[:j])
 
         def commit() -> None:
-            self._have.update(extras)
+            self._pushed.append((extras, 0, j))
+            self._pinned += len(extras)
             if j < len(extras):
                 self._owe.append(_Push(addr, extras, j))
             then()
@@ -679,6 +732,7 @@ class Reconciler:
         suffixes = self._suffixes(task.addr, task.ids[task.pos : end])
 
         def commit() -> None:
+            self._pushed.append((task.ids, task.pos, end))
             if end < len(task.ids):
                 self._owe.append(_Push(task.addr, task.ids, end))
 
@@ -828,4 +882,6 @@ def _bitmap(indices: list[int], size: int) -> bytes:
     return value.to_bytes(size, "big")
 
 
-__all__ = ["ID_BYTES", "SALT_BYTES", "VERSION", "ItemSet", "Reconciler", "SyncStats"]
+__all__ = [
+    "ID_BYTES", "SALT_BYTES", "VERSION", "ItemSet", "Reconciler", "SyncBudget", "SyncStats"
+]

@@ -226,6 +226,7 @@ class Storage:
         self._keys = keys
         self._version = version
         self._durable = durable
+        self._erase_owed = False  # a checkpoint after erased key state is still to do
 
     @classmethod
     def open(
@@ -301,6 +302,19 @@ class Storage:
             _in_transaction(conn, write)
         except sqlite3.Error as exc:
             raise StorageError(f"commit of persist token {persist.token} failed: {exc}") from exc
+        if persist.erases_keys or self._erase_owed:
+            self._erase_now()
+
+    def _erase_now(self) -> None:
+        """After a commit that removed key state: checkpoint so the replaced bytes leave the
+        WAL at once (docs/storage.md, "Deleted data"). The commit stands either way; a
+        checkpoint a reader blocked is owed and tried again after the next commit."""
+        try:
+            self.checkpoint()
+        except StorageError:
+            self._erase_owed = True
+            return
+        self._erase_owed = False
 
     def load_all(self) -> list[StoredRecord]:
         """Decrypt every record, ordered by kind (order within a kind is unspecified).
@@ -327,7 +341,8 @@ class Storage:
 
         Deleted and replaced rows are zeroed in the database file (``secure_delete``), but
         their sealed bytes stay in the WAL until it is checkpointed and reset. The driver calls
-        this every ``StorageConfig.checkpoint_interval_s`` and after deleting key state.
+        this every ``StorageConfig.checkpoint_interval_s``; :meth:`apply` calls it itself after
+        a ``Persist`` marked ``erases_keys``.
 
         Raises:
             StorageError: a reader blocked the checkpoint past the busy timeout, or I/O failed.

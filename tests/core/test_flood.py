@@ -32,7 +32,7 @@ def check_caps(mesh: AttackMesh, name: str) -> None:
     node = mesh.nodes[name]
     store, cfg = node.store, node.config.store
     ids = {item.envelope_id for item in store.items()}
-    assert set(node.items) == ids | {stone.item_id for stone in node.tombstones}
+    assert set(node.items) == ids | {s.item_id for s in node.tombstones if s.believed}
     assert {key for kind, key in mesh.persisted[name] if kind is RecordKind.ENVELOPE} == ids
     assert store.total_bytes <= cfg.max_store_bytes
     assert len(store) <= cfg.max_store_envelopes

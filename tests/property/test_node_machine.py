@@ -235,7 +235,7 @@ class NodeMachine(RuleBasedStateMachine):
             assert len(node.tombstones) <= LIMITS.dedup_entries
             assert len(node.tags) <= len(list(node.contacts)) * tag_budget(LIMITS)
             ids = {item.envelope_id for item in store.items()}
-            stones = {stone.item_id for stone in node.tombstones}
+            stones = {stone.item_id for stone in node.tombstones if stone.believed}
             assert set(node.items) == ids | stones
             stored = {k for kind, k in self.m.persisted[name] if kind is RecordKind.ENVELOPE}
             assert stored == ids

@@ -2,7 +2,8 @@
 
 These run the production Node (Noise handshakes, B+ envelopes, reconciliation, routing) for all
 126 nodes over 12 simulated hours, so they take minutes; Epidemic and PRoPHET (hundreds of
-thousands of transfers) are marked slow. The ONE's figures are in simulations/reference/data/README.md.
+thousands of transfers) are marked slow. The ONE's figures are in
+simulations/reference/data/README.md.
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ def sim() -> None:
               help="Run folder (default: results/<scenario name>).")  # fmt: skip
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. routing.policy=epidemic (repeatable).")  # fmt: skip
-@click.option("--agent", default=None, help="'core' or module:Factory (test agents).")
+@click.option("--agent", default=None,
+              help="'core' or module:Factory, e.g. meshmsg.sim.agents:DirectFactory.")  # fmt: skip
 def run_cmd(scenario: Path, out: Path | None, params: tuple[str, ...], agent: str | None) -> None:
     """Run SCENARIO (a TOML file) and write its report folder."""
     try:
@@ -64,7 +65,8 @@ def run_cmd(scenario: Path, out: Path | None, params: tuple[str, ...], agent: st
               help="A fixed override for every run.")  # fmt: skip
 @click.option("--seeds", default=1, show_default=True, help="Runs per grid point.")
 @click.option("--workers", default=0, help="Processes (default: all cores).")
-@click.option("--agent", default=None, help="'core' or module:Factory (test agents).")
+@click.option("--agent", default=None,
+              help="'core' or module:Factory, e.g. meshmsg.sim.agents:DirectFactory.")  # fmt: skip
 def sweep_cmd(
     scenario: Path,
     out: Path | None,

@@ -4,8 +4,8 @@ The engine drives every node through :class:`SimulatedNode`, exactly the interfa
 uses (``meshmsg.core.node.Node``), so a run exercises production code. Nodes are built by a
 :class:`NodeFactory`; the factory also names each node's identity (so the engine can address
 ``send_message``) and may pre-pair nodes: every node with every other (the reference scenario
-lets any node write to any other) or only the pairs that write to each other. Tests plug in
-small fakes; :func:`core_node_factory` plugs in the real core.
+lets any node write to any other) or only the pairs that write to each other. Reference agents
+(:mod:`meshmsg.sim.agents`) and test fakes plug in the same way as the real core.
 
 Persistence: each node's committed records live in a :class:`RecordStore` owned by the engine.
 ``Persist`` effects are applied to it and acknowledged at once (virtual time); a node restarted
@@ -155,7 +155,7 @@ def core_node_factory() -> NodeFactory:
         module = importlib.import_module("meshmsg.sim.corehost")
     except ImportError as exc:
         raise ConfigError(
-            f"the protocol core cannot be loaded ({exc}); a test agent such as "
-            "'tests.sim.fakes:DirectFactory' runs without it"
+            f"the protocol core cannot be loaded ({exc}); a reference agent such as "
+            "'meshmsg.sim.agents:DirectFactory' runs without it"
         ) from exc
     return cast(NodeFactory, module.CoreFactory())

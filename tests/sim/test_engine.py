@@ -138,7 +138,7 @@ from meshmsg.sim.api import run_scenario
 from meshmsg.sim.scenario import scenario_from_dict
 table = {{
     "run": {{"name": "det", "seed": 42, "duration_s": 900.0, "mode": sys.argv[1],
-             "agent": "tests.sim.fakes:DirectFactory"}},
+             "agent": "meshmsg.sim.agents:DirectFactory"}},
     "nodes": {{"count": 30}},
     "contacts": {{"source": "rwp"}},
     "mobility": {{"world_m": [150.0, 150.0], "speed_mps": [1.0, 3.0], "range_m": 15.0}},

@@ -30,7 +30,8 @@ from typing import TextIO, TypeVar
 
 from meshmsg.errors import ConfigError
 from meshmsg.sim.engine import Engine, EngineConfig, External
-from meshmsg.sim.host import NodeFactory, NodeSetup, PrePairing, load_factory
+from meshmsg.sim.factories import load_factory
+from meshmsg.sim.host import NodeFactory, NodeSetup, PrePairing
 from meshmsg.sim.links import LinkParams
 from meshmsg.sim.mobility import presence_contacts, random_waypoint_contacts
 from meshmsg.sim.report import MessageStats, Recorder

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from types import TracebackType
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from meshmsg.errors import ConfigError, LocalProtocolError
@@ -15,6 +25,41 @@ from meshmsg.sim.report import STATS_FIELDS
 from meshmsg.sim.sweep import sweep as run_sweep
 
 console = Console()
+progress_console = Console(stderr=True)  # the bar never mixes with results on stdout
+PROGRESS_AFTER_S = 3.0  # short runs finish before a bar would help
+
+
+class RunProgress:
+    """A progress bar of simulated time with an ETA, on stderr, only on a terminal and only
+    once a run has taken ``PROGRESS_AFTER_S`` of wall time; a context manager that removes it."""
+
+    def __init__(self, target: Console, delay_s: float = PROGRESS_AFTER_S) -> None:
+        self._console = target
+        self._delay_s = delay_s
+        self._start = time.monotonic()
+        self._bar: Progress | None = None
+        self._task = TaskID(0)
+
+    def __call__(self, now: float, duration: float) -> None:
+        if self._bar is None:
+            if not self._console.is_terminal or time.monotonic() - self._start < self._delay_s:
+                return
+            self._bar = Progress(
+                TextColumn("simulated"), BarColumn(), TextColumn("{task.fields[sim]}"),
+                TextColumn("ETA"), TimeRemainingColumn(), console=self._console, transient=True,
+            )  # fmt: skip
+            self._bar.start()
+            self._task = self._bar.add_task("run", total=duration, sim="")
+        self._bar.update(self._task, completed=now, sim=f"{now:,.0f} of {duration:,.0f} s")
+
+    def __enter__(self) -> RunProgress:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._bar is not None:
+            self._bar.stop()
 
 
 @click.group("sim")
@@ -30,11 +75,18 @@ def sim() -> None:
               help="Override a setting, e.g. routing.policy=epidemic (repeatable).")  # fmt: skip
 @click.option("--agent", default=None,
               help="'core' or module:Factory, e.g. meshmsg.sim.agents:DirectFactory.")  # fmt: skip
-def run_cmd(scenario: Path, out: Path | None, params: tuple[str, ...], agent: str | None) -> None:
+@click.option("--strict", is_flag=True,
+              help="Exit non-zero if messages were not created, invariants were violated or "
+                   "nodes never linked.")  # fmt: skip
+def run_cmd(
+    scenario: Path, out: Path | None, params: tuple[str, ...], agent: str | None, strict: bool
+) -> None:
     """Run SCENARIO (a TOML file) and write its report folder."""
     try:
         folder = out or Path("results") / scenario.stem
-        result = run_scenario(scenario, folder, overrides=params, agent=agent)
+        with RunProgress(progress_console) as progress:
+            result = run_scenario(scenario, folder, overrides=params, agent=agent,
+                                  progress=progress)  # fmt: skip
     except (ConfigError, LocalProtocolError) as exc:
         raise click.ClickException(str(exc)) from exc
     table = Table(title=f"MessageStats: {scenario.stem}", show_header=False)
@@ -48,6 +100,12 @@ def run_cmd(scenario: Path, out: Path | None, params: tuple[str, ...], agent: st
         f"peak {result.peak_rss_mb:.0f} MB, event-log hash {result.event_log_hash[:16]}"
     )
     console.print(f"results in {folder}")
+    for failure in result.failures:  # soft_wrap: one line per failure, whatever the width
+        console.print(failure.text(), style="bold red", markup=False, highlight=False,
+                      soft_wrap=True)  # fmt: skip
+    if strict and result.failures:
+        lines = "\n".join(f.text() for f in result.failures)
+        raise click.ClickException(f"--strict: the run has failures (run.json: failures)\n{lines}")
 
 
 @sim.command("sweep")

@@ -13,8 +13,9 @@ import pytest
 from meshmsg.core.effects import CloseLink, Persist, RecordKind, StoredRecord, Transmit
 from meshmsg.core.events import MessageReceived
 from meshmsg.errors import CloseReason, LocalProtocolError
-from meshmsg.sim.engine import External, StepGrid
+from meshmsg.sim.engine import External
 from meshmsg.sim.faults import NodeCrash, NodeRestart, Partition
+from meshmsg.sim.oneclock import StepGrid
 from tests.sim.fakes import ScriptFactory, Send
 from tests.sim.helpers import down, run_engine, up
 

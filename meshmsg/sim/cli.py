@@ -122,7 +122,15 @@ def run_cmd(
 @click.option("--set", "fixed", multiple=True, metavar="KEY=VALUE",
               help="A fixed override for every run.")  # fmt: skip
 @click.option("--seeds", default=1, show_default=True, help="Runs per grid point.")
-@click.option("--workers", default=0, help="Processes (default: all cores).")
+@click.option(
+    "--workers", default=0, help="Processes (default: all cores); with --dask local, its workers."
+)
+@click.option(
+    "--dask",
+    default=None,
+    metavar="ADDRESS",
+    help="Run on a Dask scheduler (tcp://host:8786), or 'local' for a LocalCluster.",
+)
 @click.option("--agent", default=None,
               help="'core' or module:Factory, e.g. meshmsg.sim.agents:DirectFactory.")  # fmt: skip
 def sweep_cmd(
@@ -133,6 +141,7 @@ def sweep_cmd(
     seeds: int,
     workers: int,
     agent: str | None,
+    dask: str | None,
 ) -> None:
     """Run SCENARIO over a parameter grid and seeds; resumable; writes summary.csv."""
     folder = out or Path("results") / f"{scenario.stem}-sweep"
@@ -145,7 +154,8 @@ def sweep_cmd(
                 bar.update(task, completed=done, total=total)
 
             summary = run_sweep(scenario, folder, params, seeds=seeds, workers=workers or None,
-                                base_overrides=fixed, agent=agent, progress=advance)  # fmt: skip
+                                base_overrides=fixed, agent=agent, progress=advance,
+                                dask=dask)  # fmt: skip
     except (ConfigError, LocalProtocolError) as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(f"summary: {summary}")

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from meshmsg.errors import ConfigError, LocalProtocolError
 from meshmsg.sim.api import run_scenario
+from meshmsg.sim.failures import failed_runs
 from meshmsg.sim.report import STATS_FIELDS
 from meshmsg.sim.sweep import sweep as run_sweep
 
@@ -131,6 +132,7 @@ def run_cmd(
     metavar="ADDRESS",
     help="Run on a Dask scheduler (tcp://host:8786), or 'local' for a LocalCluster.",
 )
+@click.option("--strict", is_flag=True, help="Exit non-zero if any run has failures.")
 @click.option("--agent", default=None,
               help="'core' or module:Factory, e.g. meshmsg.sim.agents:DirectFactory.")  # fmt: skip
 def sweep_cmd(
@@ -142,6 +144,7 @@ def sweep_cmd(
     workers: int,
     agent: str | None,
     dask: str | None,
+    strict: bool,
 ) -> None:
     """Run SCENARIO over a parameter grid and seeds; resumable; writes summary.csv."""
     folder = out or Path("results") / f"{scenario.stem}-sweep"
@@ -159,3 +162,11 @@ def sweep_cmd(
     except (ConfigError, LocalProtocolError) as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(f"summary: {summary}")
+    runs, failed = failed_runs(summary.parent / "runs.csv")
+    if failed:
+        where, texts = failed[0]
+        text = f"{len(failed):,} of {runs:,} runs have failures (run.json: failures); {where}: "
+        console.print(text + texts[0], style="bold red", markup=False, highlight=False,
+                      soft_wrap=True)  # fmt: skip
+        if strict:
+            raise click.ClickException(f"--strict: {text}{texts[0]}")

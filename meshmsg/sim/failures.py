@@ -4,14 +4,18 @@ A run can "succeed" and still mean nothing: the core refused every message (too 
 contact), the engine recorded invariant violations in a non-strict run, or some nodes never met
 anyone. The report's numbers alone (``delivery_prob 0.0000``) do not say why, so a run collects
 these as :class:`Failure` s: ``meshmsg sim run`` prints them, ``--strict`` turns them into a
-non-zero exit, and ``run.json`` lists them under ``failures``.
+non-zero exit, and ``run.json`` lists them under ``failures``; ``meshmsg sim sweep`` counts the
+runs that have any (:func:`failed_runs`).
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from meshmsg.sim.report import Recorder
 
@@ -106,3 +110,17 @@ def _never_in_contact(in_contact: set[int], nodes: int) -> tuple[Failure, ...]:
             example=f"node{'s' if len(missing) > 1 else ''} {shown}{more}",
         ),
     )
+
+
+def failed_runs(runs_csv: Path) -> tuple[int, list[tuple[str, list[str]]]]:
+    """A sweep's run count (its ``runs.csv``) and the runs whose ``run.json`` lists failures,
+    each as (folder, failure texts)."""
+    with runs_csv.open(newline="", encoding="utf-8") as handle:
+        folders = [row["folder"] for row in csv.DictReader(handle)]
+    out = []
+    for folder in folders:
+        data = json.loads((Path(folder) / "run.json").read_text(encoding="utf-8"))
+        texts = [str(f["text"]) for f in data.get("failures", [])]
+        if texts:
+            out.append((folder, texts))
+    return len(folders), out

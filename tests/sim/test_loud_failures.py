@@ -109,3 +109,17 @@ def test_the_progress_bar_shows_only_on_a_terminal() -> None:
         with RunProgress(target, delay_s=0.0) as progress:
             progress(1800.0, 3600.0)
         assert ("1,800 of 3,600 s" in screen.getvalue()) is terminal
+
+
+def test_a_sweep_counts_the_runs_with_failures_and_strict_fails_it(tmp_path: Path) -> None:
+    args = ["sweep", str(scenario(tmp_path)), "--param", "run.duration_s=4.0;60.0",
+            "--workers", "1", "--out", str(tmp_path / "sweep")]  # fmt: skip
+    result = CliRunner().invoke(sim, args)
+    assert result.exit_code == 0, result.output
+    # Node 2 meets nobody in either run (the 60 s run also refuses two messages); the first
+    # run listed (4 s, no message due yet) shows its only failure.
+    assert "2 of 2 runs have failures (run.json: failures); " in result.output
+    assert NEVER_LINKED in result.output
+    strict = CliRunner().invoke(sim, [*args, "--strict"])  # resumed: nothing runs again
+    assert strict.exit_code == 1
+    assert "--strict: 2 of 2 runs have failures" in strict.output

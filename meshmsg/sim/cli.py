@@ -49,8 +49,8 @@ class RunProgress:
                 TextColumn("simulated"), BarColumn(), TextColumn("{task.fields[sim]}"),
                 TextColumn("ETA"), TimeRemainingColumn(), console=self._console, transient=True,
             )  # fmt: skip
-            self._bar.start()
             self._task = self._bar.add_task("run", total=duration, sim="")
+            self._bar.start()
         self._bar.update(self._task, completed=now, sim=f"{now:,.0f} of {duration:,.0f} s")
 
     def __enter__(self) -> RunProgress:

@@ -21,7 +21,7 @@ import platform
 import resource
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib import metadata
@@ -30,7 +30,9 @@ from typing import TextIO, TypeVar
 
 from meshmsg.errors import ConfigError
 from meshmsg.sim.engine import Engine, EngineConfig, External
-from meshmsg.sim.host import NodeFactory, NodeSetup, PrePairing, load_factory
+from meshmsg.sim.factories import load_factory
+from meshmsg.sim.failures import Failure, find_failures
+from meshmsg.sim.host import NodeFactory, NodeSetup, PrePairing
 from meshmsg.sim.links import LinkParams
 from meshmsg.sim.mobility import presence_contacts, random_waypoint_contacts
 from meshmsg.sim.report import MessageStats, Recorder
@@ -61,6 +63,8 @@ class RunResult:
     sim_s_per_wall_s: float
     peak_rss_mb: float
     violations: tuple[str, ...]
+    failures: tuple[Failure, ...] = ()
+    """Messages not created, violations, nodes never linked (:mod:`meshmsg.sim.failures`)."""
 
 
 def resolve(scenario: Scenario | Path | str, overrides: Sequence[str] = ()) -> Scenario:
@@ -192,6 +196,7 @@ def run_scenario(
     *,
     overrides: Sequence[str] = (),
     agent: str | NodeFactory | None = None,
+    progress: Callable[[float, float], None] | None = None,
 ) -> RunResult:
     """Run one scenario and write its folder (see the module docstring).
 
@@ -200,6 +205,8 @@ def run_scenario(
         out_dir: the run folder (created; existing files are overwritten).
         overrides: ``key.sub=value`` settings applied on top of the file.
         agent: a factory or ``"module:Factory"``; default: the scenario's ``run.agent``.
+        progress: called with (simulated time, duration) as the run advances, at most once per
+            ``output.sample_interval_s`` of simulated time.
 
     Raises:
         ConfigError: bad scenario, trace or agent.
@@ -222,7 +229,7 @@ def run_scenario(
         event_log: TextIO | None = None
         if s.output.event_log:
             event_log = stack.enter_context(gzip.open(out_dir / "events.log.gz", "wt"))
-        result, recorder = _execute(s, factory, contact_log, event_log)
+        result, recorder = _execute(s, factory, contact_log, event_log, progress)
     stats = recorder.stats(s.run.duration_s)
     (out_dir / "MessageStatsReport.txt").write_text(stats.to_text(s.run.name), encoding="utf-8")
     recorder.write_messages(out_dir / "messages.jsonl")
@@ -238,13 +245,19 @@ def run_scenario(
             latencies=recorder.latencies,
             copies=recorder.copies,
         )
-    run = dataclasses.replace(result, out_dir=out_dir, stats=stats, extras=recorder.extras())
+    failures = find_failures(recorder, nodes=s.nodes.count, violations=result.violations)
+    run = dataclasses.replace(result, out_dir=out_dir, stats=stats, extras=recorder.extras(),
+                              failures=failures)  # fmt: skip
     _write_metadata(out_dir / "run.json", s, run)
     return run
 
 
 def _execute(
-    s: Scenario, factory: NodeFactory, contact_log: TextIO | None, event_log: TextIO | None
+    s: Scenario,
+    factory: NodeFactory,
+    contact_log: TextIO | None,
+    event_log: TextIO | None,
+    progress: Callable[[float, float], None] | None,
 ) -> tuple[RunResult, Recorder]:
     config = EngineConfig(
         mode=s.run.mode,
@@ -274,6 +287,9 @@ def _execute(
         pre_pair=pre_pairing(s), keep_records=restarts_possible(s), event_log=event_log,
     )  # fmt: skip
     recorder.on_violation(engine.violation)  # report-level checks fail the run like others
+    if progress is not None:
+        duration = s.run.duration_s
+        recorder.on_progress(lambda now: progress(now, duration))
     start = time.perf_counter()
     result = engine.run()
     wall = time.perf_counter() - start
@@ -310,6 +326,7 @@ def _write_metadata(path: Path, s: Scenario, run: RunResult) -> None:
         "sim_s_per_wall_s": run.sim_s_per_wall_s,
         "peak_rss_mb": run.peak_rss_mb,
         "violations": list(run.violations),
+        "failures": [f.as_dict() for f in run.failures],
         "git_commit": git_commit(),
         "versions": versions,
         "argv": sys.argv,

@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
-from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO, assert_never
@@ -44,6 +43,7 @@ from meshmsg.errors import InvalidMessage, LocalProtocolError
 from meshmsg.sim.faults import NodeCrash, NodeRestart, Partition
 from meshmsg.sim.host import NodeFactory, NodeSetup, PrePairing, RecordStore, SimulatedNode
 from meshmsg.sim.links import Direction, Frame, Link, LinkParams, MessengerLinks, OneLinks
+from meshmsg.sim.oneclock import StepGrid, one_ttl_s
 from meshmsg.sim.rng import SeededRng
 from meshmsg.sim.traces import ContactEvent, MessageEvent, parse_host
 
@@ -62,7 +62,9 @@ class Observer(Protocol):
 
     def contact(self, now: float, event: ContactEvent) -> None: ...
 
-    def created(self, now: float, event: MessageEvent, message_id: bytes | None) -> None: ...
+    def created(  # message_id None: not created, for ``reason``
+        self, now: float, event: MessageEvent, message_id: bytes | None, *, reason: str = ""
+    ) -> None: ...
 
     def node_event(self, now: float, address: int, event: Event, peer: int | None) -> None: ...
 
@@ -94,16 +96,8 @@ class EngineResult:
 
 
 class _Slot:
-    __slots__ = (
-        "links",
-        "node",
-        "records",
-        "rng",
-        "same_instant",
-        "setup",
-        "timer_at",
-        "timer_gen",
-    )
+    __slots__ = ("links", "node", "records", "rng", "same_instant", "setup", "timer_at",
+                 "timer_gen")  # fmt: skip
 
     def __init__(self, setup: NodeSetup, rng: SeededRng) -> None:
         self.setup = setup
@@ -114,26 +108,6 @@ class _Slot:
         self.timer_at: float | None = None
         self.timer_gen = 0
         self.same_instant = (-1.0, 0)
-
-
-class StepGrid:
-    """The ONE's update steps: ``t[k+1] = t[k] + step`` in floating point, from 0."""
-
-    __slots__ = ("_step", "_times")
-
-    def __init__(self, step: float) -> None:
-        self._step = step
-        self._times = [0.0]
-
-    def at_or_after(self, t: float) -> float:
-        times = self._times
-        while times[-1] < t:
-            times.append(times[-1] + self._step)
-        return times[bisect_left(times, t)]
-
-    def after(self, t: float) -> float:
-        s = self.at_or_after(t)
-        return s if s > t else self.at_or_after(s + self._step / 2)
 
 
 class Engine:
@@ -423,7 +397,7 @@ class Engine:
     def _create(self, event: MessageEvent) -> None:
         slot = self._slots[event.source]
         if slot.node is None:
-            self._observer.created(self.now, event, None)
+            self._observer.created(self.now, event, None, reason="the source node is down")
             return
         body = (event.message_id + ":" + "." * event.size)[: max(event.size, 1)]
         peer = self._factory.identity(event.destination)
@@ -437,7 +411,7 @@ class Engine:
         except (LocalProtocolError, InvalidMessage) as exc:
             # Not a contact, or a body the core refuses: the application could not send it.
             self._log(f"{self.now!r} refused {event.message_id} {exc}")
-            self._observer.created(self.now, event, None)
+            self._observer.created(self.now, event, None, reason=str(exc))
             self._drain(slot)
             return
         self._observer.created(self.now, event, message_id)
@@ -619,15 +593,3 @@ class Engine:
         if self._event_log is not None:
             self._event_log.write(line + "\n")
 
-
-def one_ttl_s(created: float, ttl_s: float) -> float:
-    """The lifetime a message really has in the ONE, as a TTL from ``created``.
-
-    The ONE keeps TTLs in whole minutes and drops a message once less than one whole minute
-    remains (``Message.getTtl`` rounds down), so a message lives at most ``ttl_s - 60`` seconds
-    plus the wait for the router's next TTL check (every 60 s, at a phase that depends on each
-    node's activity). The core expires envelopes exactly, so ONE mode gives it the lower bound;
-    on the reference trace no delivery falls into the 60 s the ONE may add (docs/simulator.md).
-    """
-    del created  # the bound does not depend on when the message was made
-    return max(ttl_s - 60.0, 1.0)

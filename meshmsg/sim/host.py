@@ -4,8 +4,10 @@ The engine drives every node through :class:`SimulatedNode`, exactly the interfa
 uses (``meshmsg.core.node.Node``), so a run exercises production code. Nodes are built by a
 :class:`NodeFactory`; the factory also names each node's identity (so the engine can address
 ``send_message``) and may pre-pair nodes: every node with every other (the reference scenario
-lets any node write to any other) or only the pairs that write to each other. Tests plug in
-small fakes; :func:`core_node_factory` plugs in the real core.
+lets any node write to any other) or only the pairs that write to each other. This module only
+defines the seam: the real core (:mod:`meshmsg.sim.corehost`), the reference agents
+(:mod:`meshmsg.sim.agents`) and test fakes implement it, and :mod:`meshmsg.sim.factories`
+picks one for a run.
 
 Persistence: each node's committed records live in a :class:`RecordStore` owned by the engine.
 ``Persist`` effects are applied to it and acknowledged at once (virtual time); a node restarted
@@ -14,14 +16,12 @@ after a crash is rebuilt from it, which is how crash/restart tests durability.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Protocol
 
 from meshmsg.core.effects import Effect, LinkId, Persist, RecordKind
 from meshmsg.core.events import Event
-from meshmsg.errors import ConfigError
 from meshmsg.sim.rng import SeededRng
 
 RecordKey = tuple[RecordKind, bytes]
@@ -117,45 +117,3 @@ class RecordStore:
     def __len__(self) -> int:
         return len(self._records)
 
-
-def load_factory(spec: str) -> NodeFactory:
-    """Resolve ``"core"`` or ``"package.module:callable"`` to a fresh factory instance.
-
-    Raises:
-        ConfigError: the module or attribute does not exist, or the core Node is missing.
-    """
-    if spec == "core":
-        return core_node_factory()
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"agent must be 'core' or 'module:callable', got {spec!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"agent module {module_name!r} cannot be imported: {exc}") from exc
-    maker = getattr(module, attr, None)
-    if maker is None or not callable(maker):
-        raise ConfigError(f"agent {spec!r}: {attr!r} is not a callable in {module_name}")
-    return cast(NodeFactory, maker())
-
-
-def core_node_factory() -> NodeFactory:
-    """The factory that builds the real protocol core (``meshmsg.core.node.Node``).
-
-    THE SEAM. The adapter lives in :mod:`meshmsg.sim.corehost`: it maps a
-    :class:`NodeSetup` onto ``NodeConfig`` (``store.max_store_bytes = buffer_bytes``, ONE-mode
-    store and ``routing.drop_after_delivery = False`` when ``one_mode``), derives a
-    deterministic identity per address from the seed, and pre-pairs with the core's offline
-    pairing call.
-
-    Raises:
-        ConfigError: the core Node or its simulator adapter cannot be imported.
-    """
-    try:
-        module = importlib.import_module("meshmsg.sim.corehost")
-    except ImportError as exc:
-        raise ConfigError(
-            f"the protocol core cannot be loaded ({exc}); a test agent such as "
-            "'tests.sim.fakes:DirectFactory' runs without it"
-        ) from exc
-    return cast(NodeFactory, module.CoreFactory())

@@ -61,6 +61,8 @@ class MessageRecord:
     delivered_at: float | None = None
     hopcount: int | None = None
     drops: list[tuple[float, int, str]] = field(default_factory=list)
+    not_created: str | None = None
+    """Why the source could not create it (the node's refusal, or the node was down)."""
 
     def to_json(self) -> str:
         return json.dumps(
@@ -78,6 +80,7 @@ class MessageRecord:
                 else self.delivered_at - self.created_at,
                 "hopcount": self.hopcount,
                 "drops": [{"t": t, "node": n, "reason": r} for t, n, r in self.drops],
+                "not_created": self.not_created,
             },
             separators=(",", ":"),
         )
@@ -190,6 +193,8 @@ class Recorder:
         self._held: dict[tuple[int, bytes], float] = {}  # (node, envelope) -> arrival time
         self._received: dict[str, int] = {}
         self._violation: Callable[[str], None] = _raise_violation
+        self._progress: Callable[[float], None] | None = None
+        self.in_contact: set[int] = set()  # nodes that had a contact up at some point
         self._contact_log = (
             ContactLogWriter(contact_log, interfaces=contact_log_interfaces)
             if contact_log is not None
@@ -211,16 +216,24 @@ class Recorder:
         """Route invariant failures found here (a double delivery) to ``handler``."""
         self._violation = handler
 
+    def on_progress(self, callback: Callable[[float], None]) -> None:
+        """Call ``callback(now)`` at most once per ``sample_interval_s`` of simulated time: the
+        samples already mark its passage, so a progress display costs the event loop nothing."""
+        self._progress = callback
+
     # ---- Observer ----------------------------------------------------------------------------
 
     def contact(self, now: float, event: ContactEvent) -> None:
         self._sample(now)
         if event.up:
             self.contacts += 1
+            self.in_contact.update((event.a, event.b))
         if self._contact_log is not None:
             self._contact_log.write(event)
 
-    def created(self, now: float, event: MessageEvent, message_id: bytes | None) -> None:
+    def created(
+        self, now: float, event: MessageEvent, message_id: bytes | None, *, reason: str = ""
+    ) -> None:
         self._sample(now)
         self.records[event.message_id] = MessageRecord(
             id=event.message_id,
@@ -232,6 +245,7 @@ class Recorder:
         )
         if message_id is None:
             self.creation_failed += 1
+            self.records[event.message_id].not_created = reason or "not given"
         else:
             self._by_message[message_id] = event.message_id
 
@@ -314,9 +328,13 @@ class Recorder:
         self.records[sim_id].drops.append((now, address, event.reason.name.lower()))
 
     def _sample(self, now: float) -> None:
+        if now < self._next_sample:
+            return
         while now >= self._next_sample:
             self.copies.append((self._next_sample, len(self._held)))
             self._next_sample += self._interval
+        if self._progress is not None:
+            self._progress(now)
 
     # ---- results -----------------------------------------------------------------------------
 

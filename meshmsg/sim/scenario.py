@@ -33,7 +33,7 @@ class RunSection:
     duration_s: float = 3_600.0  # simulated time
     mode: str = "messenger"  # "messenger" (pipelined frames) or "one" (the ONE's semantics)
     step_s: float = 0.1  # ONE mode update interval (the ONE's Scenario.updateInterval)
-    agent: str = "core"  # "core" (the real Node) or "module:Factory" (test agents)
+    agent: str = "core"  # "core" (the real Node) or "module:Factory" (meshmsg.sim.agents)
     strict: bool = True  # stop at the first invariant violation
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import math
 import multiprocessing
 import os
@@ -21,11 +20,11 @@ import re
 import statistics
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
 from pathlib import Path
 
 from meshmsg.errors import ConfigError
-from meshmsg.sim.api import resolve, run_scenario
+from meshmsg.sim.api import resolve
+from meshmsg.sim.sweeptask import RunTask, run_task
 
 METRICS = (
     "delivery_prob", "overhead_ratio", "latency_avg", "latency_med", "hopcount_avg",
@@ -38,18 +37,6 @@ _T95 = (
     2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
     2.052, 2.048, 2.045, 2.042,
 )  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunTask:
-    """One run of a sweep (picklable: it crosses into a spawned worker)."""
-
-    scenario: str
-    overrides: tuple[str, ...]
-    out_dir: str
-    agent: str | None
-    point: str
-    seed: int
 
 
 def parse_param(item: str) -> tuple[str, list[str]]:
@@ -133,17 +120,6 @@ def _point_name(combo: Sequence[tuple[str, str]]) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", text)
 
 
-def run_task(task: RunTask) -> dict[str, float]:
-    """Run one task unless its folder is finished; return its stats (worker entry point)."""
-    done = Path(task.out_dir) / "run.json"
-    if not done.is_file():
-        run_scenario(Path(task.scenario), Path(task.out_dir), overrides=task.overrides,
-                     agent=task.agent)  # fmt: skip
-    data = json.loads(done.read_text(encoding="utf-8"))
-    stats: dict[str, float] = data["stats"]
-    return stats
-
-
 def sweep(
     scenario: Path,
     out_dir: Path,
@@ -154,12 +130,16 @@ def sweep(
     base_overrides: Sequence[str] = (),
     agent: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    dask: str | None = None,
 ) -> Path:
     """Run the grid and write ``runs.csv`` and ``summary.csv``; return the summary's path.
 
     Args:
-        workers: processes (default: all cores); 1 runs in this process.
+        workers: processes (default: all cores); 1 runs in this process. With ``dask="local"``:
+            the LocalCluster's workers.
         progress: called with (finished, total) after each run.
+        dask: run on the Dask scheduler at this address, or ``"local"`` for a LocalCluster
+            (:mod:`meshmsg.sim.dasksweep`); the folders and CSVs are the same.
 
     Raises:
         ConfigError: bad parameters or scenario.
@@ -167,6 +147,12 @@ def sweep(
     tasks = plan(scenario, out_dir, params, seeds=seeds, base_overrides=base_overrides,
                  agent=agent)  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
+    keys = [parse_param(p)[0] for p in params]
+    if dask is not None:
+        from meshmsg.sim.dasksweep import run_on_dask  # distributed loads only for Dask sweeps
+
+        run_on_dask(tasks, dask, workers=workers, progress=progress)
+        return _write_csvs(out_dir, tasks, [run_task(t) for t in tasks], keys)
     results: dict[int, dict[str, float]] = {}
     workers = workers or os.cpu_count() or 1
     if workers == 1:
@@ -184,7 +170,6 @@ def sweep(
                 results[futures[future]] = future.result()
                 if progress:
                     progress(len(results), len(tasks))
-    keys = [parse_param(p)[0] for p in params]
     return _write_csvs(out_dir, tasks, [results[i] for i in range(len(tasks))], keys)
 
 

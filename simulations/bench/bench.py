@@ -11,10 +11,10 @@ each run next to a limit measured in the same process: the bare Noise XX handsha
 through the core's adapter). ``handshake_floor`` is the simulated s per wall s a replay would
 reach if each contact cost one handshake and nothing else; ``of_floor`` is the run's share of it.
 
-Run from the project root (the test agents live in tests/). The reference replays use test
-agents, so they measure the engine, the link model and the contact generation, not the
+Run from the project root. The reference replays use the ONE-rule reference agents
+(``meshmsg.sim.agents``), so they measure the engine, the link model and the contact generation, not the
 protocol. The 2,000-node hour runs twice: with the real protocol core (``rwp2000.toml`` as
-shipped) and with the direct-delivery test agent. Each of those runs in a fresh process, so its
+shipped) and with the direct-delivery reference agent. Each of those runs in a fresh process, so its
 peak RSS (``ru_maxrss``) is its own.
 """
 
@@ -99,7 +99,7 @@ def rwp_contacts_only() -> dict[str, object]:
 
 
 def rwp_run(agent: str | None = None) -> dict[str, object]:
-    """The 2,000-node hour: the scenario's own agent (the real core) or a test agent.
+    """The 2,000-node hour: the scenario's own agent (the real core) or a reference agent.
 
     ``wall_s`` is the engine's run (``run_scenario``'s own timing); ``total_s`` adds building
     the nodes (identities, pre-pairing) and writing the outputs; ``cpu_s`` is the process's
@@ -130,7 +130,7 @@ def rwp_core() -> dict[str, object]:
 
 
 def rwp_agent() -> dict[str, object]:
-    return rwp_run("tests.sim.fakes:DirectFactory")
+    return rwp_run("meshmsg.sim.agents:DirectFactory")
 
 
 def isolated(task: Callable[[], dict[str, object]]) -> dict[str, object]:
@@ -143,10 +143,10 @@ def main() -> None:
     which = sys.argv[1:] or ["reference", "relay", "rwp", "core"]
     results = []
     if "reference" in which:
-        results.append(reference("direct", "tests.sim.fakes:DirectFactory"))
+        results.append(reference("direct", "meshmsg.sim.agents:DirectFactory"))
     if "relay" in which:
-        results.append(reference("spray-and-wait", "tests.sim.fakes:RelayFactory"))
-        results.append(reference("epidemic", "tests.sim.fakes:RelayFactory"))
+        results.append(reference("spray-and-wait", "meshmsg.sim.agents:RelayFactory"))
+        results.append(reference("epidemic", "meshmsg.sim.agents:RelayFactory"))
     if "rwp" in which:
         results.append(rwp_contacts_only())
         results.append(isolated(rwp_core))

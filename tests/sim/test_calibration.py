@@ -1,7 +1,7 @@
-"""Calibration of ONE mode against the ONE itself (../shared/sim-reference/).
+"""Calibration of ONE mode against the ONE itself (simulations/reference/data/).
 
 DirectDelivery on the ONE's reference files delivered exactly 847 of 1,463 messages, hop count
-1, latency 6048.6 s mean and 5026.9 s median. The direct-delivery test agent with the ONE's TTL
+1, latency 6048.6 s mean and 5026.9 s median. The direct-delivery reference agent with the ONE's TTL
 rules, over our ONE-mode links, must give the same numbers.
 """
 
@@ -11,18 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from meshmsg.sim.agents import DirectFactory
 from meshmsg.sim.api import run_scenario
 from meshmsg.sim.traces import read_contacts, read_messages
-from tests.sim.fakes import DirectFactory
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared" / "sim-reference"
 DATA = Path(__file__).parent / "data"
 SCENARIO = ROOT / "simulations" / "reference" / "one-reference.toml"
-DIRECT = ['run.agent="tests.sim.fakes:DirectFactory"', 'routing.policy="direct"']
+DIRECT = ['run.agent="meshmsg.sim.agents:DirectFactory"', 'routing.policy="direct"']
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason=f"reference traces not found at {SHARED}")
 def test_direct_delivery_on_the_reference_trace_matches_the_one(tmp_path: Path) -> None:
     result = run_scenario(SCENARIO, tmp_path, overrides=[*DIRECT, "output.plots=false"])
     s = result.stats
@@ -79,13 +77,12 @@ def test_direct_delivery_on_the_first_hour_fixture(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHARED.is_dir(), reason=f"reference traces not found at {SHARED}")
 def test_spray_and_wait_agent_is_within_the_seed_band_of_the_one(tmp_path: Path) -> None:
     # The ONE: delivery 0.9440, overhead 5.2107, 8,577 relayed, 3 aborted, hop count 2.17. The
     # relay agent follows SprayAndWaitRouter's rules, so this checks the ONE-mode link model on
     # many hops; the hop count checks the copy split (2.51 when the receiver gets ceil(n/2)).
     overrides = [
-        'run.agent="tests.sim.fakes:RelayFactory"', 'routing.policy="spray-and-wait"',
+        'run.agent="meshmsg.sim.agents:RelayFactory"', 'routing.policy="spray-and-wait"',
         "output.plots=false",
     ]  # fmt: skip
     s = run_scenario(SCENARIO, tmp_path, overrides=overrides).stats

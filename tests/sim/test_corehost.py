@@ -14,7 +14,7 @@ from meshmsg.sim.api import (
     run_scenario,
 )
 from meshmsg.sim.engine import Engine, EngineConfig
-from meshmsg.sim.host import load_factory
+from meshmsg.sim.factories import load_factory
 from meshmsg.sim.links import LinkParams
 from meshmsg.sim.report import Recorder
 from meshmsg.sim.scenario import Scenario, scenario_from_dict

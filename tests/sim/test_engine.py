@@ -13,8 +13,9 @@ import pytest
 from meshmsg.core.effects import CloseLink, Persist, RecordKind, StoredRecord, Transmit
 from meshmsg.core.events import MessageReceived
 from meshmsg.errors import CloseReason, LocalProtocolError
-from meshmsg.sim.engine import External, StepGrid
+from meshmsg.sim.engine import External
 from meshmsg.sim.faults import NodeCrash, NodeRestart, Partition
+from meshmsg.sim.oneclock import StepGrid
 from tests.sim.fakes import ScriptFactory, Send
 from tests.sim.helpers import down, run_engine, up
 
@@ -138,7 +139,7 @@ from meshmsg.sim.api import run_scenario
 from meshmsg.sim.scenario import scenario_from_dict
 table = {{
     "run": {{"name": "det", "seed": 42, "duration_s": 900.0, "mode": sys.argv[1],
-             "agent": "tests.sim.fakes:DirectFactory"}},
+             "agent": "meshmsg.sim.agents:DirectFactory"}},
     "nodes": {{"count": 30}},
     "contacts": {{"source": "rwp"}},
     "mobility": {{"world_m": [150.0, 150.0], "speed_mps": [1.0, 3.0], "range_m": 15.0}},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshmsg.sim.engine import one_ttl_s
+from meshmsg.sim.oneclock import one_ttl_s
 
 
 @pytest.mark.parametrize("created", [0.0, 32.0, 6007.0])

@@ -2,7 +2,8 @@
 
 These run the production Node (Noise handshakes, B+ envelopes, reconciliation, routing) for all
 126 nodes over 12 simulated hours, so they take minutes; Epidemic and PRoPHET (hundreds of
-thousands of transfers) are marked slow. The ONE's figures are in ../shared/sim-reference.
+thousands of transfers) are marked slow. The ONE's figures are in
+simulations/reference/data/README.md.
 """
 
 from __future__ import annotations
@@ -14,12 +15,7 @@ import pytest
 from meshmsg.sim.api import run_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared" / "sim-reference"
 SCENARIO = ROOT / "simulations" / "reference" / "one-reference.toml"
-
-needs_reference = pytest.mark.skipif(
-    not SHARED.is_dir(), reason=f"reference traces not found at {SHARED}"
-)
 
 
 def run(tmp_path: Path, policy: str):  # type: ignore[no-untyped-def]
@@ -27,14 +23,12 @@ def run(tmp_path: Path, policy: str):  # type: ignore[no-untyped-def]
     return run_scenario(SCENARIO, tmp_path, overrides=overrides).stats
 
 
-@needs_reference
 def test_core_direct_delivers_exactly_what_the_one_delivers(tmp_path: Path) -> None:
     s = run(tmp_path, "direct")
     assert (s.created, s.delivered, s.hopcount_avg, s.overhead_ratio) == (1463, 847, 1.0, 0.0)
     assert s.latency_avg == pytest.approx(6048.6, abs=0.5)
 
 
-@needs_reference
 def test_core_spray_and_wait_within_the_seed_band_of_the_one(tmp_path: Path) -> None:
     s = run(tmp_path, "spray-and-wait")
     assert s.delivery_prob == pytest.approx(0.9440, abs=0.02)
@@ -44,7 +38,6 @@ def test_core_spray_and_wait_within_the_seed_band_of_the_one(tmp_path: Path) -> 
 
 
 @pytest.mark.slow
-@needs_reference
 @pytest.mark.parametrize(("policy", "one"), [("epidemic", 0.9829), ("prophet", 0.9733)])
 def test_core_epidemic_and_prophet_within_the_seed_band(
     tmp_path: Path, policy: str, one: float

@@ -1,4 +1,4 @@
-"""The ONE-rule relay agent (tests/sim/fakes.py): binary Spray-and-Wait's copy split.
+"""The ONE-rule relay agent (meshmsg/sim/agents/relay.py): binary Spray-and-Wait's copy split.
 
 The split decides how deep the tree of copy holders grows, and so the hop count of the first
 copy to reach the destination (docs/simulator.md, "Hop counts").
@@ -6,15 +6,19 @@ copy to reach the destination (docs/simulator.md, "Hop counts").
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import pytest
+
 from meshmsg.core.effects import Transmit
+from meshmsg.errors import ConfigError
+from meshmsg.sim.agents import RelayFactory, RelayNode, ident
 from meshmsg.sim.engine import Engine, EngineConfig
 from meshmsg.sim.host import NodeSetup
 from meshmsg.sim.links import LinkParams
 from meshmsg.sim.report import Recorder
 from meshmsg.sim.traces import MessageEvent
-from tests.sim.fakes import RelayFactory, RelayNode, ident
 from tests.sim.helpers import RATE, down, up
 
 SNW = {"policy": "spray-and-wait", "copies": 6, "binary": True}
@@ -87,3 +91,10 @@ def test_a_relay_with_three_copies_keeps_two_so_the_chain_stays_short() -> None:
     assert record.hopcount == 2
     assert record.delivered_at is not None
     assert 50.0 <= record.delivered_at < 51.0
+
+
+def test_relay_factory_refuses_a_policy_it_has_no_rules_for() -> None:
+    setup = dataclasses.replace(_setup(0), routing={"policy": "prophet"})
+    with pytest.raises(ConfigError, match=r"routing.policy = 'prophet' needs the core"):
+        RelayFactory().prepare([setup], seed=1, pre_pair=False)
+    RelayFactory().prepare([_setup(0)], seed=1, pre_pair=False)  # spray-and-wait is modelled

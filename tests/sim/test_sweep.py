@@ -21,7 +21,7 @@ def scenario(tmp_path: Path) -> Path:
 name = "tiny"
 duration_s = 1800.0
 mode = "one"
-agent = "tests.sim.fakes:DirectFactory"
+agent = "meshmsg.sim.agents:DirectFactory"
 [nodes]
 count = 126
 [links]

@@ -53,8 +53,8 @@ from meshmsg.errors import ConfigError
 Figures = dict[str, float]
 """One sample: named figures of one repetition (rates per second, bytes, seconds, ...)."""
 
-PROJECT_ROOT: Final = Path(__file__).resolve().parents[1]
-DEFAULT_SIM_REFERENCE: Final = PROJECT_ROOT.parent / "shared" / "sim-reference"
+PROJECT_ROOT: Final = Path(__file__).resolve().parents[2]
+DEFAULT_SIM_REFERENCE: Final = PROJECT_ROOT / "simulations" / "reference" / "data"
 REFERENCE_SCENARIO: Final = PROJECT_ROOT / "simulations" / "reference" / "one-reference.toml"
 JSON_FORMAT: Final = 1  # bump when a key of the JSON output changes meaning
 SIM_WINDOW_S: Final = 1_800.0

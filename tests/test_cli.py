@@ -15,7 +15,8 @@ import pytest
 import trio
 from click.testing import CliRunner, Result
 
-from meshmsg.app.cli import cli, resolve_contact
+from meshmsg.app.cli import cli
+from meshmsg.app.cli_common import resolve_contact
 from meshmsg.app.daemon import run_daemon
 from meshmsg.app.datadir import Settings, unlock
 from meshmsg.errors import LocalProtocolError

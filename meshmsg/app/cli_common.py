@@ -1,0 +1,141 @@
+"""What every ``meshmsg`` command shares: the console, the context, contact lookup, formatting.
+
+The commands live in ``cli.py`` (the group, ``init``, ``id``, ``run``, ``demo``),
+``cli_contacts.py``, ``cli_messages.py`` and ``cli_admin.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import click
+from rich.console import Console
+
+from meshmsg.app.client import NOT_RUNNING, DaemonClient
+from meshmsg.app.datadir import (
+    PASSPHRASE_ENV,
+    OfflineNode,
+    Settings,
+    Unlocked,
+    open_offline,
+    require_initialised,
+    unlock,
+)
+from meshmsg.app.views import JSON, contacts_view
+from meshmsg.errors import KeystoreError, LocalProtocolError
+from meshmsg.net.storage import DataDir
+
+console = Console(highlight=False)
+
+
+@dataclass
+class Ctx:
+    """What every command needs: the data directory, its settings, the daemon if it runs."""
+
+    data_dir: DataDir
+    _settings: Settings | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.load(self.data_dir)
+        return self._settings
+
+    def daemon(self) -> DaemonClient | None:
+        return DaemonClient.connect(self.data_dir)
+
+    def require_daemon(self) -> DaemonClient:
+        client = self.daemon()
+        if client is None:
+            raise click.ClickException(NOT_RUNNING)
+        return client
+
+    def unlock(self) -> Unlocked:
+        """Ask for the passphrase (unless a key file is configured), then unlock with a spinner."""
+        require_initialised(self.data_dir)
+        settings = self.settings
+        secret = _passphrase() if settings.key_file is None else ""
+        with console.status("Unlocking the keystore (Argon2id)…"):
+            return unlock(self.data_dir, settings, lambda: secret)
+
+    @contextmanager
+    def offline(self) -> Iterator[OfflineNode]:
+        unlocked = self.unlock()
+        with open_offline(self.data_dir, self.settings, unlocked) as node:
+            yield node
+
+
+def _passphrase() -> str:
+    from_env = os.environ.get(PASSPHRASE_ENV)
+    if from_env is not None:
+        return from_env
+    if not sys.stdin.isatty():
+        raise KeystoreError(f"no passphrase: set {PASSPHRASE_ENV} or run in a terminal")
+    return str(click.prompt("Passphrase", hide_input=True))
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def contacts_of(ctx: Ctx) -> list[JSON]:
+    client = ctx.daemon()
+    if client is not None:
+        result: list[JSON] = client.get("/contacts")
+        return result
+    with ctx.offline() as offline:
+        return contacts_view(offline.node)
+
+
+def resolve_contact(contacts: list[JSON], who: str) -> JSON:
+    """The contact ``who`` names: a name (any case), a peer id prefix, or a fingerprint.
+
+    Raises:
+        LocalProtocolError: no contact, or several, match.
+    """
+    text = who.strip()
+    exact = [c for c in contacts if c["name"].lower() == text.lower()]
+    if len(exact) == 1:
+        return exact[0]
+    compact = text.replace("-", "").lower()
+    matches = exact or [
+        c
+        for c in contacts
+        if len(compact) >= 4
+        and (
+            c["peer_id"].startswith(compact)
+            or c["fingerprint"].replace("-", "").lower().startswith(compact)
+        )
+    ]
+    if not matches:
+        raise LocalProtocolError(f"unknown contact {who!r}: see `meshmsg contact list`")
+    if len(matches) > 1:
+        names = ", ".join(f"{c['name']} ({c['fingerprint']})" for c in matches)
+        raise LocalProtocolError(f"{who!r} matches several contacts: {names}")
+    return matches[0]
+
+
+def two_lines(safety_number: str) -> str:
+    """60 digits as two rows of six groups: easier to read aloud, never wrapped mid-group."""
+    groups = safety_number.split()
+    return " ".join(groups[:6]) + "\n" + " ".join(groups[6:])
+
+
+def verified_label(contact: JSON) -> str:
+    return "[green]verified[/green]" if contact["verified"] else "[yellow]unverified[/yellow]"
+
+
+def clock(at: float) -> str:
+    moment = datetime.fromtimestamp(at)
+    today = datetime.now().date()
+    return moment.strftime("%H:%M:%S" if moment.date() == today else "%Y-%m-%d %H:%M")
+
+
+def preview(body: str, width: int = 40) -> str:
+    line = " ".join(body.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+

@@ -1,0 +1,120 @@
+"""``meshmsg contact ...``: add, list, verify and remove contacts."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from meshmsg.app.cli_common import (
+    Ctx,
+    console,
+    contacts_of,
+    pass_ctx,
+    resolve_contact,
+    two_lines,
+    verified_label,
+)
+from meshmsg.app.qr import render_terminal
+from meshmsg.app.views import JSON, contact_view, parse_peer_id
+from meshmsg.core.identity import decode_contact_code
+from meshmsg.core.node import Node
+
+
+@click.group()
+def contact() -> None:
+    """Add, list, verify and remove contacts."""
+
+
+@contact.command("add")
+@click.argument("code")
+@click.option("--name", default=None, help="Your name for this contact (default: theirs).")
+@click.option("--verified", is_flag=True, help="You compared safety numbers in person already.")
+@pass_ctx
+def contact_add(ctx: Ctx, code: str, name: str | None, verified: bool) -> None:
+    """Add a contact from their contact code (MM1:...)."""
+    card = decode_contact_code(code)  # a typo fails here, before any passphrase prompt
+    client = ctx.daemon()
+    if client is not None:
+        view = client.post("/contacts", {"code": code, "name": name, "verified": verified})
+    else:
+        with ctx.offline() as offline:
+
+            def add(node: Node, now: float) -> JSON:
+                added = node.add_contact(card, verified=verified, now=now, name=name)
+                return contact_view(node, added)
+
+            view = offline.run(add)
+    console.print(
+        f"Added [bold]{view['name']}[/bold] ({view['fingerprint']}), {verified_label(view)}."
+    )
+    if not view["verified"]:
+        console.print(f"Compare safety numbers: `meshmsg contact verify {view['name']}`")
+
+
+@contact.command("list")
+@pass_ctx
+def contact_list(ctx: Ctx) -> None:
+    """List contacts, verified or not."""
+    contacts = contacts_of(ctx)
+    if not contacts:
+        console.print("No contacts yet: `meshmsg contact add CODE`.")
+        return
+    table = Table(title=f"{len(contacts)} contacts")
+    for column in ("name", "fingerprint", "verified", "paired", "peer id"):
+        table.add_column(column)
+    for c in contacts:
+        paired = "yes" if c["paired"] else "not yet (at first meeting)"
+        peer = c["peer_id"][:12] + "…"
+        table.add_row(c["name"], c["fingerprint"], verified_label(c), paired, peer)
+    console.print(table)
+
+
+@contact.command("verify")
+@click.argument("who")
+@click.option("--yes", is_flag=True, help="Mark verified without asking.")
+@click.option("--undo", is_flag=True, help="Mark the contact unverified again.")
+@click.option("--no-qr", is_flag=True, help="Do not draw the QR code.")
+@pass_ctx
+def contact_verify(ctx: Ctx, who: str, yes: bool, undo: bool, no_qr: bool) -> None:
+    """Compare the safety number with WHO (in person, or scan the QR) and mark them verified."""
+    target = resolve_contact(contacts_of(ctx), who)
+    console.print(f"Safety number with [bold]{target['name']}[/bold] ({target['fingerprint']}):")
+    console.print(f"[bold]{two_lines(target['safety_number'])}[/bold]")
+    if not no_qr:
+        click.echo(render_terminal(target["safety_qr"]))
+    verified = not undo
+    if verified and not yes and not click.confirm("Do these digits match what they see?"):
+        console.print("Not marked verified.")
+        return
+    _set_verified(ctx, target, verified)
+    console.print(f"{target['name']} is now {'verified' if verified else 'unverified'}.")
+
+
+def _set_verified(ctx: Ctx, target: JSON, verified: bool) -> None:
+    client = ctx.daemon()
+    if client is not None:
+        client.post(f"/contacts/{target['peer_id']}/verify", {"verified": verified})
+        return
+    peer_id = parse_peer_id(target["peer_id"])
+    with ctx.offline() as offline:
+        offline.run(lambda node, now: node.set_verified(peer_id, verified, now=now))
+
+
+@contact.command("remove")
+@click.argument("who")
+@click.option("--yes", is_flag=True, help="Do not ask.")
+@pass_ctx
+def contact_remove(ctx: Ctx, who: str, yes: bool) -> None:
+    """Remove a contact (their pairwise keys are deleted; history stays)."""
+    target = resolve_contact(contacts_of(ctx), who)
+    if not yes and not click.confirm(f"Remove {target['name']} ({target['fingerprint']})?"):
+        return
+    client = ctx.daemon()
+    if client is not None:
+        client.delete(f"/contacts/{target['peer_id']}")
+    else:
+        peer_id = parse_peer_id(target["peer_id"])
+        with ctx.offline() as offline:
+            offline.run(lambda node, now: node.remove_contact(peer_id, now=now))
+    console.print(f"Removed {target['name']}.")
+

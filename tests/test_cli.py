@@ -40,8 +40,16 @@ def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     return CliRunner()
 
 
-def mm(runner: CliRunner, home: Path, *args: str, env: dict[str, str] | None = None) -> Result:
-    return runner.invoke(cli, ["--data-dir", str(home), *args], env=env, catch_exceptions=False)
+def mm(
+    runner: CliRunner,
+    home: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+) -> Result:
+    return runner.invoke(
+        cli, ["--data-dir", str(home), *args], env=env, input=stdin, catch_exceptions=False
+    )
 
 
 def init(runner: CliRunner, home: Path, name: str) -> str:

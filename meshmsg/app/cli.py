@@ -34,6 +34,7 @@ from meshmsg.app.cli_common import (
     pass_ctx,
     two_lines,
     verified_label,
+    widen_piped_output,
 )
 from meshmsg.app.cli_contacts import contact
 from meshmsg.app.cli_messages import chat, inbox, send, status
@@ -45,6 +46,7 @@ from meshmsg.app.datadir import (
     own_contact_code,
 )
 from meshmsg.app.qr import render_terminal
+from meshmsg.app.safe_text import escape_controls, peer_markup, peer_text
 from meshmsg.app.views import contacts_view
 from meshmsg.core.identity import fingerprint
 from meshmsg.errors import KeystoreError, MeshError
@@ -103,7 +105,8 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> MeshError | OSError
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    # Errors may quote what a peer sent (a contact's name): click prints them as they are.
+    text = escape_controls(str(exc) or type(exc).__name__, multiline=True)
     return " ".join(text.split())
 
 
@@ -125,6 +128,7 @@ def cli(ctx: click.Context, data_dir: Path | None) -> None:
     Start with `meshmsg demo`, or `meshmsg init` then `meshmsg run`.
     """
     ctx.obj = Ctx(DataDir(data_dir if data_dir is not None else default_data_dir()))
+    widen_piped_output(ctx)
 
 
 # --- init, id, run ---------------------------------------------------------------------------
@@ -186,7 +190,8 @@ def id_command(ctx: Ctx, no_qr: bool) -> None:
                 "contact_code": own_contact_code(node.identity, ctx.settings),
                 "contacts": contacts_view(node),
             }
-    console.print(f"Name:        {view['name'] or '(none set: name = ... in config.toml)'}")
+    name = peer_markup(view["name"]) if view["name"] else "(none set: name = ... in config.toml)"
+    console.print(f"Name:        {name}")
     console.print(f"Fingerprint: [bold]{view['fingerprint']}[/bold]")
     console.print(f"Peer id:     {view['peer_id']}")
     console.print("Contact code (give it to people who should be able to reach you):")
@@ -199,7 +204,7 @@ def id_command(ctx: Ctx, no_qr: bool) -> None:
             table.add_column(column)
         for contact in view["contacts"]:
             safety = two_lines(contact["safety_number"])
-            table.add_row(contact["name"], safety, verified_label(contact))
+            table.add_row(peer_text(contact["name"]), safety, verified_label(contact))
         console.print(table)
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Final
 
 import click
 from rich.console import Console
@@ -26,11 +27,31 @@ from meshmsg.app.datadir import (
     require_initialised,
     unlock,
 )
+from meshmsg.app.safe_text import escape_controls
 from meshmsg.app.views import JSON, contacts_view
 from meshmsg.errors import KeystoreError, LocalProtocolError
 from meshmsg.net.storage import DataDir
 
-console = Console(highlight=False)
+# Rich cuts output that is not a terminal to 80 columns, which wraps a contact list or a benchmark
+# table piped into a file or `grep` mid-row. Piped, a table is as wide as its content up to this.
+PIPED_WIDTH: Final = 240
+COLUMNS_ENV: Final = "COLUMNS"
+
+# emoji=False: a body's `:warning:` is text, not an emoji the sender slipped in.
+console = Console(highlight=False, emoji=False)
+
+
+def widen_piped_output(ctx: click.Context) -> None:
+    """Unless stdout is a terminal (or COLUMNS says otherwise), print up to :data:`PIPED_WIDTH`.
+
+    Sets our console's width, and COLUMNS for the command's duration so that the consoles of
+    lazily imported commands (``bench``, ``sim``) follow.
+    """
+    if console.is_terminal or os.environ.get(COLUMNS_ENV):
+        return
+    console.width = PIPED_WIDTH
+    os.environ[COLUMNS_ENV] = str(PIPED_WIDTH)
+    ctx.call_on_close(lambda: os.environ.pop(COLUMNS_ENV, None))
 
 
 @dataclass
@@ -114,7 +135,7 @@ def resolve_contact(contacts: list[JSON], who: str) -> JSON:
     if not matches:
         raise LocalProtocolError(f"unknown contact {who!r}: see `meshmsg contact list`")
     if len(matches) > 1:
-        names = ", ".join(f"{c['name']} ({c['fingerprint']})" for c in matches)
+        names = ", ".join(f"{escape_controls(c['name'])} ({c['fingerprint']})" for c in matches)
         raise LocalProtocolError(f"{who!r} matches several contacts: {names}")
     return matches[0]
 

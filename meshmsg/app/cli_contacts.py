@@ -15,6 +15,7 @@ from meshmsg.app.cli_common import (
     verified_label,
 )
 from meshmsg.app.qr import render_terminal
+from meshmsg.app.safe_text import escape_controls, peer_markup, peer_text
 from meshmsg.app.views import JSON, contact_view, parse_peer_id
 from meshmsg.core.identity import decode_contact_code
 from meshmsg.core.node import Node
@@ -44,11 +45,10 @@ def contact_add(ctx: Ctx, code: str, name: str | None, verified: bool) -> None:
                 return contact_view(node, added)
 
             view = offline.run(add)
-    console.print(
-        f"Added [bold]{view['name']}[/bold] ({view['fingerprint']}), {verified_label(view)}."
-    )
+    name = peer_markup(view["name"])
+    console.print(f"Added [bold]{name}[/bold] ({view['fingerprint']}), {verified_label(view)}.")
     if not view["verified"]:
-        console.print(f"Compare safety numbers: `meshmsg contact verify {view['name']}`")
+        console.print(f"Compare safety numbers: `meshmsg contact verify {name}`")
 
 
 @contact.command("list")
@@ -65,7 +65,7 @@ def contact_list(ctx: Ctx) -> None:
     for c in contacts:
         paired = "yes" if c["paired"] else "not yet (at first meeting)"
         peer = c["peer_id"][:12] + "…"
-        table.add_row(c["name"], c["fingerprint"], verified_label(c), paired, peer)
+        table.add_row(peer_text(c["name"]), c["fingerprint"], verified_label(c), paired, peer)
     console.print(table)
 
 
@@ -78,7 +78,8 @@ def contact_list(ctx: Ctx) -> None:
 def contact_verify(ctx: Ctx, who: str, yes: bool, undo: bool, no_qr: bool) -> None:
     """Compare the safety number with WHO (in person, or scan the QR) and mark them verified."""
     target = resolve_contact(contacts_of(ctx), who)
-    console.print(f"Safety number with [bold]{target['name']}[/bold] ({target['fingerprint']}):")
+    name = peer_markup(target["name"])
+    console.print(f"Safety number with [bold]{name}[/bold] ({target['fingerprint']}):")
     console.print(f"[bold]{two_lines(target['safety_number'])}[/bold]")
     if not no_qr:
         click.echo(render_terminal(target["safety_qr"]))
@@ -87,7 +88,7 @@ def contact_verify(ctx: Ctx, who: str, yes: bool, undo: bool, no_qr: bool) -> No
         console.print("Not marked verified.")
         return
     _set_verified(ctx, target, verified)
-    console.print(f"{target['name']} is now {'verified' if verified else 'unverified'}.")
+    console.print(f"{name} is now {'verified' if verified else 'unverified'}.")
 
 
 def _set_verified(ctx: Ctx, target: JSON, verified: bool) -> None:
@@ -107,7 +108,8 @@ def _set_verified(ctx: Ctx, target: JSON, verified: bool) -> None:
 def contact_remove(ctx: Ctx, who: str, yes: bool) -> None:
     """Remove a contact (their pairwise keys are deleted; history stays)."""
     target = resolve_contact(contacts_of(ctx), who)
-    if not yes and not click.confirm(f"Remove {target['name']} ({target['fingerprint']})?"):
+    name = escape_controls(target["name"])  # click prints prompts as they are
+    if not yes and not click.confirm(f"Remove {name} ({target['fingerprint']})?"):
         return
     client = ctx.daemon()
     if client is not None:
@@ -116,5 +118,5 @@ def contact_remove(ctx: Ctx, who: str, yes: bool) -> None:
         peer_id = parse_peer_id(target["peer_id"])
         with ctx.offline() as offline:
             offline.run(lambda node, now: node.remove_contact(peer_id, now=now))
-    console.print(f"Removed {target['name']}.")
+    console.print(f"Removed {peer_markup(name)}.")
 

@@ -10,6 +10,7 @@ from typing import Final
 import click
 import trio
 from rich.table import Table
+from rich.text import Text
 
 from meshmsg.app.cli_common import (
     Ctx,
@@ -21,6 +22,7 @@ from meshmsg.app.cli_common import (
     verified_label,
 )
 from meshmsg.app.client import DaemonClient, EventStream
+from meshmsg.app.safe_text import peer_markup, peer_text
 from meshmsg.app.views import JSON
 from meshmsg.config import NodeConfig
 from meshmsg.errors import InvalidMessage
@@ -41,10 +43,10 @@ def send(ctx: Ctx, who: str, message: tuple[str, ...], ttl: float | None) -> Non
     _check_size(body)
     target = resolve_contact(client.get("/contacts"), who)
     sent = client.post("/messages", {"to": target["peer_id"], "body": body, "ttl_s": ttl})
+    name = peer_markup(target["name"])
     console.print(
-        f"Queued {sent['message_id'][:8]} to [bold]{target['name']}[/bold]: it leaves at the next "
-        "meeting with them or a relay. `meshmsg inbox "
-        f"{target['name']}` shows its progress."
+        f"Queued {sent['message_id'][:8]} to [bold]{name}[/bold]: it leaves at the next "
+        f"meeting with them or a relay. `meshmsg inbox {name}` shows its progress."
     )
 
 
@@ -77,7 +79,8 @@ def inbox(ctx: Ctx, who: str | None, limit: int, keep_unread: bool) -> None:
             last = row["last"]
             name = row["name"] or row["peer_id"][:12]
             arrow = "→ " if last["direction"] == "out" else "← "
-            table.add_row(name, str(row["messages"]), arrow + preview(last["body"]),
+            table.add_row(peer_text(name), str(row["messages"]),
+                          peer_text(arrow + preview(last["body"])),
                           clock(last["sent_at"]), last["status"])  # fmt: skip
         console.print(table)
         return
@@ -90,13 +93,14 @@ def inbox(ctx: Ctx, who: str | None, limit: int, keep_unread: bool) -> None:
 
 
 def _messages_table(name: str, messages: list[JSON]) -> Table:
-    table = Table(title=f"Messages with {name}")
+    table = Table(title=Text.assemble("Messages with ", peer_text(name)))
     for column in ("when", "", "message", "status", "timeline"):
         table.add_column(column)
     for m in messages:
         steps = " → ".join(f"{s['status']} {clock(s['at'])}" for s in m["timeline"])
         who = "you" if m["direction"] == "out" else name
-        table.add_row(clock(m["sent_at"]), who, m["body"], m["status"], steps)
+        body = peer_text(m["body"], multiline=True)
+        table.add_row(clock(m["sent_at"]), peer_text(who), body, m["status"], steps)
     return table
 
 
@@ -111,7 +115,8 @@ def chat(ctx: Ctx, who: str) -> None:
     for m in history:
         _print_chat_line(target["name"], m["direction"] == "in", m["body"], m["sent_at"])
     trust = verified_label(target)
-    console.print(f"[dim]chatting with {target['name']} ({trust}); Ctrl-D leaves[/dim]")
+    name = peer_markup(target["name"])
+    console.print(f"[dim]chatting with {name} ({trust}); Ctrl-D leaves[/dim]")
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how people leave a chat
         trio.run(_chat, client, target)
 
@@ -146,9 +151,12 @@ async def _chat_events(client: DaemonClient, events: EventStream, target: JSON) 
 
 
 def _print_chat_line(name: str, incoming: bool, body: str, at: float) -> None:
-    who = f"[bold cyan]{name}[/bold cyan]" if incoming else "[bold]you[/bold]"
-    console.print(f"[dim]{clock(at)}[/dim] {who}: ", end="")
-    console.print(body, markup=False)
+    who = peer_text(name, "bold cyan") if incoming else Text("you", "bold")
+    # Continuation lines are indented: a body cannot fake a line of its own from someone else.
+    text = peer_text(body, multiline=True)
+    lines = text.split("\n")
+    shown = Text("\n    ").join(lines)
+    console.print(Text.assemble((clock(at), "dim"), " ", who, ": ", shown))
 
 
 # --- status ------------------------------------------------------------------------------------
@@ -161,7 +169,8 @@ def status(ctx: Ctx) -> None:
     s = ctx.require_daemon().get("/status")
     d = s["discovery"]
     mdns = f"on ({', '.join(d['interfaces'])})" if d["enabled"] else f"off: {d['reason']}"
-    node = Table(title=f"Node {s['name'] or ''} {s['fingerprint']}", show_header=False)
+    title = Text.assemble("Node ", peer_text(s["name"] or ""), f" {s['fingerprint']}")
+    node = Table(title=title, show_header=False)
     for key, value in [
         ("listening", ", ".join(s["listen"])),
         ("profile", s["profile"]),
@@ -171,7 +180,7 @@ def status(ctx: Ctx) -> None:
         ("contacts", str(s["contacts"])),
         ("outbox", ", ".join(f"{n} {k}" for k, n in s["outbox"].items()) or "empty"),
     ]:
-        node.add_row(key, value)
+        node.add_row(key, peer_text(value))
     console.print(node)
     _peers_table(s["peers"])
     links = s["links"]
@@ -201,7 +210,7 @@ def _peers_table(peers: list[JSON]) -> None:
     for p in peers:
         kind = ("verified contact" if p["verified"] else "contact") if p["contact"] else "stranger"
         name = p["name"] or (p["peer_id"] or "(handshaking)")[:12]
-        table.add_row(name, kind, p["address"] or "-", "in" if p["inbound"] else "out",
-                      "yes" if p["synced"] else "no")  # fmt: skip
+        table.add_row(peer_text(name), kind, peer_text(p["address"] or "-"),
+                      "in" if p["inbound"] else "out", "yes" if p["synced"] else "no")  # fmt: skip
     console.print(table)
 

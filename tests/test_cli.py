@@ -6,6 +6,7 @@ test needs one, runs in a thread on loopback with its API on an ephemeral port.
 
 from __future__ import annotations
 
+import json
 import re
 import stat
 import threading
@@ -84,6 +85,34 @@ def test_init_creates_a_private_data_dir(runner: CliRunner, tmp_path: Path) -> N
     assert 'name = "alice"' in (home / "config.toml").read_text()
     again = mm(runner, home, "init")
     assert_one_line_error(again, "already holds an identity")
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("Ö" * 40, "--name refused: display name is longer than 64 bytes (80 bytes given)"),
+        ("bad\x1b[31mname", "control character U+001B"),
+        ("", "--name is empty"),
+    ],
+)
+def test_init_refuses_a_name_a_contact_code_cannot_carry(
+    runner: CliRunner, tmp_path: Path, name: str, error: str
+) -> None:
+    home = tmp_path / "alice"
+    assert_one_line_error(mm(runner, home, "init", "--name", name), error)
+    assert not (home / "keystore").exists()
+    assert mm(runner, home, "init", "--name", "alice").exit_code == 0
+    if name:  # the same name written into config.toml by hand is refused there too
+        (home / "config.toml").write_text(f"name = {json.dumps(name)}\n")
+        assert_one_line_error(mm(runner, home, "id"), "config.toml: name refused")
+
+
+def test_init_name_with_quotes_survives_config_toml(runner: CliRunner, tmp_path: Path) -> None:
+    home = tmp_path / "alice"
+    name = 'Al "the \\ admin" Ö'
+    assert mm(runner, home, "init", "--name", name).exit_code == 0
+    shown = mm(runner, home, "id", "--no-qr").output
+    assert f"Name:        {name}" in shown
 
 
 def test_id_shows_code_and_qr(runner: CliRunner, tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from meshmsg.app.datadir import own_contact_code
+from meshmsg.app.datadir import check_name, own_contact_code
 from meshmsg.app.mesh import NodeHandle
 from meshmsg.app.views import (
     JSON,
@@ -203,6 +203,8 @@ class Api:
         data = await self.body(request)
         card = decode_contact_code(_field(data, "code", str))
         name = _optional(data, "name", str)
+        if name is not None:
+            check_name(name)  # ConfigError: 400
         verified = _optional(data, "verified", bool) or False
 
         def add(node: Node, now: float) -> JSON:

@@ -40,6 +40,7 @@ from meshmsg.app.cli_contacts import contact
 from meshmsg.app.cli_messages import chat, inbox, send, status
 from meshmsg.app.datadir import (
     PASSPHRASE_ENV,
+    check_name,
     default_data_dir,
     init_data_dir,
     kdf_fast_requested,
@@ -145,6 +146,8 @@ def cli(ctx: click.Context, data_dir: Path | None) -> None:
 @pass_ctx
 def init(ctx: Ctx, name: str | None, key_file: bool, kdf_fast: bool) -> None:
     """Create your identity and encrypted data directory."""
+    if name is not None:
+        check_name(name, "--name")  # before the passphrase prompt, not after
     passphrase = None
     if not key_file:
         passphrase = os.environ.get(PASSPHRASE_ENV)

@@ -14,6 +14,7 @@ from meshmsg.app.cli_common import (
     two_lines,
     verified_label,
 )
+from meshmsg.app.datadir import check_name
 from meshmsg.app.qr import render_terminal
 from meshmsg.app.safe_text import escape_controls, peer_markup, peer_text
 from meshmsg.app.views import JSON, contact_view, parse_peer_id
@@ -34,6 +35,8 @@ def contact() -> None:
 def contact_add(ctx: Ctx, code: str, name: str | None, verified: bool) -> None:
     """Add a contact from their contact code (MM1:...)."""
     card = decode_contact_code(code)  # a typo fails here, before any passphrase prompt
+    if name is not None:
+        check_name(name, "--name")
     client = ctx.daemon()
     if client is not None:
         view = client.post("/contacts", {"code": code, "name": name, "verified": verified})

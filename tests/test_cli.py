@@ -261,4 +261,12 @@ def test_commands_go_through_a_running_daemon(
         again = mm(runner, alice, "run")
         assert_one_line_error(again, "already running")
     assert not (alice / "daemon.json").exists()
-    assert_one_line_error(mm(runner, alice, "inbox"), "daemon not running")
+    # Without the daemon, history is read from a snapshot: read-only, no lock taken.
+    stored = mm(runner, alice, "inbox")
+    assert stored.exit_code == 0, stored.output
+    assert "read-only" in stored.output
+    assert "hello bob" in stored.output
+    messages = mm(runner, alice, "inbox", "bob")
+    assert "hello bob" in messages.output
+    with DaemonThread(alice):  # and a daemon starts afterwards as usual
+        assert "bob" in mm(runner, alice, "contact", "list").output

@@ -184,15 +184,14 @@ def id_command(ctx: Ctx, no_qr: bool) -> None:
     if client is not None:
         view = client.get("/id")
     else:
-        with ctx.offline() as offline:
-            node = offline.node
-            view = {
-                "name": ctx.settings.name,
-                "fingerprint": fingerprint(node.identity.public),
-                "peer_id": node.identity.peer_id.hex(),
-                "contact_code": own_contact_code(node.identity, ctx.settings),
-                "contacts": contacts_view(node),
-            }
+        node = ctx.read_only()
+        view = {
+            "name": ctx.settings.name,
+            "fingerprint": fingerprint(node.identity.public),
+            "peer_id": node.identity.peer_id.hex(),
+            "contact_code": own_contact_code(node.identity, ctx.settings),
+            "contacts": contacts_view(node),
+        }
     name = peer_markup(view["name"]) if view["name"] else "(none set: name = ... in config.toml)"
     console.print(f"Name:        {name}")
     console.print(f"Fingerprint: [bold]{view['fingerprint']}[/bold]")

@@ -28,7 +28,9 @@ from meshmsg.app.datadir import (
     unlock,
 )
 from meshmsg.app.safe_text import escape_controls
+from meshmsg.app.snapshot import read_only_node
 from meshmsg.app.views import JSON, contacts_view
+from meshmsg.core.node import Node
 from meshmsg.errors import KeystoreError, LocalProtocolError
 from meshmsg.net.storage import DataDir
 
@@ -60,6 +62,7 @@ class Ctx:
 
     data_dir: DataDir
     _settings: Settings | None = field(default=None, repr=False)
+    _snapshot: Node | None = field(default=None, repr=False)
 
     @property
     def settings(self) -> Settings:
@@ -84,8 +87,18 @@ class Ctx:
         with console.status("Unlocking the keystore (Argon2id)…"):
             return unlock(self.data_dir, settings, lambda: secret)
 
+    def read_only(self) -> Node:
+        """The node as last committed, in memory, for reading while no daemon runs.
+
+        Takes no lock (a daemon may start meanwhile) and writes nothing: see app/snapshot.py.
+        """
+        if self._snapshot is None:
+            self._snapshot = read_only_node(self.data_dir, self.settings, self.unlock())
+        return self._snapshot
+
     @contextmanager
     def offline(self) -> Iterator[OfflineNode]:
+        """The node for a command that writes: holds the data directory's lock meanwhile."""
         unlocked = self.unlock()
         with open_offline(self.data_dir, self.settings, unlocked) as node:
             yield node
@@ -108,8 +121,7 @@ def contacts_of(ctx: Ctx) -> list[JSON]:
     if client is not None:
         result: list[JSON] = client.get("/contacts")
         return result
-    with ctx.offline() as offline:
-        return contacts_view(offline.node)
+    return contacts_view(ctx.read_only())
 
 
 def resolve_contact(contacts: list[JSON], who: str) -> JSON:

@@ -23,8 +23,15 @@ from meshmsg.app.cli_common import (
 )
 from meshmsg.app.client import DaemonClient, EventStream
 from meshmsg.app.safe_text import peer_markup, peer_text
-from meshmsg.app.views import JSON
+from meshmsg.app.views import (
+    JSON,
+    contacts_view,
+    conversations_view,
+    message_view,
+    parse_peer_id,
+)
 from meshmsg.config import NodeConfig
+from meshmsg.core.node import Node
 from meshmsg.errors import InvalidMessage
 
 CHAT_HISTORY: Final = 10
@@ -65,31 +72,52 @@ def _check_size(body: str) -> None:
 @click.option("--keep-unread", is_flag=True, help="Do not send read receipts.")
 @pass_ctx
 def inbox(ctx: Ctx, who: str | None, limit: int, keep_unread: bool) -> None:
-    """Conversations, or the messages with WHO (which sends read receipts)."""
-    client = ctx.require_daemon()
+    """Conversations, or the messages with WHO (which sends read receipts).
+
+    Without the daemon it shows what is stored, read-only (no receipts go out).
+    """
+    client = ctx.daemon()
+    if client is None:
+        console.print("[dim]daemon not running: stored messages, read-only[/dim]")
     if who is None:
-        rows = client.get("/conversations")
-        if not rows:
-            console.print("No messages yet.")
-            return
-        table = Table(title="Conversations")
-        for column in ("with", "messages", "last", "when", "status"):
-            table.add_column(column)
-        for row in rows:
-            last = row["last"]
-            name = row["name"] or row["peer_id"][:12]
-            arrow = "→ " if last["direction"] == "out" else "← "
-            table.add_row(peer_text(name), str(row["messages"]),
-                          peer_text(arrow + preview(last["body"])),
-                          clock(last["sent_at"]), last["status"])  # fmt: skip
-        console.print(table)
+        _conversations_table(client.get("/conversations") if client else _stored(ctx))
         return
-    target = resolve_contact(client.get("/contacts"), who)
-    messages = client.get(f"/conversations/{target['peer_id']}/messages?limit={limit}")
+    contacts = client.get("/contacts") if client else contacts_view(ctx.read_only())
+    target = resolve_contact(contacts, who)
+    if client is None:
+        messages = _stored_messages(ctx.read_only(), target["peer_id"], limit)
+    else:
+        messages = client.get(f"/conversations/{target['peer_id']}/messages?limit={limit}")
     console.print(_messages_table(target["name"], messages))
     unread = [m["message_id"] for m in messages if m["direction"] == "in"]
-    if unread and not keep_unread:
+    if client is not None and unread and not keep_unread:
         client.post("/messages/read", {"peer_id": target["peer_id"], "message_ids": unread})
+
+
+def _stored(ctx: Ctx) -> list[JSON]:
+    return conversations_view(ctx.read_only())
+
+
+def _stored_messages(node: Node, peer_id: str, limit: int) -> list[JSON]:
+    stored = node.conversations.with_peer(parse_peer_id(peer_id))
+    return [message_view(m) for m in stored[-limit:]]
+
+
+def _conversations_table(rows: list[JSON]) -> None:
+    if not rows:
+        console.print("No messages yet.")
+        return
+    table = Table(title="Conversations")
+    for column in ("with", "messages", "last", "when", "status"):
+        table.add_column(column)
+    for row in rows:
+        last = row["last"]
+        name = row["name"] or row["peer_id"][:12]
+        arrow = "→ " if last["direction"] == "out" else "← "
+        table.add_row(peer_text(name), str(row["messages"]),
+                      peer_text(arrow + preview(last["body"])),
+                      clock(last["sent_at"]), last["status"])  # fmt: skip
+    console.print(table)
 
 
 def _messages_table(name: str, messages: list[JSON]) -> Table:

@@ -270,3 +270,25 @@ def test_commands_go_through_a_running_daemon(
     assert "hello bob" in messages.output
     with DaemonThread(alice):  # and a daemon starts afterwards as usual
         assert "bob" in mm(runner, alice, "contact", "list").output
+
+
+def test_contact_rename_block_and_re_add(runner: CliRunner, two_nodes: tuple[Path, Path]) -> None:
+    alice, bob = two_nodes
+    bob_code = contact_code(runner, bob)
+    again = mm(runner, alice, "contact", "add", bob_code)
+    assert again.exit_code == 0
+    assert "Already a contact (bob)" in again.output
+    assert "Added" not in again.output
+    renamed = mm(runner, alice, "contact", "rename", "bob", "Robert")  # offline
+    assert renamed.exit_code == 0, renamed.output
+    assert "Renamed bob to Robert" in renamed.output
+    assert_one_line_error(mm(runner, alice, "contact", "rename", "robert", ""), "NEW_NAME is empty")
+    blocked = mm(runner, alice, "contact", "block", "robert")
+    assert "Robert is blocked" in blocked.output
+    assert "blocked" in mm(runner, alice, "contact", "list").output
+    with DaemonThread(alice):  # the same commands through the daemon's API
+        assert mm(runner, alice, "contact", "unblock", "ROBERT").exit_code == 0
+        assert mm(runner, alice, "contact", "rename", "robert", "bobby").exit_code == 0
+        listed = mm(runner, alice, "contact", "list").output
+    assert "bobby" in listed
+    assert "blocked" not in listed

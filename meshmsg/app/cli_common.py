@@ -63,6 +63,7 @@ class Ctx:
     data_dir: DataDir
     _settings: Settings | None = field(default=None, repr=False)
     _snapshot: Node | None = field(default=None, repr=False)
+    _unlocked: Unlocked | None = field(default=None, repr=False)
 
     @property
     def settings(self) -> Settings:
@@ -81,11 +82,14 @@ class Ctx:
 
     def unlock(self) -> Unlocked:
         """Ask for the passphrase (unless a key file is configured), then unlock with a spinner."""
+        if self._unlocked is not None:  # one prompt and one Argon2id run per command
+            return self._unlocked
         require_initialised(self.data_dir)
         settings = self.settings
         secret = _passphrase() if settings.key_file is None else ""
         with console.status("Unlocking the keystore (Argon2id)…"):
-            return unlock(self.data_dir, settings, lambda: secret)
+            self._unlocked = unlock(self.data_dir, settings, lambda: secret)
+        return self._unlocked
 
     def read_only(self) -> Node:
         """The node as last committed, in memory, for reading while no daemon runs.

@@ -27,6 +27,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from meshmsg import __version__
+from meshmsg.app.cli_admin import backup, passphrase, restore
 from meshmsg.app.cli_common import (
     Ctx,
     clock,
@@ -291,7 +292,7 @@ def main() -> None:
     cli(prog_name="meshmsg")
 
 
-for command in (contact, send, inbox, chat, status):
+for command in (contact, send, inbox, chat, status, passphrase, backup, restore):
     cli.add_command(command)
 
 

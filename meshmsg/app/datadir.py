@@ -332,19 +332,37 @@ def init_data_dir(
             secret, keystore.create_key_file(data_dir.key_file_path)
         )
     else:
-        if not passphrase:
-            raise KeystoreError("refusing an empty passphrase")
-        if kdf_fast:
-            blob = keystore.seal_keystore(
-                secret, passphrase, ops_limit=argon2id.OPSLIMIT_MIN, mem_limit=argon2id.MEMLIMIT_MIN
-            )
-        else:
-            blob = keystore.seal_keystore(secret, passphrase)
+        blob = _seal_with_passphrase(secret, passphrase, kdf_fast)
     Storage.open(data_dir.db_path, db_key).close()  # the database exists before the keystore
     if not data_dir.config_path.exists():
         _write_config(data_dir, name, key_file)
     keystore.save_keystore(data_dir.keystore_path, blob)
     return identity
+
+
+def _seal_with_passphrase(secret: bytes, passphrase: str | None, kdf_fast: bool) -> bytes:
+    if not passphrase:
+        raise KeystoreError("refusing an empty passphrase")
+    if kdf_fast:
+        return keystore.seal_keystore(
+            secret, passphrase, ops_limit=argon2id.OPSLIMIT_MIN, mem_limit=argon2id.MEMLIMIT_MIN
+        )
+    return keystore.seal_keystore(secret, passphrase)
+
+
+def change_passphrase(
+    data_dir: DataDir, settings: Settings, unlocked: Unlocked, new: str, *, kdf_fast: bool = False
+) -> None:
+    """Seal the keystore's secret again under ``new``; the file is replaced atomically.
+
+    Raises:
+        KeystoreError: a key-file node (no passphrase to change), an empty passphrase, or the
+            keystore could not be written (the old one is then still in place).
+    """
+    if settings.key_file is not None:
+        raise KeystoreError("this node unlocks with a key file, not a passphrase")
+    secret = unlocked.identity.to_bytes() + unlocked.db_key
+    keystore.save_keystore(data_dir.keystore_path, _seal_with_passphrase(secret, new, kdf_fast))
 
 
 def _write_config(data_dir: DataDir, name: str | None, key_file: bool) -> None:
@@ -495,6 +513,7 @@ __all__ = [
     "OfflineNode",
     "Settings",
     "Unlocked",
+    "change_passphrase",
     "check_name",
     "daemon_lock",
     "daemon_running",

@@ -27,7 +27,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from meshmsg import __version__
-from meshmsg.app.cli_admin import backup, passphrase, restore
+from meshmsg.app.cli_admin import backup, config, passphrase, restore
 from meshmsg.app.cli_common import (
     Ctx,
     clock,
@@ -39,6 +39,7 @@ from meshmsg.app.cli_common import (
 )
 from meshmsg.app.cli_contacts import contact
 from meshmsg.app.cli_messages import chat, inbox, send, status
+from meshmsg.app.config_edit import local_networks
 from meshmsg.app.datadir import (
     PASSPHRASE_ENV,
     check_name,
@@ -173,7 +174,20 @@ def init(ctx: Ctx, name: str | None, key_file: bool, kdf_fast: bool) -> None:
             f"[yellow]Key-file mode:[/yellow] anyone who can read {ctx.data_dir.key_file_path} "
             "can read this identity. Keep it 0600, on this machine only."
         )
+    _offer_networks()
     console.print("Next: `meshmsg id` shows your contact code; `meshmsg run` starts the node.")
+
+
+def _offer_networks() -> None:
+    """Say which networks this machine is on and how to trust one; mDNS stays off until then."""
+    networks = local_networks()
+    if not networks:
+        return
+    console.print("This machine is on: " + ", ".join(f"{n} ({i})" for n, i in networks) + ".")
+    console.print(
+        "mDNS is off until you trust a network; to find peers on the first one:\n"
+        f"  meshmsg config set network.trusted_networks {networks[0][0]}"
+    )
 
 
 @cli.command("id")
@@ -292,7 +306,7 @@ def main() -> None:
     cli(prog_name="meshmsg")
 
 
-for command in (contact, send, inbox, chat, status, passphrase, backup, restore):
+for command in (contact, send, inbox, chat, status, passphrase, backup, restore, config):
     cli.add_command(command)
 
 

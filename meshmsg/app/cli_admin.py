@@ -1,4 +1,4 @@
-"""``meshmsg passphrase``, ``backup`` and ``restore``: looking after the node's two files."""
+"""``meshmsg passphrase``, ``backup``, ``restore`` and ``config``: looking after the node."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from typing import Final
 import click
 
 from meshmsg.app.cli_common import Ctx, console, pass_ctx
+from meshmsg.app.config_edit import SETTINGS, parse_value, set_setting, toml_value
 from meshmsg.app.datadir import (
     PASSPHRASE_ENV,
     Settings,
     change_passphrase,
+    daemon_running,
     is_initialised,
     kdf_fast_requested,
     unlock,
@@ -80,4 +82,44 @@ def restore(ctx: Ctx, path: Path, force: bool) -> None:
     console.print("Do not run the old device with this identity any more: one identity, one node.")
 
 
-__all__ = ["backup", "passphrase", "restore"]
+@click.group()
+def config() -> None:
+    """Show or change config.toml (checked as `meshmsg run` checks it)."""
+
+
+@config.command("set")
+@click.argument("key", type=click.Choice(list(SETTINGS)))
+@click.argument("value")
+@pass_ctx
+def config_set(ctx: Ctx, key: str, value: str) -> None:
+    """Set KEY to VALUE; lists (trusted_networks, static_peers) are comma-separated."""
+    set_setting(ctx.data_dir, key, value)
+    shown = toml_value(parse_value(key, value)) if key != "network.site_key" else "(hidden)"
+    console.print(f"{key} = {peer_markup(shown)}")
+    if daemon_running(ctx.data_dir):
+        console.print("The running daemon uses it after a restart (`meshmsg run`).")
+
+
+@config.command("show")
+@pass_ctx
+def config_show(ctx: Ctx) -> None:
+    """The settings in effect (defaults included); the site key is not shown."""
+    s = ctx.settings
+    values: dict[str, object] = {
+        "name": s.name or "",
+        "profile": s.profile,
+        "network.listen": f"{s.listen_host}:{s.listen_port}",
+        "network.trusted_networks": list(s.trusted_networks),
+        "network.static_peers": list(s.static_peers),
+        "network.site_key": "(set, hidden)" if s.site_key else "",
+        "api.port": s.api_port,
+        "keystore.key_file": str(s.key_file or ""),
+    }
+    console.print(f"# {peer_markup(ctx.data_dir.config_path)}")
+    for key, value in values.items():
+        console.print(f"{key} = {peer_markup(toml_value(value))}")
+    if not s.trusted_networks:
+        console.print("# mDNS is off: no trusted network (see `meshmsg config set --help`)")
+
+
+__all__ = ["backup", "config", "passphrase", "restore"]

@@ -443,6 +443,12 @@ async def _json_error(request: Request, exc: Exception) -> Response:
     return _error(exc.status_code, exc.detail)
 
 
+def _os_error(exc: BaseException) -> OSError | None:
+    if isinstance(exc, BaseExceptionGroup):
+        return next((f for e in exc.exceptions if (f := _os_error(e)) is not None), None)
+    return exc if isinstance(exc, OSError) else None
+
+
 def create_app(handle: NodeHandle, token: str) -> Starlette:
     """The Starlette application over a running node."""
     if not token:
@@ -497,8 +503,11 @@ async def serve_api(
     async with trio.open_nursery() as nursery:
         try:
             binds: list[str] = await nursery.start(functools.partial(serve, cast(Any, app), config))
-        except OSError as exc:
-            raise TransportError(f"cannot serve the API on {host}:{port}: {exc}") from exc
+        except (OSError, BaseExceptionGroup) as exc:  # hypercorn's nurseries group the OSError
+            failure = _os_error(exc)
+            if failure is None:
+                raise
+            raise TransportError(f"cannot serve the API on {host}:{port}: {failure}") from failure
         logger.info("API on %s after %.2f s", binds[0], time.monotonic() - started)
         task_status.started(binds[0])
 

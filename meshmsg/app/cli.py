@@ -14,23 +14,18 @@ This module holds the group, ``init``, ``id``, ``run`` and ``demo``; the other c
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
 import click
-import trio
-from rich.panel import Panel
 from rich.table import Table
 
 from meshmsg import __version__
 from meshmsg.app.cli_admin import backup, config, passphrase, restore
 from meshmsg.app.cli_common import (
     Ctx,
-    clock,
     console,
     pass_ctx,
     two_lines,
@@ -39,6 +34,7 @@ from meshmsg.app.cli_common import (
 )
 from meshmsg.app.cli_contacts import contact
 from meshmsg.app.cli_messages import chat, inbox, send, status
+from meshmsg.app.cli_run import run
 from meshmsg.app.config_edit import local_networks
 from meshmsg.app.datadir import (
     PASSPHRASE_ENV,
@@ -225,70 +221,6 @@ def id_command(ctx: Ctx, no_qr: bool) -> None:
         console.print(table)
 
 
-@cli.command()
-@pass_ctx
-def run(ctx: Ctx) -> None:
-    """Run the node and its local API in the foreground (Ctrl-C stops it)."""
-    from meshmsg.app.daemon import DaemonInfo, run_daemon
-    from meshmsg.app.mesh import NodeHandle
-
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    settings = ctx.settings
-    unlocked = ctx.unlock()
-
-    def ready(info: DaemonInfo) -> None:
-        mdns = info.discovery
-        discovery = (
-            f"mDNS on {', '.join(map(str, mdns['interfaces']))}"  # type: ignore[call-overload]
-            if mdns["enabled"]
-            else f"mDNS off ({mdns['reason']})"
-        )
-        lines = [
-            f"fingerprint  {fingerprint(unlocked.identity.public)}",
-            f"listening    {', '.join(info.listen)}",
-            f"local API    {info.api_url} (token in {ctx.data_dir.api_token_path})",
-            f"discovery    {discovery}",
-            f"static peers {', '.join(info.static_peers) or 'none'}",
-        ]
-        console.print(Panel("\n".join(lines), title="meshmsg node running", expand=False))
-        console.print("Ctrl-C to stop.")
-
-    def on_event(_handle: NodeHandle, event: object) -> None:
-        line = _describe_event(event)
-        if line is not None:
-            console.print(f"[dim]{clock(time.time())}[/dim] {line}")
-
-    trio.run(
-        lambda: run_daemon(ctx.data_dir, settings, unlocked, on_ready=ready, on_event=on_event)
-    )
-    console.print("stopped")
-
-
-def _describe_event(event: object) -> str | None:
-    """One line for the events a person running the daemon cares about."""
-    from meshmsg.core.events import (
-        ContactPaired,
-        LinkClosed,
-        MessageReceived,
-        MessageStatusChanged,
-        PeerConnected,
-    )
-
-    match event:
-        case PeerConnected(peer_id=peer, is_contact=contact):
-            return f"linked to {'contact' if contact else 'stranger'} {peer.hex()[:8]}"
-        case LinkClosed(peer_id=peer, reason=reason) if peer is not None:
-            return f"link to {peer.hex()[:8]} closed ({reason.name.lower()})"
-        case ContactPaired(peer_id=peer):
-            return f"paired with {peer.hex()[:8]}"
-        case MessageReceived(peer_id=peer, hops=hops):
-            return f"message from {peer.hex()[:8]} ({hops} hops)"
-        case MessageStatusChanged(message_id=mid, status=status):
-            return f"message {mid.hex()[:8]}: {status.name.lower()}"
-        case _:
-            return None
-
-
 # --- demo --------------------------------------------------------------------------------------
 
 
@@ -306,7 +238,7 @@ def main() -> None:
     cli(prog_name="meshmsg")
 
 
-for command in (contact, send, inbox, chat, status, passphrase, backup, restore, config):
+for command in (contact, send, inbox, chat, status, run, passphrase, backup, restore, config):
     cli.add_command(command)
 
 

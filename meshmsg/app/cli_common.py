@@ -7,12 +7,13 @@ The commands live in ``cli.py`` (the group, ``init``, ``id``, ``run``, ``demo``)
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 import click
 from rich.console import Console
@@ -41,6 +42,25 @@ COLUMNS_ENV: Final = "COLUMNS"
 
 # emoji=False: a body's `:warning:` is text, not an emoji the sender slipped in.
 console = Console(highlight=False, emoji=False)
+
+
+class Duration(click.ParamType[float]):
+    """A duration: ``90s``, ``15m``, ``2h``, ``3d`` or plain seconds; in seconds, > 0."""
+
+    name = "duration"
+    UNITS: Final = {"": 1, "s": 1, "m": 60, "h": 3_600, "d": 86_400}
+    _FORM: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", re.IGNORECASE)
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        match = self._FORM.fullmatch(str(value))
+        seconds = float(match.group(1)) * self.UNITS[match.group(2).lower()] if match else 0.0
+        if seconds <= 0:
+            self.fail(f"{value!r} is not a duration: use 90s, 15m, 2h, 3d or seconds", param, ctx)
+        return seconds
 
 
 def widen_piped_output(ctx: click.Context) -> None:

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from meshmsg.app.cli_common import (
     Ctx,
+    Duration,
     clock,
     console,
     pass_ctx,
@@ -41,7 +42,10 @@ CHAT_HISTORY: Final = 10
 @click.command()
 @click.argument("who")
 @click.argument("message", nargs=-1, required=True)
-@click.option("--ttl", type=float, default=None, help="Seconds relays keep it (default: profile).")
+@click.option(
+    "--ttl", type=Duration(), default=None,
+    help="How long relays keep it: 90s, 2h, 3d or seconds (default: the profile's).",
+)
 @pass_ctx
 def send(ctx: Ctx, who: str, message: tuple[str, ...], ttl: float | None) -> None:
     """Send MESSAGE to WHO ('-' reads the message from standard input)."""

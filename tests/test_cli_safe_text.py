@@ -11,11 +11,13 @@ import io
 import os
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
 from meshmsg.app import cli_messages
+from meshmsg.app.cli import cli
 from meshmsg.app.safe_text import escape_controls, peer_markup, peer_text
 from tests.test_cli import DaemonThread, init, mm, runner
 
@@ -106,3 +108,18 @@ def test_piped_contact_list_is_not_cut_to_80_columns(runner: CliRunner, tmp_path
     assert "not yet (at first meeting)" in row  # the whole row on one line
     assert max(len(line) for line in listed.splitlines()) > 80
     assert "COLUMNS" not in os.environ  # set for the command only (bench's console reads it)
+
+
+def test_other_consoles_are_not_cut_either(runner: CliRunner, tmp_path: Path) -> None:
+    """bench and sim make their own rich Console: COLUMNS carries the width to them."""
+
+    @click.command("width-probe")
+    def probe() -> None:
+        click.echo(f"width={Console().width}")
+
+    cli.add_command(probe)
+    try:
+        shown = mm(runner, tmp_path, "width-probe").output
+    finally:
+        del cli.commands["width-probe"]
+    assert shown.strip() == "width=240"

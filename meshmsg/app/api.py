@@ -440,7 +440,7 @@ def _require_contact(node: Node, ref: PeerRef) -> Contact:
 async def _json_error(request: Request, exc: Exception) -> Response:
     """Starlette's own refusals (unknown path, wrong method) as JSON like every other error."""
     assert isinstance(exc, HTTPException)
-    return _error(exc.status_code, exc.detail)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 def _os_error(exc: BaseException) -> OSError | None:

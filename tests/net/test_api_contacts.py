@@ -53,3 +53,5 @@ async def test_every_error_is_json_and_out_of_range_is_400(tmp_path: Path) -> No
             assert response.status_code == status, (method, path, response.text)
             assert response.headers["content-type"] == "application/json", path
             assert isinstance(response.json()["error"], str), path
+            if status == 405:
+                assert response.headers["allow"], path  # which methods would do

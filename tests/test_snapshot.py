@@ -49,6 +49,10 @@ def test_read_only_node_takes_no_lock_and_writes_nothing(tmp_path: Path) -> None
     assert data_dir.db_path.read_bytes() == before
     assert not daemon_running(data_dir)
     assert not list(data_dir.root.glob(".snapshot-*"))  # the scratch copy is gone
+    killed = data_dir.root / ".snapshot-999999999-1.db"  # left by a command that was killed
+    killed.write_bytes(b"sealed rows")
+    read_only_node(data_dir, settings, unlocked)
+    assert not killed.exists()
 
 
 def test_backup_and_restore_round_trip(tmp_path: Path) -> None:

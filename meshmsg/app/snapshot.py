@@ -75,9 +75,28 @@ def remove_database(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _remove_stale_copies(data_dir: DataDir) -> None:
+    """Scratch copies left by a command that was killed (their process is gone)."""
+    for path in data_dir.root.glob(".snapshot-*.db"):
+        pid = path.name.split("-")[1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            remove_database(path)
+
+
 @contextmanager
 def _scratch_copy(data_dir: DataDir) -> Iterator[Path]:
     """A private copy of ``node.db`` inside the data directory (0700), removed afterwards."""
+    _remove_stale_copies(data_dir)
     copy = data_dir.root / f".snapshot-{os.getpid()}-{time.monotonic_ns()}.db"
     copy_database(data_dir.db_path, copy)
     try:

@@ -46,6 +46,8 @@ def contact_add(ctx: Ctx, code: str, name: str | None, verified: bool) -> None:
         console.print(f"Already a contact ({peer_markup(existing[0]['name'])}): nothing changed.")
         if name is not None:
             console.print("To change the name: `meshmsg contact rename OLD NEW`.")
+        if verified and not existing[0]["verified"]:
+            console.print("To mark them verified: `meshmsg contact verify WHO`.")
         return
     client = ctx.daemon()
     if client is not None:

@@ -60,6 +60,7 @@ T = TypeVar("T")
 LAZY_COMMANDS: Final = {
     "sim": ("meshmsg.sim.cli", "sim"),
     "bench": ("meshmsg.bench.suite", "bench_command"),
+    "ui": ("meshmsg.app.ui", "ui_command"),
 }
 CHAT_HISTORY: Final = 10
 

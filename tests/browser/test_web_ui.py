@@ -40,6 +40,10 @@ def add_contact(page: Any, code: str, name: str) -> None:
     page.get_by_role("row", name=re.compile(name)).wait_for()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="a contact added while its link is up pairs only at the next meeting (issue #12)",
+)
 def test_two_people_add_each_other_write_and_verify(browser: Any, tmp_path: Path) -> None:
     with daemons(tmp_path, "alice", "bob") as (alice, bob):
         a = open_ui(browser, alice.ui_url())
@@ -82,6 +86,10 @@ def test_two_people_add_each_other_write_and_verify(browser: Any, tmp_path: Path
         screenshot(a, "status")
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="a contact added while its link is up pairs only at the next meeting (issue #12)",
+)
 def test_a_message_is_sent_with_the_keyboard_only(browser: Any, tmp_path: Path) -> None:
     with daemons(tmp_path, "carol", "dave") as (carol, dave):
         c = open_ui(browser, carol.ui_url())

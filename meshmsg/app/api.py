@@ -75,6 +75,7 @@ from meshmsg.app.views import (
     store_view,
     to_json,
 )
+from meshmsg.app.warnings import clock_warnings, host_warnings
 from meshmsg.app.web import SecurityHeaders, ui_routes
 from meshmsg.app.webauth import SESSION_COOKIE, BrowserSessions, Guard, Refused
 from meshmsg.core.contacts import Contact
@@ -201,11 +202,13 @@ class Api:
                 "contacts": len(node.contacts),
                 "outbox": outbox_view(node),
                 "relay": store_view(node),
+                "warnings": clock_warnings(node, now, handle.clocks.latest),
             }
 
         view = await self.call(read)
         view["links"] = to_json(stats)
         view["discovery"] = handle.discovery_state()
+        view["warnings"] += host_warnings(handle.data_root, view["discovery"], view["relay"])
         view["static_peers"] = list(handle.settings.static_peers)
         view["found_by"] = dict(handle.bridge.found_by)
         view["storage"] = {

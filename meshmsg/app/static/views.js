@@ -147,18 +147,8 @@ function table(caption, columns, rows, empty) {
 const size = (bytes) => (bytes >= 1048576 ? `${(bytes / 1048576).toFixed(1)} MiB`
   : bytes >= 1024 ? `${(bytes / 1024).toFixed(1)} KiB` : `${bytes} B`);
 
-export function warnings(status) {
-  const found = [];
-  if (!status.discovery?.enabled) {
-    found.push(`mDNS discovery is off: ${status.discovery?.reason ?? "no trusted network"}. ` +
-      "Only static peers are dialled.");
-  }
-  if (status.relay && status.relay.bytes > 0.9 * status.relay.max_bytes) {
-    found.push("The relay store is over 90 % full.");
-  }
-  for (const w of status.warnings ?? []) found.push(w);
-  return found;
-}
+// The daemon words the warnings (app/warnings.py), the same lines `meshmsg status` prints.
+export const warnings = (status) => status.warnings ?? [];
 
 export function statusView(status) {
   const found = warnings(status);

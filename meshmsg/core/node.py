@@ -35,6 +35,7 @@ from meshmsg.config import NodeConfig
 from meshmsg.core import codec
 from meshmsg.core.contacts import Contact, ContactBook
 from meshmsg.core.conversations import Conversations
+from meshmsg.core.driver import DriverInterface
 from meshmsg.core.e2e import ContactChannel, TagIndex, new_key_share
 from meshmsg.core.effects import Effect, LinkId, RecordKind, StoredRecord
 from meshmsg.core.events import Event, LinkClosed, PeerConnected
@@ -364,6 +365,10 @@ class Node:
         """Install keys agreed outside a meeting (:func:`pair_offline`)."""
         self._out.now = now
         self._exchange.keys.install(contact, channel, now, healed=False)
+
+
+# The drivers hold a Node as a DriverInterface: mypy --strict checks here that it is one.
+_IS_A_DRIVER_INTERFACE: type[DriverInterface] = Node
 
 
 def pair_offline(a: Node, b: Node, *, now: float) -> None:

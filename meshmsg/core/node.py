@@ -29,7 +29,7 @@ driver or application misused the node.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from meshmsg.config import NodeConfig
 from meshmsg.core import codec
@@ -39,7 +39,7 @@ from meshmsg.core.driver import DriverInterface
 from meshmsg.core.e2e import ContactChannel, TagIndex, new_key_share
 from meshmsg.core.effects import Effect, LinkId, RecordKind, StoredRecord
 from meshmsg.core.events import Event, LinkClosed, PeerConnected
-from meshmsg.core.exchange import Exchange
+from meshmsg.core.exchange.dispatch import Exchange
 from meshmsg.core.identity import ContactCard, Identity
 from meshmsg.core.itemset import ItemSet
 from meshmsg.core.link import Link, LinkState, PeerVerdict
@@ -130,7 +130,7 @@ class Node:
         return self._state.store
 
     @property
-    def sessions(self) -> dict[LinkId, PeerSession]:
+    def sessions(self) -> Mapping[LinkId, PeerSession]:
         """Open links by driver id (read them; the node alone opens and closes them)."""
         return self._state.sessions
 
@@ -207,7 +207,7 @@ class Node:
         contact.blocked = blocked
         self._out.persist([codec.contact_record(contact)])
         if blocked:
-            for link, session in list(self.sessions.items()):
+            for link, session in list(self._state.sessions.items()):
                 if session.peer_id == peer_id:
                     self._close(link, CloseReason.PEER_BLOCKED, "contact blocked", now)
 
@@ -247,7 +247,7 @@ class Node:
     ) -> None:
         """A transport connected (we dialed: ``initiator``; or we accepted)."""
         self._out.now = now
-        if link in self.sessions:
+        if link in self._state.sessions:
             raise LocalProtocolError(f"link {link} is already open")
         noise_link = Link(
             initiator=initiator,
@@ -260,7 +260,7 @@ class Node:
             registry=SESSION_RECORDS,
         )
         session = PeerSession(link_id=link, link=noise_link, address=address)
-        self.sessions[link] = session
+        self._state.sessions[link] = session
         self._out.flush(session, now)
 
     def receive_data(self, link: LinkId, data: bytes, *, now: float) -> None:
@@ -286,20 +286,20 @@ class Node:
     def link_lost(self, link: LinkId, *, now: float) -> None:
         """The transport went away (reset, contact ended). Idempotent for unknown links."""
         self._out.now = now
-        if link in self.sessions:
+        if link in self._state.sessions:
             self._forget(link, CloseReason.LINK_LOST, "transport lost")
 
     def peer_discovered(self, address: str, *, now: float) -> None:
         """Discovery (or a static peer list) reported an address: dial it unless linked."""
         self._out.now = now
-        if any(s.address == address for s in self.sessions.values()):
+        if any(s.address == address for s in self._state.sessions.values()):
             return
         self._out.dial(address)
 
     def handle_timer(self, *, now: float) -> None:
         """Time passed: timeouts, keepalives, rekeys, expiries, receipts, key rotation."""
         self._out.now = now
-        for link, session in list(self.sessions.items()):
+        for link, session in list(self._state.sessions.items()):
             try:
                 session.link.handle_timer(now)
             except RemoteProtocolError as exc:
@@ -307,20 +307,20 @@ class Node:
                 continue
             self._flush(link, now)
         self._exchange.on_timer(now)
-        for link in list(self.sessions):
+        for link in list(self._state.sessions):
             self._flush(link, now)
 
     def storage_committed(self, token: int, *, now: float) -> None:
         """The driver durably committed the ``Persist`` effect with this token."""
         self._out.now = now
         self._out.committed(token, now)
-        for link in list(self.sessions):
+        for link in list(self._state.sessions):
             self._flush(link, now)
 
     # ------------------------------------------------------------- sessions
 
     def _session(self, link: LinkId) -> PeerSession:
-        session = self.sessions.get(link)
+        session = self._state.sessions.get(link)
         if session is None:
             raise LocalProtocolError(f"unknown link {link}")
         return session
@@ -338,14 +338,14 @@ class Node:
         )
 
     def _flush(self, link: LinkId, now: float) -> None:
-        session = self.sessions.get(link)
+        session = self._state.sessions.get(link)
         if session is not None:
             self._out.flush(session, now)
 
     def _close(
         self, link: LinkId, reason: CloseReason, detail: str, now: float, *, tell_peer: bool = True
     ) -> None:
-        session = self.sessions.get(link)
+        session = self._state.sessions.get(link)
         if session is None:
             return
         if tell_peer:
@@ -355,7 +355,7 @@ class Node:
         self._forget(link, reason, detail)
 
     def _forget(self, link: LinkId, reason: CloseReason, detail: str) -> None:
-        session = self.sessions.pop(link)
+        session = self._state.sessions.pop(link)
         self._exchange.on_closed(session, self._out.now)
         self._out.emit(LinkClosed(link=link, reason=reason, peer_id=session.peer_id, detail=detail))
 

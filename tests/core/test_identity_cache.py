@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from meshmsg.config import NodeConfig
-from meshmsg.core.exchange import Exchange
+from meshmsg.core.exchange.dispatch import Exchange
 from meshmsg.core.exchange.meeting import Meeting
 from meshmsg.core.identity import Identity, PublicIdentity
 from meshmsg.core.link import PeerHandshake

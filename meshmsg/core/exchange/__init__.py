@@ -17,9 +17,6 @@ module          part
 
 Every part is handed the :class:`~meshmsg.core.state.NodeState`, the
 :class:`~meshmsg.core.outbox.Outbox` and the parts it calls (never the ``Node``), built in the
-order of the table's reverse, so no two parts call each other.
+order of the table's reverse, so no two parts call each other. This package module imports
+nothing: importing one part never runs the others.
 """
-
-from meshmsg.core.exchange.dispatch import Exchange
-
-__all__ = ["Exchange"]

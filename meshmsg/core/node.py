@@ -2,9 +2,13 @@
 
 Theory of operation
 -------------------
-A ``Node`` owns everything one device knows: its identity, contacts and their end-to-end key
-state, the relay store, the routing state, conversations, and one :class:`~meshmsg.core.link.Link`
-per open transport. It never does I/O: drivers feed it *inputs* and carry out its *effects*.
+A ``Node`` owns everything one device knows (a :class:`~meshmsg.core.state.NodeState`: its
+identity, contacts and their end-to-end key state, the relay store, the routing state,
+conversations, and one :class:`~meshmsg.core.link.Link` per open transport) and the
+:class:`~meshmsg.core.outbox.Outbox` its output waits in. It never does I/O: drivers feed it
+*inputs* and carry out its *effects* (:class:`~meshmsg.core.driver.DriverInterface`). What is
+said at a meeting, and what happens to mail, is decided by the parts of
+:mod:`meshmsg.core.exchange`; the node runs the links and hands them the records.
 
 Contract (docs/architecture.md): after any input, the driver drains :meth:`next_effect` and
 :meth:`next_event` until they return ``None``, then re-reads :meth:`next_deadline` and calls

@@ -90,11 +90,8 @@ class Exchange:
     def on_closed(self, session: PeerSession, now: float) -> None:
         """The link ended: what was running on it stops, what was in flight comes back."""
         self.keys.on_closed(session, now)
-        session.reconciler = None
         self._carrying.release_in_flight(session)
-        session.offered.clear()
-        session.offer_batches.clear()
-        session.declined.clear()
+        self._sync.on_closed(session)
 
     def next_deadline(self) -> float | None:
         candidates = [

@@ -71,6 +71,13 @@ class Sync:
         # Predictabilities are what PRoPHET learnt from past meetings: keep them over restarts.
         self._out.persist([codec.router_record(*state.router.export_state())])
 
+    def on_closed(self, session: PeerSession) -> None:
+        """The link ended: its reconciliation and outstanding offers end with it."""
+        session.reconciler = None
+        session.offered.clear()
+        session.offer_batches.clear()
+        session.declined.clear()
+
     # ======================================================= reconciliation
 
     def on_sync(self, session: PeerSession, payload: bytes) -> None:

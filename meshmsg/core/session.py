@@ -1,8 +1,8 @@
 """Per-link meeting state: who the peer is and how far the sync exchange has come.
 
 One :class:`PeerSession` exists per open link. It holds no logic: the node's
-:class:`~meshmsg.core.exchange.Exchange` reads and advances it. Every collection here is bounded
-by the exchange (offers and transfers by ``SyncConfig``), and everything dies with the link.
+:mod:`meshmsg.core.exchange` parts read and advance it. Every collection here is bounded by
+them (offers and transfers by ``SyncConfig``), and everything dies with the link.
 """
 
 from __future__ import annotations

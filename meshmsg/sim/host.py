@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from meshmsg.core.driver import apply_persist
 from meshmsg.core.effects import Effect, LinkId, Persist, RecordKind
 from meshmsg.core.events import Event
 from meshmsg.sim.rng import SeededRng
@@ -105,11 +106,14 @@ class RecordStore:
         self._records: dict[RecordKey, bytes] = {}
 
     def apply(self, persist: Persist) -> None:
-        """Apply one atomic commit (deletes, then puts, as one transaction)."""
-        for key in persist.deletes:
-            self._records.pop(key, None)
-        for record in persist.puts:
-            self._records[(record.kind, record.key)] = record.value
+        """Apply one atomic commit in the drivers' one order (``core.driver.apply_persist``)."""
+        apply_persist(persist, self)
+
+    def put(self, kind: RecordKind, key: bytes, value: bytes) -> None:
+        self._records[(kind, key)] = value
+
+    def delete(self, kind: RecordKind, key: bytes) -> None:
+        self._records.pop((kind, key), None)
 
     def snapshot(self) -> dict[RecordKey, bytes]:
         return dict(self._records)

@@ -45,6 +45,7 @@ from meshmsg.core.events import (
 from meshmsg.core.identity import PublicIdentity
 from meshmsg.core.keyschedule import KeyShare, can_heal
 from meshmsg.core.link import PeerHandshake, PeerVerdict
+from meshmsg.core.pacing import renewal_link
 from meshmsg.core.reconcile import Reconciler
 from meshmsg.core.records import (
     INNER_RECORDS,
@@ -200,7 +201,7 @@ class Exchange:
             case KeyExchange():
                 self._on_key_exchange(session, record, now)
             case KeyConfirm(confirmation=confirmation):
-                self._on_key_confirm(session, confirmation)
+                self._on_key_confirm(session, confirmation, now)
             case RouteTable(entries=entries):
                 self._on_route_table(session, entries, now)
             case SyncMessage(payload=payload):
@@ -230,6 +231,11 @@ class Exchange:
     def _on_key_exchange(self, session: PeerSession, record: KeyExchange, now: float) -> None:
         state = session.key_exchange
         contact = self.node.contacts.get(session.peer_id or b"")
+        if state is not None and state.done and contact is not None and contact.channel is not None:
+            # A live heal (core/pacing.py, issue #17): the peer renews the channel on a link
+            # that stays up. Answer with a fresh share of ours, then heal as at a meeting.
+            self._start_key_exchange(session, contact, now)
+            state = session.key_exchange
         if state is None or contact is None or state.done:
             raise RemoteProtocolError("unexpected KeyExchange")
         state.done = True
@@ -247,6 +253,7 @@ class Exchange:
                 self._reseal_epoch(contact, result.abandoned_epoch, now)
             self.install_channel(contact, contact.channel, now, healed=True)  # seals them again
             return
+        state.confirmed = True  # a pairing has no older epoch to confirm the leaving of
         channel = ContactChannel.pair(
             our_ik=self.node.identity.public.identity_key,
             their_ik=contact.public.identity_key,
@@ -256,13 +263,15 @@ class Exchange:
         )  # fmt: skip
         self.install_channel(contact, channel, now, healed=False)
 
-    def _on_key_confirm(self, session: PeerSession, confirmation: bytes) -> None:
+    def _on_key_confirm(self, session: PeerSession, confirmation: bytes, now: float) -> None:
         contact = self.node.contacts.get(session.peer_id or b"")
         state = session.key_exchange
         if contact is None or contact.channel is None or state is None or not state.done:
             raise RemoteProtocolError("unexpected KeyConfirm")
+        state.confirmed = True
         if contact.channel.confirm(confirmation):
             self.node.persist([codec.channel_record(contact.peer_id, contact.channel)])
+        self.renew_if_low(contact, now)  # the budget may have run low while we waited
 
     def _reseal_epoch(self, contact: Contact, epoch: int, now: float) -> None:
         """The peer never had ``epoch``: what we sealed in it is unreadable, so seal it again."""
@@ -296,11 +305,19 @@ class Exchange:
         for message in self.node.conversations.unsealed_for(contact.peer_id):
             if message.expiry_at > now:
                 if contact.channel.capacity(now) <= 0:
-                    return  # the period's counters are used up: the next period seals them
+                    break  # counters used up: a live heal (below), a meeting or the next period
                 if not self._room_for([[_text_of(message)]]):
                     self._room_wanted.add(contact.peer_id)  # tried again once room frees
-                    return
+                    break
                 self._seal_text(contact, message, now)
+        self.renew_if_low(contact, now)
+
+    def renew_if_low(self, contact: Contact, now: float) -> None:
+        """Issue #17: a budget running low on a live link is renewed by a live heal, so the
+        pair is never silent until the next period (core/pacing.py has the rules)."""
+        session = renewal_link(self.node.sessions.values(), contact, self.node.config.message, now)
+        if session is not None:
+            self._start_key_exchange(session, contact, now)
 
     def _check_store_for_new_tags(self, channel: ContactChannel, now: float) -> None:
         """Envelopes we carry may be ours under keys we just derived: take them."""
@@ -758,11 +775,12 @@ class Exchange:
             raise LocalProtocolError("outbox full: the store has no room for more own mail")
         node.conversations.add(message)
         if channel is None or contact.exchanging or channel.capacity(now) <= 0:
-            # Sealed once the keys are ready, or (max_messages_per_period reached) in the next
-            # period: a period cannot end early, so sealing waits rather than fails.
+            # Sealed once the keys are ready, or (max_messages_per_period reached) after a live
+            # heal, a meeting or in the next period: a period cannot end early.
             node.persist([codec.message_record(message)])
         else:
             self._seal_text(contact, message, now)
+        self.renew_if_low(contact, now)
         return message.message_id
 
     def _room_for(self, envelopes: list[list[Record]]) -> bool:
@@ -876,9 +894,13 @@ class Exchange:
             channel = contact.channel
             if channel.capacity(now) < len(groups) or not self._room_for(groups):
                 # Out of counters this period (a chatty contact) or our outbox is full: try
-                # again later; they stay owed (and durable) meanwhile.
+                # again later; they stay owed (and durable) meanwhile. A live heal (issue #17)
+                # renews the counters within a round trip: then retry after the usual delay.
                 self._receipts.setdefault(peer_id, kinds)
-                retry = max(now + node.config.message.receipt_delay_s, channel.next_deadline())
+                self.renew_if_low(contact, now)
+                later = node.config.message.receipt_delay_s
+                period_end = channel.next_deadline()
+                retry = now + later if contact.exchanging else max(now + later, period_end)
                 due: float | None = self._receipts_due_at
                 self._receipts_due_at = retry if due is None else min(due, retry)
                 continue
@@ -898,6 +920,7 @@ class Exchange:
                     deletes=_owed_keys(peer_id, carried),
                     then=committed,
                 )
+            self.renew_if_low(contact, now)  # receipts spend the same budget (issue #17)
 
     # ============================================================== timers
 

@@ -63,6 +63,7 @@ from meshmsg.core.identity import ContactCard, Identity
 from meshmsg.core.itemset import ItemSet
 from meshmsg.core.link import Link, LinkState, PeerHandshake, PeerVerdict
 from meshmsg.core.noise import StaticKey
+from meshmsg.core.pacing import LIVE_HEAL
 from meshmsg.core.records import SESSION_RECORDS, Hello, IdentityProof
 from meshmsg.core.rng import Rng
 from meshmsg.core.routing import make_router, route_id
@@ -72,7 +73,9 @@ from meshmsg.core.tombstones import Tombstones
 from meshmsg.core.wire import Record
 from meshmsg.errors import CloseReason, LocalProtocolError, RemoteProtocolError
 
-CAPABILITIES = (1,)  # 1 = sync v1 (reconciliation, offer/reply, transfer, custody, purge)
+# 1 = sync v1 (reconciliation, offer/reply, transfer, custody, purge); 2 = LIVE_HEAL: a
+# KeyExchange after the meeting's exchange is answered (core/pacing.py, issue #17)
+CAPABILITIES = (1, LIVE_HEAL)
 
 
 class Node:

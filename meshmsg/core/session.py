@@ -25,6 +25,9 @@ class KeyExchangeState:
     secret: bytes
     share: KeyShare
     done: bool = False
+    # The peer's KeyConfirm came (or, for a pairing, none is due): a live heal may follow
+    # without a late KeyConfirm meeting the newer exchange (core/pacing.py, issue #17).
+    confirmed: bool = False
 
 
 @dataclass(slots=True, kw_only=True)

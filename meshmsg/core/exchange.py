@@ -44,6 +44,7 @@ from meshmsg.core.events import (
 )
 from meshmsg.core.identity import PublicIdentity
 from meshmsg.core.keyschedule import KeyShare, can_heal
+from meshmsg.core.lateoffers import offer_everywhere, take_parked
 from meshmsg.core.link import PeerHandshake, PeerVerdict
 from meshmsg.core.pacing import renewal_link
 from meshmsg.core.reconcile import Reconciler
@@ -360,7 +361,9 @@ class Exchange:
             node.transmit(session, [SyncMessage(payload=answer)])
         if reconciler.done and not session.synced:
             session.synced = True
-            self.offer(session, list(reconciler.have_ids))
+            # With what became durable during the reconciliation (issue #17.2): it may have
+            # missed those, and they would wait for the next meeting.
+            self.offer(session, [*reconciler.have_ids, *take_parked(node, session)])
             session.reconciler = None
 
     def offer(self, session: PeerSession, ids: list[bytes]) -> None:
@@ -403,10 +406,9 @@ class Exchange:
         return item.offer_entry
 
     def offer_new(self, item: StoreItem) -> None:
-        """A new item became durable: offer it to every synced link but the one it came from."""
-        for session in list(self.node.sessions.values()):
-            if session.synced and session.peer_id != item.source:
-                self.offer(session, [item.envelope_id])
+        """A new item became durable: offer it to every synced link but the one it came from;
+        links still reconciling get it when they end (issue #17.2, core/lateoffers.py)."""
+        offer_everywhere(self, [item.envelope_id], item.source)
 
     def _on_offer(self, session: PeerSession, entries: tuple[OfferEntry, ...]) -> None:
         node = self.node
@@ -736,10 +738,9 @@ class Exchange:
 
     def _spread_purge(self, stone: Tombstone, *, source: bytes | None) -> None:
         """A token is an item too: push it on every reconciled link at once, as new mail is,
-        so carriers met right now drop their copies (and a sender sees DELIVERED)."""
-        for session in list(self.node.sessions.values()):
-            if session.synced and session.peer_id != source:
-                self.offer(session, [stone.item_id])
+        so carriers met right now drop their copies (and a sender sees DELIVERED); links
+        still reconciling get it when they end (issue #17.2, core/lateoffers.py)."""
+        offer_everywhere(self, [stone.item_id], source)
 
     def _remember(self, stone: Tombstone) -> bool:
         """Keep a purge token; forget (items and records) those it pushes out of the bounded

@@ -6,8 +6,11 @@ local API's outbox view. A cap of 20 messages per period stands in for the defau
 
 from __future__ import annotations
 
+import pytest
+
 from meshmsg.app.views import outbox_view
 from meshmsg.config import MessageLimits, NodeConfig
+from meshmsg.core import node as node_module
 from meshmsg.core.events import ContactHealed, MessageReceived, MessageStatus, MessageStatusChanged
 from meshmsg.core.pacing import outbox_waits, renewal_threshold
 from tests.helpers import Mesh
@@ -118,6 +121,31 @@ def test_a_meeting_renews_the_budget_offline_mail_waited_for() -> None:
     mesh.run()
     assert outbox_waits(alice) == {"waiting_for_channel_budget": (3, (mesh.now // DAY + 1) * DAY)}
     mesh.connect("alice", "bob")  # the meeting heals: a fresh epoch, a fresh budget
+    mesh.advance(5)
+    assert received(mesh, "bob") == [f"m{i}" for i in range(CAP + 3)]
+    assert outbox_view(alice) == {}
+
+
+def test_a_peer_without_live_heal_keeps_its_link_and_the_offline_rule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An older peer (Hello without capability 2) is never sent a second KeyExchange, which
+    it would take for a protocol error: mail over the budget waits for the next meeting."""
+    mesh = Mesh(["alice", "bob"], config=CONFIG)
+    mesh.befriend("alice", "bob")
+    monkeypatch.setattr(node_module, "CAPABILITIES", (1,))
+    mesh.stop("bob")
+    mesh.start("bob")  # bob restarts as an older version
+    mesh.connect("alice", "bob")
+    alice = mesh.nodes["alice"]
+    for i in range(CAP + 3):
+        alice.send_message(mesh.peer_id("bob"), f"m{i}", now=mesh.now)
+        mesh.run()
+    mesh.advance(5)
+    assert mesh.linked("alice", "bob")
+    assert outbox_view(alice) == {"waiting_for_channel_budget": 3}
+    mesh.disconnect("alice", "bob")
+    mesh.connect("alice", "bob")  # the next meeting heals: a fresh budget
     mesh.advance(5)
     assert received(mesh, "bob") == [f"m{i}" for i in range(CAP + 3)]
     assert outbox_view(alice) == {}

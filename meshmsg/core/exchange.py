@@ -269,8 +269,8 @@ class Exchange:
         state = session.key_exchange
         if contact is None or contact.channel is None or state is None or not state.done:
             raise RemoteProtocolError("unexpected KeyConfirm")
-        state.confirmed = True
         if contact.channel.confirm(confirmation):
+            state.confirmed = True  # only a matching one: a stale one must not start a heal
             self.node.persist([codec.channel_record(contact.peer_id, contact.channel)])
         self.renew_if_low(contact, now)  # the budget may have run low while we waited
 

@@ -25,7 +25,7 @@ class KeyExchangeState:
     secret: bytes
     share: KeyShare
     done: bool = False
-    # The peer's KeyConfirm came (or, for a pairing, none is due): a live heal may follow
+    # The peer's matching KeyConfirm came (or, for a pairing, none is due): a live heal may follow
     # without a late KeyConfirm meeting the newer exchange (core/pacing.py, issue #17).
     confirmed: bool = False
 

@@ -363,7 +363,7 @@ class Exchange:
             session.synced = True
             # With what became durable during the reconciliation (issue #17.2): it may have
             # missed those, and they would wait for the next meeting.
-            self.offer(session, [*reconciler.have_ids, *take_parked(node, session)])
+            self.offer(session, [*reconciler.have_ids, *take_parked(node.store, session)])
             session.reconciler = None
 
     def offer(self, session: PeerSession, ids: list[bytes]) -> None:
@@ -408,7 +408,8 @@ class Exchange:
     def offer_new(self, item: StoreItem) -> None:
         """A new item became durable: offer it to every synced link but the one it came from;
         links still reconciling get it when they end (issue #17.2, core/lateoffers.py)."""
-        offer_everywhere(self, [item.envelope_id], item.source)
+        sessions = self.node.sessions.values()
+        offer_everywhere(sessions, self.offer, [item.envelope_id], item.source)
 
     def _on_offer(self, session: PeerSession, entries: tuple[OfferEntry, ...]) -> None:
         node = self.node
@@ -740,7 +741,7 @@ class Exchange:
         """A token is an item too: push it on every reconciled link at once, as new mail is,
         so carriers met right now drop their copies (and a sender sees DELIVERED); links
         still reconciling get it when they end (issue #17.2, core/lateoffers.py)."""
-        offer_everywhere(self, [stone.item_id], source)
+        offer_everywhere(self.node.sessions.values(), self.offer, [stone.item_id], source)
 
     def _remember(self, stone: Tombstone) -> bool:
         """Keep a purge token; forget (items and records) those it pushes out of the bounded

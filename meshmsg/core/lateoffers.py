@@ -18,33 +18,33 @@ has not started, so it sees every item already in the set.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
 
 from meshmsg.core.session import PeerSession
+from meshmsg.core.store import RelayStore
 
-if TYPE_CHECKING:
-    from meshmsg.core.exchange import Exchange
-    from meshmsg.core.node import Node
+# Takes no Node or Exchange (callers pass what is needed): no import cycle back into them.
+Offer = Callable[[PeerSession, list[bytes]], None]
 
 
-def offer_everywhere(exchange: Exchange, ids: Sequence[bytes], source: bytes | None) -> None:
+def offer_everywhere(
+    sessions: Iterable[PeerSession], offer: Offer, ids: Sequence[bytes], source: bytes | None
+) -> None:
     """Offer items on every reconciled link but the one to ``source``; park them on the links
     that are established and still reconciling."""
-    for session in list(exchange.node.sessions.values()):
+    for session in list(sessions):
         if session.peer_id is None or session.peer_id == source:
             continue  # still in the handshake (its reconciliation will see them), or the source
         if session.synced:
-            exchange.offer(session, list(ids))
+            offer(session, list(ids))
         else:
             session.parked.update(dict.fromkeys(ids))
 
 
-def take_parked(node: Node, session: PeerSession) -> list[bytes]:
+def take_parked(store: RelayStore, session: PeerSession) -> list[bytes]:
     """The items parked on a link whose reconciliation just ended (none came from its peer:
     an envelope taken from this peer later, on another link, is not offered back)."""
     parked = list(session.parked)
     session.parked.clear()
-    return [
-        i for i in parked if (item := node.store.get(i)) is None or item.source != session.peer_id
-    ]
+    peer = session.peer_id
+    return [i for i in parked if (item := store.get(i)) is None or item.source != peer]

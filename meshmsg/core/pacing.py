@@ -32,17 +32,29 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from meshmsg.config import MessageLimits
-from meshmsg.core.contacts import Contact
+from meshmsg.config import MessageLimits, NodeConfig
+from meshmsg.core.contacts import Contact, ContactBook
+from meshmsg.core.conversations import Conversations
 from meshmsg.core.events import MessageStatus
 from meshmsg.core.link import LinkState
 from meshmsg.core.records import Hello
 from meshmsg.core.session import PeerSession
 
-if TYPE_CHECKING:
-    from meshmsg.core.node import Node
+
+class NodeView(Protocol):
+    """What :func:`outbox_waits` reads of a Node (a Protocol: no import cycle into node.py)."""
+
+    @property
+    def config(self) -> NodeConfig: ...
+    @property
+    def contacts(self) -> ContactBook: ...
+    @property
+    def conversations(self) -> Conversations: ...
+    @property
+    def now(self) -> float: ...
+
 
 QUEUED = MessageStatus.QUEUED
 LIVE_HEAL = 2  # Hello capability: "a KeyExchange after the meeting's exchange is answered"
@@ -108,7 +120,7 @@ def wait_until(contact: Contact | None, reason: SealWait, limits: MessageLimits)
     return (contact.channel.period + 1) * limits.period_s
 
 
-def outbox_waits(node: Node) -> dict[str, tuple[int, float | None]]:
+def outbox_waits(node: NodeView) -> dict[str, tuple[int, float | None]]:
     """Unsealed own messages still due, by reason: (how many, when the wait ends if known)."""
     limits, now = node.config.message, node.now
     waits: dict[str, tuple[int, float | None]] = {}

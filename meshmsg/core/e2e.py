@@ -543,6 +543,13 @@ class ContactChannel:
         self.advance(now)
         return self._limits.max_messages_per_period - self._send.counter
 
+    def remaining(self, now: float) -> int:
+        """What :meth:`capacity` would say, without moving the clock (views and pacing must
+        not ratchet keys: a change made outside ``advance`` callers is never persisted)."""
+        if period_of(max(self._clock, now), self._limits) > self._send.period:
+            return self._limits.max_messages_per_period  # a new period: a full budget
+        return self._limits.max_messages_per_period - self._send.counter
+
     def seal(self, inner: bytes, now: float, ttl_s: float, rng: Rng) -> Sealed:
         """Seal ``inner`` for the contact. The Node persists :meth:`to_bytes` together with
         the envelope before transmitting it (a counter must never be reused after a crash).

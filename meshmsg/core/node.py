@@ -49,6 +49,7 @@ from meshmsg.core.itemset import ItemSet
 from meshmsg.core.link import Link, LinkState, PeerVerdict
 from meshmsg.core.noise import StaticKey
 from meshmsg.core.outbox import Outbox
+from meshmsg.core.pacing import LIVE_HEAL
 from meshmsg.core.records import SESSION_RECORDS, Hello, IdentityProof
 from meshmsg.core.rng import Rng
 from meshmsg.core.routing import Router
@@ -58,7 +59,9 @@ from meshmsg.core.tombstones import Tombstones
 from meshmsg.core.wire import Record
 from meshmsg.errors import CloseReason, LocalProtocolError, RemoteProtocolError
 
-CAPABILITIES = (1,)  # 1 = sync v1 (reconciliation, offer/reply, transfer, custody, purge)
+# 1 = sync v1 (reconciliation, offer/reply, transfer, custody, purge); 2 = LIVE_HEAL: a
+# KeyExchange after the meeting's exchange is answered (core/pacing.py, issue #17)
+CAPABILITIES = (1, LIVE_HEAL)
 
 
 class Node:
@@ -154,6 +157,12 @@ class Node:
     @property
     def router(self) -> Router:
         return self._state.router
+
+    @property
+    def now(self) -> float:
+        """The latest time an input told us (what read-only views such as
+        :func:`~meshmsg.core.pacing.outbox_waits` judge by)."""
+        return self._out.now
 
     # ================================================================ outputs
 

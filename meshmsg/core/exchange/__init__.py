@@ -11,6 +11,7 @@ module          part
 ``purges``      purge tokens: dropping delivered mail everywhere
 ``receipts``    delivered and read receipts, batched
 ``sending``     sealing our own messages into envelopes
+``renewal``     starting key exchanges: the meeting's, and live heals of a low budget
 ``sync``        route tables, reconciliation, offers, replies and the transfers they decide
 ``holdings``    keeps store, reconciliation set, tombstones and records consistent
 =============== ==========================================================================

@@ -24,6 +24,7 @@ from meshmsg.core.exchange.meeting import Meeting
 from meshmsg.core.exchange.opening import Opening
 from meshmsg.core.exchange.purges import Purges
 from meshmsg.core.exchange.receipts import Receipts
+from meshmsg.core.exchange.renewal import Renewal
 from meshmsg.core.exchange.sending import Sending
 from meshmsg.core.exchange.sync import Sync
 from meshmsg.core.outbox import Outbox
@@ -53,11 +54,12 @@ class Exchange:
         self._state = state
         self._holdings = Holdings(state, out)
         self._sync = Sync(state, out, self._holdings)
-        self.sending = Sending(state, out, self._holdings, self._sync)
-        self.receipts = Receipts(state, out, self.sending)
+        renewal = Renewal(state, out)
+        self.sending = Sending(state, out, self._holdings, self._sync, renewal)
+        self.receipts = Receipts(state, out, self.sending, renewal)
         self._purges = Purges(state, out, self._holdings, self._sync)
         opening = Opening(state, out, self._holdings, self._purges, self.receipts)
-        self.keys = ContactKeys(state, out, self._holdings, self.sending, opening)
+        self.keys = ContactKeys(state, out, self._holdings, self.sending, opening, renewal)
         self._carrying = Carrying(state, out, self._holdings, self._sync, opening)
         self.meeting = Meeting(state, self.keys, self._sync)
 
@@ -69,7 +71,7 @@ class Exchange:
             case KeyExchange():
                 self.keys.on_key_exchange(session, record, now)
             case KeyConfirm(confirmation=confirmation):
-                self.keys.on_key_confirm(session, confirmation)
+                self.keys.on_key_confirm(session, confirmation, now)
             case RouteTable(entries=entries):
                 self._sync.on_route_table(session, entries, now)
             case SyncMessage(payload=payload):

@@ -11,15 +11,16 @@ from __future__ import annotations
 from meshmsg.core import codec
 from meshmsg.core.clockcheck import meeting_skew
 from meshmsg.core.contacts import Contact
-from meshmsg.core.e2e import ContactChannel, new_key_share
+from meshmsg.core.e2e import ContactChannel
 from meshmsg.core.events import ContactHealed, ContactPaired, DropReason, MessageStatus
 from meshmsg.core.exchange.holdings import Holdings
 from meshmsg.core.exchange.opening import Opening
+from meshmsg.core.exchange.renewal import Renewal
 from meshmsg.core.exchange.sending import Sending
 from meshmsg.core.keyschedule import KeyShare, can_heal
 from meshmsg.core.outbox import Outbox
 from meshmsg.core.records import KeyConfirm, KeyExchange
-from meshmsg.core.session import KeyExchangeState, PeerSession
+from meshmsg.core.session import PeerSession
 from meshmsg.core.state import NodeState
 from meshmsg.errors import RemoteProtocolError
 
@@ -27,7 +28,9 @@ from meshmsg.errors import RemoteProtocolError
 class ContactKeys:
     """Pairs, heals, confirms and advances the contacts' end-to-end keys."""
 
-    __slots__ = ("_holdings", "_opening", "_out", "_sending", "_state", "channels_due_at")
+    __slots__ = (
+        "_holdings", "_opening", "_out", "_renewal", "_sending", "_state", "channels_due_at",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -36,12 +39,14 @@ class ContactKeys:
         holdings: Holdings,
         sending: Sending,
         opening: Opening,
+        renewal: Renewal,
     ) -> None:
         self._state = state
         self._out = out
         self._holdings = holdings
         self._sending = sending
         self._opening = opening
+        self._renewal = renewal
         # Earliest key-schedule deadline over all contacts. Recomputed whenever channels are
         # advanced; may only be earlier than the truth (an early wake-up is harmless), which
         # keeps next_deadline() O(links) instead of O(contacts) on the driver's hot path.
@@ -53,16 +58,18 @@ class ContactKeys:
     # ============================================================= meetings
 
     def start(self, session: PeerSession, contact: Contact, now: float) -> None:
-        state = self._state
-        secret, share = new_key_share(state.rng, now, state.config.message, contact.channel)
-        session.key_exchange = KeyExchangeState(secret=secret, share=share)
-        contact.exchanging = True  # no sealing for this contact until the exchange ends
-        self._out.transmit(session, [KeyExchange(share=share.to_bytes())])
+        self._renewal.start(session, contact, now)
 
     def on_key_exchange(self, session: PeerSession, record: KeyExchange, now: float) -> None:
         state = self._state
         exchange = session.key_exchange
         contact = state.contacts.get(session.peer_id or b"")
+        settled = exchange is not None and exchange.done
+        if settled and contact is not None and contact.channel is not None:
+            # A live heal (core/pacing.py, issue #17): the peer renews the channel on a link
+            # that stays up. Answer with a fresh share of ours, then heal as at a meeting.
+            self._renewal.start(session, contact, now)
+            exchange = session.key_exchange
         if exchange is None or contact is None or exchange.done:
             raise RemoteProtocolError("unexpected KeyExchange")
         exchange.done = True
@@ -83,6 +90,7 @@ class ContactKeys:
                 self._reseal_epoch(contact, result.abandoned_epoch, now)
             self.install(contact, contact.channel, now, healed=True)  # seals them again
             return
+        exchange.confirmed = True  # a pairing has no older epoch to confirm the leaving of
         channel = ContactChannel.pair(
             our_ik=state.identity.public.identity_key,
             their_ik=contact.public.identity_key,
@@ -92,13 +100,15 @@ class ContactKeys:
         )  # fmt: skip
         self.install(contact, channel, now, healed=False)
 
-    def on_key_confirm(self, session: PeerSession, confirmation: bytes) -> None:
+    def on_key_confirm(self, session: PeerSession, confirmation: bytes, now: float) -> None:
         contact = self._state.contacts.get(session.peer_id or b"")
         exchange = session.key_exchange
         if contact is None or contact.channel is None or exchange is None or not exchange.done:
             raise RemoteProtocolError("unexpected KeyConfirm")
         if contact.channel.confirm(confirmation):
+            exchange.confirmed = True  # only a matching one: a stale one must not start a heal
             self._out.persist([codec.channel_record(contact.peer_id, contact.channel)])
+        self._renewal.renew_if_low(contact, now)  # the budget may have run low while we waited
 
     def on_closed(self, session: PeerSession, now: float) -> None:
         """The link ended: an exchange still running died with it."""

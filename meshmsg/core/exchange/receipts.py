@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 from meshmsg.core import codec
 from meshmsg.core.effects import RecordKind, StoredRecord
+from meshmsg.core.exchange.renewal import Renewal
 from meshmsg.core.exchange.sending import Sending
 from meshmsg.core.outbox import Outbox
 from meshmsg.core.records import Receipt
@@ -28,12 +29,13 @@ _RECEIPTS_PER_ENVELOPE = 16  # 16 full Receipts (~17 kB) fit max_inner_bytes wit
 class Receipts:
     """Receipts owed to contacts, batched and sealed when due."""
 
-    __slots__ = ("_due_at", "_out", "_pending", "_sending", "_state")
+    __slots__ = ("_due_at", "_out", "_pending", "_renewal", "_sending", "_state")
 
-    def __init__(self, state: NodeState, out: Outbox, sending: Sending) -> None:
+    def __init__(self, state: NodeState, out: Outbox, sending: Sending, renewal: Renewal) -> None:
         self._state = state
         self._out = out
         self._sending = sending
+        self._renewal = renewal
         self._pending: dict[bytes, dict[int, list[bytes]]] = {}  # peer -> kind -> ids
         self._due_at: float | None = None
 
@@ -86,9 +88,12 @@ class Receipts:
         channel = contact.channel
         if channel.capacity(now) < len(groups) or not self._sending.room_for(groups):
             # Out of counters this period (a chatty contact) or our outbox is full: try
-            # again later; they stay owed (and durable) meanwhile.
+            # again later; they stay owed (and durable) meanwhile. A live heal (issue #17)
+            # renews the counters within a round trip: then retry after the usual delay.
             self._pending.setdefault(peer_id, kinds)
-            retry = max(now + delay, channel.next_deadline())
+            self._renewal.renew_if_low(contact, now)
+            period_end = channel.next_deadline()
+            retry = now + delay if contact.exchanging else max(now + delay, period_end)
             due = self._due_at
             self._due_at = retry if due is None else min(due, retry)
             return
@@ -102,6 +107,7 @@ class Receipts:
                 deletes=_owed_keys(peer_id, carried),
                 then=functools.partial(self._sending.offer_when_committed, item),
             )
+        self._renewal.renew_if_low(contact, now)  # receipts spend the same budget (issue #17)
 
 
 def _envelopes_of(kinds: dict[int, list[bytes]]) -> list[list[Record]]:

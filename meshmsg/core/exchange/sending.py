@@ -14,6 +14,7 @@ from meshmsg.core.conversations import StoredMessage
 from meshmsg.core.envelope import bucket_for
 from meshmsg.core.events import MessageQueued
 from meshmsg.core.exchange.holdings import Holdings
+from meshmsg.core.exchange.renewal import Renewal
 from meshmsg.core.exchange.sync import Sync
 from meshmsg.core.outbox import Outbox
 from meshmsg.core.records import TextMessage
@@ -28,13 +29,16 @@ _MS = 1000.0
 class Sending:
     """Seals messages (and, for :mod:`.receipts`, any inner records) into own store items."""
 
-    __slots__ = ("_holdings", "_out", "_state", "_sync")
+    __slots__ = ("_holdings", "_out", "_renewal", "_state", "_sync")
 
-    def __init__(self, state: NodeState, out: Outbox, holdings: Holdings, sync: Sync) -> None:
+    def __init__(
+        self, state: NodeState, out: Outbox, holdings: Holdings, sync: Sync, renewal: Renewal
+    ) -> None:
         self._state = state
         self._out = out
         self._holdings = holdings
         self._sync = sync
+        self._renewal = renewal
 
     def send_text(self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None) -> bytes:
         state = self._state
@@ -56,11 +60,12 @@ class Sending:
             raise LocalProtocolError("outbox full: the store has no room for more own mail")
         state.conversations.add(message)
         if channel is None or contact.exchanging or channel.capacity(now) <= 0:
-            # Sealed once the keys are ready, or (max_messages_per_period reached) in the next
-            # period: a period cannot end early, so sealing waits rather than fails.
+            # Sealed once the keys are ready, or (max_messages_per_period reached) after a live
+            # heal, a meeting or in the next period: a period cannot end early.
             self._out.persist([codec.message_record(message)])
         else:
             self._seal_text(contact, message, now)
+        self._renewal.renew_if_low(contact, now)
         return message.message_id
 
     def seal_waiting(self, contact: Contact, now: float) -> None:
@@ -70,11 +75,12 @@ class Sending:
         for message in self._state.conversations.unsealed_for(contact.peer_id):
             if message.expiry_at > now:
                 if contact.channel.capacity(now) <= 0:
-                    return  # the period's counters are used up: the next period seals them
+                    break  # counters used up: a live heal (below), a meeting or the next period
                 if not self.room_for([[text_of(message)]]):
                     self._holdings.want_room(contact.peer_id)  # tried again once room frees
-                    return
+                    break
                 self._seal_text(contact, message, now)
+        self._renewal.renew_if_low(contact, now)
 
     def room_for(self, envelopes: list[list[Record]]) -> bool:
         """Whether our store takes these envelopes (each a list of inner records) of own mail."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from meshmsg.core import codec
 from meshmsg.core.exchange.holdings import Holdings
+from meshmsg.core.lateoffers import offer_everywhere, take_parked
 from meshmsg.core.outbox import Outbox
 from meshmsg.core.reconcile import Reconciler, SyncBudget
 from meshmsg.core.records import (
@@ -98,7 +99,9 @@ class Sync:
             self._out.transmit(session, [SyncMessage(payload=answer)])
         if reconciler.done and not session.synced:
             session.synced = True
-            self.offer(session, list(reconciler.have_ids))
+            # With what became durable during the reconciliation (issue #17.2): it may have
+            # missed those, and they would wait for the next meeting.
+            self.offer(session, [*reconciler.have_ids, *take_parked(state.store, session)])
             session.reconciler = None
 
     # =============================================================== offers
@@ -134,16 +137,14 @@ class Sync:
             self._out.transmit(session, purges)
 
     def offer_new(self, item: StoreItem) -> None:
-        """A new item became durable: offer it to every synced link but the one it came from."""
-        for session in list(self._state.sessions.values()):
-            if session.synced and session.peer_id != item.source:
-                self.offer(session, [item.envelope_id])
+        """A new item became durable: offer it to every synced link but the one it came from;
+        links still reconciling get it when they end (issue #17.2, core/lateoffers.py)."""
+        self.offer_to_all(item.envelope_id, source=item.source)
 
     def offer_to_all(self, item_id: bytes, *, source: bytes | None) -> None:
-        """Push an item (a purge token) on every reconciled link but ``source``'s at once."""
-        for session in list(self._state.sessions.values()):
-            if session.synced and session.peer_id != source:
-                self.offer(session, [item_id])
+        """Push an item (a purge token) on every reconciled link but ``source``'s at once;
+        links still reconciling get it when they end (issue #17.2, core/lateoffers.py)."""
+        offer_everywhere(self._state.sessions.values(), self.offer, [item_id], source)
 
     def on_offer(self, session: PeerSession, entries: tuple[OfferEntry, ...]) -> None:
         state = self._state

@@ -20,9 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from meshmsg.core.driver import apply_persist
-from meshmsg.core.effects import Effect, LinkId, Persist, RecordKind
-from meshmsg.core.events import Event
+from meshmsg.core.driver import DriverInterface, apply_persist
+from meshmsg.core.effects import Persist, RecordKind
 from meshmsg.sim.rng import SeededRng
 
 RecordKey = tuple[RecordKind, bytes]
@@ -31,32 +30,17 @@ PrePairing = bool | frozenset[tuple[int, int]]
 given pairs of addresses ``(a, b)`` with ``a < b`` (pairing is symmetric)."""
 
 
-class SimulatedNode(Protocol):
-    """The driver interface of ``meshmsg.core.node.Node`` that the simulator uses.
+class SimulatedNode(DriverInterface, Protocol):
+    """What the simulator drives: the one driver interface (``core.driver.DriverInterface``,
+    the trio driver's too), plus ``send_message``, which the traffic trace calls.
 
     Contract: after every input the driver drains ``next_effect()`` and ``next_event()`` and
     then re-reads ``next_deadline()``.
     """
 
-    def link_opened(self, link: LinkId, *, initiator: bool, now: float) -> None: ...
-
-    def receive_data(self, link: LinkId, data: bytes, *, now: float) -> None: ...
-
-    def link_lost(self, link: LinkId, *, now: float) -> None: ...
-
-    def handle_timer(self, *, now: float) -> None: ...
-
-    def storage_committed(self, token: int, *, now: float) -> None: ...
-
     def send_message(
         self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None
     ) -> bytes: ...
-
-    def next_effect(self) -> Effect | None: ...
-
-    def next_event(self) -> Event | None: ...
-
-    def next_deadline(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

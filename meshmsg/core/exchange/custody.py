@@ -153,7 +153,9 @@ class Carrying:
         item = state.store.get(env_id)
         if item is None:
             return
-        if item.tier is Tier.OWN:
+        if item.tier is Tier.OWN and not flight.to_recipient:
+            # Handed to a carrier. Taken by the recipient itself, it is not "relayed": its
+            # receipt or purge token says DELIVERED.
             message = state.conversations.by_envelope(env_id)
             if message is not None:
                 self._holdings.status_changed(message, MessageStatus.RELAYED, now)

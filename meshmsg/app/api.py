@@ -81,6 +81,7 @@ from meshmsg.app.webauth import SESSION_COOKIE, BrowserSessions, Guard, Refused
 from meshmsg.core.contacts import Contact
 from meshmsg.core.identity import decode_contact_code, fingerprint
 from meshmsg.core.node import Node
+from meshmsg.core.pacing import outbox_waits
 from meshmsg.errors import (
     ConfigError,
     InvalidContactCode,
@@ -201,6 +202,8 @@ class Api:
                 "peers": sessions_view(node),
                 "contacts": len(node.contacts),
                 "outbox": outbox_view(node),
+                # When each wait of the outbox ends at the latest (issue #17): wall-clock time
+                "outbox_until": {r: t for r, (_, t) in outbox_waits(node).items() if t is not None},
                 "relay": store_view(node),
                 "warnings": clock_warnings(node, now, handle.clocks.latest),
             }

@@ -40,7 +40,7 @@ import trio
 
 from meshmsg.config import PROLOGUE, MessageLimits, NetConfig, NodeConfig
 from meshmsg.core.effects import CloseLink, Dial, Effect, LinkId, Transmit
-from meshmsg.core.events import Event, MessageStatus, MessageStatusChanged, PeerConnected
+from meshmsg.core.events import DropReason, EnvelopeDropped, Event, PeerConnected
 from meshmsg.core.framing import FrameReader, encode_frame
 from meshmsg.core.identity import ContactCard, Identity, PublicIdentity
 from meshmsg.core.link import Link, LinkState, PeerHandshake, PeerVerdict
@@ -459,7 +459,7 @@ async def _node_runs(
                 for first in range(0, count, LIMIT_BATCH_FRAMES):
                     batch = min(LIMIT_BATCH_FRAMES, count - first)
                     await runner.call(functools.partial(_send_many, peer_id, body, batch))
-                arrived: set[bytes] = set()  # RELAYED, or DELIVERED first: the peer has it
+                arrived: set[bytes] = set()  # envelopes the peer took custody of
                 while len(arrived) < count:
                     arrived.add(await _next(events, _arrived))
                 rates.append(count / (time.perf_counter() - start))
@@ -471,9 +471,11 @@ def _send_many(peer_id: bytes, body: str, count: int, node: Node, now: float) ->
 
 
 def _arrived(event: RunnerEvent) -> bytes | None:
-    """The message id of a status that shows the peer committed the message, else None."""
-    if isinstance(event, MessageStatusChanged) and event.status >= MessageStatus.RELAYED:
-        return event.message_id
+    """The envelope id of a message the peer (its recipient) committed, else None: the sender
+    drops its copy as DELIVERED at the custody acknowledgement. (No status says so: a direct
+    delivery is not RELAYED, and DELIVERED waits for the batched receipt.)"""
+    if isinstance(event, EnvelopeDropped) and event.reason is DropReason.DELIVERED:
+        return event.envelope_id
     return None
 
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from meshmsg.core import codec
+from meshmsg.core import codec, tiebreak
 from meshmsg.core.contacts import Contact
 from meshmsg.core.conversations import StoredMessage
 from meshmsg.core.e2e import ContactChannel, Expired, Match, MatchKind, new_key_share
@@ -164,10 +164,7 @@ class Exchange:
         session.is_contact = contact is not None
         session.tier = _tier_of(contact)
         session.route = PeerRouting(route_id=route_id(public.identity_key), predictabilities={})
-        if self._duplicate_of_existing(session):
-            raise RemoteProtocolError(
-                "second link to the same peer", reason=CloseReason.DUPLICATE_LINK
-            )
+        self._close_duplicate(session, now)  # before the key exchange: it belongs to one link
         if contact is not None:
             self._start_key_exchange(session, contact, now)
         if node.router.needs_route_hint:
@@ -180,16 +177,26 @@ class Exchange:
             )
             node.transmit(session, [SyncMessage(payload=session.reconciler.start())])
 
-    def _duplicate_of_existing(self, session: PeerSession) -> bool:
-        """Of two links to one peer both sides keep the same one: the lower initiator id wins."""
-        me = self.node.identity.peer_id
-        for other in self.node.sessions.values():
-            if other is session or other.peer_id != session.peer_id or other.peer_id is None:
+    def _close_duplicate(self, session: PeerSession, now: float) -> None:
+        """Of two links to one peer keep the one both sides keep (see core/tiebreak.py)."""
+        node = self.node
+        for other in list(node.sessions.values()):
+            if other is session or other.peer_id != session.peer_id:
                 continue
-            mine = (me if session.link.initiator else session.peer_id) or b""
-            theirs = (me if other.link.initiator else other.peer_id) or b""
-            return (mine, session.link_id) > (theirs, other.link_id) or mine == theirs
-        return False
+            if tiebreak.keeps_new(self._rank(session), self._rank(other)):
+                node._close(other.link_id, CloseReason.DUPLICATE_LINK, "duplicate link", now)
+            else:
+                raise RemoteProtocolError(
+                    "second link to the same peer", reason=CloseReason.DUPLICATE_LINK
+                )
+
+    def _rank(self, session: PeerSession) -> tiebreak.LinkRank:
+        peer = session.link.peer
+        assert peer is not None  # both links are established
+        assert session.peer_id is not None
+        me = self.node.identity.peer_id
+        initiator = me if session.link.initiator else session.peer_id
+        return tiebreak.link_rank(initiator_id=initiator, handshake_hash=peer.handshake_hash)
 
     # ====================================================== record dispatch
 

@@ -253,7 +253,9 @@ class Node:
             for record in records:
                 self.exchange.handle(session, record, now)
         except RemoteProtocolError as exc:
-            self._close(link, exc.reason, str(exc), now, tell_peer=False)
+            # A duplicate link is sound: say so, or its dialler counts the close as a failure.
+            duplicate = exc.reason is CloseReason.DUPLICATE_LINK
+            self._close(link, exc.reason, str(exc), now, tell_peer=duplicate)
             return
         if session.link.state is LinkState.CLOSED:
             self._forget(link, session.link.close_reason or CloseReason.NORMAL, "closed by peer")

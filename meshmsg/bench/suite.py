@@ -59,6 +59,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from meshmsg.bench.daemons import measures as daemon_measures
 from meshmsg.errors import ConfigError, MeshError
 
 Figures = dict[str, float]
@@ -1070,6 +1071,7 @@ MEASURES: Final[tuple[Measure, ...]] = (
                  ("nondurable_submits_per_s", "synchronous=NORMAL (no fsync):", _per_s)),
         repeats=3, quick_repeats=1,
     ),
+    *daemon_measures(),
     Measure(
         name="sync",
         title="sync overhead, 100k vs 100k stores differing by 100 (bytes both ways)",

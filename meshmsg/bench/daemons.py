@@ -1,0 +1,249 @@
+"""Real daemons measured as users run them: durable submits through the API (#17.4).
+
+``measure_api_submits`` starts ``meshmsg run`` as a child process on loopback, with one contact
+it never meets (so every message is stored and stays queued: the cost measured is taking the
+message durably, not delivering it), and posts ``n`` messages through the local HTTP API from
+``concurrency`` tasks at once, each request carrying ``batch`` messages (1: ``POST /messages``
+with one object, the way a chat client sends; more: a list, the way a bot or a gateway sends).
+A message counts once its request was answered, and the daemon answers only after the commit
+that holds it, so the figure is acknowledged-and-committed messages per second.
+
+The limit, measured in the same run on the same disk: bare SQLite (WAL, ``synchronous=FULL``)
+inserting 1 KiB rows in transactions of as many rows as the daemon put in each of its commits
+(messages per commit, read from its statistics): what the disk and SQLite allow at that
+grouping, with none of our code.
+
+Run: ``python -m meshmsg.bench.daemons submits --dir DIR -n 20000 -c 64 -b 100``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+PASSPHRASE = "bench passphrase"
+START_S = 60.0  # interpreter start-up and unlock on a loaded 2-core machine
+ROW_BYTES = 256  # about a stored message record (an 80-character text, encrypted)
+_CONFIG = '[network]\nlisten = "127.0.0.1:0"\n[api]\nport = 0\n'
+
+
+@dataclass(frozen=True, slots=True)
+class Api:
+    """A running daemon's local API (the bench drives the CLI and the API as a user would; it
+    imports nothing of ``meshmsg.app``, which imports the bench)."""
+
+    base_url: str
+    token: str
+    pid: int
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.token}"}
+
+    def request(self, method: str, path: str, body: object = None) -> Any:
+        response = httpx.request(
+            method, self.base_url + path, json=body, headers=self.headers, timeout=60
+        )
+        response.raise_for_status()
+        return response.json()
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, MESHMSG_PASSPHRASE=PASSPHRASE, MESHMSG_KDF_FAST="1")
+
+
+def meshmsg(root: Path, *args: str) -> str:
+    """``meshmsg --data-dir ROOT ARGS`` as a process; its output."""
+    cmd = [sys.executable, "-m", "meshmsg", "--data-dir", str(root), *args]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=START_S)
+    if done.returncode != 0:
+        raise RuntimeError(f"meshmsg {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def make_node(root: Path, name: str) -> Path:
+    """An initialised data directory listening on loopback with the API on a free port."""
+    home = root / name
+    meshmsg(home, "init", "--name", name)
+    (home / "config.toml").write_text(f'name = "{name}"\n{_CONFIG}')
+    return home
+
+
+def contact_code(home: Path) -> str:
+    out = meshmsg(home, "id", "--no-qr")
+    return next(line.strip() for line in out.splitlines() if line.strip().startswith("MM1:"))
+
+
+@contextlib.contextmanager
+def running_daemon(home: Path) -> Iterator[Api]:
+    """``meshmsg run`` on ``home`` as a child process, stopped with SIGTERM at the end."""
+    cmd = [sys.executable, "-m", "meshmsg", "--data-dir", str(home), "run"]
+    with (home.parent / f"{home.name}.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield _wait_up(home, proc)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_up(home: Path, proc: subprocess.Popen[bytes]) -> Api:
+    deadline = time.monotonic() + START_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"daemon on {home} exited {proc.returncode}")
+        with contextlib.suppress(OSError, ValueError, KeyError, httpx.HTTPError):
+            runtime = json.loads((home / "daemon.json").read_text())
+            token = (home / "api-token").read_text().strip()
+            api = Api(runtime["api"], token, proc.pid)
+            if api.request("GET", "/status"):
+                return api
+        time.sleep(0.1)
+    raise RuntimeError(f"daemon on {home} did not answer within {START_S:.0f} s")
+
+
+async def _post_all(client: Api, to: str, n: int, concurrency: int, batch: int) -> float:
+    """Post ``n`` messages; return the seconds from the first request to the last answer."""
+    bodies = [f"message {i:07d} " + "x" * 64 for i in range(n)]
+    requests = [bodies[i : i + batch] for i in range(0, n, batch)]
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(
+        base_url=client.base_url, headers=client.headers, timeout=120, limits=limits
+    ) as http:
+
+        async def worker(mine: list[list[str]]) -> None:
+            for texts in mine:
+                if batch == 1:
+                    payload: Any = {"to": to, "body": texts[0]}
+                else:
+                    payload = [{"to": to, "body": t} for t in texts]
+                response = await http.post("/messages", json=payload)
+                if response.status_code != 201:
+                    raise RuntimeError(f"send answered {response.status_code}: {response.text}")
+
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for k in range(concurrency):
+                nursery.start_soon(worker, requests[k::concurrency])
+        return time.perf_counter() - start
+
+
+def bare_sqlite_rate(db: Path, rows: int, per_commit: int) -> float:
+    """Rows/s committed by plain SQLite (WAL, synchronous=FULL) in groups of ``per_commit``."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("CREATE TABLE t (id BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID")
+        values = [(os.urandom(16), os.urandom(ROW_BYTES)) for _ in range(rows)]
+        start = time.perf_counter()
+        for i in range(0, rows, per_commit):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT INTO t VALUES (?, ?)", values[i : i + per_commit])
+            conn.execute("COMMIT")
+        return rows / (time.perf_counter() - start)
+    finally:
+        conn.close()
+
+
+def measure_api_submits(
+    path: str | os.PathLike[str], n: int, *, concurrency: int = 64, batch: int = 1
+) -> dict[str, float]:
+    """Durable submits/s through a daemon's API and the same-run bare SQLite limit.
+
+    Returns:
+        ``api_submits_per_s``, ``messages_per_commit``, ``bare_sqlite_rows_per_s`` (the
+        limit), ``ratio``, and the parameters ``n``, ``concurrency``, ``batch``.
+    """
+    with tempfile.TemporaryDirectory(dir=path, prefix="bench-daemons-") as tmp:
+        root = Path(tmp)
+        sender, friend = make_node(root, "sender"), make_node(root, "friend")
+        code = contact_code(friend)
+        with running_daemon(sender) as client:
+            added = client.request("POST", "/contacts", {"code": code, "verified": True})
+            before = client.request("GET", "/status")["links"]["commits"]
+            elapsed = trio.run(_post_all, client, added["peer_id"], n, concurrency, batch)
+            commits = client.request("GET", "/status")["links"]["commits"] - before
+        per_commit = max(1, round(n / max(commits, 1)))
+        limit = bare_sqlite_rate(root / "bare.db", n, per_commit)
+    rate = n / elapsed
+    return {
+        "api_submits_per_s": rate,
+        "messages_per_commit": n / max(commits, 1),
+        "bare_sqlite_rows_per_s": limit,
+        "ratio": rate / limit,
+        "n": float(n),
+        "concurrency": float(concurrency),
+        "batch": float(batch),
+    }
+
+
+# --- rows of `meshmsg bench` (registered in suite.MEASURES) --------------------------------
+
+
+def api_submits(ctx: Any) -> dict[str, float]:
+    """Batched API submits (8 requests at once, 1,000 messages each) with the same-run bare
+    SQLite limit, and single-message requests (64 at once) as a detail."""
+    batched = measure_api_submits(
+        ctx.workdir, ctx.size(30_000, 8_000, 2_000), concurrency=8, batch=1_000
+    )
+    single = measure_api_submits(ctx.workdir, ctx.size(1_000, 300, 100), concurrency=64)
+    return {**batched, "single_submits_per_s": single["api_submits_per_s"],
+            "single_messages_per_commit": single["messages_per_commit"]}  # fmt: skip
+
+
+def measures() -> tuple[Any, ...]:
+    """This module's rows; imported by the suite while it builds MEASURES (no import cycle)."""
+    from meshmsg.bench.suite import Condition, Measure, _per_s, _plain
+
+    return (
+        Measure(
+            name="api-submits",
+            title="durable submits/s through a daemon's API, 8 requests of 1,000 messages at "
+            "once (answered after the commit)",
+            figure="api_submits_per_s", unit="submits/s", fmt=_per_s,
+            run=api_submits, limit="bare_sqlite_rows_per_s",
+            limit_title="bare SQLite WAL inserts of 256 B rows, same rows per commit, same disk",
+            goal=(Condition("api_submits_per_s", ">=", 20_000),), goal_text="≥ 20,000/s",
+            details=(("messages_per_commit", "messages per commit:", _plain),
+                     ("single_submits_per_s", "one message per request, 64 at once:", _per_s),
+                     ("single_messages_per_commit", "messages per commit:", _plain)),
+            repeats=3, quick_repeats=1, timeout_s=240.0, quick_timeout_s=90.0,
+        ),
+    )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    submits = sub.add_parser("submits", help="durable submits through the API")
+    submits.add_argument("--dir", default=".", help="a directory on the disk to measure")
+    submits.add_argument("-n", type=int, default=5_000)
+    submits.add_argument("-c", "--concurrency", type=int, default=64)
+    submits.add_argument("-b", "--batch", type=int, default=1)
+    args = parser.parse_args(argv)
+    result = measure_api_submits(args.dir, args.n, concurrency=args.concurrency, batch=args.batch)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""Real daemons measured as users run them: durable submits through the API (#17.4).
+"""Real daemons measured as users run them: durable API submits (#17.4), end to end (#17.3).
 
 ``measure_api_submits`` starts ``meshmsg run`` as a child process on loopback, with one contact
 it never meets (so every message is stored and stays queued: the cost measured is taking the
@@ -13,7 +13,12 @@ inserting 1 KiB rows in transactions of as many rows as the daemon put in each o
 (messages per commit, read from its statistics): what the disk and SQLite allow at that
 grouping, with none of our code.
 
-Run: ``python -m meshmsg.bench.daemons submits --dir DIR -n 20000 -c 64 -b 100``.
+``measure_daemon_messages`` (#17.3) runs two daemons that are contacts and counts messages
+from the first send at one to the last arrival at the other, next to the durable-submit limit
+measured in the same run.
+
+Run: ``python -m meshmsg.bench.daemons submits --dir DIR -n 20000 -c 64 -b 100`` or
+``python -m meshmsg.bench.daemons e2e --dir DIR -n 900``.
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,6 +215,66 @@ def measure_api_submits(
     }
 
 
+# --- end-to-end messages between two daemons (#17.3) ----------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _poll(what: str, check: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not within {timeout_s:.0f} s")
+        time.sleep(0.02)
+
+
+def measure_daemon_messages(path: str | os.PathLike[str], n: int) -> dict[str, float]:
+    """Messages/s from one daemon to another on loopback, from the first send to the last
+    arrival, next to the same-run durable-submit limit (bare SQLite at 1,000 rows per commit).
+
+    Two ``meshmsg run`` children, contacts of each other (added offline, as users do), the
+    sender dialling the other as a static peer; once they are paired, ``n`` messages are posted
+    to the sender in lists of up to 1,000 and the recipient's conversation is polled until all
+    arrived. ``n`` stays under the default ``max_messages_per_period`` (1,000 a day).
+    """
+    with tempfile.TemporaryDirectory(dir=path, prefix="bench-daemons-") as tmp:
+        root = Path(tmp)
+        alice, bobby = make_node(root, "alice"), make_node(root, "bobby")
+        port = _free_port()
+        (bobby / "config.toml").write_text(
+            f'name = "bobby"\n[network]\nlisten = "127.0.0.1:{port}"\n[api]\nport = 0\n'
+        )
+        (alice / "config.toml").write_text(
+            f'name = "alice"\n{_CONFIG}'.replace(
+                "[api]", f'static_peers = ["127.0.0.1:{port}"]\n[api]'
+            )
+        )
+        meshmsg(alice, "contact", "add", contact_code(bobby), "--verified")
+        meshmsg(bobby, "contact", "add", contact_code(alice), "--verified")
+        with running_daemon(bobby) as b, running_daemon(alice) as a:
+            to = a.request("GET", "/contacts")[0]["peer_id"]
+            _poll("paired", lambda: bool(a.request("GET", "/contacts")[0]["paired"]), START_S)
+            bodies = [{"to": to, "body": f"message {i:07d} " + "x" * 64} for i in range(n)]
+            start = time.perf_counter()
+            for i in range(0, n, 1_000):
+                a.request("POST", "/messages", bodies[i : i + 1_000])
+
+            def arrived() -> bool:
+                received = sum(int(c["received"]) for c in b.request("GET", "/conversations"))
+                return received >= n
+
+            _poll("all messages arrived", arrived, 120.0)
+            elapsed = time.perf_counter() - start
+        limit = bare_sqlite_rate(root / "bare.db", n, min(n, 1_000))
+    rate = n / elapsed
+    return {"e2e_msgs_per_s": rate, "limit_rows_per_s": limit, "ratio": rate / limit,
+            "n": float(n)}  # fmt: skip
+
+
 # --- rows of `meshmsg bench` (registered in suite.MEASURES) --------------------------------
 
 
@@ -241,7 +307,21 @@ def measures() -> tuple[Any, ...]:
                      ("single_messages_per_commit", "messages per commit:", _plain)),
             repeats=3, quick_repeats=1, timeout_s=240.0, quick_timeout_s=90.0,
         ),
+        Measure(
+            name="e2e-daemons",
+            title="end-to-end messages/s between two daemons on loopback (API in, delivered "
+            "out), 900 messages",
+            figure="e2e_msgs_per_s", unit="messages/s", fmt=_per_s,
+            run=daemon_messages, limit="limit_rows_per_s",
+            limit_title="durable-submit limit: bare SQLite WAL, 256 B rows, 1,000 per commit",
+            repeats=3, quick_repeats=1, timeout_s=240.0, quick_timeout_s=120.0,
+        ),
     )  # fmt: skip
+
+
+def daemon_messages(ctx: Any) -> dict[str, float]:
+    """End-to-end messages/s between two daemons with the same-run durable-submit limit."""
+    return measure_daemon_messages(ctx.workdir, ctx.size(900, 300, 100))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -252,7 +332,13 @@ def main(argv: list[str] | None = None) -> None:
     submits.add_argument("-n", type=int, default=5_000)
     submits.add_argument("-c", "--concurrency", type=int, default=64)
     submits.add_argument("-b", "--batch", type=int, default=1)
+    e2e = sub.add_parser("e2e", help="end-to-end messages between two daemons")
+    e2e.add_argument("--dir", default=".", help="a directory on the disk to measure")
+    e2e.add_argument("-n", type=int, default=900)
     args = parser.parse_args(argv)
+    if args.what == "e2e":
+        print(json.dumps(measure_daemon_messages(args.dir, args.n), indent=2))
+        return
     result = measure_api_submits(args.dir, args.n, concurrency=args.concurrency, batch=args.batch)
     print(json.dumps(result, indent=2))
 

@@ -306,6 +306,7 @@ def measures() -> tuple[Any, ...]:
                      ("single_submits_per_s", "one message per request, 64 at once:", _per_s),
                      ("single_messages_per_commit", "messages per commit:", _plain)),
             repeats=3, quick_repeats=1, timeout_s=240.0, quick_timeout_s=90.0,
+            warmup=False,  # every sample starts fresh daemon processes: nothing to warm
         ),
         Measure(
             name="e2e-daemons",
@@ -314,7 +315,8 @@ def measures() -> tuple[Any, ...]:
             figure="e2e_msgs_per_s", unit="messages/s", fmt=_per_s,
             run=daemon_messages, limit="limit_rows_per_s",
             limit_title="durable-submit limit: bare SQLite WAL, 256 B rows, 1,000 per commit",
-            repeats=3, quick_repeats=1, timeout_s=240.0, quick_timeout_s=120.0,
+            repeats=3, quick_repeats=1, timeout_s=240.0, quick_timeout_s=150.0,
+            warmup=False,
         ),
     )  # fmt: skip
 

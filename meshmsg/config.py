@@ -434,16 +434,16 @@ class NetConfig:
         "so TCP pushes back on peers",
     )
     max_pending_persists: int = limit(
-        256,
+        4_096,
         "effects",
-        "Persist effects not yet committed; past this the pump takes no new input until the "
-        "disk catches up, so a slow disk slows peers instead of growing memory",
+        "Persist effects not yet committed (a few MiB); past this the pump takes no new input "
+        "until the disk catches up, so a slow disk slows peers instead of growing memory",
     )
     max_persists_per_commit: int = limit(
-        64,
+        1_024,
         "effects",
-        "group commit: Persist effects waiting together share one transaction and one fsync; "
-        "bounds the transaction and the wait of the first one",
+        "group commit: Persist effects waiting together share one transaction and one fsync "
+        "(an API batch of 1,000 messages is one); bounds the transaction and the first's wait",
     )
     storage_retry_s: float = limit(
         1.0, "s", "a failed commit (StorageError is transient: a busy lock) is retried this later"

@@ -289,7 +289,9 @@ class Node:
             for record in records:
                 self._exchange.handle(session, record, now)
         except RemoteProtocolError as exc:
-            self._close(link, exc.reason, str(exc), now, tell_peer=False)
+            # A duplicate link is sound: say so, or its dialler counts the close as a failure.
+            duplicate = exc.reason is CloseReason.DUPLICATE_LINK
+            self._close(link, exc.reason, str(exc), now, tell_peer=duplicate)
             return
         if session.link.state is LinkState.CLOSED:
             self._forget(link, session.link.close_reason or CloseReason.NORMAL, "closed by peer")
@@ -342,7 +344,10 @@ class Node:
     def _on_established(self, session: PeerSession, now: float) -> None:
         peer = session.link.peer
         assert peer is not None
-        self._exchange.meeting.on_established(session, peer, now)
+        older = self._exchange.meeting.identify(session, peer)
+        if older is not None:  # this link outranks an older one to the same peer: that goes
+            self._close(older, CloseReason.DUPLICATE_LINK, "duplicate link", now)
+        self._exchange.meeting.begin(session, now)
         self._out.emit(
             PeerConnected(
                 link=session.link_id,

@@ -3,13 +3,16 @@
 During the Noise handshake the peer's ``IdentityProof`` names its identity; :meth:`Meeting.decide`
 tells the link whether it is a contact, a stranger or blocked (or an impostor: the handshake
 fails). Once established, the session learns the peer's identity, tier and routing id, a second
-link to the same peer is refused (both sides keep the same one), and the meeting starts: the key
-exchange with a contact (:mod:`.keys`), then route table and reconciliation (:mod:`.sync`).
+link to the same peer is settled (both sides keep the same one: :mod:`meshmsg.core.tiebreak`), and
+the meeting starts: the key exchange with a contact (:mod:`.keys`), then route table and
+reconciliation (:mod:`.sync`).
 """
 
 from __future__ import annotations
 
+from meshmsg.core import tiebreak
 from meshmsg.core.contacts import Contact
+from meshmsg.core.effects import LinkId
 from meshmsg.core.exchange.keys import ContactKeys
 from meshmsg.core.exchange.sync import Sync
 from meshmsg.core.identity import PublicIdentity
@@ -75,7 +78,16 @@ class Meeting:
             cache[proof] = public  # (re)inserted last: most recently used
         return public
 
-    def on_established(self, session: PeerSession, peer: PeerHandshake, now: float) -> None:
+    def identify(self, session: PeerSession, peer: PeerHandshake) -> LinkId | None:
+        """Learn who is on a link that just came up; settle a second link to the same peer.
+
+        Returns an older link to the same peer that must close (this one ranks lower, see
+        :mod:`meshmsg.core.tiebreak`), or None. Raises if this link is the one to close.
+        Duplicates are settled before :meth:`begin`: a key exchange belongs to one link.
+
+        Raises:
+            RemoteProtocolError: DUPLICATE_LINK, this link ranks above one we already have.
+        """
         public = self.peer_identity(peer)
         session.peer_id = public.peer_id
         session.identity_key = public.identity_key
@@ -83,24 +95,31 @@ class Meeting:
         session.is_contact = contact is not None
         session.tier = _tier_of(contact)
         session.route = PeerRouting(route_id=route_id(public.identity_key), predictabilities={})
-        if self._duplicate_of_existing(session):
+        for other in self._state.sessions.values():
+            if other is session or other.peer_id != session.peer_id:
+                continue
+            if tiebreak.keeps_new(self._rank(session), self._rank(other)):
+                return other.link_id
             raise RemoteProtocolError(
                 "second link to the same peer", reason=CloseReason.DUPLICATE_LINK
             )
+        return None
+
+    def begin(self, session: PeerSession, now: float) -> None:
+        """Start the meeting on an identified link: key exchange with a contact, then sync."""
+        assert session.peer_id is not None
+        contact = self._state.contacts.get(session.peer_id)
         if contact is not None:
             self._keys.start(session, contact, now)
         self._sync.start(session, now)
 
-    def _duplicate_of_existing(self, session: PeerSession) -> bool:
-        """Of two links to one peer both sides keep the same one: the lower initiator id wins."""
+    def _rank(self, session: PeerSession) -> tiebreak.LinkRank:
+        peer = session.link.peer
+        assert peer is not None  # both links are established
+        assert session.peer_id is not None
         me = self._state.identity.peer_id
-        for other in self._state.sessions.values():
-            if other is session or other.peer_id != session.peer_id or other.peer_id is None:
-                continue
-            mine = (me if session.link.initiator else session.peer_id) or b""
-            theirs = (me if other.link.initiator else other.peer_id) or b""
-            return (mine, session.link_id) > (theirs, other.link_id) or mine == theirs
-        return False
+        initiator = me if session.link.initiator else session.peer_id
+        return tiebreak.link_rank(initiator_id=initiator, handshake_hash=peer.handshake_hash)
 
 
 def _tier_of(contact: Contact | None) -> Tier:

@@ -109,6 +109,7 @@ def _identity(label: str) -> Identity:
 ALICE: Final = _identity("alice")
 BOB: Final = _identity("bob")
 MALLORY: Final = _identity("mallory")
+CAROL: Final = _identity("carol")  # Bob's contact in the node target, never paired
 
 
 # ============================================================================ frames
@@ -189,6 +190,7 @@ def sample_session_records() -> list[Record]:
         SyncMessage(payload=b"\x01\x00"),
         Offer(entries=(OfferEntry(envelope_id=ident, tag=b"t" * 16),)),
         Reply(for_me=(ident,), have=()),
+        Transfer(envelope=foreign_envelope(), copies=4, hops=1, route_hint=None),
         Transfer(envelope=b"e" * 256, copies=4, hops=1, route_hint=None),
         Transfer(envelope=b"e" * 3, copies=0, hops=255, route_hint=b"h" * 8),
         Custody(accepted=(ident,), refused=(ident,)),
@@ -335,6 +337,11 @@ class _Pair:
     alice: ContactChannel
     bob: ContactChannel
     bob_index: TagIndex = field(default_factory=TagIndex)
+
+
+def foreign_envelope() -> bytes:
+    """A well-formed envelope of a pair the target nodes do not know: mail to relay."""
+    return _pair(10).alice.seal(b"relay me", T0, 3_600.0, SeededRng(3, "foreign")).envelope
 
 
 def _pair(seed: int) -> _Pair:
@@ -850,6 +857,7 @@ def _nodes() -> _World:
     bob = Node(identity=BOB, config=NODE_CONFIG, rng=SeededRng(21, "node:bob"), now=T0)
     alice = Node(identity=ALICE, config=NODE_CONFIG, rng=SeededRng(21, "node:alice"), now=T0)
     bob.add_contact(ContactCard(public=ALICE.public, name="alice"), verified=True, now=T0)
+    bob.add_contact(ContactCard(public=CAROL.public, name="carol"), verified=False, now=T0)
     alice.add_contact(ContactCard(public=BOB.public, name="bob"), verified=True, now=T0)
     pair_offline(alice, bob, now=T0)
     world = _World(node=bob, peer=alice)
@@ -858,7 +866,8 @@ def _nodes() -> _World:
 
 
 _STEPS: Final = (1.0, 60.0, 3_600.0, 86_400.0 / 16)
-_HANDS: Final = (MALLORY, ALICE)  # a stranger, and a second device holding Alice's identity
+# A stranger, a second device holding Alice's identity, and Carol (a contact not yet paired).
+_HANDS: Final = (MALLORY, ALICE, CAROL)
 OP_CONNECT, OP_HAND, OP_INJECT, OP_RAW, OP_ADVANCE, OP_LOST, OP_SEND, OP_DISCOVER = range(8)
 
 
@@ -941,13 +950,13 @@ def _op_lost(w: _World, c: Cursor) -> None:
 
 
 def _op_send(w: _World, c: Cursor) -> None:
-    from_target = bool(c.u8() & 1)
+    who = c.u8() % 3  # 0: Alice to Bob; 1: Bob to Alice; 2: Bob to Carol (not paired yet)
     body = c.take(c.u8()).decode("utf-8", "replace")
     try:
-        if from_target:
-            w.node.send_message(ALICE.peer_id, body, now=w.now)
-        else:
+        if who == 0:
             w.peer.send_message(BOB.peer_id, body, now=w.now)
+        else:
+            w.node.send_message((ALICE, CAROL)[who - 1].peer_id, body, now=w.now)
     except LocalProtocolError as exc:  # the app's error: the outbox is full
         check("outbox full" in str(exc), exc)
 
@@ -975,6 +984,14 @@ def seeds_node() -> Iterator[bytes]:
     yield node_program((OP_HAND, b"\x00"), *[(OP_INJECT, b"\x00" + sized(encode_record(r)))
                                              for r in session[6:]])  # fmt: skip
     yield node_program((OP_HAND, b"\x01"), (OP_CONNECT, b"\x00"), (OP_ADVANCE, b"\x02\x00"))
+    transfer = encode_record(Transfer(envelope=foreign_envelope(), copies=2, hops=1,
+                                      route_hint=None))  # fmt: skip
+    yield node_program((OP_HAND, b"\x00"), (OP_INJECT, b"\x00" + sized(transfer)),
+                       (OP_CONNECT, b"\x01"), (OP_ADVANCE, b"\x00\x01"))  # fmt: skip
+    yield node_program(*meet, (OP_INJECT, b"\x00" + sized(transfer)), (OP_ADVANCE, b"\x01\x01"))
+    share = new_key_share(SeededRng(4, "carol"), T0, MESSAGE_LIMITS)[1].to_bytes()
+    yield node_program((OP_HAND, b"\x02"), (OP_INJECT, b"\x00" + sized(encode_record(
+        KeyExchange(share=share)))), (OP_SEND, b"\x01\x02hi"), (OP_ADVANCE, b"\x00\x03"))
     yield node_program(*meet, (OP_RAW, b"\x00" + sized(b"\x00\x05hello")))
     yield node_program((OP_SEND, b"\x00\x03abc"), (OP_ADVANCE, b"\x03\x20"), *meet,
                        (OP_ADVANCE, b"\x03\xff"), (OP_DISCOVER, b"\x01"))  # fmt: skip

@@ -832,7 +832,7 @@ class _World:
             case Transmit(link=link, data=data):
                 conn = self.by_peer_link(link)
                 if conn is not None:
-                    self.node.receive_data(conn.link_id, data, now=self.now)
+                    self.to_node(conn, data)
             case CloseLink(link=link) if is_target:
                 conn = self.conns.get(link)
                 if conn is not None:
@@ -850,7 +850,21 @@ class _World:
         assert conn.hand is not None
         out = conn.hand.data_to_send(self.now)
         if out and conn.link_id in self.conns:
-            self.node.receive_data(conn.link_id, out, now=self.now)
+            self.to_node(conn, out)
+
+    def to_node(self, conn: _Conn, data: bytes) -> None:
+        """Bytes from the other end of ``conn`` reach the target node, as a driver delivers them.
+
+        A driver stops reading a link once the node asked to close it; the CloseLink may still
+        be queued (the node closed the link while we were carrying out the peer's effects).
+        A link the node forgot *without* a CloseLink is a bug: receive_data then raises.
+        """
+        link = conn.link_id
+        if link not in self.node.sessions and any(
+            isinstance(e, CloseLink) and e.link == link for e in self.node._effects
+        ):
+            return
+        self.node.receive_data(link, data, now=self.now)
 
 
 def _nodes() -> _World:
@@ -917,14 +931,14 @@ def _op_inject(w: _World, c: Cursor) -> None:
     frame = encode_frame(transport.encrypt(plaintext))
     if _ends_with_rekey(plaintext):
         transport.rekey_outbound()
-    w.node.receive_data(conn.link_id, frame, now=w.now)
+    w.to_node(conn, frame)
 
 
 def _op_raw(w: _World, c: Cursor) -> None:
     conn = w.conn(c)
     raw = c.sized()
     if conn is not None and raw:
-        w.node.receive_data(conn.link_id, raw, now=w.now)
+        w.to_node(conn, raw)
 
 
 def _op_advance(w: _World, c: Cursor) -> None:

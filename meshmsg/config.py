@@ -251,6 +251,12 @@ class GroupLimits:
         "sender chains of one member kept for mail in flight after it rotated; older ones go "
         "(their late mail shows as undecryptable)",
     )
+    tag_window: int = limit(
+        16,
+        "counters",
+        "group tags precomputed per (member, period): a quarter of the pairwise window, because a "
+        "member holds one chain per other member (128 x 17 periods x 16 tags ~ 3.5 MB per group)",
+    )
     name_max_bytes: int = limit(
         64, "bytes", "a group name is a label in lists, like a contact name (64 bytes)"
     )

@@ -3,7 +3,8 @@
 Inside a *pairwise* envelope (to one member, over the existing channel):
 
 * ``GroupOps [0x38]``: membership operations and the sender's heads (anti-entropy);
-* ``GroupKey [0x39]``: the sender's chain of one generation (senderkeys.ChainKey).
+* ``GroupKey [0x39]``: the sender's chain of one generation (senderkeys.ChainKey);
+* ``GroupReceipt [0x3B]``: delivered/read receipts for group messages, to their sender.
 
 Inside a *group* envelope (one ciphertext for every member; after the 64-byte signature):
 
@@ -57,6 +58,16 @@ class GroupKey:
     verify_key: bytes = wire(_KEY)
 
 
+@record(0x3B)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupReceipt:
+    """Delivered (0) or read (1) receipts for group messages, to their sender only."""
+
+    group: bytes = wire(Bytes.exact(ID_BYTES))
+    status: int = wire(UInt(max=1))
+    message_ids: tuple[bytes, ...] = wire(ListOf(Bytes.exact(16), max_items=64))
+
+
 @record(0x3A)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GroupText:
@@ -103,6 +114,6 @@ class GroupReceiveState:
     last_period: int | None = wire(Optional(UInt(max=(1 << 63) - 1)))
 
 
-GROUP_PAIRWISE_RECORDS: Final = RecordRegistry([GroupOps, GroupKey])
+GROUP_PAIRWISE_RECORDS: Final = RecordRegistry([GroupOps, GroupKey, GroupReceipt])
 GROUP_ENVELOPE_RECORDS: Final = RecordRegistry([GroupText])
 GROUP_STATE_RECORDS: Final = RecordRegistry([GroupSenderState, GroupReceiveState])

@@ -70,6 +70,7 @@ class GroupMessage:
     recipients: frozenset[bytes] = frozenset()  # outgoing: members (identity keys) at sending
     delivered: set[bytes] = field(default_factory=set)
     read: set[bytes] = field(default_factory=set)
+    read_by_me: bool = False
 
 
 @dataclass(slots=True)
@@ -140,7 +141,7 @@ class GroupBook:
             deps=(), target=self.identity.public.to_bytes(), name=name, at_ms=_ms(now),
             limits=self.limits,
         )  # fmt: skip
-        entry = self._entry(Group(root, self.limits))
+        entry = self.new_entry(Group(root, self.limits))
         for public in members:
             if public.identity_key != self.me:
                 entry.group.author(
@@ -201,7 +202,7 @@ class GroupBook:
         root = next((o for o in ops if o.kind is OpKind.CREATE and o.id == group_id), None)
         if root is None or len(self.entries) >= self.limits.max_groups:
             return None
-        entry = self._entry(Group(root, self.limits))
+        entry = self.new_entry(Group(root, self.limits))
         entry.group.receive(ops)
         if self.me not in entry.group.state.members:
             return None
@@ -322,7 +323,7 @@ class GroupBook:
 
     # ------------------------------------------------------------ helpers
 
-    def _entry(self, group: Group) -> Entry:
+    def new_entry(self, group: Group) -> Entry:
         return Entry(group, GroupKeys(group.id, self.me, self.limits, self.config.message))
 
     def _others(self, entry: Entry) -> list[bytes]:

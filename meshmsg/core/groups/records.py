@@ -10,7 +10,8 @@ Inside a *group* envelope (one ciphertext for every member; after the 64-byte si
 
 * ``GroupText [0x3A]``: a text message, with the sender's heads.
 
-Persisted (never on a link): ``GroupSenderState [0x68]``, ``GroupReceiveState [0x69]``.
+Persisted (never on a link): ``GroupSenderState [0x68]``, ``GroupReceiveState [0x69]``,
+``GroupMessageState [0x6A]``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Final
 
 from meshmsg.core.groups.ops import ID_BYTES, MAX_OP_BYTES
 from meshmsg.core.wire import (
+    Bool,
     Bytes,
     ListOf,
     Nested,
@@ -114,6 +116,26 @@ class GroupReceiveState:
     last_period: int | None = wire(Optional(UInt(max=(1 << 63) - 1)))
 
 
+@record(0x6A)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupMessageState:
+    group: bytes = wire(Bytes.exact(ID_BYTES))
+    message_id: bytes = wire(Bytes.exact(16))
+    sender: bytes = wire(_KEY)
+    outgoing: bool = wire(Bool())
+    body: str = wire(Text(max_bytes=32_768))
+    sent_at: int = wire(UInt())  # ms
+    received_at: int | None = wire(Optional(UInt()))
+    expiry_at: int = wire(UInt())
+    envelope_id: bytes | None = wire(Optional(Bytes.exact(16)))
+    recipients: tuple[bytes, ...] = wire(ListOf(_KEY, max_items=1_024))
+    delivered: tuple[bytes, ...] = wire(ListOf(_KEY, max_items=1_024))
+    read: tuple[bytes, ...] = wire(ListOf(_KEY, max_items=1_024))
+    read_by_me: bool = wire(Bool())
+
+
 GROUP_PAIRWISE_RECORDS: Final = RecordRegistry([GroupOps, GroupKey, GroupReceipt])
 GROUP_ENVELOPE_RECORDS: Final = RecordRegistry([GroupText])
-GROUP_STATE_RECORDS: Final = RecordRegistry([GroupSenderState, GroupReceiveState])
+GROUP_STATE_RECORDS: Final = RecordRegistry(
+    [GroupSenderState, GroupReceiveState, GroupMessageState]
+)

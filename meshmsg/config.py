@@ -251,6 +251,12 @@ class GroupLimits:
         "sender chains of one member kept for mail in flight after it rotated; older ones go "
         "(their late mail shows as undecryptable)",
     )
+    queue_retry_s: float = limit(
+        10.0,
+        "s",
+        "group records for a member whose pairwise channel cannot seal yet (not paired, a key "
+        "exchange running, the period's counters used up, our outbox full) are tried this often",
+    )
     tag_window: int = limit(
         16,
         "counters",

@@ -58,6 +58,7 @@ class RecordKind(enum.IntEnum):
     GROUP = 16  # one group's signed operation graph
     GROUP_KEY = 17  # one sender chain of a group (ours, or a member's as far as we keep it)
     GROUP_MESSAGE = 18  # one group message, with its receipts per member
+    GROUP_QUEUE = 19  # group records for one member, waiting for its pairwise channel
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

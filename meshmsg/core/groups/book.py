@@ -44,6 +44,9 @@ from meshmsg.core.wire import Record, decode_records, encode_record
 from meshmsg.errors import DecodeError, GroupError, InvalidMessage
 
 _MS = 1000.0
+# Operation bytes per GroupOps record: with heads and framing it stays well inside one
+# envelope's inner plaintext (max_inner_bytes, 34,816).
+_OPS_BYTES = 24_576
 RECEIPT_DELIVERED = 0
 RECEIPT_READ = 1
 
@@ -330,14 +333,21 @@ class GroupBook:
         return sorted(k for k in entry.group.state.members if k != self.me)
 
     def _ops_to(self, member: bytes, entry: Entry, ops: Sequence[GroupOp]) -> Outgoing:
-        """Operations for one member, in as many records as ``max_ops_per_message`` needs."""
-        size = self.limits.max_ops_per_message
+        """Operations for one member, in records of at most ``max_ops_per_message`` operations
+        and ``_OPS_BYTES`` bytes each (so every record fits one envelope)."""
         heads = entry.group.heads[:MAX_HEADS]
-        gid = entry.group.id
+        chunks: list[list[bytes]] = [[]]
+        size = 0
+        for op in ops:
+            full = len(chunks[-1]) >= self.limits.max_ops_per_message
+            if chunks[-1] and (full or size + len(op.data) > _OPS_BYTES):
+                chunks.append([])
+                size = 0
+            chunks[-1].append(op.data)
+            size += len(op.data)
         records: list[Record] = [
-            GroupOps(group=gid, ops=tuple(o.data for o in ops[i : i + size]), heads=heads)
-            for i in range(0, len(ops), size)
-        ] or [GroupOps(group=gid, ops=(), heads=heads)]
+            GroupOps(group=entry.group.id, ops=tuple(chunk), heads=heads) for chunk in chunks
+        ]
         return Outgoing(peer_id_of(member), tuple(records))
 
     def _receipt(self, entry: Entry, message: GroupMessage, status: int) -> Outgoing:

@@ -7,6 +7,8 @@ fresh replicas in several random orders, one by one and in random batches.
 
 from __future__ import annotations
 
+import contextlib
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -87,3 +89,38 @@ def test_same_operations_give_the_same_state(actions: list, data: st.DataObject)
     # nothing: every applied op's author was a member at some point
     assert expected is not None
     assert not (expected.removed & set(expected.members))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2_200))
+def test_arbitrary_bytes_are_an_invalid_operation_never_a_crash(data: bytes) -> None:
+    from meshmsg.core.groups.ops import parse_op
+    from meshmsg.errors import InvalidMessage
+
+    with contextlib.suppress(InvalidMessage):  # the only error allowed
+        parse_op(data, LIMITS)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_mutated_operations_and_states_fail_cleanly(data: st.DataObject) -> None:
+    from meshmsg.core.groups.ops import parse_op
+    from meshmsg.errors import InvalidMessage, KeystoreError
+
+    group = Group(ROOT, LIMITS)
+    group.author(PEOPLE["alice"].signing_seed, OpKind.ADD, at_ms=1,
+                 target=PEOPLE["bob"].public.to_bytes())  # fmt: skip
+    for blob, parse, error in (
+        (ROOT.data, lambda b: parse_op(b, LIMITS), InvalidMessage),
+        (group.to_bytes(), lambda b: Group.from_bytes(b, LIMITS), KeystoreError),
+    ):
+        position = data.draw(st.integers(0, len(blob) - 1))
+        flip = data.draw(st.integers(1, 255))
+        mutated = bytearray(blob)
+        mutated[position] ^= flip
+        try:
+            parse(bytes(mutated))
+        except error:
+            continue
+        # a flip the codec accepts must still be a different, valid object (e.g. a timestamp)
+        assert bytes(mutated) != blob

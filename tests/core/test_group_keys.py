@@ -210,3 +210,18 @@ def test_a_period_s_counters_are_bounded() -> None:
     with pytest.raises(GroupError, match="used up"):
         chain.seal(b"3", now=T0, ttl_s=DAY, rng=rng, limits=msg)
     chain.seal(b"4", now=T0 + DAY, ttl_s=DAY, rng=rng, limits=msg)  # next period: fine
+
+
+def test_refreshing_one_sender_gives_the_tags_of_a_full_refresh() -> None:
+    rng = SeededRng(12)
+    alice, carol, bob = keys(ALICE), keys(CAROL), keys(BOB)
+    envelopes = []
+    for sender in (alice, carol):
+        env, share, _ = send(sender, b"x", T0, rng)
+        bob.install(share, T0)
+        envelopes.append(env)
+    receive(bob, envelopes[0], T0)
+    partial = set(bob.tags())
+    bob.refresh(T0)
+    assert set(bob.tags()) == partial
+    assert len(partial) == 2 * 2 * LIM.tag_window  # two chains, periods P and P+F, slid

@@ -53,6 +53,7 @@ class GroupKeys:
         self.own: SenderChain | None = None
         self.chains: dict[tuple[bytes, int], ReceiveChain] = {}
         self._tags: dict[bytes, GroupMatch] = {}
+        self._by_chain: dict[tuple[bytes, int], list[bytes]] = {}  # a chain's tags in _tags
 
     # ---------------------------------------------------------------- sending
 
@@ -84,14 +85,14 @@ class GroupKeys:
         mine = sorted(g for s, g in self.chains if s == key.sender)
         for g in mine[: max(0, len(mine) - self.limits.max_generations_retained)]:
             del self.chains[(key.sender, g)]
-        self.refresh(now)
+        self.refresh(now, only=key.sender)
         return True
 
     def forget_sender(self, sender: bytes, now: float) -> None:
         """A member left or was removed: every chain of theirs goes now."""
         for ident in [i for i in self.chains if i[0] == sender]:
             del self.chains[ident]
-        self.refresh(now)
+        self.refresh(now, only=sender)
 
     def lookup(self, tag: bytes) -> GroupMatch | None:
         return self._tags.get(tag)
@@ -100,7 +101,7 @@ class GroupKeys:
         """Open mail whose tag :meth:`lookup` matched; raises InvalidMessage."""
         chain = self.chains[(match.sender, match.generation)]
         payload = chain.open(envelope, match.period, match.counter, self.msg)
-        self.refresh(now)
+        self.refresh(now, only=match.sender)
         return payload
 
     def tags(self) -> Iterable[bytes]:
@@ -132,12 +133,19 @@ class GroupKeys:
             return None
         return (anchor + receive_window(self.msg)) * self.msg.period_s
 
-    def refresh(self, now: float) -> None:
-        """Recompute the tags of every open window (a few hundred BLAKE2b calls)."""
-        self._tags = {}
+    def refresh(self, now: float, *, only: bytes | None = None) -> None:
+        """Recompute the tags of the open windows of every chain, or of ``only`` one sender's
+        (a few hundred BLAKE2b calls per chain)."""
+        for ident in [i for i in self._by_chain if only is None or i[0] == only]:
+            for tag in self._by_chain.pop(ident):
+                self._tags.pop(tag, None)
         for (sender, generation), chain in self.chains.items():
-            for tag, (p, c) in chain.tags(now, self.msg, self.limits.tag_window).items():
+            if only is not None and sender != only:
+                continue
+            window = chain.tags(now, self.msg, self.limits.tag_window)
+            for tag, (p, c) in window.items():
                 self._tags[tag] = GroupMatch(sender, generation, p, c)
+            self._by_chain[(sender, generation)] = list(window)
 
     # ---------------------------------------------------------------- persistence
 

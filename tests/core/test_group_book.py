@@ -182,3 +182,27 @@ def test_errors_are_clear() -> None:
     alice.change(entry, OpKind.LEAVE, T0)
     with pytest.raises(GroupError, match="no longer a member"):
         alice.seal_text(entry, "m", T0, TTL)
+
+
+def test_a_hundred_member_group_reaches_a_member_whose_history_comes_in_reverse() -> None:
+    names = [f"m{i}" for i in range(101)]
+    mesh = Mesh.of(*names)
+    first = mesh.books["m0"]
+    entry, out = first.create("big", [mesh.books[n].identity.public for n in names[1:]], T0)
+    assert len(entry.group.state.members) == 101
+    to_last = next(o for o in out if o.peer_id == peer_id_of(mesh.books["m100"].me))
+    assert len(to_last.records) == 2  # 101 operations: more than one record
+    last = mesh.books["m100"]
+    sealed = first.seal_text(entry, "all hands", T0, TTL)
+    key = next(o for o in sealed.shares if o.peer_id == peer_id_of(last.me))
+    for record in key.records:  # the chain outruns the operations
+        last.on_key(first.me, record, T0)  # type: ignore[arg-type]
+    for record in reversed(to_last.records):  # and the history arrives backwards
+        last.on_ops(first.me, record, T0)  # type: ignore[arg-type]
+    assert len(last.find("big").group.state.members) == 101
+    envelope = parse_envelope(sealed.envelope)
+    found = last.lookup(envelope.tag)
+    assert found is not None
+    message, _ = last.open(found[0], envelope, found[1], T0)
+    assert message is not None
+    assert message.body == "all hands"

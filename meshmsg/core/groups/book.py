@@ -102,6 +102,10 @@ class GroupBook:
         self.limits = config.groups
         self.rng = rng
         self.entries: dict[bytes, Entry] = {}
+        # Records for groups we do not know yet (they outran the CREATE), bounded by the
+        # group limits; taken when the CREATE arrives, lost on a restart.
+        self._orphans: dict[bytes, list[GroupOp]] = {}
+        self._orphan_keys: dict[bytes, dict[bytes, GroupKey]] = {}
 
     # ------------------------------------------------------------ lookups
 
@@ -190,6 +194,7 @@ class GroupBook:
             entry = self._join(record.group, ops)
             if entry is None:
                 return False, []
+            ops += self._orphans.pop(record.group, [])
         before = set(entry.group.state.members)
         result = entry.group.receive(ops)
         out: list[Outgoing] = []
@@ -201,15 +206,20 @@ class GroupBook:
         return bool(result.accepted), out
 
     def _join(self, group_id: bytes, ops: list[GroupOp]) -> Entry | None:
-        """A group we did not know: only when the CREATE came along and adds us."""
+        """A group we did not know. With its CREATE we take it (a big history comes in several
+        records: the one adding us may come later); without, its operations wait, bounded."""
         root = next((o for o in ops if o.kind is OpKind.CREATE and o.id == group_id), None)
-        if root is None or len(self.entries) >= self.limits.max_groups:
+        if root is None:
+            held = sum(len(v) for v in self._orphans.values())
+            if group_id in self._orphans or len(self._orphans) < self.limits.max_groups:
+                room = max(0, self.limits.max_pending_ops - held)
+                self._orphans.setdefault(group_id, []).extend(ops[:room])
+            return None
+        if len(self.entries) >= self.limits.max_groups:
             return None
         entry = self.new_entry(Group(root, self.limits))
-        entry.group.receive(ops)
-        if self.me not in entry.group.state.members:
-            return None
         self.entries[group_id] = entry
+        entry.waiting.update(self._orphan_keys.pop(group_id, {}))
         return entry
 
     def _after_change(self, entry: Entry, before: set[bytes], now: float) -> list[Outgoing]:
@@ -233,7 +243,14 @@ class GroupBook:
 
     def on_key(self, sender: bytes, record: GroupKey, now: float) -> bool:
         entry = self.entries.get(record.group)
-        if entry is None or sender == self.me:
+        if sender == self.me:
+            return False
+        if entry is None:  # its operations are still on their way: wait, bounded
+            held = self._orphan_keys.setdefault(record.group, {})
+            if len(held) < self.limits.max_members and (
+                len(self._orphan_keys) <= self.limits.max_groups
+            ):
+                held[sender] = record
             return False
         if sender not in entry.group.state.members:
             if len(entry.waiting) < self.limits.max_members:

@@ -102,6 +102,7 @@ class GroupBook:
         self.limits = config.groups
         self.rng = rng
         self.entries: dict[bytes, Entry] = {}
+        self.own_envelopes: set[bytes] = set()  # envelope ids of our group messages
         # Records for groups we do not know yet (they outran the CREATE), bounded by the
         # group limits; taken when the CREATE arrives, lost on a restart.
         self._orphans: dict[bytes, list[GroupOp]] = {}
@@ -124,6 +125,11 @@ class GroupBook:
         if entry is None:
             raise GroupError(f"no group {name_or_id!r}")
         return entry
+
+    def keeps(self, envelope_id: bytes) -> bool:
+        """Whether this is our own group envelope: we hand one copy to each member that claims
+        it and keep ours for the others (a member's claim is not everyone's delivery)."""
+        return envelope_id in self.own_envelopes
 
     def lookup(self, tag: bytes) -> tuple[Entry, GroupMatch] | None:
         for entry in self.entries.values():

@@ -128,6 +128,8 @@ def _restore_message(book: GroupBook, record: StoredRecord) -> None:
     entry = book.entries.get(value.group)
     if entry is None:
         return  # the group was left and forgotten; its messages go with it
+    if value.outgoing and value.envelope_id is not None:
+        book.own_envelopes.add(value.envelope_id)
     entry.messages[value.message_id] = GroupMessage(
         message_id=value.message_id, group=value.group, sender=value.sender,
         outgoing=value.outgoing, body=value.body, sent_at=value.sent_at / _MS,

@@ -251,6 +251,12 @@ class GroupLimits:
         "sender chains of one member kept for mail in flight after it rotated; older ones go "
         "(their late mail shows as undecryptable)",
     )
+    max_queued_per_member: int = limit(
+        64,
+        "envelopes",
+        "group records waiting for one member's pairwise channel (each batch fills at most one "
+        "envelope); beyond, the oldest go: a member we never met cannot read our group mail anyway",
+    )
     queue_retry_s: float = limit(
         10.0,
         "s",

@@ -104,8 +104,11 @@ class GroupKeys:
         self.refresh(now, only=match.sender)
         return payload
 
-    def tags(self) -> Iterable[bytes]:
-        return self._tags.keys()
+    def tags(self, sender: bytes | None = None) -> list[bytes]:
+        """The tags we recognise now: of every chain, or of one sender's."""
+        if sender is None:
+            return list(self._tags)
+        return [t for (s, _), tags in self._by_chain.items() if s == sender for t in tags]
 
     # ---------------------------------------------------------------- upkeep
 

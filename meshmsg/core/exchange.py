@@ -43,6 +43,8 @@ from meshmsg.core.events import (
     MessageStatus,
     UndecryptableMessage,
 )
+from meshmsg.core.groups.mail import GroupMail
+from meshmsg.core.groups.records import GroupKey, GroupOps, GroupReceipt
 from meshmsg.core.identity import PublicIdentity
 from meshmsg.core.keyschedule import KeyShare, can_heal
 from meshmsg.core.link import PeerHandshake, PeerVerdict
@@ -113,6 +115,7 @@ class Exchange:
         self._verified: dict[bytes, PublicIdentity] = {}  # identity proof -> its identity
         # What all reconciliation sessions of this node may hold together (issue #11, 7).
         self._sync_budget = SyncBudget(node.config.sync.max_node_session_ids)
+        self.groups = GroupMail(node, node, node, self, _GroupSending(self))
 
     # ============================================================ handshake
 
@@ -412,7 +415,7 @@ class Exchange:
                 purges.append(Purge(token=stone.token, expiry_at=int(stone.expiry_at * _MS)))
             if entry.envelope_id in node.store or stone is not None:
                 have.append(entry.envelope_id)
-            elif node.tags.lookup(entry.tag) is not None:
+            elif node.tags.lookup(entry.tag) is not None or node.groups.lookup(entry.tag):
                 for_me.append(entry.envelope_id)
         node.transmit(session, [Reply(for_me=tuple(for_me), have=tuple(have)), *purges])
 
@@ -438,7 +441,9 @@ class Exchange:
         for item_id in for_me:
             item = node.store.get(item_id)
             if item is not None:
-                transfers.append((item, item.copies, True))
+                # Our own group mail: one copy per member; ours stays for the other members.
+                given = 1 if node.groups.keeps(item_id) else item.copies
+                transfers.append((item, given, True))
         view = session.route or PeerRouting(route_id=b"", predictabilities={})
         items = [node.store.get(i) for i in candidates]
         for item in node.router.order_for([i for i in items if i is not None], view):
@@ -490,6 +495,9 @@ class Exchange:
         match = node.tags.lookup(envelope.tag)
         if match is not None:
             self._deliver_to_us(session, envelope, env_id, match, record, now)
+            return
+        if node.groups.lookup(envelope.tag) is not None:
+            self.groups.deliver(session, envelope, env_id, record, now)
             return
         duplicate = env_id in node.store or node.tombstones.has_tag(envelope.tag)
         too_far = record.hops > node.config.message.max_hops
@@ -554,6 +562,8 @@ class Exchange:
                 message = node.conversations.by_envelope(env_id)
                 if message is not None:
                     node.status_changed(message, MessageStatus.RELAYED, now)
+            if flight.to_recipient and node.groups.keeps(env_id):
+                continue  # our group mail went to one member: the others still need it
             kept = node.router.copies_kept(item, flight.copies, to_recipient=flight.to_recipient)
             if kept <= 0:
                 reason = DropReason.DELIVERED if flight.to_recipient else DropReason.HANDED_OVER
@@ -704,6 +714,9 @@ class Exchange:
                     own = node.conversations.get(mid)
                     if own is not None and own.outgoing and own.peer_id == contact.peer_id:
                         node.status_changed(own, target, now)
+                return []
+            case GroupOps() | GroupKey() | GroupReceipt():
+                self.groups.on_pairwise(contact, message, now)
                 return []
             case _:
                 return []
@@ -935,7 +948,8 @@ class Exchange:
 
     def next_deadline(self) -> float | None:
         candidates = [
-            self._receipts_due_at, self._room_check_at, self.node.tombstones.next_expiry()
+            self._receipts_due_at, self._room_check_at, self.node.tombstones.next_expiry(),
+            self.groups.next_deadline(),
         ]
         present = [c for c in candidates if c is not None]
         return min(present) if present else None
@@ -958,6 +972,7 @@ class Exchange:
             self._advance_channels(now)
         if self._receipts_due_at is not None and now >= self._receipts_due_at:
             self._send_receipts(now)
+        self.groups.on_timer(now)
         if self._room_check_at is not None and now >= self._room_check_at:
             self._room_check_at = None
             waiting, self._room_wanted = sorted(self._room_wanted), set()
@@ -997,6 +1012,27 @@ class Exchange:
         session.offered.clear()
         session.offer_batches.clear()
         session.declined.clear()
+
+
+class _GroupSending:
+    """Sealing for :class:`GroupMail` (records for one member over the pairwise channel)."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        self._exchange = exchange
+
+    def seal(
+        self, contact: Contact, records: list[Record], expiry_at: float, now: float
+    ) -> tuple[StoreItem, int]:
+        return self._exchange._seal(contact, records, expiry_at, now)
+
+    def room_for(self, envelopes: list[list[Record]]) -> bool:
+        return self._exchange._room_for(envelopes)
+
+    def offer_when_committed(self, item: StoreItem, _: float) -> None:
+        node = self._exchange.node
+        node.mark_committed(item.envelope_id)
+        if item.envelope_id in node.store:
+            self._exchange.offer_new(item)
 
 
 def _owed_keys(

@@ -60,6 +60,7 @@ from meshmsg.core.events import (
     PeerConnected,
 )
 from meshmsg.core.exchange import Exchange
+from meshmsg.core.groups.book import GroupBook
 from meshmsg.core.identity import ContactCard, Identity
 from meshmsg.core.itemset import ItemSet
 from meshmsg.core.link import Link, LinkState, PeerHandshake, PeerVerdict
@@ -114,6 +115,7 @@ class Node:
         self.tombstones = Tombstones(config.message.dedup_entries, config.store)
         self.router = make_router(config.routing, route_id(identity.public.identity_key))
         self.conversations = Conversations()
+        self.groups = GroupBook(identity, config, rng)  # our groups (core/groups/)
         self.sessions: dict[LinkId, PeerSession] = {}
         self._effects: deque[Effect] = deque()
         self._events: deque[Event] = deque()
@@ -130,7 +132,9 @@ class Node:
             Hello(version=1, capabilities=CAPABILITIES, agent="meshmsg"),
             IdentityProof(public=identity.public.to_bytes()),
         ]
+        records = list(records)
         codec.restore_node(self, records, now)
+        self.exchange.groups.restore(records, now)
 
     # ================================================================ outputs
 
@@ -220,6 +224,44 @@ class Node:
         """The user read these received messages: send a read receipt (if receipts are on)."""
         self.now = now
         self.exchange.mark_read(peer_id, list(message_ids), now)
+
+    # ================================================================ groups
+
+    def create_group(self, name: str, members: Iterable[bytes], *, now: float) -> bytes:
+        """Create a group of us (its admin) and these contacts; return its 32-byte id.
+
+        Raises:
+            GroupError: a limit (groups per node, members per group) or a bad name.
+            LocalProtocolError: a member is not a contact.
+        """
+        self.now = now
+        return self.exchange.groups.create(name, list(members), now)
+
+    def change_group(
+        self, group: bytes | str, action: str, *, now: float, member: bytes | None = None,
+        name: str | None = None,
+    ) -> None:  # fmt: skip
+        """``action``: add, remove, promote, demote (``member``: a peer id), rename (``name``),
+        leave. Raises GroupError when the rules refuse it (nothing is signed then)."""
+        self.now = now
+        entry = self.groups.find(group)
+        self.exchange.groups.change(entry.group.id, action, member=member, name=name, now=now)
+
+    def send_group_message(
+        self, group: bytes | str, body: str, *, now: float, ttl_s: float | None = None
+    ) -> bytes:
+        """Seal one envelope for every member; return the message id. Raises GroupError."""
+        self.now = now
+        entry = self.groups.find(group)
+        return self.exchange.groups.send_text(entry.group.id, body, now, ttl_s)
+
+    def mark_group_read(
+        self, group: bytes | str, message_ids: Iterable[bytes], *, now: float
+    ) -> None:
+        """The user read these group messages: read receipts go to their senders."""
+        self.now = now
+        entry = self.groups.find(group)
+        self.exchange.groups.mark_read(entry.group.id, list(message_ids), now)
 
     # =========================================================== driver inputs
 

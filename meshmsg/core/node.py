@@ -75,6 +75,8 @@ from meshmsg.core.wire import Record
 from meshmsg.errors import CloseReason, LocalProtocolError, RemoteProtocolError
 
 CAPABILITIES = (1,)  # 1 = sync v1 (reconciliation, offer/reply, transfer, custody, purge)
+# Records whose deletion removes keys: the driver checkpoints so their bytes leave the WAL.
+_KEY_KINDS = frozenset({RecordKind.CHANNEL, RecordKind.GROUP_KEY})
 
 
 class Node:
@@ -357,7 +359,7 @@ class Node:
         self._next_token += 1
         deletes = tuple(deletes)
         erases = self.erasure.erases(puts, self.contacts)  # key state: see core/erasure.py
-        erases = erases or any(kind is RecordKind.CHANNEL for kind, _ in deletes)
+        erases = erases or any(kind in _KEY_KINDS for kind, _ in deletes)
         self._effects.append(
             Persist(token=token, puts=tuple(puts), deletes=deletes, erases_keys=erases)
         )

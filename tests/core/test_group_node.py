@@ -245,3 +245,20 @@ def test_a_removed_member_with_its_whole_stored_state_opens_nothing_later() -> N
     for a, b in (("alice", "carol"), ("bob", "carol")):
         meet(mesh, a, b)  # carol may even carry them: still nothing
     assert sorted(bodies(mesh, "carol")) == ["before", "bob before"]
+
+
+def test_writes_that_drop_group_keys_ask_the_driver_to_erase() -> None:
+    from meshmsg.core.effects import Persist
+
+    mesh = group_mesh("alice", "bob")
+    alice = mesh.nodes["alice"]
+    gid = alice.create_group("x", [mesh.peer_id("bob")], now=mesh.now)
+    mesh.run()
+    alice.send_group_message(gid, "m", now=mesh.now)
+    effects = []
+    while (effect := alice.next_effect()) is not None:
+        effects.append(effect)
+    own_chain = [e for e in effects if isinstance(e, Persist)
+                 and any(p.kind is RecordKind.GROUP_KEY for p in e.puts)]  # fmt: skip
+    assert own_chain
+    assert all(e.erases_keys for e in own_chain)  # the sent message's key must leave the WAL

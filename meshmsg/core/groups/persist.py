@@ -22,6 +22,7 @@ from typing import Final
 
 from meshmsg.config import WireLimits
 from meshmsg.core.effects import RecordKind, StoredRecord
+from meshmsg.core.erasure import OWN_GROUP_CHAIN
 from meshmsg.core.groups.book import Entry, GroupBook, GroupMessage
 from meshmsg.core.groups.group import Group
 from meshmsg.core.groups.records import (
@@ -34,7 +35,7 @@ from meshmsg.core.keyschedule import u32
 from meshmsg.core.wire import Record, decode_records, encode_record
 from meshmsg.errors import DecodeError, KeystoreError, StorageError
 
-_OWN: Final = u32(0xFFFFFFFF)
+_OWN: Final = OWN_GROUP_CHAIN  # u32 0xFFFFFFFF in place of a generation
 _WIRE: Final = WireLimits()
 _MS = 1000.0
 

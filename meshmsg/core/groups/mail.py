@@ -51,7 +51,7 @@ from meshmsg.core.groups.records import (
     GroupOps,
     GroupReceipt,
 )
-from meshmsg.core.identity import peer_id_of
+from meshmsg.core.identity import PublicIdentity, peer_id_of
 from meshmsg.core.records import Custody, Transfer
 from meshmsg.core.routing import Router
 from meshmsg.core.session import PeerSession
@@ -172,14 +172,14 @@ class GroupMail:
         kind = _ACTIONS.get(action)
         if kind is None:
             raise GroupError(f"unknown group change {action!r}")
-        target: object = None
+        target: PublicIdentity | bytes | None = None
         if kind is OpKind.ADD:
             if member is None:
                 raise GroupError("add whom?")
             target = self._state.contacts.require(member).public
         elif kind in (OpKind.REMOVE, OpKind.PROMOTE, OpKind.DEMOTE):
             target = self._member_key(entry, member)
-        out = book.change(entry, kind, now, target=target, name=name)  # type: ignore[arg-type]
+        out = book.change(entry, kind, now, target=target, name=name)
         self._persist_entry(entry)
         self._dispatch(out, now)
         self._changed(entry)

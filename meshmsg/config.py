@@ -206,6 +206,85 @@ class MessageLimits:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GroupLimits:
+    """Limits of groups: membership operations, sender keys, mail (docs/protocol/groups.md)."""
+
+    max_members: int = limit(
+        128,
+        "members",
+        "issue #14 asks for at least 100; a removal costs each remaining member one sender key "
+        "per member over the pairwise channels (128 x 127 small envelopes), and the resolution "
+        "of the operation graph is quadratic in operations, not members",
+    )
+    max_groups: int = limit(
+        64,
+        "groups",
+        "groups per node: each holds its operation graph (max_ops) and sender keys of every "
+        "member in the receive window; 64 x 128 members x 17 periods of keys stays near 20 MB",
+    )
+    max_ops: int = limit(
+        1_000,
+        "operations",
+        "signed membership operations per group: every one is kept (a late member needs the whole "
+        "graph to verify it) and the resolution is O(ops^2) at worst; 1,000 resolves in ~0.1 s",
+    )
+    max_pending_ops: int = limit(
+        256,
+        "operations",
+        "operations held while one of their dependencies is missing; a peer cannot grow this "
+        "without bound by sending operations that depend on nothing we will ever see",
+    )
+    max_deps: int = limit(
+        16,
+        "operation ids",
+        "hash links per operation: the heads its author had seen; concurrent branches rarely "
+        "exceed a handful, and each is 32 bytes of every operation",
+    )
+    max_ops_per_message: int = limit(
+        64,
+        "operations",
+        "operations in one GroupOps end-to-end message (~300 B each: fits max_inner_bytes); "
+        "a larger history goes in several messages",
+    )
+    rotation_interval_s: float = limit(
+        7 * 86_400.0,
+        "s",
+        "each member draws a fresh sender chain at least this often (research: 7 days); a thief "
+        "of a member's state reads that member's group mail until the next rotation",
+    )
+    rotation_after_messages: int = limit(
+        1_000, "messages", "a sender chain is also replaced after this many messages"
+    )
+    max_generations_retained: int = limit(
+        4,
+        "chains per member",
+        "sender chains of one member kept for mail in flight after it rotated; older ones go "
+        "(their late mail shows as undecryptable)",
+    )
+    max_queued_per_member: int = limit(
+        64,
+        "envelopes",
+        "group records waiting for one member's pairwise channel (each batch fills at most one "
+        "envelope); beyond, the oldest go: a member we never met cannot read our group mail anyway",
+    )
+    queue_retry_s: float = limit(
+        10.0,
+        "s",
+        "group records for a member whose pairwise channel cannot seal yet (not paired, a key "
+        "exchange running, the period's counters used up, our outbox full) are tried this often",
+    )
+    tag_window: int = limit(
+        16,
+        "counters",
+        "group tags precomputed per (member, period): a quarter of the pairwise window, because a "
+        "member holds one chain per other member (128 x 17 periods x 16 tags ~ 3.5 MB per group)",
+    )
+    name_max_bytes: int = limit(
+        64, "bytes", "a group name is a label in lists, like a contact name (64 bytes)"
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StoreConfig:
     """Limits of the relay store (mail carried for others)."""
 
@@ -515,6 +594,7 @@ class NodeConfig:
     wire: WireLimits = field(default_factory=WireLimits)
     link: LinkConfig = field(default_factory=LinkConfig)
     message: MessageLimits = field(default_factory=MessageLimits)
+    groups: GroupLimits = field(default_factory=GroupLimits)
     store: StoreConfig = field(default_factory=StoreConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     net: NetConfig = field(default_factory=NetConfig)

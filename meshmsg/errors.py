@@ -110,11 +110,17 @@ class InvalidContactCode(MeshError, ValueError):
     """A contact code (text or QR) that does not parse, has a bad checksum or a bad signature."""
 
 
+class GroupError(MeshError, ValueError):
+    """A local group request that cannot be done: not a member or admin, unknown group or
+    member, or a group limit (members, groups, operations) reached. Nothing changed."""
+
+
 __all__ = [
     "CloseReason",
     "ConfigError",
     "DecodeError",
     "DecryptError",
+    "GroupError",
     "HandshakeError",
     "InvalidContactCode",
     "InvalidMessage",

@@ -23,6 +23,7 @@ POST   /messages                           ``{"to", "body", "ttl_s"?}``: send; 2
                                            or a list of them: sent in order, one commit
 POST   /messages/read                      ``{"peer_id", "message_ids"}``: send read receipts
 WS     /events                             every node event as JSON, live
+*      /groups...                          groups (``app/api_groups.py``)
 GET    /, /ui/{file}                       the web UI (``app/web.py``), no token needed
 POST   /session                            ``{"token"}``: a browser session cookie
 DELETE /session                            end the browser session
@@ -58,6 +59,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from meshmsg.app.api_groups import group_routes
 from meshmsg.app.contact_ops import named, rename_contact
 from meshmsg.app.datadir import check_name, own_contact_code
 from meshmsg.app.mesh import NodeHandle
@@ -554,6 +556,7 @@ def create_app(handle: NodeHandle, token: str) -> Starlette:
         Route("/messages", e(api.send, 201), methods=["POST"]),
         Route("/messages/read", e(api.mark_read), methods=["POST"]),
         WebSocketRoute("/events", api.events),
+        *group_routes(api, handle.config),
         *ui_routes(guard),
     ]
     return Starlette(

@@ -22,6 +22,7 @@ from meshmsg.app.cli_common import (
     resolve_contact,
     verified_label,
 )
+from meshmsg.app.cli_groups import group_inbox, group_named, send_to_group
 from meshmsg.app.client import DaemonClient, EventStream
 from meshmsg.app.safe_text import peer_markup, peer_text
 from meshmsg.app.views import (
@@ -33,7 +34,7 @@ from meshmsg.app.views import (
 )
 from meshmsg.config import NodeConfig
 from meshmsg.core.node import Node
-from meshmsg.errors import InvalidMessage
+from meshmsg.errors import InvalidMessage, LocalProtocolError
 
 CHAT_HISTORY: Final = 10
 
@@ -52,7 +53,13 @@ def send(ctx: Ctx, who: str, message: tuple[str, ...], ttl: float | None) -> Non
     client = ctx.require_daemon()
     body = sys.stdin.read() if message == ("-",) else " ".join(message)
     _check_size(body)
-    target = resolve_contact(client.get("/contacts"), who)
+    try:
+        target = resolve_contact(client.get("/contacts"), who)
+    except LocalProtocolError:
+        if group_named(client, who) is None:  # a group by that name: send to the group
+            raise
+        send_to_group(client, who, body, ttl)
+        return
     sent = client.post("/messages", {"to": target["peer_id"], "body": body, "ttl_s": ttl})
     name = peer_markup(target["name"])
     console.print(
@@ -87,7 +94,13 @@ def inbox(ctx: Ctx, who: str | None, limit: int, keep_unread: bool) -> None:
         _conversations_table(client.get("/conversations") if client else _stored(ctx))
         return
     contacts = client.get("/contacts") if client else contacts_view(ctx.read_only())
-    target = resolve_contact(contacts, who)
+    try:
+        target = resolve_contact(contacts, who)
+    except LocalProtocolError:
+        if client is None or group_named(client, who) is None:
+            raise
+        group_inbox(client, who, limit, keep_unread=keep_unread)  # a group by that name
+        return
     if client is None:
         messages = _stored_messages(ctx.read_only(), target["peer_id"], limit)
     else:

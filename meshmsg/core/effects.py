@@ -56,6 +56,11 @@ class RecordKind(enum.IntEnum):
     ENVELOPE = 3  # a relay store item: envelope bytes plus routing state
     MESSAGE = 4  # one message of a conversation, with its timeline
     TOMBSTONE = 5  # a purge token or a delivered id, remembered until it expires
+    # Groups (meshmsg/core/groups/persist.py); 16 on, clear of the kinds other features take.
+    GROUP = 16  # one group's signed operation graph
+    GROUP_KEY = 17  # one sender chain of a group (ours, or a member's as far as we keep it)
+    GROUP_MESSAGE = 18  # one group message, with its receipts per member
+    GROUP_QUEUE = 19  # group records for one member, waiting for its pairwise channel
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,11 +16,15 @@ object (its identity is part of the mark), and every key of the old one is gone.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final
 
 from meshmsg.core.contacts import ContactBook
 from meshmsg.core.e2e import ContactChannel
 from meshmsg.core.effects import RecordKind, StoredRecord
 
+# The key suffix of our own group sender chain's record (core/groups/persist.py): rewritten
+# after every group message we seal, with that message's key gone.
+OWN_GROUP_CHAIN: Final = b"\xff\xff\xff\xff"
 _Mark = tuple[int, int, int]  # (channel object id, period, epoch) of a written channel state
 
 
@@ -38,6 +42,9 @@ class KeyErasure:
         """Whether writing ``puts`` replaces channel states that still hold deleted keys."""
         erased = False
         for put in puts:
+            if put.kind is RecordKind.GROUP_KEY and put.key.endswith(OWN_GROUP_CHAIN):
+                erased = True  # our group sender chain stepped past a sealed message's key
+                continue
             if put.kind is not RecordKind.CHANNEL:
                 continue
             contact = contacts.get(put.key)

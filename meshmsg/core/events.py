@@ -130,6 +130,38 @@ class EnvelopeDropped:
     reason: DropReason
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupChanged:
+    """A group's membership or name changed (we authored it, or operations arrived)."""
+
+    group_id: bytes
+    name: str
+    epoch: int
+    members: int
+    member: bool  # False once we left or were removed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupMessageReceived:
+    group_id: bytes
+    message_id: bytes
+    sender_id: bytes  # the sender's peer id
+    sent_at: float
+    received_at: float
+    body: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupMessageStatus:
+    """Receipts for one of our group messages, aggregated: "read by 7 of 9"."""
+
+    group_id: bytes
+    message_id: bytes
+    delivered: int
+    read: int
+    recipients: int
+
+
 Event = (
     PeerConnected
     | LinkClosed
@@ -142,4 +174,7 @@ Event = (
     | ClockSkewDetected
     | EnvelopeAccepted
     | EnvelopeDropped
+    | GroupChanged
+    | GroupMessageReceived
+    | GroupMessageStatus
 )

@@ -318,8 +318,11 @@ class Link:
         batch: list[bytes] = []
         size = 0
         rekey_record = encode_records([Rekey()])
+        # A frame holds at most max_records_per_frame records (the peer refuses more), one of
+        # them possibly the Rekey: many small records (purge tokens) reach it before the bytes.
+        max_records = self._config.wire.max_records_per_frame - 1
         for encoded in self._pending:
-            if size + len(encoded) > limit - len(rekey_record):
+            if size + len(encoded) > limit - len(rekey_record) or len(batch) >= max_records:
                 self._emit_frame(transport, batch, rekey=False)
                 batch, size = [], 0
             batch.append(encoded)

@@ -44,6 +44,7 @@ from meshmsg.core.e2e import ContactChannel, TagIndex, new_key_share
 from meshmsg.core.effects import Effect, LinkId, RecordKind, StoredRecord
 from meshmsg.core.events import Event, LinkClosed, PeerConnected
 from meshmsg.core.exchange.dispatch import Exchange
+from meshmsg.core.groups.book import GroupBook
 from meshmsg.core.identity import ContactCard, Identity
 from meshmsg.core.itemset import ItemSet
 from meshmsg.core.link import Link, LinkState, PeerVerdict
@@ -98,6 +99,7 @@ class Node:
         Raises:
             StorageError: a persisted record could not be decoded.
         """
+        records = list(records)
         restored = codec.restore_state(
             records, identity=identity, config=config, rng=rng, one_mode=one_mode
         )
@@ -110,6 +112,7 @@ class Node:
             Hello(version=1, capabilities=CAPABILITIES, agent="meshmsg"),
             IdentityProof(public=identity.public.to_bytes()),
         ]
+        self._exchange.groups.restore(records, now)
         for owed in restored.owed_receipts:
             self._exchange.receipts.owe(owed.peer_id, owed.kind, owed.message_id, now)
         if not restored.empty:
@@ -253,6 +256,49 @@ class Node:
         """The user read these received messages: send a read receipt (if receipts are on)."""
         self._out.now = now
         self._exchange.receipts.mark_read(peer_id, list(message_ids), now)
+
+    # ================================================================ groups
+
+    @property
+    def groups(self) -> GroupBook:
+        """Our groups (read them; change them through the methods below)."""
+        return self._state.groups
+
+    def create_group(self, name: str, members: Iterable[bytes], *, now: float) -> bytes:
+        """Create a group of us (its admin) and these contacts; return its 32-byte id.
+
+        Raises:
+            GroupError: a limit (groups per node, members per group) or a bad name.
+            LocalProtocolError: a member is not a contact.
+        """
+        self._out.now = now
+        return self._exchange.groups.create(name, list(members), now)
+
+    def change_group(
+        self, group: bytes | str, action: str, *, now: float, member: bytes | None = None,
+        name: str | None = None,
+    ) -> None:  # fmt: skip
+        """``action``: add, remove, promote, demote (``member``: a peer id), rename (``name``),
+        leave. Raises GroupError when the rules refuse it (nothing is signed then)."""
+        self._out.now = now
+        entry = self.groups.find(group)
+        self._exchange.groups.change(entry.group.id, action, member=member, name=name, now=now)
+
+    def send_group_message(
+        self, group: bytes | str, body: str, *, now: float, ttl_s: float | None = None
+    ) -> bytes:
+        """Seal one envelope for every member; return the message id. Raises GroupError."""
+        self._out.now = now
+        entry = self.groups.find(group)
+        return self._exchange.groups.send_text(entry.group.id, body, now, ttl_s)
+
+    def mark_group_read(
+        self, group: bytes | str, message_ids: Iterable[bytes], *, now: float
+    ) -> None:
+        """The user read these group messages: read receipts go to their senders."""
+        self._out.now = now
+        entry = self.groups.find(group)
+        self._exchange.groups.mark_read(entry.group.id, list(message_ids), now)
 
     # =========================================================== driver inputs
 

@@ -27,6 +27,9 @@ from meshmsg.core.session import PeerSession
 from meshmsg.core.wire import Record
 from meshmsg.errors import CloseReason
 
+# Records whose deletion removes keys: a deleted channel, or a group chain (core/groups/).
+_KEY_KINDS = frozenset({RecordKind.CHANNEL, RecordKind.GROUP_KEY})
+
 CommitAction = Callable[[float], None]
 """Run with the time of ``storage_committed`` once a Persist is durable."""
 
@@ -71,7 +74,7 @@ class Outbox:
         # A write that erases keys is marked so the driver makes the old bytes leave the disk
         # at once (core/erasure.py); a deleted channel (a removed contact) erases all of them.
         erases = self._erases(put_all) if self._erases is not None else False
-        erases = erases or any(kind is RecordKind.CHANNEL for kind, _ in delete_all)
+        erases = erases or any(kind in _KEY_KINDS for kind, _ in delete_all)
         self._effects.append(
             Persist(token=token, puts=put_all, deletes=delete_all, erases_keys=erases)
         )

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from meshmsg.core.groups.records import GROUP_PAIRWISE_RECORDS
 from meshmsg.core.wire import (
     UINT64_MAX,
     Bool,
@@ -298,7 +299,7 @@ SESSION_RECORDS: Final = LINK_RECORDS.extend(
 )
 """Records a node reads from an established session: the link layer plus the meeting protocol."""
 
-INNER_RECORDS: Final = RecordRegistry([TextMessage, Receipt])
+INNER_RECORDS: Final = RecordRegistry([TextMessage, Receipt, *GROUP_PAIRWISE_RECORDS])
 """Records inside an end-to-end envelope."""
 
 STORAGE_RECORDS: Final = RecordRegistry(

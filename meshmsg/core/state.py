@@ -18,6 +18,7 @@ from meshmsg.core.contacts import ContactBook
 from meshmsg.core.conversations import Conversations
 from meshmsg.core.effects import LinkId
 from meshmsg.core.erasure import KeyErasure
+from meshmsg.core.groups.book import GroupBook
 from meshmsg.core.identity import Identity
 from meshmsg.core.itemset import ItemSet
 from meshmsg.core.rng import Rng
@@ -42,6 +43,7 @@ class NodeState:
     tombstones: Tombstones
     router: Router
     conversations: Conversations
+    groups: GroupBook  # our groups: membership, sender chains, group messages
     sessions: dict[LinkId, PeerSession] = field(default_factory=dict)
     # Envelope ids admitted to the store whose Persist the driver has not confirmed yet: they
     # are neither offered nor acknowledged until it has.
@@ -66,4 +68,5 @@ class NodeState:
             tombstones=Tombstones(config.message.dedup_entries, config.store),
             router=make_router(config.routing, route_id(identity.public.identity_key)),
             conversations=Conversations(),
+            groups=GroupBook(identity, config, rng),
         )

@@ -10,6 +10,7 @@ module          part
 ``opening``     opening mail addressed to us; mail we carry that turns out to be ours
 ``purges``      purge tokens: dropping delivered mail everywhere
 ``receipts``    delivered and read receipts, batched
+``groups``      group mail: operations and chains to members, group envelopes in and out
 ``sending``     sealing our own messages into envelopes
 ``renewal``     starting key exchanges: the meeting's, and live heals of a low budget
 ``sync``        route tables, reconciliation, offers, replies and the transfers they decide

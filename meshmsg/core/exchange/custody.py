@@ -54,6 +54,9 @@ class Carrying:
         if match is not None:
             self._deliver_to_us(session, envelope, env_id, match, record, now)
             return
+        if state.groups.lookup(envelope.tag) is not None:
+            self._opening.deliver_group(session, envelope, env_id, record, now)
+            return
         duplicate = env_id in state.store or state.tombstones.has_tag(envelope.tag)
         too_far = record.hops > state.config.message.max_hops
         if duplicate or too_far or envelope.expiry_at <= now:
@@ -159,6 +162,8 @@ class Carrying:
             message = state.conversations.by_envelope(env_id)
             if message is not None:
                 self._holdings.status_changed(message, MessageStatus.RELAYED, now)
+        if flight.to_recipient and state.groups.keeps(env_id):
+            return  # our group mail went to one member: the others still need it
         kept = state.router.copies_kept(item, flight.copies, to_recipient=flight.to_recipient)
         if kept <= 0:
             reason = DropReason.DELIVERED if flight.to_recipient else DropReason.HANDED_OVER

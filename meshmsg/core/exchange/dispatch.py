@@ -27,6 +27,7 @@ from meshmsg.core.exchange.receipts import Receipts
 from meshmsg.core.exchange.renewal import Renewal
 from meshmsg.core.exchange.sending import Sending
 from meshmsg.core.exchange.sync import Sync
+from meshmsg.core.groups.mail import GroupMail
 from meshmsg.core.outbox import Outbox
 from meshmsg.core.records import (
     Custody,
@@ -58,7 +59,8 @@ class Exchange:
         self.sending = Sending(state, out, self._holdings, self._sync, renewal)
         self.receipts = Receipts(state, out, self.sending, renewal)
         self._purges = Purges(state, out, self._holdings, self._sync)
-        opening = Opening(state, out, self._holdings, self._purges, self.receipts)
+        self.groups = GroupMail(state, out, self._holdings, self._sync, self.sending)
+        opening = Opening(state, out, self._holdings, self._purges, self.receipts, self.groups)
         self.keys = ContactKeys(state, out, self._holdings, self.sending, opening, renewal)
         self._carrying = Carrying(state, out, self._holdings, self._sync, opening)
         self.meeting = Meeting(state, self.keys, self._sync)
@@ -101,6 +103,7 @@ class Exchange:
             self._holdings.room_check_at,
             self._state.tombstones.next_expiry(),
             self.keys.channels_due_at,
+            self.groups.next_deadline(),
         ]
         present = [c for c in candidates if c is not None]
         return min(present) if present else None
@@ -112,6 +115,7 @@ class Exchange:
             self._holdings.status_changed(message, MessageStatus.EXPIRED, now)
         self.keys.advance_if_due(now)
         self.receipts.send_due(now)
+        self.groups.on_timer(now)
         for peer_id in self._holdings.take_room_wanted(now):
             contact = self._state.contacts.get(peer_id)
             if contact is not None:

@@ -26,8 +26,11 @@ from meshmsg.core.events import (
 from meshmsg.core.exchange.holdings import Holdings
 from meshmsg.core.exchange.purges import Purges
 from meshmsg.core.exchange.receipts import RECEIPT_DELIVERED, RECEIPT_READ, Receipts
+from meshmsg.core.groups.mail import GroupMail
+from meshmsg.core.groups.records import GroupKey, GroupOps, GroupReceipt
 from meshmsg.core.outbox import Outbox
-from meshmsg.core.records import INNER_RECORDS, Receipt, TextMessage
+from meshmsg.core.records import INNER_RECORDS, Receipt, TextMessage, Transfer
+from meshmsg.core.session import PeerSession
 from meshmsg.core.state import NodeState
 from meshmsg.core.store import StoreItem, Tier
 from meshmsg.core.tombstones import Tombstone
@@ -50,7 +53,7 @@ class Consumed:
 class Opening:
     """Opens envelopes addressed to us and applies what they carry."""
 
-    __slots__ = ("_holdings", "_out", "_purges", "_receipts", "_state")
+    __slots__ = ("_groups", "_holdings", "_out", "_purges", "_receipts", "_state")
 
     def __init__(
         self,
@@ -59,7 +62,9 @@ class Opening:
         holdings: Holdings,
         purges: Purges,
         receipts: Receipts,
+        groups: GroupMail,
     ) -> None:
+        self._groups = groups
         self._state = state
         self._out = out
         self._holdings = holdings
@@ -155,6 +160,13 @@ class Opening:
             state.items.add(stone.item_id, int(stone.expiry_at))
             self._purges.spread(stone, source=None)
 
+    def deliver_group(
+        self, session: PeerSession, envelope: Envelope, env_id: bytes, record: Transfer,
+        now: float,
+    ) -> None:  # fmt: skip
+        """Group mail for us (its tag is one of our groups' chains)."""
+        self._groups.deliver(session, envelope, env_id, record, now)
+
     def _apply_inner(
         self, contact: Contact, message: Record, hops: int, now: float
     ) -> list[StoredMessage]:
@@ -177,6 +189,9 @@ class Opening:
                     own = conversations.get(mid)
                     if own is not None and own.outgoing and own.peer_id == contact.peer_id:
                         self._holdings.status_changed(own, target, now)
+                return []
+            case GroupOps() | GroupKey() | GroupReceipt():
+                self._groups.on_pairwise(contact, message, now)
                 return []
             case _:
                 return []

@@ -159,7 +159,7 @@ class Sync:
                 purges.append(Purge(token=stone.token, expiry_at=int(stone.expiry_at * _MS)))
             if entry.envelope_id in state.store or stone is not None:
                 have.append(entry.envelope_id)
-            elif state.tags.lookup(entry.tag) is not None:
+            elif state.tags.lookup(entry.tag) is not None or state.groups.lookup(entry.tag):
                 for_me.append(entry.envelope_id)
         self._out.transmit(session, [Reply(for_me=tuple(for_me), have=tuple(have)), *purges])
 
@@ -187,7 +187,9 @@ class Sync:
         for item_id in for_me:
             item = state.store.get(item_id)
             if item is not None:
-                transfers.append((item, item.copies, True))
+                # Our own group mail: one copy per member; ours stays for the other members.
+                given = 1 if state.groups.keeps(item_id) else item.copies
+                transfers.append((item, given, True))
         view = session.route or PeerRouting(route_id=b"", predictabilities={})
         items = [state.store.get(i) for i in candidates]
         for item in state.router.order_for([i for i in items if i is not None], view):

@@ -54,6 +54,8 @@ class RecordKind(enum.IntEnum):
     ENVELOPE = 3  # a relay store item: envelope bytes plus routing state
     MESSAGE = 4  # one message of a conversation, with its timeline
     TOMBSTONE = 5  # a purge token or a delivered id, remembered until it expires
+    ATTACHMENT = 6  # an attachment's manifest, role and routing state (chunks live apart)
+    ATTACHMENT_DONE = 7  # a checked completion receipt, remembered until it expires
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -25,10 +25,11 @@ from meshmsg.errors import InvalidAttachment, LocalProtocolError
 
 CONFIG = AttachConfig()
 KEY = bytes(range(32))
+DONE = bytes(range(16))
 
 
 def seal(data: bytes, key: bytes = KEY) -> tuple[Manifest, MerkleTree, list[bytes]]:
-    sealer = Sealer(key, len(data), CONFIG)
+    sealer = Sealer(key, DONE, len(data), CONFIG)
     chunks = []
     while sealer.next_index < chunk_count(len(data)):
         start = sealer.next_index * CHUNK_BYTES
@@ -59,7 +60,7 @@ def test_seal_then_open_gives_the_same_bytes(size: int, seed: int) -> None:
     for index, chunk in enumerate(chunks):
         check_chunk(manifest, index, tree.proof(index), chunk)
     assert reassemble(manifest, size, chunks) == data
-    ref = AttachmentRef(manifest.attachment_id, manifest.encode(), KEY, "f.bin", size, "")
+    ref = AttachmentRef(manifest.attachment_id, manifest.encode(), KEY, DONE, "f.bin", size, "")
     assert ref.check(CONFIG) == manifest
 
 
@@ -118,7 +119,7 @@ def test_manifest_bounds() -> None:
         with pytest.raises(InvalidAttachment):
             Manifest.decode(bad)
     with pytest.raises(InvalidAttachment, match="not a bucket"):
-        Manifest(count=1, last_length=1_000, root=bytes(32))
+        Manifest(count=1, last_length=1_000, root=bytes(32), done_tag=bytes(16))
 
 
 @settings(max_examples=80, deadline=None)
@@ -172,7 +173,9 @@ def test_bitfield_tracks_what_is_missing() -> None:
 
 def test_attachment_ref_checks_its_fields() -> None:
     manifest, _, _ = seal(bytes(5))
-    good = AttachmentRef(manifest.attachment_id, manifest.encode(), KEY, "a.txt", 5, "text/plain")
+    good = AttachmentRef(
+        manifest.attachment_id, manifest.encode(), KEY, DONE, "a.txt", 5, "text/plain"
+    )
     good.check(CONFIG)
     for change in (
         {"size": 5_000_000},
@@ -181,6 +184,7 @@ def test_attachment_ref_checks_its_fields() -> None:
         {"name": "x" * 256},
         {"key": b"short"},
         {"attachment_id": bytes(32)},
+        {"done_token": bytes(16)},
     ):
         bad = _replace(good, **change)
         with pytest.raises(InvalidAttachment):
@@ -195,8 +199,8 @@ def _replace(ref: AttachmentRef, **changes: object) -> AttachmentRef:
 
 def test_sealer_refuses_misuse() -> None:
     with pytest.raises(LocalProtocolError):
-        Sealer(KEY, CONFIG.max_attachment_bytes + 1, CONFIG)
-    sealer = Sealer(KEY, 10, CONFIG)
+        Sealer(KEY, DONE, CONFIG.max_attachment_bytes + 1, CONFIG)
+    sealer = Sealer(KEY, DONE, 10, CONFIG)
     with pytest.raises(LocalProtocolError, match="not sealed"):
         sealer.finish()
     with pytest.raises(LocalProtocolError, match="10 bytes"):

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from meshmsg.config import AttachConfig
 from meshmsg.core.attach.format import (
     CHUNK_BYTES,
+    DONE_TOKEN_BYTES,
     ID_BYTES,
     KEY_BYTES,
     TAG_BYTES,
     Manifest,
     check_size,
     chunk_count,
+    done_tag,
     last_bucket,
     manifest_for_id,
     open_chunk,
@@ -33,14 +35,15 @@ from meshmsg.errors import InvalidAttachment, LocalProtocolError
 class Sealer:
     """Encrypts a file of known size chunk by chunk, then yields its manifest and tree."""
 
-    __slots__ = ("_count", "_key", "_leaves", "_size")
+    __slots__ = ("_count", "_done", "_key", "_leaves", "_size")
 
-    def __init__(self, key: bytes, size: int, config: AttachConfig) -> None:
-        if len(key) != KEY_BYTES:
-            raise LocalProtocolError(f"an attachment key is {KEY_BYTES} bytes")
+    def __init__(self, key: bytes, done_token: bytes, size: int, config: AttachConfig) -> None:
+        if len(key) != KEY_BYTES or len(done_token) != DONE_TOKEN_BYTES:
+            raise LocalProtocolError("an attachment key is 32 bytes, a done token 16")
         if not 0 <= size <= config.max_attachment_bytes:
             raise LocalProtocolError(f"attachments are at most {config.max_attachment_bytes} B")
         self._key, self._size, self._count = key, size, chunk_count(size)
+        self._done = done_tag(done_token)
         self._leaves: list[bytes] = []
 
     @property
@@ -71,7 +74,10 @@ class Sealer:
             raise LocalProtocolError(f"{self._count - self.next_index} chunks are not sealed")
         tree = MerkleTree(self._leaves)
         last = last_bucket(self._size) + TAG_BYTES
-        return Manifest(count=self._count, last_length=last, root=tree.root), tree
+        manifest = Manifest(
+            count=self._count, last_length=last, root=tree.root, done_tag=self._done
+        )
+        return manifest, tree
 
 
 def check_chunk(manifest: Manifest, index: int, proof: Sequence[bytes], ciphertext: bytes) -> None:
@@ -175,6 +181,7 @@ class AttachmentRef:
     attachment_id: bytes
     manifest: bytes
     key: bytes
+    done_token: bytes
     name: str
     size: int
     media_type: str
@@ -184,6 +191,8 @@ class AttachmentRef:
         if len(self.attachment_id) != ID_BYTES or len(self.key) != KEY_BYTES:
             raise InvalidAttachment("attachment id and key are 32 bytes each")
         manifest = manifest_for_id(self.attachment_id, self.manifest)
+        if not manifest.is_done_token(self.done_token):
+            raise InvalidAttachment("the done token does not match the chunk map")
         if self.size > config.max_attachment_bytes:
             raise InvalidAttachment(f"attachment of {self.size} B exceeds the configured cap")
         check_size(manifest, self.size)

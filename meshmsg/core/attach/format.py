@@ -38,14 +38,17 @@ CHUNK_CIPHERTEXT_BYTES: Final = CHUNK_BYTES + TAG_BYTES
 LAST_CHUNK_BUCKETS: Final = (1_024, 2_048, 4_096, 8_192, 16_384, 32_768, CHUNK_BYTES)
 KEY_BYTES: Final = 32
 ID_BYTES: Final = 32
-MANIFEST_BYTES: Final = 41  # version u8, count u32, last ciphertext length u32, root 32
+MANIFEST_BYTES: Final = 57  # version u8, count u32, last length u32, root 32, done tag 16
+DONE_TOKEN_BYTES: Final = 16
+DONE_TAG_BYTES: Final = 16
 MAX_CHUNKS: Final = 1 << MAX_DEPTH
 NONCE_BYTES: Final = 24
 
-_MANIFEST: Final = struct.Struct(">BII32s")
+_MANIFEST: Final = struct.Struct(">BII32s16s")
 _AD: Final = struct.Struct(">16sIIQ")
 _AD_LABEL: Final = b"meshmsg/1 chunk\x00"
 _PERSON_ID: Final = b"meshmsg/1 attid"
+_PERSON_DONE: Final = b"meshmsg/1 done"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +58,15 @@ class Manifest:
     count: int  # chunks, 1..MAX_CHUNKS
     last_length: int  # ciphertext bytes of the last chunk: a bucket plus the tag
     root: bytes  # Merkle root over the encrypted chunks
+    done_tag: bytes  # H(done token): the recipient's completion receipt reveals the token
 
     def __post_init__(self) -> None:
         if not 1 <= self.count <= MAX_CHUNKS:
             raise InvalidAttachment(f"an attachment has 1 to {MAX_CHUNKS} chunks")
         if self.last_length - TAG_BYTES not in LAST_CHUNK_BUCKETS:
             raise InvalidAttachment(f"last chunk length {self.last_length} is not a bucket")
-        if len(self.root) != HASH_BYTES:
-            raise InvalidAttachment("a chunk map root is 32 bytes")
+        if len(self.root) != HASH_BYTES or len(self.done_tag) != DONE_TAG_BYTES:
+            raise InvalidAttachment("a chunk map root is 32 bytes, a done tag 16")
 
     @property
     def ciphertext_bytes(self) -> int:
@@ -76,17 +80,23 @@ class Manifest:
         return self.last_length if index == self.count - 1 else CHUNK_CIPHERTEXT_BYTES
 
     def encode(self) -> bytes:
-        return _MANIFEST.pack(FORMAT_VERSION, self.count, self.last_length, self.root)
+        return _MANIFEST.pack(
+            FORMAT_VERSION, self.count, self.last_length, self.root, self.done_tag
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> Manifest:
         """Parse a manifest strictly: exact length, known version, counts in range."""
         if len(data) != MANIFEST_BYTES:
             raise InvalidAttachment(f"a manifest is {MANIFEST_BYTES} bytes, not {len(data)}")
-        version, count, last_length, root = _MANIFEST.unpack(data)
+        version, count, last_length, root, done_tag = _MANIFEST.unpack(data)
         if version != FORMAT_VERSION:
             raise InvalidAttachment(f"unknown attachment format version {version}")
-        return cls(count=count, last_length=last_length, root=root)
+        return cls(count=count, last_length=last_length, root=root, done_tag=done_tag)
+
+    def is_done_token(self, token: bytes) -> bool:
+        """True if ``token`` is this attachment's completion receipt (only the parties know it)."""
+        return len(token) == DONE_TOKEN_BYTES and done_tag(token) == self.done_tag
 
     @property
     def attachment_id(self) -> bytes:
@@ -96,6 +106,11 @@ class Manifest:
 def attachment_id(manifest: bytes) -> bytes:
     """The id of an attachment: BLAKE2b-256 of its encoded manifest."""
     return hashlib.blake2b(manifest, digest_size=ID_BYTES, person=_PERSON_ID).digest()
+
+
+def done_tag(token: bytes) -> bytes:
+    """The public tag of a completion token; relays drop an attachment on its preimage."""
+    return hashlib.blake2b(token, digest_size=DONE_TAG_BYTES, person=_PERSON_DONE).digest()
 
 
 def manifest_for_id(attachment: bytes, manifest: bytes) -> Manifest:

@@ -217,3 +217,28 @@ def test_ciphertext_sizes_and_id_are_deterministic_for_a_key() -> None:
     assert first.count == 3
     assert first.ciphertext_bytes == 2 * CHUNK_CIPHERTEXT_BYTES + 8_192 + 16
     assert seal(data, key=bytes(32))[0].attachment_id != first.attachment_id
+
+
+def test_the_protocol_doc_carries_the_generated_record_table() -> None:
+    from pathlib import Path
+
+    from meshmsg.core.attach.records import (
+        ATTACH_SESSION_RECORDS,
+        AttachmentMessage,
+        AttachmentRefEntry,
+        HoldingEntry,
+    )
+    from meshmsg.core.wire import record_table
+
+    doc = Path(__file__).parents[2] / "docs" / "protocol" / "attachments.md"
+    table = record_table(
+        [*ATTACH_SESSION_RECORDS, AttachmentMessage, AttachmentRefEntry, HoldingEntry]
+    )
+    assert table in doc.read_text("utf-8")
+
+
+def test_done_tokens_are_checked_against_the_manifest() -> None:
+    manifest, _, _ = seal(bytes(10))
+    assert manifest.is_done_token(DONE)
+    assert not manifest.is_done_token(bytes(16))
+    assert not manifest.is_done_token(DONE[:15])

@@ -524,7 +524,7 @@ class AttachConfig:
     max_have_entries: int = limit(
         64,
         "attachments",
-        "attachments described in one Holdings record; more continue in the next record",
+        "attachments described in one ChunkHoldings record; more continue in the next record",
     )
     max_store_bytes: int = limit(
         1 << 30,

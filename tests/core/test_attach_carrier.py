@@ -15,7 +15,7 @@ from meshmsg.core.attach.effects import (
     AttachmentDropped,
 )
 from meshmsg.core.attach.format import CHUNK_BYTES
-from meshmsg.core.attach.records import Chunk, HoldingEntry, Holdings
+from meshmsg.core.attach.records import Chunk, ChunkHoldings, HoldingEntry
 from meshmsg.core.attach.table import Role
 from meshmsg.core.store import Tier
 from meshmsg.errors import CloseReason
@@ -106,7 +106,7 @@ def test_a_chunk_map_that_does_not_match_the_id_is_refused() -> None:
         copies=3, bits=b"\xfc",
     )  # fmt: skip
     b.carrier.link_up(7, a.peer_id, Tier.VERIFIED)
-    b.carrier.handle(7, Holdings(entries=(entry,)), 0)
+    b.carrier.handle(7, ChunkHoldings(entries=(entry,)), 0)
     mismatch = "the chunk map does not match the attachment id"
     assert b.violations == [(7, CloseReason.MALFORMED, mismatch)]
     assert ref.attachment_id not in b.carrier.table

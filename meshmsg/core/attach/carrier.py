@@ -34,10 +34,10 @@ from meshmsg.core.attach.records import (
     AttachmentDoneState,
     AttachmentState,
     Chunk,
+    ChunkHoldings,
     ChunkMissing,
     ChunkRequest,
     HoldingEntry,
-    Holdings,
 )
 from meshmsg.core.attach.table import AttachmentTable, Carried, Role
 from meshmsg.core.attach.wirestate import carried_from_state, done_record, state_record
@@ -46,7 +46,7 @@ from meshmsg.core.store import Tier
 from meshmsg.core.wire import Record
 from meshmsg.errors import CloseReason, InvalidAttachment, LocalProtocolError, RemoteProtocolError
 
-# Bits of a Holdings record's entries: a 128 MiB attachment's entry is ~400 B, so a frame holds
+# Bits of a ChunkHoldings record's entries: a 128 MiB attachment's entry is ~400 B, so a frame holds
 # dozens; a 65,536-chunk entry is 8 KiB. The carrier splits records at this many bytes.
 _HOLDINGS_RECORD_BYTES = 48_000
 
@@ -173,7 +173,7 @@ class AttachmentCarrier:
         if peer is None:
             return False
         try:
-            if isinstance(record, Holdings):
+            if isinstance(record, ChunkHoldings):
                 self._on_holdings(link, peer, record.entries, now)
             elif isinstance(record, ChunkRequest):
                 self._on_request(link, peer, record)
@@ -456,12 +456,12 @@ class AttachmentCarrier:
                 len(entries) == self._limits.max_have_entries
                 or size + len(entry.bits) > _HOLDINGS_RECORD_BYTES
             ):
-                self._host.send(link, Holdings(entries=tuple(entries)))
+                self._host.send(link, ChunkHoldings(entries=tuple(entries)))
                 entries, size = [], 0
             entries.append(entry)
             size += len(entry.bits) + 150
         if entries:
-            self._host.send(link, Holdings(entries=tuple(entries)))
+            self._host.send(link, ChunkHoldings(entries=tuple(entries)))
 
     def _offer_copies(self, item: Carried) -> int:
         """Copies a peer may take: binary Spray-and-Wait hands half; epidemic always one."""

@@ -21,7 +21,7 @@ from meshmsg.core.attach.merkle import HASH_BYTES, MAX_DEPTH
 from meshmsg.core.wire import Bytes as B
 from meshmsg.core.wire import ListOf, Nested, Optional, Text, UInt, record, struct, wire
 
-MAX_HOLDINGS: Final = 64  # entries per Holdings record; AttachConfig.max_have_entries <= this
+MAX_HOLDINGS: Final = 64  # entries per ChunkHoldings record; AttachConfig.max_have_entries <= this
 MAX_REQUEST: Final = 64  # chunk indexes per ChunkRequest; the in-flight window is smaller
 MAX_REFS: Final = 16  # attachments per message; AttachConfig.max_attachments_per_message <= this
 MAX_BITS_BYTES: Final = MAX_CHUNKS // 8
@@ -39,7 +39,7 @@ class HoldingEntry:
 
 @record(0x19)
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Holdings:
+class ChunkHoldings:
     """Attachments the sender holds chunks of, with which chunks: the pull side decides."""
 
     entries: tuple[HoldingEntry, ...] = wire(ListOf(Nested(HoldingEntry), max_items=MAX_HOLDINGS))
@@ -115,7 +115,7 @@ class AttachmentMessage:
     )
 
 
-ATTACH_SESSION_RECORDS: Final = (Holdings, ChunkRequest, Chunk, ChunkMissing, AttachmentDone)
+ATTACH_SESSION_RECORDS: Final = (ChunkHoldings, ChunkRequest, Chunk, ChunkMissing, AttachmentDone)
 
 
 # --- Persisted state (values of Persist records; never sent on a link) --------------------------

@@ -196,10 +196,15 @@ class AttachmentRef:
         if self.size > config.max_attachment_bytes:
             raise InvalidAttachment(f"attachment of {self.size} B exceeds the configured cap")
         check_size(manifest, self.size)
-        if not 0 < len(self.name.encode()) <= config.max_name_bytes or "/" in self.name:
-            raise InvalidAttachment("an attachment name is one path component of bounded length")
-        if "\x00" in self.name or self.name in (".", ".."):
-            raise InvalidAttachment("an attachment name is a plain file name")
-        if len(self.media_type.encode()) > config.max_media_type_bytes:
-            raise InvalidAttachment("media type too long")
+        check_name(self.name, self.media_type, config)
         return manifest
+
+
+def check_name(name: str, media_type: str, config: AttachConfig) -> None:
+    """A name the recipient can save under without leaving its directory, and a short type."""
+    if not 0 < len(name.encode()) <= config.max_name_bytes or "/" in name or "\\" in name:
+        raise InvalidAttachment("an attachment name is one path component of bounded length")
+    if "\x00" in name or name in (".", ".."):
+        raise InvalidAttachment("an attachment name is a plain file name")
+    if len(media_type.encode()) > config.max_media_type_bytes:
+        raise InvalidAttachment("media type too long")

@@ -84,4 +84,36 @@ class Persist:
     erases_keys: bool = False
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreChunk:
+    """Write this verified chunk durably, then call ``chunk_stored(attachment_id, index)``."""
+
+    attachment_id: bytes
+    index: int
+    proof: tuple[bytes, ...]
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadChunk:
+    """Read this chunk and call ``chunk_loaded(link, attachment_id, index, proof, data)``, or
+    ``chunk_load_failed`` if it is gone (a damaged store); the core then sends it on ``link``."""
+
+    link: LinkId
+    attachment_id: bytes
+    index: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteChunks:
+    """Delete every stored chunk of this attachment (purged, expired, evicted or discarded)."""
+
+    attachment_id: bytes
+
+
+ChunkEffect = StoreChunk | LoadChunk | DeleteChunks
+"""Chunk bodies go to and come from the driver's chunk store (docs/architecture.md, "Chunk
+bodies stay out of the core"); the node answers with ``chunk_stored`` / ``chunk_loaded``."""
+
+
 Effect = Transmit | Dial | CloseLink | Persist

@@ -13,13 +13,6 @@ from dataclasses import dataclass, field
 from meshmsg.config import NodeConfig
 from meshmsg.core.attach.assembly import AttachmentRef, ChunkOpener, Sealer
 from meshmsg.core.attach.carrier import AttachmentCarrier
-from meshmsg.core.attach.effects import (
-    AttachEvent,
-    ChunkEffect,
-    DeleteChunks,
-    LoadChunk,
-    StoreChunk,
-)
 from meshmsg.core.attach.format import CHUNK_BYTES, chunk_count
 from meshmsg.core.attach.records import (
     ATTACH_SESSION_RECORDS,
@@ -27,7 +20,17 @@ from meshmsg.core.attach.records import (
     AttachmentState,
     Chunk,
 )
-from meshmsg.core.effects import RecordKind, StoredRecord
+from meshmsg.core.effects import (
+    ChunkEffect,
+    DeleteChunks,
+    LoadChunk,
+    RecordKind,
+    StoreChunk,
+    StoredRecord,
+)
+from meshmsg.core.events import (
+    AttachEvent,
+)
 from meshmsg.core.store import Tier
 from meshmsg.core.wire import Record, RecordRegistry, decode_records, encode_record
 from meshmsg.errors import CloseReason

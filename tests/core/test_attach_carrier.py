@@ -9,14 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshmsg.config import AttachConfig, NodeConfig, RoutingConfig
-from meshmsg.core.attach.effects import (
+from meshmsg.core.attach.format import CHUNK_BYTES
+from meshmsg.core.attach.records import Chunk, ChunkHoldings, HoldingEntry
+from meshmsg.core.attach.table import Role
+from meshmsg.core.events import (
     AttachmentComplete,
     AttachmentDelivered,
     AttachmentDropped,
 )
-from meshmsg.core.attach.format import CHUNK_BYTES
-from meshmsg.core.attach.records import Chunk, ChunkHoldings, HoldingEntry
-from meshmsg.core.attach.table import Role
 from meshmsg.core.store import Tier
 from meshmsg.errors import CloseReason
 from tests.core.attach_mesh import FakeNode, meet, reassembled, sealed

@@ -16,17 +16,6 @@ from typing import Protocol
 
 from meshmsg.config import NodeConfig
 from meshmsg.core.attach.assembly import AttachmentRef, Bitfield, check_chunk
-from meshmsg.core.attach.effects import (
-    AttachEvent,
-    AttachmentComplete,
-    AttachmentDelivered,
-    AttachmentDropped,
-    AttachmentProgress,
-    ChunkEffect,
-    DeleteChunks,
-    LoadChunk,
-    StoreChunk,
-)
 from meshmsg.core.attach.format import manifest_for_id
 from meshmsg.core.attach.records import (
     MAX_REQUEST,
@@ -41,7 +30,22 @@ from meshmsg.core.attach.records import (
 )
 from meshmsg.core.attach.table import AttachmentTable, Carried, Role
 from meshmsg.core.attach.wirestate import carried_from_state, done_record, state_record
-from meshmsg.core.effects import LinkId, RecordKind, StoredRecord
+from meshmsg.core.effects import (
+    ChunkEffect,
+    DeleteChunks,
+    LinkId,
+    LoadChunk,
+    RecordKind,
+    StoreChunk,
+    StoredRecord,
+)
+from meshmsg.core.events import (
+    AttachEvent,
+    AttachmentComplete,
+    AttachmentDelivered,
+    AttachmentDropped,
+    AttachmentProgress,
+)
 from meshmsg.core.store import Tier
 from meshmsg.core.wire import Record
 from meshmsg.errors import CloseReason, InvalidAttachment, LocalProtocolError, RemoteProtocolError

@@ -32,7 +32,7 @@ def test_relay_carries_a_file_to_a_recipient_never_online_with_the_sender() -> N
     a, b, c = FakeNode("a"), FakeNode("b"), FakeNode("c")
     data = payload()
     ref = sealed(a, data)
-    assert c.carrier.want(ref, peer_id=a.peer_id, message_id=b"m" * 16, expiry_at=1e9) is (
+    assert c.carrier.want(ref, peer_id=a.peer_id, message_id=b"m" * 16, expiry_at=1e9, now=0) is (
         Role.WANTED
     )
     assert meet(a, b) == 6  # B takes a relay copy: the sender offered copies
@@ -55,7 +55,7 @@ def test_any_cut_resumed_from_any_mix_of_peers_gives_the_same_bytes(data: st.Dat
     relays = [FakeNode(f"r{i}") for i in range(3)]
     recipient = FakeNode("t")
     ref = sealed(sender, content)
-    recipient.carrier.want(ref, peer_id=sender.peer_id, message_id=b"m" * 16, expiry_at=1e9)
+    recipient.carrier.want(ref, peer_id=sender.peer_id, message_id=b"m" * 16, expiry_at=1e9, now=0)
     # The sender meets relays with transfers cut anywhere; relays meet each other too.
     for _ in range(data.draw(st.integers(1, 6), label="spreading meetings")):
         giver = data.draw(st.sampled_from([sender, *relays]))
@@ -116,7 +116,7 @@ def test_nothing_is_lost_or_fetched_twice_across_restarts() -> None:
     a, b, c = FakeNode("a"), FakeNode("b"), FakeNode("c")
     data = payload()
     ref = sealed(a, data)
-    c.carrier.want(ref, peer_id=a.peer_id, message_id=b"m" * 16, expiry_at=1e9)
+    c.carrier.want(ref, peer_id=a.peer_id, message_id=b"m" * 16, expiry_at=1e9, now=0)
     assert meet(a, b, cut_after=2) == 2
     b.restart()
     assert b.carrier.table.get(ref.attachment_id) is not None
@@ -189,7 +189,7 @@ def test_large_attachments_wait_for_the_user() -> None:
     config = NodeConfig(attach=AttachConfig(auto_download_max_bytes=CHUNK_BYTES))
     a, c = FakeNode("a"), FakeNode("c", config=config)
     ref = sealed(a, payload())
-    assert c.carrier.want(ref, peer_id=a.peer_id, message_id=b"m" * 16, expiry_at=1e9) is (
+    assert c.carrier.want(ref, peer_id=a.peer_id, message_id=b"m" * 16, expiry_at=1e9, now=0) is (
         Role.PENDING
     )
     assert meet(a, c) == 0  # refused before any chunk is fetched
@@ -202,3 +202,17 @@ def test_direct_policy_hands_no_relay_copies() -> None:
     a, b = FakeNode("a", config=config), FakeNode("b", config=config)
     sealed(a, payload())
     assert meet(a, b) == 0
+
+
+def test_a_relay_copy_that_turns_out_to_be_ours_completes_as_ours() -> None:
+    a, c = FakeNode("a"), FakeNode("c")
+    data = payload()
+    ref = sealed(a, data)
+    meet(a, c, cut_after=2)  # C carries it before the message telling C it is C's arrives
+    assert c.carrier.table.items[ref.attachment_id].role is Role.RELAY
+    c.carrier.want(ref, peer_id=a.peer_id, message_id=b"m" * 16, expiry_at=1e9, now=0)
+    assert c.carrier.table.items[ref.attachment_id].role is Role.WANTED
+    meet(a, c)
+    assert reassembled(c, ref) == data
+    assert c.stored == 6
+    assert AttachmentComplete(attachment_id=ref.attachment_id) in c.events

@@ -10,7 +10,7 @@ missing chunks, because a node asks for chunks, never for "the rest of a transfe
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -98,7 +98,7 @@ class AttachmentCarrier:
         self,
         states: Iterable[AttachmentState],
         done: Iterable[AttachmentDoneState],
-        held: dict[bytes, Iterable[int]],
+        held: Mapping[bytes, Iterable[int]],
     ) -> list[bytes]:
         """Rebuild from persisted records and the chunk store's scan; return ids whose chunks
         on disk have no record (a crash between the two): the driver deletes them."""
@@ -127,22 +127,29 @@ class AttachmentCarrier:
         self._save(item)
 
     def want(
-        self, ref: AttachmentRef, *, peer_id: bytes, message_id: bytes, expiry_at: float
-    ) -> Role:
+        self, ref: AttachmentRef, *, peer_id: bytes, message_id: bytes, expiry_at: float,
+        now: float,
+    ) -> Role:  # fmt: skip
         """An attachment addressed to us arrived in a message: fetch it now if the automatic
         download rules allow, else keep it pending until :meth:`fetch`. Raises if invalid."""
         manifest = ref.check(self._limits)
-        if ref.attachment_id in self.table or ref.attachment_id in self._done:
-            existing = self.table.get(ref.attachment_id)
-            return existing.role if existing is not None else Role.WANTED
-        auto = ref.size <= self._limits.auto_download_max_bytes
+        existing = self.table.get(ref.attachment_id)
+        if existing is not None and existing.role is not Role.RELAY:
+            return existing.role  # the same message again
+        if existing is None and ref.attachment_id in self._done:
+            return Role.WANTED  # we completed it before (a duplicate of an old message)
+        auto = ref.size <= self._limits.auto_download_max_bytes or existing is not None
         item = Carried(
             attachment_id=ref.attachment_id, manifest=manifest,
             role=Role.WANTED if auto else Role.PENDING, expiry_at=expiry_at, copies=1,
             tier=Tier.OWN, ref=ref, peer_id=peer_id, message_id=message_id,
         )  # fmt: skip
+        if existing is not None:  # we were carrying it for someone: it was for us all along
+            item.held, item.storing = existing.held, existing.storing
         self.table.add(item)
         self._save(item)
+        if item.held.complete:
+            self._completed(item, now)
         self._pull_all()
         return item.role
 

@@ -242,3 +242,13 @@ def test_done_tokens_are_checked_against_the_manifest() -> None:
     assert manifest.is_done_token(DONE)
     assert not manifest.is_done_token(bytes(16))
     assert not manifest.is_done_token(DONE[:15])
+
+
+@given(count=st.integers(1, 100), data=st.data())
+def test_bitfield_missing_from_is_the_set_difference(count: int, data: st.DataObject) -> None:
+    mine, theirs = Bitfield(count), Bitfield(count)
+    for field in (mine, theirs):
+        for index in data.draw(st.sets(st.integers(0, count - 1))):
+            field.add(index)
+    expected = [i for i in range(count) if i in theirs and i not in mine]
+    assert list(mine.missing_from(theirs)) == expected

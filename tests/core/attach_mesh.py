@@ -51,6 +51,7 @@ class FakeNode:
     events: list[AttachEvent] = field(default_factory=list)
     violations: list[tuple[int, CloseReason, str]] = field(default_factory=list)
     stored: int = 0  # chunks written, ever: counts re-sent chunks across restarts
+    hold_stores: bool = False  # a disk that does not answer: StoreChunk effects wait
     served: int = 0  # chunks read for peers
 
     def __post_init__(self) -> None:
@@ -80,8 +81,12 @@ class FakeNode:
 
     # --- the driver's side
     def run_effects(self, now: float) -> None:
+        held = []
         while self.effects:
             effect = self.effects.pop(0)
+            if self.hold_stores and isinstance(effect, StoreChunk):
+                held.append(effect)
+                continue
             if isinstance(effect, StoreChunk):
                 self.disk[(effect.attachment_id, effect.index)] = (effect.proof, effect.data)
                 self.stored += 1
@@ -98,6 +103,7 @@ class FakeNode:
             elif isinstance(effect, DeleteChunks):
                 for key in [k for k in self.disk if k[0] == effect.attachment_id]:
                     del self.disk[key]
+        self.effects[:0] = held
 
     def restart(self) -> None:
         """A crash: memory is gone, the disk and the committed records remain."""

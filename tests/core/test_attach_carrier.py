@@ -216,3 +216,17 @@ def test_a_relay_copy_that_turns_out_to_be_ours_completes_as_ours() -> None:
     assert reassembled(c, ref) == data
     assert c.stored == 6
     assert AttachmentComplete(attachment_id=ref.attachment_id) in c.events
+
+
+def test_a_slow_disk_holds_back_requests() -> None:
+    """Chunks handed to the driver count in the link's window until stored: a disk slower than
+    the link cannot make chunk bodies pile up in the driver's queue."""
+    a, b = FakeNode("a"), FakeNode("b")
+    ref = sealed(a, payload(20 * CHUNK_BYTES))
+    b.hold_stores = True
+    meet(a, b)
+    window = b.config.attach.requests_in_flight
+    assert len(b.effects) == window  # eight chunks waiting for the disk, no more asked
+    b.hold_stores = False
+    meet(a, b)
+    assert b.chunks_of(ref.attachment_id) == set(range(20))

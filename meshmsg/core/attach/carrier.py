@@ -76,6 +76,7 @@ class _Peer:
     holdings: dict[bytes, Bitfield] = field(default_factory=dict)
     offered: dict[bytes, int] = field(default_factory=dict)  # copies the peer would hand us
     asked: set[tuple[bytes, int]] = field(default_factory=set)
+    unstored: int = 0  # chunks from this link handed to the driver, not yet stored
     loading: int = 0  # LoadChunk effects for this link not yet answered
     handed: set[bytes] = field(default_factory=set)  # copy budget already handed on this link
 
@@ -91,6 +92,10 @@ class AttachmentCarrier:
         self._done: dict[bytes, tuple[bytes, float]] = {}
         self._links: dict[LinkId, _Peer] = {}
         self._asked: set[tuple[bytes, int]] = set()  # asked on any link: never twice at once
+        # Chunks handed to the driver to store, and the link each came from: they count in that
+        # link's window until stored, so a disk slower than the link holds back the requests
+        # instead of piling chunk bodies up in the driver's queue.
+        self._storing_from: dict[tuple[bytes, int], LinkId] = {}
 
     # ------------------------------------------------------------------ restore and commands
 
@@ -225,8 +230,13 @@ class AttachmentCarrier:
             self._host.send(link, ChunkMissing(attachment_id=attachment_id, indexes=(index,)))
 
     def chunk_stored(self, attachment_id: bytes, index: int, now: float) -> None:
+        link = self._storing_from.pop((attachment_id, index), None)
+        peer = self._links.get(link) if link is not None else None
+        if peer is not None:
+            peer.unstored -= 1
         item = self.table.get(attachment_id)
         if item is None or index not in item.storing:
+            self._pull_all()
             return  # dropped meanwhile: the driver's DeleteChunks follows this write
         item.storing.discard(index)
         item.held.add(index)
@@ -341,6 +351,8 @@ class AttachmentCarrier:
                 proof=record.proof, data=record.data,
             )  # fmt: skip
             self._host.chunk_effect(store)
+            self._storing_from[(record.attachment_id, record.index)] = link
+            peer.unstored += 1
         self._pull(link, peer)
 
     def _on_missing(self, link: LinkId, peer: _Peer, record: ChunkMissing) -> None:
@@ -380,7 +392,7 @@ class AttachmentCarrier:
     def _pull(self, link: LinkId, peer: _Peer) -> None:
         """Ask this peer for chunks we lack, up to the window, nearest-complete attachment first
         (finishing one file beats half of two)."""
-        room = self._limits.requests_in_flight - len(peer.asked)
+        room = self._limits.requests_in_flight - len(peer.asked) - peer.unstored
         if room <= 0:
             return
         fetching = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -230,3 +231,21 @@ def test_a_slow_disk_holds_back_requests() -> None:
     b.hold_stores = False
     meet(a, b)
     assert b.chunks_of(ref.attachment_id) == set(range(20))
+
+
+def test_persisted_states_decode_strictly() -> None:
+    from meshmsg.core.attach.wirestate import decode_states
+    from meshmsg.core.effects import RecordKind, StoredRecord
+    from meshmsg.errors import StorageError
+
+    a = FakeNode("a")
+    sealed(a, payload())
+    records = [StoredRecord(kind=k, key=key, value=v) for (k, key), v in a.records.items()]
+    states, done = decode_states(records, a.config.wire)
+    assert (len(states), done) == (1, [])
+    bad = StoredRecord(kind=RecordKind.ATTACHMENT_DONE, key=b"x", value=records[0].value)
+    with pytest.raises(StorageError, match="another type"):
+        decode_states([bad], a.config.wire)
+    with pytest.raises(StorageError, match="damaged"):
+        decode_states([StoredRecord(kind=RecordKind.ATTACHMENT, key=b"x", value=b"\xff")],
+                      a.config.wire)  # fmt: skip

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Final
+
+from meshmsg.config import WireLimits
 from meshmsg.core.attach.assembly import AttachmentRef
 from meshmsg.core.attach.format import Manifest
 from meshmsg.core.attach.records import AttachmentDoneState, AttachmentRefEntry, AttachmentState
 from meshmsg.core.attach.table import Carried, Role
 from meshmsg.core.effects import RecordKind, StoredRecord
 from meshmsg.core.store import Tier
-from meshmsg.core.wire import encode_record
+from meshmsg.core.wire import RecordRegistry, decode_records, encode_record
+from meshmsg.errors import DecodeError, StorageError
+
+_STORAGE: Final = RecordRegistry([AttachmentState, AttachmentDoneState])
 
 
 def ref_entry(ref: AttachmentRef) -> AttachmentRefEntry:
@@ -55,3 +62,26 @@ def done_record(attachment_id: bytes, token: bytes, expiry: float) -> StoredReco
     return StoredRecord(
         kind=RecordKind.ATTACHMENT_DONE, key=attachment_id, value=encode_record(state)
     )
+
+
+def decode_states(
+    records: Iterable[StoredRecord], limits: WireLimits
+) -> tuple[list[AttachmentState], list[AttachmentDoneState]]:
+    """The persisted attachment records among ``records``, decoded strictly."""
+    states: list[AttachmentState] = []
+    done: list[AttachmentDoneState] = []
+    for record in records:
+        if record.kind not in (RecordKind.ATTACHMENT, RecordKind.ATTACHMENT_DONE):
+            continue
+        try:
+            decoded = decode_records(record.value, _STORAGE, limits)
+        except DecodeError as exc:
+            raise StorageError(f"persisted {record.kind.name} record is damaged: {exc}") from exc
+        match decoded:
+            case [AttachmentState() as state] if record.kind is RecordKind.ATTACHMENT:
+                states.append(state)
+            case [AttachmentDoneState() as stone] if record.kind is RecordKind.ATTACHMENT_DONE:
+                done.append(stone)
+            case _:
+                raise StorageError(f"{record.kind.name} record holds another type")
+    return states, done

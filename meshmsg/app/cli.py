@@ -56,6 +56,7 @@ from meshmsg.net.storage import DataDir
 LAZY_COMMANDS: Final = {
     "sim": ("meshmsg.sim.cli", "sim"),
     "bench": ("meshmsg.bench.suite", "bench_command"),
+    "ui": ("meshmsg.app.ui", "ui_command"),
 }
 
 

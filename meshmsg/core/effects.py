@@ -116,4 +116,4 @@ ChunkEffect = StoreChunk | LoadChunk | DeleteChunks
 bodies stay out of the core"); the node answers with ``chunk_stored`` / ``chunk_loaded``."""
 
 
-Effect = Transmit | Dial | CloseLink | Persist
+Effect = Transmit | Dial | CloseLink | Persist | StoreChunk | LoadChunk | DeleteChunks

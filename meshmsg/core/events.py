@@ -176,4 +176,8 @@ Event = (
     | ClockSkewDetected
     | EnvelopeAccepted
     | EnvelopeDropped
+    | AttachmentProgress
+    | AttachmentComplete
+    | AttachmentDelivered
+    | AttachmentDropped
 )

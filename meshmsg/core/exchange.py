@@ -17,11 +17,24 @@ counted (Briar's split between a broken link and a bad message).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from meshmsg.core import codec
+from meshmsg.core.attach.assembly import AttachmentRef
+from meshmsg.core.attach.nodehost import Attachments
+from meshmsg.core.attach.records import (
+    AttachmentDone,
+    AttachmentMessage,
+    AttachmentRefEntry,
+    Chunk,
+    ChunkHoldings,
+    ChunkMissing,
+    ChunkRequest,
+)
+from meshmsg.core.attach.wirestate import ref_entry, ref_from_entry
 from meshmsg.core.clockcheck import meeting_skew
 from meshmsg.core.contacts import Contact
 from meshmsg.core.conversations import StoredMessage
@@ -73,6 +86,7 @@ from meshmsg.errors import (
     CloseReason,
     DecodeError,
     HandshakeError,
+    InvalidAttachment,
     InvalidContactCode,
     InvalidMessage,
     LocalProtocolError,
@@ -97,6 +111,8 @@ RECEIPT_READ = 1
 _RECEIPT_IDS = 64  # Receipt.message_ids max_items
 _RECEIPTS_PER_ENVELOPE = 16  # 16 full Receipts (~17 kB) fit max_inner_bytes with room to spare
 _MS = 1000.0
+# AttachmentMessage bounds its text so that 16 references fit the inner limit beside it.
+MAX_ATTACHMENT_BODY_BYTES = 16_384
 
 
 class Exchange:
@@ -113,6 +129,7 @@ class Exchange:
         self._verified: dict[bytes, PublicIdentity] = {}  # identity proof -> its identity
         # What all reconciliation sessions of this node may hold together (issue #11, 7).
         self._sync_budget = SyncBudget(node.config.sync.max_node_session_ids)
+        self.attachments = Attachments(node)  # core/attach/: files carried chunk by chunk
 
     # ============================================================ handshake
 
@@ -183,6 +200,7 @@ class Exchange:
                 budget=self._sync_budget,
             )
             node.transmit(session, [SyncMessage(payload=session.reconciler.start())])
+        self.attachments.on_established(session)
 
     def _duplicate_of_existing(self, session: PeerSession) -> bool:
         """Of two links to one peer both sides keep the same one: the lower initiator id wins."""
@@ -219,6 +237,8 @@ class Exchange:
                 self._on_custody(session, accepted, refused, now)
             case Purge(token=token, expiry_at=expiry_at):
                 self._on_purge(session, token, expiry_at / _MS, now)
+            case ChunkHoldings() | ChunkRequest() | Chunk() | ChunkMissing() | AttachmentDone():
+                self.attachments.handle(session, record, now)
             case _:
                 raise RemoteProtocolError(f"unexpected {type(record).__name__} on a live link")
 
@@ -304,7 +324,7 @@ class Exchange:
             if message.expiry_at > now:
                 if contact.channel.capacity(now) <= 0:
                     return  # the period's counters are used up: the next period seals them
-                if not self._room_for([[_text_of(message)]]):
+                if not self._room_for([[self._inner(message)]]):
                     self._room_wanted.add(contact.peer_id)  # tried again once room frees
                     return
                 self._seal_text(contact, message, now)
@@ -682,22 +702,45 @@ class Exchange:
             node.items.add(stone.item_id, int(stone.expiry_at))
             self._spread_purge(stone, source=None)
 
+    def _received(
+        self, contact: Contact, mid: bytes, sent_ms: int, body: str, hops: int, now: float
+    ) -> list[StoredMessage]:
+        conversations = self.node.conversations
+        if conversations.get(mid) is not None:
+            return []
+        stored = StoredMessage(
+            message_id=mid, peer_id=contact.peer_id, outgoing=False, body=body,
+            sent_at=sent_ms / _MS, received_at=now, status=MessageStatus.DELIVERED, hops=hops,
+        )  # fmt: skip
+        conversations.add(stored)
+        self._queue_receipt(contact.peer_id, RECEIPT_DELIVERED, mid, now)
+        return [stored]
+
+    def _want(
+        self, contact: Contact, mid: bytes, refs: tuple[AttachmentRefEntry, ...], now: float
+    ) -> None:
+        """Attachments of a message for us: fetched now, or pending under the download rules.
+        A reference that fails its checks is left out; the text is still shown."""
+        expiry = now + self.node.config.message.max_ttl_s
+        for entry in refs[: self.node.config.attach.max_attachments_per_message]:
+            with contextlib.suppress(InvalidAttachment):
+                self.attachments.carrier.want(
+                    ref_from_entry(entry), peer_id=contact.peer_id, message_id=mid,
+                    expiry_at=expiry, now=now,
+                )  # fmt: skip
+
     def _apply_inner(
         self, contact: Contact, message: Record, hops: int, now: float
     ) -> list[StoredMessage]:
         node = self.node
         match message:
             case TextMessage(message_id=mid, sent_at=sent_ms, body=body):
-                if node.conversations.get(mid) is not None:
-                    return []
-                stored = StoredMessage(
-                    message_id=mid, peer_id=contact.peer_id, outgoing=False, body=body,
-                    sent_at=sent_ms / _MS, received_at=now, status=MessageStatus.DELIVERED,
-                    hops=hops,
-                )  # fmt: skip
-                node.conversations.add(stored)
-                self._queue_receipt(contact.peer_id, RECEIPT_DELIVERED, mid, now)
-                return [stored]
+                return self._received(contact, mid, sent_ms, body, hops, now)
+            case AttachmentMessage(message_id=mid, sent_at=sent_ms, body=body, refs=refs):
+                stored = self._received(contact, mid, sent_ms, body, hops, now)
+                if stored:
+                    self._want(contact, mid, refs, now)
+                return stored
             case Receipt(status=status, message_ids=ids):
                 target = MessageStatus.READ if status == RECEIPT_READ else MessageStatus.DELIVERED
                 for mid in ids:
@@ -766,11 +809,23 @@ class Exchange:
     # ======================================================= sending mail
 
     def send_text(self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None) -> bytes:
+        return self.send_files(peer_id, body, [], now=now, ttl_s=ttl_s)
+
+    def send_files(
+        self, peer_id: bytes, body: str, refs: list[AttachmentRef], *, now: float,
+        ttl_s: float | None,
+    ) -> bytes:  # fmt: skip
+        """Send a message with attachments already sealed into the chunk store (none: text)."""
         node = self.node
         limits = node.config.message
         contact = node.contacts.require(peer_id)
-        if len(body.encode()) > limits.max_body_bytes:
-            raise InvalidMessage(f"message body over {limits.max_body_bytes} bytes")
+        max_body = limits.max_body_bytes if not refs else MAX_ATTACHMENT_BODY_BYTES
+        if len(body.encode()) > max_body:
+            raise InvalidMessage(f"message body over {max_body} bytes")
+        if len(refs) > node.config.attach.max_attachments_per_message:
+            raise InvalidMessage("too many attachments for one message")
+        for ref in refs:
+            ref.check(node.config.attach)
         ttl = limits.default_ttl_s if ttl_s is None else ttl_s
         if not 0 < ttl <= limits.max_ttl_s:
             raise LocalProtocolError(f"ttl must be within (0, {limits.max_ttl_s}] seconds")
@@ -780,9 +835,13 @@ class Exchange:
         )  # fmt: skip
         channel = contact.channel
         ready = channel is not None and not contact.exchanging
-        if ready and not self._room_for([[_text_of(message)]]):
+        if ready and not self._room_for([[_inner_of(message, refs)]]):
             # Refused before anything changed: no half-sent message is left behind.
             raise LocalProtocolError("outbox full: the store has no room for more own mail")
+        for ref in refs:  # before sealing, which reads them back for the message
+            self.attachments.carrier.add_own(
+                ref, peer_id=peer_id, message_id=message.message_id, expiry_at=message.expiry_at
+            )
         node.conversations.add(message)
         if channel is None or contact.exchanging or channel.capacity(now) <= 0:
             # Sealed once the keys are ready, or (max_messages_per_period reached) in the next
@@ -792,6 +851,9 @@ class Exchange:
             self._seal_text(contact, message, now)
         return message.message_id
 
+    def _inner(self, message: StoredMessage) -> Record:
+        return _inner_of(message, self.attachments.refs_of(message.message_id))
+
     def _room_for(self, envelopes: list[list[Record]]) -> bool:
         """Whether our store takes these envelopes (each a list of inner records) of own mail."""
         buckets = self.node.config.message.envelope_size_buckets
@@ -799,7 +861,7 @@ class Exchange:
         return self.node.store.own_room(size, len(envelopes))
 
     def _seal_text(self, contact: Contact, message: StoredMessage, now: float) -> None:
-        inner = _text_of(message)
+        inner = self._inner(message)
         item, epoch = self._seal(contact, [inner], message.expiry_at, now)
         message.epoch = epoch
         message.sealed = True
@@ -935,13 +997,15 @@ class Exchange:
 
     def next_deadline(self) -> float | None:
         candidates = [
-            self._receipts_due_at, self._room_check_at, self.node.tombstones.next_expiry()
+            self._receipts_due_at, self._room_check_at, self.node.tombstones.next_expiry(),
+            self.attachments.carrier.next_deadline(),
         ]
         present = [c for c in candidates if c is not None]
         return min(present) if present else None
 
     def on_timer(self, now: float) -> None:
         node = self.node
+        self.attachments.carrier.on_timer(now)
         for env_id in node.store.expire(now):
             node.items.remove(env_id)
             node.persist([], deletes=[(codec.RecordKind.ENVELOPE, env_id)])
@@ -997,6 +1061,7 @@ class Exchange:
         session.offered.clear()
         session.offer_batches.clear()
         session.declined.clear()
+        self.attachments.on_closed(session)
 
 
 def _owed_keys(
@@ -1004,6 +1069,16 @@ def _owed_keys(
 ) -> list[tuple[RecordKind, bytes]]:
     """The META keys of owed receipts (kind, message id) to ``peer_id``."""
     return [(RecordKind.META, codec.owed_receipt_key(peer_id, k, m)) for k, m in receipts]
+
+
+def _inner_of(message: StoredMessage, refs: list[AttachmentRef]) -> Record:
+    """The record a message travels as: text, or text with its attachments' references."""
+    if not refs:
+        return _text_of(message)
+    return AttachmentMessage(
+        message_id=message.message_id, sent_at=int(message.sent_at * _MS), body=message.body,
+        refs=tuple(ref_entry(ref) for ref in refs),
+    )  # fmt: skip
 
 
 def _text_of(message: StoredMessage) -> TextMessage:

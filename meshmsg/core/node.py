@@ -30,15 +30,21 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
 
 from meshmsg.config import NodeConfig
 from meshmsg.core import codec
+from meshmsg.core.attach.assembly import AttachmentRef
+from meshmsg.core.attach.table import Carried
+from meshmsg.core.attach.wirestate import decode_states
 from meshmsg.core.contacts import Contact, ContactBook
 from meshmsg.core.conversations import Conversations, StoredMessage
 from meshmsg.core.e2e import ContactChannel, TagIndex, new_key_share
 from meshmsg.core.effects import (
+    ChunkEffect,
     CloseLink,
+    DeleteChunks,
     Dial,
     Effect,
     LinkId,
@@ -88,6 +94,7 @@ class Node:
         now: float,
         records: Iterable[StoredRecord] = (),
         one_mode: bool = False,
+        chunks: Mapping[bytes, Iterable[int]] | None = None,
     ) -> None:
         """Create a node, restoring persisted state from ``records`` (from a previous run).
 
@@ -98,6 +105,8 @@ class Node:
             now: current time in seconds (any epoch, but the same one for every input).
             records: everything earlier ``Persist`` effects committed, in any order.
             one_mode: ONE-simulator compatible buffers (drop-oldest, no tiers), for research.
+            chunks: which chunks the driver's chunk store holds, by attachment id (its scan at
+                start): the store is the truth about chunk bodies, the records about the rest.
 
         Raises:
             StorageError: a persisted record could not be decoded.
@@ -130,7 +139,12 @@ class Node:
             Hello(version=1, capabilities=CAPABILITIES, agent="meshmsg"),
             IdentityProof(public=identity.public.to_bytes()),
         ]
+        records = list(records)
         codec.restore_node(self, records, now)
+        states, done = decode_states(records, config.wire)
+        orphans = self.exchange.attachments.carrier.restore(states, done, chunks or {})
+        for attachment_id in orphans:  # chunks written before a crash, their record never was
+            self._effects.append(DeleteChunks(attachment_id=attachment_id))
 
     # ================================================================ outputs
 
@@ -215,6 +229,71 @@ class Node:
         """
         self.now = now
         return self.exchange.send_text(peer_id, body, now=now, ttl_s=ttl_s)
+
+    def send_files(
+        self, peer_id: bytes, body: str, refs: Sequence[AttachmentRef], *, now: float,
+        ttl_s: float | None = None,
+    ) -> bytes:  # fmt: skip
+        """Send a message with attachments the application sealed into the chunk store
+        (``net/chunkstore.py``); return its message id. Each attachment travels on its own,
+        chunk by chunk (docs/protocol/attachments.md); its progress is reported by events.
+
+        Raises:
+            LocalProtocolError: unknown contact, or a TTL over the configured maximum.
+            InvalidMessage: body or attachment count over the limits.
+            InvalidAttachment: a reference that fails its checks.
+        """
+        self.now = now
+        message_id = self.exchange.send_files(peer_id, body, list(refs), now=now, ttl_s=ttl_s)
+        self._flush_all(now)
+        return message_id
+
+    def fetch_attachment(self, attachment_id: bytes, *, now: float) -> None:
+        """Fetch an attachment the automatic download rules left pending."""
+        self.now = now
+        self.exchange.attachments.carrier.fetch(attachment_id)
+        self._flush_all(now)
+
+    def discard_attachment(self, attachment_id: bytes, *, now: float) -> None:
+        """Forget an attachment and delete its chunks."""
+        self.now = now
+        self.exchange.attachments.carrier.discard(attachment_id)
+
+    @property
+    def attachments(self) -> Mapping[bytes, Carried]:
+        """Every attachment at this node (own, wanted, carried), by id. Read only."""
+        return MappingProxyType(self.exchange.attachments.carrier.table.items)
+
+    def chunk_stored(self, attachment_id: bytes, index: int, *, now: float) -> None:
+        """The driver wrote a ``StoreChunk`` durably."""
+        self.now = now
+        self.exchange.attachments.carrier.chunk_stored(attachment_id, index, now)
+        self._flush_all(now)
+
+    def chunk_loaded(
+        self, link: LinkId, attachment_id: bytes, index: int, proof: tuple[bytes, ...],
+        data: bytes, *, now: float,
+    ) -> None:  # fmt: skip
+        """The driver read the chunk a ``LoadChunk`` asked for: it goes out on ``link`` now."""
+        self.now = now
+        self.exchange.attachments.carrier.chunk_loaded(link, attachment_id, index, proof, data)
+        self._flush(link, now)
+
+    def chunk_load_failed(
+        self, link: LinkId, attachment_id: bytes, index: int, *, now: float
+    ) -> None:
+        """The chunk a ``LoadChunk`` asked for is gone or damaged on disk."""
+        self.now = now
+        self.exchange.attachments.carrier.chunk_load_failed(link, attachment_id, index)
+        self._flush(link, now)
+
+    def chunk(self, effect: ChunkEffect) -> None:
+        """Queue a chunk effect (docs/architecture.md, "Chunk bodies stay out of the core")."""
+        self._effects.append(effect)
+
+    def _flush_all(self, now: float) -> None:
+        for link in list(self.sessions):
+            self._flush(link, now)
 
     def mark_read(self, peer_id: bytes, message_ids: Iterable[bytes], *, now: float) -> None:
         """The user read these received messages: send a read receipt (if receipts are on)."""

@@ -37,11 +37,27 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO, assert_never
 
-from meshmsg.core.effects import CloseLink, Dial, Persist, Transmit
+from meshmsg.core.effects import (
+    CloseLink,
+    DeleteChunks,
+    Dial,
+    LoadChunk,
+    Persist,
+    StoreChunk,
+    Transmit,
+)
 from meshmsg.core.events import EnvelopeAccepted, Event, MessageReceived
 from meshmsg.errors import InvalidMessage, LocalProtocolError
 from meshmsg.sim.faults import NodeCrash, NodeRestart, Partition
-from meshmsg.sim.host import NodeFactory, NodeSetup, PrePairing, RecordStore, SimulatedNode
+from meshmsg.sim.host import (
+    ChunkStore,
+    NodeFactory,
+    NodeSetup,
+    PrePairing,
+    RecordStore,
+    SimulatedNode,
+    carry_out_chunk,
+)
 from meshmsg.sim.links import Direction, Frame, Link, LinkParams, MessengerLinks, OneLinks
 from meshmsg.sim.oneclock import StepGrid, one_ttl_s
 from meshmsg.sim.rng import SeededRng
@@ -96,14 +112,15 @@ class EngineResult:
 
 
 class _Slot:
-    __slots__ = ("links", "node", "records", "rng", "same_instant", "setup", "timer_at",
-                 "timer_gen")  # fmt: skip
+    __slots__ = ("chunks", "links", "node", "records", "rng", "same_instant", "setup",
+                 "timer_at", "timer_gen")  # fmt: skip
 
     def __init__(self, setup: NodeSetup, rng: SeededRng) -> None:
         self.setup = setup
         self.rng = rng
         self.node: SimulatedNode | None = None
         self.records = RecordStore()
+        self.chunks: ChunkStore = {}  # the node's attachment chunks, kept like its records
         self.links: dict[int, Link] = {}
         self.timer_at: float | None = None
         self.timer_gen = 0
@@ -501,6 +518,8 @@ class Engine:
                 case Dial():
                     self._log(f"{now!r} dial {address} {effect.address}")
                     self._push(now, _P_INTERNAL, _DIAL, address, effect.address, None)
+                case StoreChunk() | LoadChunk() | DeleteChunks():
+                    carry_out_chunk(slot.chunks, node, effect, now)
                 case _:
                     assert_never(effect)
             effect = node.next_effect()

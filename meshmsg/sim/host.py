@@ -18,10 +18,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from meshmsg.core.effects import Effect, LinkId, Persist, RecordKind
+from meshmsg.core.effects import (
+    DeleteChunks,
+    Effect,
+    LinkId,
+    LoadChunk,
+    Persist,
+    RecordKind,
+    StoreChunk,
+)
 from meshmsg.core.events import Event
+from meshmsg.errors import LocalProtocolError
 from meshmsg.sim.rng import SeededRng
 
 RecordKey = tuple[RecordKind, bytes]
@@ -117,3 +126,43 @@ class RecordStore:
     def __len__(self) -> int:
         return len(self._records)
 
+
+ChunkStore = dict[tuple[bytes, int], tuple[tuple[bytes, ...], bytes]]
+"""A simulated node's chunk store: attachment chunks by (attachment id, index)."""
+
+
+@runtime_checkable
+class ChunkCarrier(Protocol):
+    """The chunk inputs of ``Node`` (the simulator's research agents carry no attachments)."""
+
+    def chunk_stored(self, attachment_id: bytes, index: int, *, now: float) -> None: ...
+
+    def chunk_loaded(
+        self, link: LinkId, attachment_id: bytes, index: int, proof: tuple[bytes, ...],
+        data: bytes, *, now: float,
+    ) -> None: ...  # fmt: skip
+
+    def chunk_load_failed(
+        self, link: LinkId, attachment_id: bytes, index: int, *, now: float
+    ) -> None: ...
+
+
+def carry_out_chunk(
+    chunks: ChunkStore, node: object, effect: StoreChunk | LoadChunk | DeleteChunks, now: float
+) -> None:
+    """Chunk bodies live beside the node's records: written and read at once, in virtual time."""
+    if not isinstance(node, ChunkCarrier):
+        raise LocalProtocolError(f"{type(node).__name__} emitted a chunk effect")
+    match effect:
+        case StoreChunk(attachment_id=aid, index=index, proof=proof, data=data):
+            chunks[(aid, index)] = (proof, data)
+            node.chunk_stored(aid, index, now=now)
+        case LoadChunk(link=link, attachment_id=aid, index=index):
+            body = chunks.get((aid, index))
+            if body is None:
+                node.chunk_load_failed(link, aid, index, now=now)
+            else:
+                node.chunk_loaded(link, aid, index, *body, now=now)
+        case DeleteChunks(attachment_id=aid):
+            for key in [k for k in chunks if k[0] == aid]:
+                del chunks[key]

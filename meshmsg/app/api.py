@@ -57,6 +57,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from meshmsg.app.api_files import FilesApi
 from meshmsg.app.contact_ops import named, rename_contact
 from meshmsg.app.datadir import check_name, own_contact_code
 from meshmsg.app.mesh import NodeHandle
@@ -515,6 +516,7 @@ def create_app(handle: NodeHandle, token: str) -> Starlette:
         WebSocketRoute("/events", api.events),
         *ui_routes(guard),
     ]
+    routes.extend(FilesApi(handle, api).routes())  # attachments: meshmsg/app/api_files.py
     return Starlette(
         routes=routes,
         exception_handlers={HTTPException: _json_error},

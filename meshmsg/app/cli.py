@@ -33,6 +33,7 @@ from meshmsg.app.cli_common import (
     widen_piped_output,
 )
 from meshmsg.app.cli_contacts import contact
+from meshmsg.app.cli_files import save
 from meshmsg.app.cli_messages import chat, inbox, send, status
 from meshmsg.app.cli_run import run
 from meshmsg.app.config_edit import local_networks
@@ -239,7 +240,8 @@ def main() -> None:
     cli(prog_name="meshmsg")
 
 
-for command in (contact, send, inbox, chat, status, run, passphrase, backup, restore, config):
+for command in (contact, send, inbox, chat, status, run, passphrase, backup, restore, config,
+                save):  # fmt: skip
     cli.add_command(command)
 
 

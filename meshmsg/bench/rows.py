@@ -87,6 +87,14 @@ def link_setup(ctx: Context) -> Figures:
     return {"links_per_s": result["median_per_s"], "limit_handshakes_per_s": result["limit_per_s"]}
 
 
+def attachment_throughput(ctx: Context) -> Figures:
+    """One attachment over one link between two Nodes in this process (meshmsg/bench/attach.py),
+    in bytes/s, next to the in-process Noise limit of the link-messages row in bytes/s."""
+    from meshmsg.bench.attach import measure_attachment_throughput
+
+    return measure_attachment_throughput(ctx.size(16 << 20, 4 << 20, 1 << 20))
+
+
 # ------------------------------------------------------------------------ durable submits
 
 
@@ -478,6 +486,15 @@ MEASURES: Final[tuple[Measure, ...]] = (
         figure="links_per_s", unit="links/s", fmt=per_s,
         run=link_setup, limit="limit_handshakes_per_s",
         limit_title="in-process Noise XX handshakes/s",
+        goal=(Condition("ratio", ">=", 0.5),), goal_text="ratio ≥ 0.5",
+        repeats=3, quick_repeats=1, blocked=net_blocked,
+    ),
+    Measure(
+        name="link-attachment",
+        title="attachment bytes/s over one link, two Nodes in one process, chunks on disk",
+        figure="attach_bytes_per_s", unit="bytes/s", fmt=size,
+        run=attachment_throughput, limit="limit_bytes_per_s",
+        limit_title="link-messages limit in bytes/s (in-process Noise, 1 KiB payloads)",
         goal=(Condition("ratio", ">=", 0.5),), goal_text="ratio ≥ 0.5",
         repeats=3, quick_repeats=1, blocked=net_blocked,
     ),

@@ -37,6 +37,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO, assert_never
 
+from meshmsg.config import AttachConfig, MessageLimits
 from meshmsg.core.effects import (
     CloseLink,
     DeleteChunks,
@@ -47,8 +48,9 @@ from meshmsg.core.effects import (
     Transmit,
 )
 from meshmsg.core.events import EnvelopeAccepted, Event, MessageReceived
-from meshmsg.errors import InvalidMessage, LocalProtocolError
+from meshmsg.errors import InvalidAttachment, InvalidMessage, LocalProtocolError
 from meshmsg.sim.faults import NodeCrash, NodeRestart, Partition
+from meshmsg.sim.files import ChunkBodies, FileSender, seal_attachment
 from meshmsg.sim.host import (
     ChunkStore,
     NodeFactory,
@@ -89,6 +91,10 @@ class Observer(Protocol):
         ...
 
     def node_state(self, now: float, address: int, *, up: bool) -> None: ...
+
+    def attachment_created(self, now: float, event: MessageEvent, attachment_id: bytes) -> None:
+        """The message ``event`` left as a file (messenger mode, larger than a text body)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,6 +179,7 @@ class Engine:
         self._due: list[tuple[float, int, int, object, object, object, float]] = []
         self._steps_pending: set[float] = set()
         self._keep_records = keep_records
+        self._bodies = ChunkBodies()  # one body per attachment chunk for the run (sim/files.py)
         factory.prepare(setups, seed=config.seed, pre_pair=pre_pair)
 
     # ---- the main loop ---------------------------------------------------------------------
@@ -424,8 +431,11 @@ class Engine:
             ttl_s = slot.setup.ttl_s
             if slot.setup.one_mode:
                 ttl_s = one_ttl_s(self.now, ttl_s)
-            message_id = slot.node.send_message(peer, body, now=self.now, ttl_s=ttl_s)
-        except (LocalProtocolError, InvalidMessage) as exc:
+            if self._as_file(slot, event):  # messenger mode: a large message is a file
+                message_id = self._send_file(slot, event, peer, ttl_s)
+            else:
+                message_id = slot.node.send_message(peer, body, now=self.now, ttl_s=ttl_s)
+        except (LocalProtocolError, InvalidMessage, InvalidAttachment) as exc:
             # Not a contact, or a body the core refuses: the application could not send it.
             self._log(f"{self.now!r} refused {event.message_id} {exc}")
             self._observer.created(self.now, event, None, reason=str(exc))
@@ -433,6 +443,21 @@ class Engine:
             return
         self._observer.created(self.now, event, message_id)
         self._drain(slot)
+
+    def _as_file(self, slot: _Slot, event: MessageEvent) -> bool:
+        node: object = slot.node
+        big = event.size > MessageLimits().max_body_bytes
+        return big and not slot.setup.one_mode and isinstance(node, FileSender)
+
+    def _send_file(self, slot: _Slot, event: MessageEvent, peer: bytes, ttl_s: float) -> bytes:
+        node: object = slot.node
+        assert isinstance(node, FileSender)
+        ref = seal_attachment(
+            slot.chunks, self._bodies, event.size, event.message_id, slot.rng, AttachConfig()
+        )
+        message_id = node.send_files(peer, event.message_id, [ref], now=self.now, ttl_s=ttl_s)
+        self._observer.attachment_created(self.now, event, ref.attachment_id)
+        return message_id
 
     # ---- faults ------------------------------------------------------------------------------
 
@@ -519,7 +544,7 @@ class Engine:
                     self._log(f"{now!r} dial {address} {effect.address}")
                     self._push(now, _P_INTERNAL, _DIAL, address, effect.address, None)
                 case StoreChunk() | LoadChunk() | DeleteChunks():
-                    carry_out_chunk(slot.chunks, node, effect, now)
+                    carry_out_chunk(slot.chunks, self._bodies, node, effect, now)
                 case _:
                     assert_never(effect)
             effect = node.next_effect()

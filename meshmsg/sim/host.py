@@ -31,6 +31,7 @@ from meshmsg.core.effects import (
 )
 from meshmsg.core.events import Event
 from meshmsg.errors import LocalProtocolError
+from meshmsg.sim.files import ChunkBodies
 from meshmsg.sim.rng import SeededRng
 
 RecordKey = tuple[RecordKind, bytes]
@@ -148,14 +149,16 @@ class ChunkCarrier(Protocol):
 
 
 def carry_out_chunk(
-    chunks: ChunkStore, node: object, effect: StoreChunk | LoadChunk | DeleteChunks, now: float
-) -> None:
-    """Chunk bodies live beside the node's records: written and read at once, in virtual time."""
+    chunks: ChunkStore, bodies: ChunkBodies, node: object,
+    effect: StoreChunk | LoadChunk | DeleteChunks, now: float,
+) -> None:  # fmt: skip
+    """Chunk bodies live beside the node's records: written and read at once, in virtual time;
+    every node's copy of a chunk is the run's one body of it (``sim/files.py``)."""
     if not isinstance(node, ChunkCarrier):
         raise LocalProtocolError(f"{type(node).__name__} emitted a chunk effect")
     match effect:
         case StoreChunk(attachment_id=aid, index=index, proof=proof, data=data):
-            chunks[(aid, index)] = (proof, data)
+            chunks[(aid, index)] = bodies.intern(aid, index, (proof, data))
             node.chunk_stored(aid, index, now=now)
         case LoadChunk(link=link, attachment_id=aid, index=index):
             body = chunks.get((aid, index))

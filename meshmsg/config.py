@@ -543,13 +543,29 @@ class AttachConfig:
         "a recipient fetches attachments up to this size on its own (a photo, a voice note); "
         "larger ones wait until the user asks, like messengers' 'download media' settings",
     )
+    max_attachments: int = limit(
+        4_096,
+        "attachments",
+        "attachments a node holds (own, wanted, carried): the index in memory stays small even "
+        "if peers offer many tiny ones",
+    )
+    max_peer_holdings_bytes: int = limit(
+        1 << 20,
+        "bytes",
+        "bitfields one link may tell us it holds, kept for that link: 400 full-size attachments; "
+        "256 links hold at most 256 MiB, and a peer that sends more is cut off",
+    )
 
     def __post_init__(self) -> None:
         # The chunk format bounds the count: proofs have at most 16 hashes (65,536 chunks).
         if not 1 <= self.max_attachment_bytes <= 65_536 * 61_440:
             raise ConfigError("max_attachment_bytes must be between 1 and 65,536 chunks")
-        if self.requests_in_flight < 1 or self.max_have_entries < 1:
-            raise ConfigError("attachment windows must be positive")
+        # The record bounds of version 1 (core/attach/records.py): more would not encode, or a
+        # peer would cut us off for asking too much at once.
+        if not 1 <= self.requests_in_flight <= 64 or not 1 <= self.max_have_entries <= 64:
+            raise ConfigError("requests_in_flight and max_have_entries are 1 to 64")
+        if not 1 <= self.max_attachments_per_message <= 16:
+            raise ConfigError("max_attachments_per_message is 1 to 16")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

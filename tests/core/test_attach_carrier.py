@@ -249,3 +249,39 @@ def test_persisted_states_decode_strictly() -> None:
     with pytest.raises(StorageError, match="damaged"):
         decode_states([StoredRecord(kind=RecordKind.ATTACHMENT, key=b"x", value=b"\xff")],
                       a.config.wire)  # fmt: skip
+
+
+def test_a_peer_cannot_make_us_keep_unbounded_holdings() -> None:
+    config = NodeConfig(attach=AttachConfig(max_peer_holdings_bytes=2))
+    a, b = FakeNode("a"), FakeNode("b", config=config)
+    first, second = sealed(a, payload(), seed=1), sealed(a, payload(), seed=2)
+    refs = (first, second, sealed(a, payload(), seed=3))
+    entries = [
+        HoldingEntry(
+            attachment_id=r.attachment_id, manifest=r.manifest, expiry_at=10**12, copies=0,
+            bits=b"\xfc",
+        )
+        for r in refs
+    ]
+    b.carrier.link_up(7, a.peer_id, Tier.STRANGER)
+    b.carrier.handle(7, ChunkHoldings(entries=tuple(entries[:2])), 0)
+    b.carrier.handle(7, ChunkHoldings(entries=tuple(entries[:2])), 0)  # the same again: no more
+    assert b.violations == []
+    b.carrier.handle(7, ChunkHoldings(entries=(entries[2],)), 0)
+    assert b.violations == [(7, CloseReason.LIMIT_REACHED, "too many holdings advertised")]
+
+
+def test_advertised_copies_are_capped_and_the_table_is_bounded() -> None:
+    a = FakeNode("a")
+    b = FakeNode("b", config=NodeConfig(attach=AttachConfig(max_attachments=1)))
+    ref = sealed(a, payload())
+    entry = HoldingEntry(attachment_id=ref.attachment_id, manifest=ref.manifest,
+                         expiry_at=10**12, copies=60_000, bits=b"\xfc")  # fmt: skip
+    b.carrier.link_up(7, a.peer_id, Tier.VERIFIED)
+    b.carrier.handle(7, ChunkHoldings(entries=(entry,)), 0)
+    assert b.carrier.table.items[ref.attachment_id].copies == NodeConfig().routing.copies
+    other = sealed(a, payload(), seed=5)
+    entry = HoldingEntry(attachment_id=other.attachment_id, manifest=other.manifest,
+                         expiry_at=10**12, copies=3, bits=b"\xfc")  # fmt: skip
+    b.carrier.handle(7, ChunkHoldings(entries=(entry,)), 0)
+    assert other.attachment_id not in b.carrier.table  # full: no second relay copy

@@ -77,6 +77,7 @@ class _Peer:
     offered: dict[bytes, int] = field(default_factory=dict)  # copies the peer would hand us
     asked: set[tuple[bytes, int]] = field(default_factory=set)
     unstored: int = 0  # chunks from this link handed to the driver, not yet stored
+    holdings_bytes: int = 0  # bitfield bytes kept in ``holdings``, bounded per link
     loading: int = 0  # LoadChunk effects for this link not yet answered
     handed: set[bytes] = field(default_factory=set)  # copy budget already handed on this link
 
@@ -273,6 +274,12 @@ class AttachmentCarrier:
         for entry in entries:
             manifest = manifest_for_id(entry.attachment_id, entry.manifest)
             bits = Bitfield(manifest.count, entry.bits)
+            before = peer.holdings.get(entry.attachment_id)
+            peer.holdings_bytes += len(entry.bits) - (len(before.encode()) if before else 0)
+            if peer.holdings_bytes > self._limits.max_peer_holdings_bytes:
+                raise RemoteProtocolError(
+                    "too many holdings advertised", reason=CloseReason.LIMIT_REACHED
+                )
             peer.holdings[entry.attachment_id] = bits
             peer.offered[entry.attachment_id] = entry.copies
             done = self._done.get(entry.attachment_id)
@@ -287,11 +294,14 @@ class AttachmentCarrier:
         """Take a relay copy if the policy hands us one and the quota has room for all of it."""
         if entry.copies < 1 or self._config.routing.policy == "direct":
             return
+        if len(self.table.items) >= self._limits.max_attachments:
+            return
         expiry = min(entry.expiry_at / 1000, now + self._config.message.max_ttl_s)
         manifest = manifest_for_id(entry.attachment_id, entry.manifest)
         item = Carried(
             attachment_id=entry.attachment_id, manifest=manifest, role=Role.RELAY,
-            expiry_at=expiry, copies=entry.copies, tier=peer.tier,
+            expiry_at=expiry, copies=min(entry.copies, self._config.routing.copies),
+            tier=peer.tier,
             source=peer.peer_id if peer.tier is Tier.STRANGER else None,
         )  # fmt: skip
         evicted = self.table.admit(item, now)

@@ -423,7 +423,6 @@ class Engine:
         if slot.node is None:
             self._observer.created(self.now, event, None, reason="the source node is down")
             return
-        body = (event.message_id + ":" + "." * event.size)[: max(event.size, 1)]
         peer = self._factory.identity(event.destination)
         self._input = "send_message"
         self._inputs += 1
@@ -434,6 +433,7 @@ class Engine:
             if self._as_file(slot, event):  # messenger mode: a large message is a file
                 message_id = self._send_file(slot, event, peer, ttl_s)
             else:
+                body = (event.message_id + ":" + "." * event.size)[: max(event.size, 1)]
                 message_id = slot.node.send_message(peer, body, now=self.now, ttl_s=ttl_s)
         except (LocalProtocolError, InvalidMessage, InvalidAttachment) as exc:
             # Not a contact, or a body the core refuses: the application could not send it.

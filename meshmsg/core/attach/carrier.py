@@ -180,7 +180,7 @@ class AttachmentCarrier:
 
     def link_down(self, link: LinkId) -> None:
         peer = self._links.pop(link, None)
-        if peer is not None:
+        if peer is not None and peer.asked:
             self._asked -= peer.asked
             self._pull_all()  # what this link owed us may be held by another
 
@@ -403,7 +403,7 @@ class AttachmentCarrier:
         """Ask this peer for chunks we lack, up to the window, nearest-complete attachment first
         (finishing one file beats half of two)."""
         room = self._limits.requests_in_flight - len(peer.asked) - peer.unstored
-        if room <= 0:
+        if room <= 0 or not peer.holdings:
             return
         fetching = [
             self.table.items[i] for i in peer.holdings

@@ -1,76 +1,55 @@
-"""The attachment carrier inside a node: its host over the node's links, effects and records.
+"""Attachments in a meeting: the carrier (core/attach/carrier.py) over the node's state and outbox.
 
-Records the carrier sends go out on the link, chunk effects and persisted writes go to the
-node's effects, events to the application. :mod:`meshmsg.core.exchange` routes attachment
-records here, seals messages that carry attachments and opens them (``add_own``, ``want``).
+This part is the carrier's host: records it sends go out on the link, chunk effects and
+persisted writes go to the outbox, events to the application. Records of attachments are routed
+here by :mod:`.dispatch`; messages that carry attachments are sealed by :mod:`.sending` and
+opened by :mod:`.opening`, which call :meth:`Attachments.add_own` and :meth:`Attachments.want`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Protocol
-
-from meshmsg.config import NodeConfig
 from meshmsg.core.attach.assembly import AttachmentRef
 from meshmsg.core.attach.carrier import AttachmentCarrier
-from meshmsg.core.attach.table import Role
+from meshmsg.core.attach.table import Carried, Role
 from meshmsg.core.effects import ChunkEffect, LinkId, RecordKind, StoredRecord
-from meshmsg.core.events import AttachEvent, Event
+from meshmsg.core.events import AttachEvent
+from meshmsg.core.outbox import Outbox
 from meshmsg.core.session import PeerSession
+from meshmsg.core.state import NodeState
 from meshmsg.core.wire import Record
 from meshmsg.errors import CloseReason, RemoteProtocolError
 
 
-class NodeSurface(Protocol):
-    """What the carrier's host needs of the node (``meshmsg.core.node.Node``)."""
-
-    @property
-    def config(self) -> NodeConfig: ...
-
-    @property
-    def sessions(self) -> Mapping[LinkId, PeerSession]: ...
-
-    def transmit(self, session: PeerSession, records: list[Record], envelopes: int = 0) -> None:
-        ...
-
-    def persist(
-        self, puts: list[StoredRecord], *, deletes: Iterable[tuple[RecordKind, bytes]] = ()
-    ) -> int: ...
-
-    def emit(self, event: Event) -> None: ...
-
-    def chunk(self, effect: ChunkEffect) -> None: ...
-
-
 class Attachments:
-    """The node's attachment carrier, wired to its links, effects and records."""
+    """The node's attachment carrier, wired to its links, outbox and records."""
 
-    __slots__ = ("_node", "carrier")
+    __slots__ = ("_out", "_state", "carrier")
 
-    def __init__(self, node: NodeSurface) -> None:
-        self._node = node
-        self.carrier = AttachmentCarrier(node.config, self)
+    def __init__(self, state: NodeState, out: Outbox) -> None:
+        self._state = state
+        self._out = out
+        self.carrier = AttachmentCarrier(state.config, self)
 
     # --- AttachHost
     def send(self, link: LinkId, record: Record) -> None:
-        session = self._node.sessions.get(link)
+        session = self._state.sessions.get(link)
         if session is not None:
-            self._node.transmit(session, [record])
+            self._out.transmit(session, [record])
 
     def violation(self, link: LinkId, reason: CloseReason, detail: str) -> None:
         # Raised through the record handler: the node closes this link only.
         raise RemoteProtocolError(detail, reason=reason)
 
     def chunk_effect(self, effect: ChunkEffect) -> None:
-        self._node.chunk(effect)
+        self._out.chunk(effect)
 
     def attach_event(self, event: AttachEvent) -> None:
-        self._node.emit(event)
+        self._out.emit(event)
 
     def persist(
         self, puts: tuple[StoredRecord, ...], deletes: tuple[tuple[RecordKind, bytes], ...]
     ) -> None:
-        self._node.persist(list(puts), deletes=deletes)
+        self._out.persist(list(puts), deletes=deletes)
 
     # --- the node's side
     def on_established(self, session: PeerSession) -> None:
@@ -89,3 +68,6 @@ class Attachments:
             item.ref for item in self.carrier.table.items.values()
             if item.message_id == message_id and item.role is Role.OWN and item.ref is not None
         ]  # fmt: skip
+
+    def of_message(self, message_id: bytes) -> list[Carried]:
+        return [i for i in self.carrier.table.items.values() if i.message_id == message_id]

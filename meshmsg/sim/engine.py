@@ -37,29 +37,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO, assert_never
 
-from meshmsg.config import AttachConfig, MessageLimits
-from meshmsg.core.effects import (
-    CloseLink,
-    DeleteChunks,
-    Dial,
-    LoadChunk,
-    Persist,
-    StoreChunk,
-    Transmit,
-)
+from meshmsg.core import effects as fx
+from meshmsg.core.effects import CloseLink, Dial, Persist, Transmit
 from meshmsg.core.events import EnvelopeAccepted, Event, MessageReceived
 from meshmsg.errors import InvalidAttachment, InvalidMessage, LocalProtocolError
 from meshmsg.sim.faults import NodeCrash, NodeRestart, Partition
-from meshmsg.sim.files import ChunkBodies, FileSender, seal_attachment
-from meshmsg.sim.host import (
-    ChunkStore,
-    NodeFactory,
-    NodeSetup,
-    PrePairing,
-    RecordStore,
-    SimulatedNode,
-    carry_out_chunk,
-)
+from meshmsg.sim.files import ChunkBodies, ChunkStore, carry_out_chunk, send_as_file
+from meshmsg.sim.host import NodeFactory, NodeSetup, PrePairing, RecordStore, SimulatedNode
 from meshmsg.sim.links import Direction, Frame, Link, LinkParams, MessengerLinks, OneLinks
 from meshmsg.sim.oneclock import StepGrid, one_ttl_s
 from meshmsg.sim.rng import SeededRng
@@ -94,7 +78,6 @@ class Observer(Protocol):
 
     def attachment_created(self, now: float, event: MessageEvent, attachment_id: bytes) -> None:
         """The message ``event`` left as a file (messenger mode, larger than a text body)."""
-        ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -430,8 +413,13 @@ class Engine:
             ttl_s = slot.setup.ttl_s
             if slot.setup.one_mode:
                 ttl_s = one_ttl_s(self.now, ttl_s)
-            if self._as_file(slot, event):  # messenger mode: a large message is a file
-                message_id = self._send_file(slot, event, peer, ttl_s)
+            sent = None if slot.setup.one_mode else send_as_file(
+                slot.node, slot.chunks, self._bodies, event, peer, slot.rng, now=self.now,
+                ttl_s=ttl_s,
+            )  # fmt: skip
+            if sent is not None:  # messenger mode: a message larger than a text body is a file
+                message_id, attachment_id = sent
+                self._observer.attachment_created(self.now, event, attachment_id)
             else:
                 body = (event.message_id + ":" + "." * event.size)[: max(event.size, 1)]
                 message_id = slot.node.send_message(peer, body, now=self.now, ttl_s=ttl_s)
@@ -443,21 +431,6 @@ class Engine:
             return
         self._observer.created(self.now, event, message_id)
         self._drain(slot)
-
-    def _as_file(self, slot: _Slot, event: MessageEvent) -> bool:
-        node: object = slot.node
-        big = event.size > MessageLimits().max_body_bytes
-        return big and not slot.setup.one_mode and isinstance(node, FileSender)
-
-    def _send_file(self, slot: _Slot, event: MessageEvent, peer: bytes, ttl_s: float) -> bytes:
-        node: object = slot.node
-        assert isinstance(node, FileSender)
-        ref = seal_attachment(
-            slot.chunks, self._bodies, event.size, event.message_id, slot.rng, AttachConfig()
-        )
-        message_id = node.send_files(peer, event.message_id, [ref], now=self.now, ttl_s=ttl_s)
-        self._observer.attachment_created(self.now, event, ref.attachment_id)
-        return message_id
 
     # ---- faults ------------------------------------------------------------------------------
 
@@ -543,7 +516,7 @@ class Engine:
                 case Dial():
                     self._log(f"{now!r} dial {address} {effect.address}")
                     self._push(now, _P_INTERNAL, _DIAL, address, effect.address, None)
-                case StoreChunk() | LoadChunk() | DeleteChunks():
+                case fx.StoreChunk() | fx.LoadChunk() | fx.DeleteChunks():
                     carry_out_chunk(slot.chunks, self._bodies, node, effect, now)
                 case _:
                     assert_never(effect)

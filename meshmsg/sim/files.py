@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from meshmsg.config import AttachConfig
+from meshmsg.config import AttachConfig, MessageLimits
 from meshmsg.core.attach.assembly import AttachmentRef, Sealer
 from meshmsg.core.attach.format import chunk_count
+from meshmsg.core.effects import DeleteChunks, LinkId, LoadChunk, StoreChunk
+from meshmsg.errors import LocalProtocolError
 from meshmsg.sim.rng import SeededRng
+from meshmsg.sim.traces import MessageEvent
 
 ChunkBody = tuple[tuple[bytes, ...], bytes]
 
@@ -45,7 +48,7 @@ class FileSender(Protocol):
 
 
 def seal_attachment(
-    store: dict[tuple[bytes, int], ChunkBody], bodies: ChunkBodies, size: int, name: str,
+    store: ChunkStore, bodies: ChunkBodies, size: int, name: str,
     rng: SeededRng, config: AttachConfig,
 ) -> AttachmentRef:  # fmt: skip
     """Seal ``size`` bytes (zeros: the ciphertext is random all the same) into ``store``."""
@@ -60,3 +63,58 @@ def seal_attachment(
         manifest.attachment_id, manifest.encode(), key, done, name, size,
         "application/octet-stream",
     )  # fmt: skip
+
+
+ChunkStore = dict[tuple[bytes, int], ChunkBody]
+"""A simulated node's chunk store: attachment chunks by (attachment id, index)."""
+
+
+@runtime_checkable
+class ChunkCarrier(Protocol):
+    """The chunk inputs of ``Node`` (the simulator's research agents carry no attachments)."""
+
+    def chunk_stored(self, attachment_id: bytes, index: int, *, now: float) -> None: ...
+
+    def chunk_loaded(
+        self, link: LinkId, attachment_id: bytes, index: int, proof: tuple[bytes, ...],
+        data: bytes, *, now: float,
+    ) -> None: ...  # fmt: skip
+
+    def chunk_load_failed(
+        self, link: LinkId, attachment_id: bytes, index: int, *, now: float
+    ) -> None: ...
+
+
+def carry_out_chunk(
+    chunks: ChunkStore, bodies: ChunkBodies, node: object,
+    effect: StoreChunk | LoadChunk | DeleteChunks, now: float,
+) -> None:  # fmt: skip
+    """Chunk bodies live beside the node's records: written and read at once, in virtual time;
+    every node's copy of a chunk is the run's one body of it (``sim/files.py``)."""
+    if not isinstance(node, ChunkCarrier):
+        raise LocalProtocolError(f"{type(node).__name__} emitted a chunk effect")
+    match effect:
+        case StoreChunk(attachment_id=aid, index=index, proof=proof, data=data):
+            chunks[(aid, index)] = bodies.intern(aid, index, (proof, data))
+            node.chunk_stored(aid, index, now=now)
+        case LoadChunk(link=link, attachment_id=aid, index=index):
+            body = chunks.get((aid, index))
+            if body is None:
+                node.chunk_load_failed(link, aid, index, now=now)
+            else:
+                node.chunk_loaded(link, aid, index, *body, now=now)
+        case DeleteChunks(attachment_id=aid):
+            for key in [k for k in chunks if k[0] == aid]:
+                del chunks[key]
+
+
+def send_as_file(
+    node: object, chunks: ChunkStore, bodies: ChunkBodies, event: MessageEvent, peer: bytes,
+    rng: SeededRng, *, now: float, ttl_s: float,
+) -> tuple[bytes, bytes] | None:  # fmt: skip
+    """Send ``event`` as a file if it is larger than a text body and ``node`` sends files:
+    (message id, attachment id), or None to send it as text."""
+    if event.size <= MessageLimits().max_body_bytes or not isinstance(node, FileSender):
+        return None
+    ref = seal_attachment(chunks, bodies, event.size, event.message_id, rng, AttachConfig())
+    return node.send_files(peer, event.message_id, [ref], now=now, ttl_s=ttl_s), ref.attachment_id

@@ -18,19 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from meshmsg.core.driver import DriverInterface, apply_persist
-from meshmsg.core.effects import (
-    DeleteChunks,
-    LinkId,
-    LoadChunk,
-    Persist,
-    RecordKind,
-    StoreChunk,
-)
-from meshmsg.errors import LocalProtocolError
-from meshmsg.sim.files import ChunkBodies
+from meshmsg.core.effects import Persist, RecordKind
 from meshmsg.sim.rng import SeededRng
 
 RecordKey = tuple[RecordKind, bytes]
@@ -113,46 +104,3 @@ class RecordStore:
 
     def __len__(self) -> int:
         return len(self._records)
-
-
-ChunkStore = dict[tuple[bytes, int], tuple[tuple[bytes, ...], bytes]]
-"""A simulated node's chunk store: attachment chunks by (attachment id, index)."""
-
-
-@runtime_checkable
-class ChunkCarrier(Protocol):
-    """The chunk inputs of ``Node`` (the simulator's research agents carry no attachments)."""
-
-    def chunk_stored(self, attachment_id: bytes, index: int, *, now: float) -> None: ...
-
-    def chunk_loaded(
-        self, link: LinkId, attachment_id: bytes, index: int, proof: tuple[bytes, ...],
-        data: bytes, *, now: float,
-    ) -> None: ...  # fmt: skip
-
-    def chunk_load_failed(
-        self, link: LinkId, attachment_id: bytes, index: int, *, now: float
-    ) -> None: ...
-
-
-def carry_out_chunk(
-    chunks: ChunkStore, bodies: ChunkBodies, node: object,
-    effect: StoreChunk | LoadChunk | DeleteChunks, now: float,
-) -> None:  # fmt: skip
-    """Chunk bodies live beside the node's records: written and read at once, in virtual time;
-    every node's copy of a chunk is the run's one body of it (``sim/files.py``)."""
-    if not isinstance(node, ChunkCarrier):
-        raise LocalProtocolError(f"{type(node).__name__} emitted a chunk effect")
-    match effect:
-        case StoreChunk(attachment_id=aid, index=index, proof=proof, data=data):
-            chunks[(aid, index)] = bodies.intern(aid, index, (proof, data))
-            node.chunk_stored(aid, index, now=now)
-        case LoadChunk(link=link, attachment_id=aid, index=index):
-            body = chunks.get((aid, index))
-            if body is None:
-                node.chunk_load_failed(link, aid, index, now=now)
-            else:
-                node.chunk_loaded(link, aid, index, *body, now=now)
-        case DeleteChunks(attachment_id=aid):
-            for key in [k for k in chunks if k[0] == aid]:
-                del chunks[key]

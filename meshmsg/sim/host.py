@@ -104,3 +104,4 @@ class RecordStore:
 
     def __len__(self) -> int:
         return len(self._records)
+

@@ -588,6 +588,76 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AttachConfig:
+    """Attachments: files carried chunk by chunk (docs/protocol/attachments.md)."""
+
+    max_attachment_bytes: int = limit(
+        128 << 20,
+        "bytes",
+        "issue #13 asks for at least 100 MiB; 128 MiB is 2,185 chunks of 60 KiB, so a chunk's "
+        "Merkle proof is 12 hashes (384 B, 0.6 % of a chunk) and a holdings bitfield 274 B",
+    )
+    max_attachments_per_message: int = limit(
+        16, "attachments", "a message with a handful of photos; bounds the inner record"
+    )
+    max_name_bytes: int = limit(255, "bytes", "the longest file name common file systems store")
+    max_media_type_bytes: int = limit(
+        127, "bytes", "RFC 6838 caps type and subtype at 127 characters each; one is plenty"
+    )
+    requests_in_flight: int = limit(
+        8,
+        "chunks",
+        "chunks asked of one link and not yet received: 8 x 60 KiB = 480 KiB is 2 s at 250 kB/s, "
+        "far more than a LAN round trip, and stays below net.send_queue_bytes",
+    )
+    max_have_entries: int = limit(
+        64,
+        "attachments",
+        "attachments described in one ChunkHoldings record; more continue in the next record",
+    )
+    max_store_bytes: int = limit(
+        1 << 30,
+        "bytes",
+        "chunk bodies on disk, apart from the envelope store: eight full-size attachments",
+    )
+    stranger_quota_fraction: float = limit(
+        0.05, "fraction", "one stranger may fill at most 5 % of the chunk store, as for envelopes"
+    )
+    strangers_total_fraction: float = limit(
+        0.25, "fraction", "all strangers together get at most a quarter of the chunk store"
+    )
+    auto_download_max_bytes: int = limit(
+        16 << 20,
+        "bytes",
+        "a recipient fetches attachments up to this size on its own (a photo, a voice note); "
+        "larger ones wait until the user asks, like messengers' 'download media' settings",
+    )
+    max_attachments: int = limit(
+        4_096,
+        "attachments",
+        "attachments a node holds (own, wanted, carried): the index in memory stays small even "
+        "if peers offer many tiny ones",
+    )
+    max_peer_holdings_bytes: int = limit(
+        1 << 20,
+        "bytes",
+        "bitfields one link may tell us it holds, kept for that link: 400 full-size attachments; "
+        "256 links hold at most 256 MiB, and a peer that sends more is cut off",
+    )
+
+    def __post_init__(self) -> None:
+        # The chunk format bounds the count: proofs have at most 16 hashes (65,536 chunks).
+        if not 1 <= self.max_attachment_bytes <= 65_536 * 61_440:
+            raise ConfigError("max_attachment_bytes must be between 1 and 65,536 chunks")
+        # The record bounds of version 1 (core/attach/records.py): more would not encode, or a
+        # peer would cut us off for asking too much at once.
+        if not 1 <= self.requests_in_flight <= 64 or not 1 <= self.max_have_entries <= 64:
+            raise ConfigError("requests_in_flight and max_have_entries are 1 to 64")
+        if not 1 <= self.max_attachments_per_message <= 16:
+            raise ConfigError("max_attachments_per_message is 1 to 16")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NodeConfig:
     """All configuration of one node. Frozen: build a new one to change a value."""
 
@@ -600,6 +670,7 @@ class NodeConfig:
     net: NetConfig = field(default_factory=NetConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    attach: AttachConfig = field(default_factory=AttachConfig)
     site_key: bytes | None = limit(
         None, "32 bytes", "optional pre-shared key: Noise XXpsk0 so outsiders learn no identity"
     )

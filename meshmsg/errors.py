@@ -10,6 +10,7 @@ No other module defines exceptions. The split follows who is at fault and what h
     │       ├── HandshakeError        Noise failure, wrong prologue/version/site key, refused peer
     │       └── DecryptError          AEAD failure on a link, replayed or out-of-order frame
     ├── InvalidMessage                an end-to-end envelope is invalid: dropped, link stays up
+    ├── InvalidAttachment             a chunk, chunk map or attachment reference fails its check
     ├── StorageError                  local persistence failed: transient, retry
     ├── TransportError                net/ only: wraps OSError / trio errors with ``from``
     ├── KeystoreError                 wrong passphrase, tampered or unreadable keystore file
@@ -90,6 +91,14 @@ class InvalidMessage(MeshError):
     """An end-to-end envelope or message failed validation. It is dropped; the link stays up."""
 
 
+class InvalidAttachment(MeshError):
+    """An attachment's chunk, chunk map (manifest) or reference failed verification.
+
+    From a peer this is a protocol violation (honest relays verify every chunk before they
+    keep or pass it on), so the exchange closes that link; locally it means a damaged store.
+    """
+
+
 class StorageError(MeshError):
     """Local persistence failed. Transient: the operation may be retried."""
 
@@ -122,6 +131,7 @@ __all__ = [
     "DecryptError",
     "GroupError",
     "HandshakeError",
+    "InvalidAttachment",
     "InvalidContactCode",
     "InvalidMessage",
     "KeystoreError",

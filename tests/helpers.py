@@ -99,7 +99,17 @@ class LinkPair:
 # ----------------------------------------------------------------------------------- meshes
 
 from meshmsg.core.driver import apply_persist  # noqa: E402
-from meshmsg.core.effects import CloseLink, Dial, Persist, RecordKind, StoredRecord, Transmit  # noqa: E402
+from meshmsg.core.effects import (  # noqa: E402
+    CloseLink,
+    DeleteChunks,
+    Dial,
+    LoadChunk,
+    Persist,
+    RecordKind,
+    StoreChunk,
+    StoredRecord,
+    Transmit,
+)
 from meshmsg.core.events import Event  # noqa: E402
 from meshmsg.core.identity import ContactCard, Identity  # noqa: E402
 from meshmsg.core.node import Node, pair_offline  # noqa: E402
@@ -137,6 +147,13 @@ class Mesh:
             n: Identity.generate(SeededRng(seed, f"identity:{n}")) for n in names
         }
         self.persisted: dict[str, dict[tuple[RecordKind, bytes], bytes]] = {n: {} for n in names}
+        # Each node's chunk store ("disk"), kept across restarts; chunk writes counted.
+        self.chunks: dict[str, dict[tuple[bytes, int], tuple[tuple[bytes, ...], bytes]]] = {
+            n: {} for n in names
+        }
+        self.chunks_written: dict[str, int] = dict.fromkeys(names, 0)
+        # Cut every link of a node once it has written this many more chunks (a contact ends).
+        self.cut_after_chunks: dict[str, int] = {}
         self.events: dict[str, list[Event]] = {n: [] for n in names}
         self.nodes: dict[str, Node] = {}
         self.links: dict[tuple[str, int], tuple[str, int]] = {}  # (node, link) -> other end
@@ -149,8 +166,11 @@ class Mesh:
         records = [StoredRecord(kind=k, key=key, value=v)
                    for (k, key), v in self.persisted[name].items()]  # fmt: skip
         rng = SeededRng(self.seed, f"node:{name}:{self._restarts}")
+        held: dict[bytes, list[int]] = {}
+        for attachment_id, index in self.chunks.setdefault(name, {}):  # a clone has none yet
+            held.setdefault(attachment_id, []).append(index)
         return Node(identity=self.identities[name], config=self.configs[name], rng=rng,
-                    now=self.now, records=records)  # fmt: skip
+                    now=self.now, records=records, chunks=held)  # fmt: skip
 
     def peer_id(self, name: str) -> bytes:
         return self.identities[name].peer_id
@@ -257,8 +277,41 @@ class Mesh:
                         self.nodes[other[0]].link_lost(other[1], now=self.now)
             case Dial():
                 pass
+            case StoreChunk() | LoadChunk() | DeleteChunks():
+                self._chunk_effect(name, node, effect)
             case _:
                 raise AssertionError(f"unknown effect {effect!r}")
+
+    def _chunk_effect(self, name: str, node: Node, effect: object) -> None:
+        disk = self.chunks.setdefault(name, {})
+        match effect:
+            case StoreChunk(attachment_id=aid, index=index, proof=proof, data=data):
+                disk[(aid, index)] = (proof, data)
+                self.chunks_written[name] = self.chunks_written.get(name, 0) + 1
+                node.chunk_stored(aid, index, now=self.now)
+                left = self.cut_after_chunks.get(name)
+                if left is not None:
+                    self.cut_after_chunks[name] = left - 1
+                    if left <= 1:
+                        del self.cut_after_chunks[name]
+                        self._cut(name)
+            case LoadChunk(link=link, attachment_id=aid, index=index):
+                body = disk.get((aid, index))
+                if body is None:
+                    node.chunk_load_failed(link, aid, index, now=self.now)
+                else:
+                    node.chunk_loaded(link, aid, index, *body, now=self.now)
+            case DeleteChunks(attachment_id=aid):
+                for key in [k for k in disk if k[0] == aid]:
+                    del disk[key]
+
+    def _cut(self, name: str) -> None:
+        for (x, lx), (y, ly) in list(self.links.items()):
+            if name in (x, y) and (x, lx) in self.links:
+                del self.links[(x, lx)]
+                del self.links[(y, ly)]
+                self.nodes[x].link_lost(lx, now=self.now)
+                self.nodes[y].link_lost(ly, now=self.now)
 
     def of_type(self, name: str, kind: type) -> list:  # type: ignore[type-arg]
         return [e for e in self.events[name] if isinstance(e, kind)]

@@ -59,6 +59,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from meshmsg.app.api_files import FilesApi
 from meshmsg.app.api_groups import group_routes
 from meshmsg.app.contact_ops import named, rename_contact
 from meshmsg.app.datadir import check_name, own_contact_code
@@ -559,6 +560,7 @@ def create_app(handle: NodeHandle, token: str) -> Starlette:
         *group_routes(api, handle.config),
         *ui_routes(guard),
     ]
+    routes.extend(FilesApi(handle, api).routes())  # attachments: meshmsg/app/api_files.py
     return Starlette(
         routes=routes,
         exception_handlers={HTTPException: _json_error},

@@ -33,6 +33,7 @@ from meshmsg.app.cli_common import (
     widen_piped_output,
 )
 from meshmsg.app.cli_contacts import contact
+from meshmsg.app.cli_files import save
 from meshmsg.app.cli_groups import group
 from meshmsg.app.cli_messages import chat, inbox, send, status
 from meshmsg.app.cli_run import run
@@ -241,7 +242,7 @@ def main() -> None:
 
 
 for command in (contact, send, inbox, chat, status, run, passphrase, backup, restore, config,
-                group):
+                group, save):  # fmt: skip
     cli.add_command(command)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from pathlib import Path
 from typing import Final
 
 import click
@@ -22,6 +23,7 @@ from meshmsg.app.cli_common import (
     resolve_contact,
     verified_label,
 )
+from meshmsg.app.cli_files import attachments_table, send_files
 from meshmsg.app.cli_groups import group_inbox, group_named, send_to_group
 from meshmsg.app.client import DaemonClient, EventStream
 from meshmsg.app.safe_text import peer_markup, peer_text
@@ -42,25 +44,35 @@ CHAT_HISTORY: Final = 10
 
 @click.command()
 @click.argument("who")
-@click.argument("message", nargs=-1, required=True)
+@click.argument("message", nargs=-1, required=False)
+@click.option(
+    "--file", "files", multiple=True, help="A file to attach (repeat for several).",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)  # fmt: skip
 @click.option(
     "--ttl", type=Duration(), default=None,
     help="How long relays keep it: 90s, 2h, 3d or seconds (default: the profile's).",
 )
 @pass_ctx
-def send(ctx: Ctx, who: str, message: tuple[str, ...], ttl: float | None) -> None:
-    """Send MESSAGE to WHO ('-' reads the message from standard input)."""
+def send(
+    ctx: Ctx, who: str, message: tuple[str, ...], ttl: float | None, files: tuple[Path, ...]
+) -> None:
+    """Send MESSAGE to WHO ('-' reads the message from standard input), with --file PATHs."""
     client = ctx.require_daemon()
     body = sys.stdin.read() if message == ("-",) else " ".join(message)
-    _check_size(body)
     try:
         target = resolve_contact(client.get("/contacts"), who)
     except LocalProtocolError:
-        if group_named(client, who) is None:  # a group by that name: send to the group
+        if files or group_named(client, who) is None:  # a group by that name: send to the group
             raise
+        _check_size(body)
         send_to_group(client, who, body, ttl)
         return
-    sent = client.post("/messages", {"to": target["peer_id"], "body": body, "ttl_s": ttl})
+    if files:  # attachments: meshmsg/app/cli_files.py
+        sent = send_files(client, target, files, body, ttl)
+    else:
+        _check_size(body)
+        sent = client.post("/messages", {"to": target["peer_id"], "body": body, "ttl_s": ttl})
     name = peer_markup(target["name"])
     console.print(
         f"Queued {sent['message_id'][:8]} to [bold]{name}[/bold]: it leaves at the next "
@@ -106,6 +118,8 @@ def inbox(ctx: Ctx, who: str | None, limit: int, keep_unread: bool) -> None:
     else:
         messages = client.get(f"/conversations/{target['peer_id']}/messages?limit={limit}")
     console.print(_messages_table(target["name"], messages))
+    if client is not None and (files := attachments_table(client, target["peer_id"])):
+        console.print(files)
     unread = [m["message_id"] for m in messages if m["direction"] == "in"]
     if client is not None and unread and not keep_unread:
         client.post("/messages/read", {"peer_id": target["peer_id"], "message_ids": unread})

@@ -33,10 +33,11 @@ import platformdirs
 from meshmsg.app import keystore
 from meshmsg.config import NodeConfig
 from meshmsg.core.address import LISTEN, parse_address
-from meshmsg.core.effects import CloseLink, Dial, Persist, Transmit
+from meshmsg.core.effects import CloseLink, DeleteChunks, Dial, Persist, Transmit
 from meshmsg.core.identity import IDENTITY_BYTES, Identity, _check_name, encode_contact_code
 from meshmsg.core.node import Node
 from meshmsg.errors import ConfigError, InvalidContactCode, KeystoreError, StorageError
+from meshmsg.net.chunkstore import ChunkStore
 from meshmsg.net.peers import parse_peer_address
 from meshmsg.net.storage import DB_KEY_BYTES, DataDir, Storage, new_db_key
 from meshmsg.sysrng import SystemRng
@@ -447,9 +448,10 @@ class OfflineNode:
     returning; events are dropped (nobody listens) and there are no links to transmit on.
     """
 
-    def __init__(self, node: Node, storage: Storage) -> None:
+    def __init__(self, node: Node, storage: Storage, chunks: ChunkStore) -> None:
         self.node = node
         self._storage = storage
+        self._chunks = chunks
 
     def run(self, fn: Callable[[Node, float], T]) -> T:
         """Apply ``fn(node, now)`` and commit what it persisted.
@@ -465,6 +467,8 @@ class OfflineNode:
             if isinstance(effect, Persist):
                 self._storage.apply(effect)
                 node.storage_committed(effect.token, now=now)
+            elif isinstance(effect, DeleteChunks):  # an attachment expired or was discarded
+                self._chunks.delete(effect.attachment_id)
             else:  # with no links nothing else can be asked of us
                 assert isinstance(effect, Transmit | Dial | CloseLink)
         while node.next_event() is not None:
@@ -486,14 +490,16 @@ def open_offline(
             raise StorageError("the daemon is running: this command must go through it")
         config = settings.node_config()
         with Storage.open(data_dir.db_path, unlocked.db_key, config=config.storage) as storage:
+            chunks = ChunkStore(data_dir.chunks_path)
             node = Node(
                 identity=unlocked.identity,
                 config=config,
                 rng=SystemRng(),
                 now=time.time(),
                 records=storage.load_all(),
+                chunks=chunks.scan(),
             )
-            yield OfflineNode(node, storage)
+            yield OfflineNode(node, storage, chunks)
 
 
 def read_text_file(path: Path, limit: int) -> str:

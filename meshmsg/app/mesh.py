@@ -40,6 +40,7 @@ from meshmsg.core.effects import LinkId, Persist, RecordKind
 from meshmsg.core.events import LinkClosed, PeerConnected
 from meshmsg.core.node import Node
 from meshmsg.errors import CloseReason, StorageError, TransportError
+from meshmsg.net.chunkstore import ChunkStore
 from meshmsg.net.discovery import Discovery, open_discovery
 from meshmsg.net.peers import DiscoveredPeer, PeerHandout, StaticPeers, TrustedNetworks
 from meshmsg.net.runner import DialFailed, NodeRunner, open_node
@@ -172,6 +173,7 @@ class NodeHandle:
     discovery_error: str | None
     static: StaticPeers | None
     sink: CheckpointingStorage
+    chunks: ChunkStore
     data_root: Path
     clocks: ClockWatch = field(default_factory=ClockWatch)
     started_at: float = field(default_factory=time.time)
@@ -235,12 +237,14 @@ async def open_mesh_node(
     trusted = TrustedNetworks.parse(settings.trusted_networks)
     static = StaticPeers(settings.static_peers, config.net) if settings.static_peers else None
     with Storage.open(data_dir.db_path, unlocked.db_key, config=config.storage) as storage:
+        chunks = ChunkStore(data_dir.chunks_path)
         node = Node(
             identity=unlocked.identity,
             config=config,
             rng=SystemRng(),
             now=clock(),
             records=storage.load_all(),
+            chunks=await trio.to_thread.run_sync(chunks.scan),
         )
         sink = CheckpointingStorage(storage, config.storage.checkpoint_interval_s)
         async with (
@@ -251,6 +255,7 @@ async def open_mesh_node(
                 host=settings.listen_host,
                 port=settings.listen_port,
                 clock=clock,
+                chunks=chunks,
             ) as runner,
             contextlib.AsyncExitStack() as stack,
         ):
@@ -283,6 +288,7 @@ async def open_mesh_node(
                         discovery_error=error,
                         static=static,
                         sink=sink,
+                        chunks=chunks,
                         data_root=data_dir.root,
                         clocks=clocks,
                     )

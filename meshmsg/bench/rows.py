@@ -91,6 +91,14 @@ def link_setup(ctx: Context) -> Figures:
             "one_at_a_time_per_s": one["median_per_s"]}  # fmt: skip
 
 
+def attachment_throughput(ctx: Context) -> Figures:
+    """One attachment over one link between two Nodes in this process (meshmsg/bench/attach.py),
+    in bytes/s, next to the in-process Noise limit of the link-messages row in bytes/s."""
+    from meshmsg.bench.attach import measure_attachment_throughput
+
+    return measure_attachment_throughput(ctx.size(16 << 20, 4 << 20, 1 << 20))
+
+
 # ------------------------------------------------------------------------ durable submits
 
 
@@ -489,6 +497,15 @@ MEASURES: Final[tuple[Measure, ...]] = (
         limit_title="in-process Noise XX handshakes/s",
         goal=(Condition("ratio", ">=", 0.5),), goal_text="ratio ≥ 0.5",
         details=(("one_at_a_time_per_s", "one dialer, one link at a time:", per_s),),
+        repeats=3, quick_repeats=1, blocked=net_blocked,
+    ),
+    Measure(
+        name="link-attachment",
+        title="attachment bytes/s over one link, two Nodes in one process, chunks on disk",
+        figure="attach_bytes_per_s", unit="bytes/s", fmt=size,
+        run=attachment_throughput, limit="limit_bytes_per_s",
+        limit_title="link-messages limit in bytes/s (in-process Noise, 1 KiB payloads)",
+        goal=(Condition("ratio", ">=", 0.5),), goal_text="ratio ≥ 0.5",
         repeats=3, quick_repeats=1, blocked=net_blocked,
     ),
     Measure(

@@ -16,6 +16,9 @@ TOMBSTONE   tag                      TombstoneState (purge token, expiry)
 META        ``b"router"``            RouterState (PRoPHET predictabilities)
 META        ``b"receipt:"`` ‖ peer   Receipt naming the one message (a receipt owed, not yet
             id ‖ kind ‖ message id   sealed into an envelope: receipts wait to be batched)
+ATTACHMENT  attachment id            AttachmentState (manifest, role, routing; chunks apart)
+ATTACHMENT_ attachment id            AttachmentDoneState (a checked completion receipt)
+DONE
 =========== ======================== ==========================================
 """
 
@@ -23,8 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from meshmsg.config import NodeConfig
+from meshmsg.core.attach.records import AttachmentDoneState, AttachmentState
 from meshmsg.core.contacts import Contact
 from meshmsg.core.conversations import StoredMessage
 from meshmsg.core.e2e import ContactChannel
@@ -126,6 +131,8 @@ def owed_receipt_record(peer_id: bytes, kind: int, message_id: bytes) -> StoredR
 
 # ---------------------------------------------------------------------------------- restore
 
+R = TypeVar("R")
+
 
 def _decode_one(record: StoredRecord, state: NodeState) -> Record:
     try:
@@ -152,6 +159,8 @@ class Restored:
 
     state: NodeState
     owed_receipts: list[OwedReceipt] = field(default_factory=list)
+    attachments: list[AttachmentState] = field(default_factory=list)  # for the carrier
+    attachments_done: list[AttachmentDoneState] = field(default_factory=list)
     empty: bool = True  # no record at all: a first start
 
 
@@ -189,7 +198,18 @@ def restore_state(
             _restore_router(state, record)
         elif record.key.startswith(RECEIPT_KEY):
             restored.owed_receipts.append(_restore_owed_receipt(state, record))
+    for record in by_kind[RecordKind.ATTACHMENT]:
+        restored.attachments.append(_decoded_as(record, state, AttachmentState))
+    for record in by_kind[RecordKind.ATTACHMENT_DONE]:
+        restored.attachments_done.append(_decoded_as(record, state, AttachmentDoneState))
     return restored
+
+
+def _decoded_as(record: StoredRecord, state: NodeState, kind: type[R]) -> R:
+    value = _decode_one(record, state)
+    if not isinstance(value, kind):
+        raise StorageError(f"{record.kind.name} record holds another type")
+    return value
 
 
 def _restore_contact(into: NodeState, record: StoredRecord) -> None:

@@ -56,6 +56,8 @@ class RecordKind(enum.IntEnum):
     ENVELOPE = 3  # a relay store item: envelope bytes plus routing state
     MESSAGE = 4  # one message of a conversation, with its timeline
     TOMBSTONE = 5  # a purge token or a delivered id, remembered until it expires
+    ATTACHMENT = 6  # an attachment's manifest, role and routing state (chunks live apart)
+    ATTACHMENT_DONE = 7  # a checked completion receipt, remembered until it expires
     # Groups (meshmsg/core/groups/persist.py); 16 on, clear of the kinds other features take.
     GROUP = 16  # one group's signed operation graph
     GROUP_KEY = 17  # one sender chain of a group (ours, or a member's as far as we keep it)
@@ -89,4 +91,36 @@ class Persist:
     erases_keys: bool = False
 
 
-Effect = Transmit | Dial | CloseLink | Persist
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreChunk:
+    """Write this verified chunk durably, then call ``chunk_stored(attachment_id, index)``."""
+
+    attachment_id: bytes
+    index: int
+    proof: tuple[bytes, ...]
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadChunk:
+    """Read this chunk and call ``chunk_loaded(link, attachment_id, index, proof, data)``, or
+    ``chunk_load_failed`` if it is gone (a damaged store); the core then sends it on ``link``."""
+
+    link: LinkId
+    attachment_id: bytes
+    index: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteChunks:
+    """Delete every stored chunk of this attachment (purged, expired, evicted or discarded)."""
+
+    attachment_id: bytes
+
+
+ChunkEffect = StoreChunk | LoadChunk | DeleteChunks
+"""Chunk bodies go to and come from the driver's chunk store (docs/architecture.md, "Chunk
+bodies stay out of the core"); the node answers with ``chunk_stored`` / ``chunk_loaded``."""
+
+
+Effect = Transmit | Dial | CloseLink | Persist | StoreChunk | LoadChunk | DeleteChunks

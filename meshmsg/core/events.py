@@ -162,6 +162,40 @@ class GroupMessageStatus:
     recipients: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttachmentProgress:
+    """A chunk of an attachment we fetch (or carry) is now stored."""
+
+    attachment_id: bytes
+    held: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttachmentComplete:
+    """Every chunk of an attachment addressed to us is stored and checked: it can be saved."""
+
+    attachment_id: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttachmentDelivered:
+    """The recipient's completion receipt for an attachment we sent came back."""
+
+    attachment_id: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttachmentDropped:
+    """We let go of an attachment's chunks: ``reason`` is expired, evicted or purged."""
+
+    attachment_id: bytes
+    reason: str
+
+
+AttachEvent = AttachmentProgress | AttachmentComplete | AttachmentDelivered | AttachmentDropped
+
+
 Event = (
     PeerConnected
     | LinkClosed
@@ -177,4 +211,8 @@ Event = (
     | GroupChanged
     | GroupMessageReceived
     | GroupMessageStatus
+    | AttachmentProgress
+    | AttachmentComplete
+    | AttachmentDelivered
+    | AttachmentDropped
 )

@@ -33,15 +33,18 @@ driver or application misused the node.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 
 from meshmsg.config import NodeConfig
 from meshmsg.core import codec
+from meshmsg.core.attach.assembly import AttachmentRef
+from meshmsg.core.attach.table import Carried
 from meshmsg.core.contacts import Contact, ContactBook
 from meshmsg.core.conversations import Conversations
 from meshmsg.core.driver import DriverInterface
 from meshmsg.core.e2e import ContactChannel, TagIndex, new_key_share
-from meshmsg.core.effects import Effect, LinkId, RecordKind, StoredRecord
+from meshmsg.core.effects import DeleteChunks, Effect, LinkId, RecordKind, StoredRecord
 from meshmsg.core.events import Event, LinkClosed, PeerConnected
 from meshmsg.core.exchange.dispatch import Exchange
 from meshmsg.core.groups.book import GroupBook
@@ -82,6 +85,7 @@ class Node:
         now: float,
         records: Iterable[StoredRecord] = (),
         one_mode: bool = False,
+        chunks: Mapping[bytes, Iterable[int]] | None = None,
     ) -> None:
         """Create a node, restoring persisted state from ``records`` (from a previous run).
 
@@ -95,6 +99,8 @@ class Node:
                 research: the simulator compares the production code with the ONE's reports,
                 and the store's eviction rule is the one difference a driver cannot supply
                 from outside (see docs/architecture.md, "Simulator concerns in the core").
+            chunks: which chunks the driver's chunk store holds, by attachment id (its scan at
+                start): the store is the truth about chunk bodies, the records about the rest.
 
         Raises:
             StorageError: a persisted record could not be decoded.
@@ -113,6 +119,10 @@ class Node:
             IdentityProof(public=identity.public.to_bytes()),
         ]
         self._exchange.groups.restore(records, now)
+        carrier = self._exchange.attachments.carrier
+        orphans = carrier.restore(restored.attachments, restored.attachments_done, chunks or {})
+        for attachment_id in orphans:  # chunks written before a crash, their record never was
+            self._out.chunk(DeleteChunks(attachment_id=attachment_id))
         for owed in restored.owed_receipts:
             self._exchange.receipts.owe(owed.peer_id, owed.kind, owed.message_id, now)
         if not restored.empty:
@@ -252,6 +262,42 @@ class Node:
         self._out.now = now
         return self._exchange.sending.send_text(peer_id, body, now=now, ttl_s=ttl_s)
 
+    def send_files(
+        self, peer_id: bytes, body: str, refs: Sequence[AttachmentRef], *, now: float,
+        ttl_s: float | None = None,
+    ) -> bytes:  # fmt: skip
+        """Send a message with attachments the application sealed into the chunk store
+        (``net/chunkstore.py``); return its message id. Each attachment travels on its own,
+        chunk by chunk (docs/protocol/attachments.md); its progress is reported by events.
+
+        Raises:
+            LocalProtocolError: unknown contact, or a TTL over the configured maximum.
+            InvalidMessage: body or attachment count over the limits.
+            InvalidAttachment: a reference that fails its checks.
+        """
+        self._out.now = now
+        message_id = self._exchange.sending.send_files(
+            peer_id, body, list(refs), now=now, ttl_s=ttl_s
+        )
+        self._flush_all(now)
+        return message_id
+
+    def fetch_attachment(self, attachment_id: bytes, *, now: float) -> None:
+        """Fetch an attachment the automatic download rules left pending."""
+        self._out.now = now
+        self._exchange.attachments.carrier.fetch(attachment_id)
+        self._flush_all(now)
+
+    def discard_attachment(self, attachment_id: bytes, *, now: float) -> None:
+        """Forget an attachment and delete its chunks."""
+        self._out.now = now
+        self._exchange.attachments.carrier.discard(attachment_id)
+
+    @property
+    def attachments(self) -> Mapping[bytes, Carried]:
+        """Every attachment at this node (own, wanted, carried), by id. Read only."""
+        return MappingProxyType(self._exchange.attachments.carrier.table.items)
+
     def mark_read(self, peer_id: bytes, message_ids: Iterable[bytes], *, now: float) -> None:
         """The user read these received messages: send a read receipt (if receipts are on)."""
         self._out.now = now
@@ -376,6 +422,35 @@ class Node:
         """The driver durably committed the ``Persist`` effect with this token."""
         self._out.now = now
         self._out.committed(token, now)
+        for link in list(self._state.sessions):
+            self._flush(link, now)
+
+    def chunk_stored(self, attachment_id: bytes, index: int, *, now: float) -> None:
+        """The driver wrote a ``StoreChunk`` durably."""
+        self._out.now = now
+        self._exchange.attachments.carrier.chunk_stored(attachment_id, index, now)
+        self._flush_all(now)
+
+    def chunk_loaded(
+        self, link: LinkId, attachment_id: bytes, index: int, proof: tuple[bytes, ...],
+        data: bytes, *, now: float,
+    ) -> None:  # fmt: skip
+        """The driver read the chunk a ``LoadChunk`` asked for: it goes out on ``link`` now."""
+        self._out.now = now
+        self._exchange.attachments.carrier.chunk_loaded(link, attachment_id, index, proof, data)
+        if link in self._state.sessions:
+            self._flush(link, now)
+
+    def chunk_load_failed(
+        self, link: LinkId, attachment_id: bytes, index: int, *, now: float
+    ) -> None:
+        """The chunk a ``LoadChunk`` asked for is gone or damaged on disk."""
+        self._out.now = now
+        self._exchange.attachments.carrier.chunk_load_failed(link, attachment_id, index)
+        if link in self._state.sessions:
+            self._flush(link, now)
+
+    def _flush_all(self, now: float) -> None:
         for link in list(self._state.sessions):
             self._flush(link, now)
 

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 from meshmsg.core.effects import (
+    ChunkEffect,
     CloseLink,
     Dial,
     Effect,
@@ -102,6 +103,10 @@ class Outbox:
         data = session.link.data_to_send(now)
         if data:
             self._effects.append(Transmit(link=session.link_id, data=data))
+
+    def chunk(self, effect: ChunkEffect) -> None:
+        """Queue a chunk for the driver's chunk store (docs/architecture.md, chunk bodies)."""
+        self._effects.append(effect)
 
     def dial(self, address: str) -> None:
         self._effects.append(Dial(address=address))

@@ -23,6 +23,11 @@ from dataclasses import dataclass
 from typing import Final
 
 from meshmsg.core.groups.records import GROUP_PAIRWISE_RECORDS
+from meshmsg.core.attach.records import (
+    ATTACH_SESSION_RECORDS,
+    ATTACH_STORAGE_RECORDS,
+    AttachmentMessage,
+)
 from meshmsg.core.wire import (
     UINT64_MAX,
     Bool,
@@ -295,14 +300,18 @@ HANDSHAKE_RECORDS: Final = RecordRegistry([Hello, IdentityProof])
 """Records carried in Noise handshake messages 2 and 3."""
 
 SESSION_RECORDS: Final = LINK_RECORDS.extend(
-    [KeyExchange, KeyConfirm, RouteTable, SyncMessage, Offer, Reply, Transfer, Custody, Purge]
-)
+    [KeyExchange, KeyConfirm, RouteTable, SyncMessage, Offer, Reply, Transfer, Custody, Purge,
+     *ATTACH_SESSION_RECORDS]
+)  # fmt: skip
 """Records a node reads from an established session: the link layer plus the meeting protocol."""
 
-INNER_RECORDS: Final = RecordRegistry([TextMessage, Receipt, *GROUP_PAIRWISE_RECORDS])
+INNER_RECORDS: Final = RecordRegistry(
+    [TextMessage, Receipt, *GROUP_PAIRWISE_RECORDS, AttachmentMessage]
+)
 """Records inside an end-to-end envelope."""
 
 STORAGE_RECORDS: Final = RecordRegistry(
-    [ContactState, EnvelopeState, MessageState, TombstoneState, RouterState]
-)
+    [ContactState, EnvelopeState, MessageState, TombstoneState, RouterState,
+     *ATTACH_STORAGE_RECORDS]
+)  # fmt: skip
 """Values of persisted records (never sent on a link)."""

@@ -81,16 +81,28 @@ from meshmsg.config import NetConfig
 from meshmsg.core.driver import DriverInterface, apply_persist
 from meshmsg.core.effects import (
     CloseLink,
+    DeleteChunks,
     Dial,
     Effect,
     LinkId,
+    LoadChunk,
     Persist,
     RecordKind,
+    StoreChunk,
     StoredRecord,
     Transmit,
 )
 from meshmsg.core.events import Event, PeerConnected
-from meshmsg.errors import StorageError, TransportError
+from meshmsg.errors import LocalProtocolError, StorageError, TransportError
+from meshmsg.net.chunkio import (
+    ChunkInputs,
+    ChunkResult,
+    ChunkSink,
+    ChunkWorker,
+    Loaded,
+    MemoryChunks,
+    Stored,
+)
 from meshmsg.net.tcp import Connection, format_address, parse_address
 
 # --- interfaces ------------------------------------------------------------------------------
@@ -317,8 +329,16 @@ class NodeRunner(Generic[N]):
         storage: PersistSink,
         clock: Callable[[], float],
         connect: Connect,
+        chunks: ChunkSink,
     ) -> None:
         self._node = node
+        # Checked once: only a node with attachments (the real Node) emits chunk effects.
+        as_object: object = node
+        self._chunk_node = as_object if isinstance(as_object, ChunkInputs) else None
+        self._chunks = ChunkWorker(
+            chunks, self._wake_pump, retry_s=config.storage_retry_s,
+            attempts=config.storage_max_attempts,
+        )  # fmt: skip
         self._config = config
         self._storage = storage
         self._clock = clock
@@ -477,6 +497,7 @@ class NodeRunner(Generic[N]):
         self._listeners = listeners
         nursery.start_soon(self._pump)
         nursery.start_soon(self._store)
+        nursery.start_soon(self._chunks.run)
         for _ in range(self._config.max_concurrent_dials):
             nursery.start_soon(self._dial_worker)
         if discovery is not None:
@@ -613,8 +634,24 @@ class NodeRunner(Generic[N]):
             self._node.storage_committed(token, now=now)
             self._drain(now)
         self._release_durable(all_of_them=False)
+        while self._chunks.results:
+            self._chunk_done(self._chunks.results.popleft(), self._clock())
         while self._ended:
             self._settle(self._ended.popleft(), self._clock())
+
+    def _chunk_done(self, result: ChunkResult, now: float) -> None:
+        """Hand the Node what the chunk worker did (see ``net/chunkio.py``)."""
+        node = self._chunk_node
+        if node is None:
+            raise LocalProtocolError(f"{type(self._node).__name__} emitted a chunk effect")
+        match result:
+            case Stored(attachment_id=aid, index=index):
+                node.chunk_stored(aid, index, now=now)
+            case Loaded(link=link, attachment_id=aid, index=index, body=None):
+                node.chunk_load_failed(link, aid, index, now=now)
+            case Loaded(link=link, attachment_id=aid, index=index, body=(proof, data)):
+                node.chunk_loaded(link, aid, index, proof, data, now=now)
+        self._drain(now)
 
     def _settle(self, conn: Connection, now: float) -> None:
         """Forget an ended connection once no input of its own is still queued."""
@@ -680,6 +717,8 @@ class NodeRunner(Generic[N]):
                 self._persists_pending += 1
                 self._persists_issued += 1
                 self._persists_in.send_nowait(effect)
+            case StoreChunk() | LoadChunk() | DeleteChunks():
+                self._chunks.submit(effect)
             case _:
                 assert_never(effect)
 
@@ -923,6 +962,7 @@ async def open_node(
     clock: Callable[[], float] = time.time,
     discovery: PeerSource[H] | None = None,
     connect: Connect = trio.open_tcp_stream,
+    chunks: ChunkSink | None = None,
 ) -> AsyncIterator[NodeRunner[N]]:
     """Run ``node`` on TCP for the duration of the ``async with`` block.
 
@@ -937,6 +977,8 @@ async def open_node(
         clock: the Node's clock in seconds; wall-clock time in production (module docstring).
         discovery: a source of peers to dial (``meshmsg.net.discovery``), told how they fared.
         connect: how to open an outbound stream; ``trio.open_tcp_stream`` by default.
+        chunks: where attachment chunks live, e.g. ``meshmsg.net.chunkstore.ChunkStore``;
+            default :class:`~meshmsg.net.chunkio.MemoryChunks` (tests and demos only).
 
     Raises:
         TransportError: the listening socket could not be opened (port in use, bad host).
@@ -949,6 +991,7 @@ async def open_node(
         storage=storage if storage is not None else MemoryStorage(),
         clock=clock,
         connect=connect,
+        chunks=chunks if chunks is not None else MemoryChunks(),
     )
     try:
         listeners = await trio.open_tcp_listeners(port, host=host)
@@ -974,6 +1017,7 @@ async def serve_node(
     port: int = 0,
     clock: Callable[[], float] = time.time,
     discovery: PeerSource[H] | None = None,
+    chunks: ChunkSink | None = None,
     task_status: trio.TaskStatus[NodeRunner[N]] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Run ``node`` until cancelled; ``await nursery.start(serve_node, node)`` gives the runner.
@@ -988,6 +1032,7 @@ async def serve_node(
         port=port,
         clock=clock,
         discovery=discovery,
+        chunks=chunks,
     ) as runner:
         task_status.started(runner)
         await trio.sleep_forever()

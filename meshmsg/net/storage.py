@@ -500,6 +500,8 @@ class DataDir:
     * ``node.db`` (with ``-wal`` and ``-shm``): the :class:`Storage`.
     * ``api-token``: the bearer token of the local HTTP API.
     * ``config.toml``: the node's settings.
+    * ``chunks/``: attachment chunks, one file each (``meshmsg.net.chunkstore``): ciphertext
+      under each attachment's own key, which lives only in ``node.db``.
     """
 
     root: Path
@@ -523,6 +525,10 @@ class DataDir:
     @property
     def config_path(self) -> Path:
         return self.root / "config.toml"
+
+    @property
+    def chunks_path(self) -> Path:
+        return self.root / "chunks"
 
     def create(self) -> DataDir:
         """Create the directory if needed and make it 0700 (tightening a wider mode).

@@ -37,10 +37,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO, assert_never
 
+from meshmsg.core import effects as fx
 from meshmsg.core.effects import CloseLink, Dial, Persist, Transmit
 from meshmsg.core.events import EnvelopeAccepted, Event, MessageReceived
-from meshmsg.errors import InvalidMessage, LocalProtocolError
+from meshmsg.errors import InvalidAttachment, InvalidMessage, LocalProtocolError
 from meshmsg.sim.faults import NodeCrash, NodeRestart, Partition
+from meshmsg.sim.files import ChunkBodies, ChunkStore, carry_out_chunk, send_as_file
 from meshmsg.sim.host import NodeFactory, NodeSetup, PrePairing, RecordStore, SimulatedNode
 from meshmsg.sim.links import Direction, Frame, Link, LinkParams, MessengerLinks, OneLinks
 from meshmsg.sim.oneclock import StepGrid, one_ttl_s
@@ -74,6 +76,9 @@ class Observer(Protocol):
 
     def node_state(self, now: float, address: int, *, up: bool) -> None: ...
 
+    def attachment_created(self, now: float, event: MessageEvent, attachment_id: bytes) -> None:
+        """The message ``event`` left as a file (messenger mode, larger than a text body)."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EngineConfig:
@@ -96,14 +101,15 @@ class EngineResult:
 
 
 class _Slot:
-    __slots__ = ("links", "node", "records", "rng", "same_instant", "setup", "timer_at",
-                 "timer_gen")  # fmt: skip
+    __slots__ = ("chunks", "links", "node", "records", "rng", "same_instant", "setup",
+                 "timer_at", "timer_gen")  # fmt: skip
 
     def __init__(self, setup: NodeSetup, rng: SeededRng) -> None:
         self.setup = setup
         self.rng = rng
         self.node: SimulatedNode | None = None
         self.records = RecordStore()
+        self.chunks: ChunkStore = {}  # the node's attachment chunks, kept like its records
         self.links: dict[int, Link] = {}
         self.timer_at: float | None = None
         self.timer_gen = 0
@@ -156,6 +162,7 @@ class Engine:
         self._due: list[tuple[float, int, int, object, object, object, float]] = []
         self._steps_pending: set[float] = set()
         self._keep_records = keep_records
+        self._bodies = ChunkBodies()  # one body per attachment chunk for the run (sim/files.py)
         factory.prepare(setups, seed=config.seed, pre_pair=pre_pair)
 
     # ---- the main loop ---------------------------------------------------------------------
@@ -399,7 +406,6 @@ class Engine:
         if slot.node is None:
             self._observer.created(self.now, event, None, reason="the source node is down")
             return
-        body = (event.message_id + ":" + "." * event.size)[: max(event.size, 1)]
         peer = self._factory.identity(event.destination)
         self._input = "send_message"
         self._inputs += 1
@@ -407,8 +413,17 @@ class Engine:
             ttl_s = slot.setup.ttl_s
             if slot.setup.one_mode:
                 ttl_s = one_ttl_s(self.now, ttl_s)
-            message_id = slot.node.send_message(peer, body, now=self.now, ttl_s=ttl_s)
-        except (LocalProtocolError, InvalidMessage) as exc:
+            sent = None if slot.setup.one_mode else send_as_file(
+                slot.node, slot.chunks, self._bodies, event, peer, slot.rng, now=self.now,
+                ttl_s=ttl_s,
+            )  # fmt: skip
+            if sent is not None:  # messenger mode: a message larger than a text body is a file
+                message_id, attachment_id = sent
+                self._observer.attachment_created(self.now, event, attachment_id)
+            else:
+                body = (event.message_id + ":" + "." * event.size)[: max(event.size, 1)]
+                message_id = slot.node.send_message(peer, body, now=self.now, ttl_s=ttl_s)
+        except (LocalProtocolError, InvalidMessage, InvalidAttachment) as exc:
             # Not a contact, or a body the core refuses: the application could not send it.
             self._log(f"{self.now!r} refused {event.message_id} {exc}")
             self._observer.created(self.now, event, None, reason=str(exc))
@@ -501,6 +516,8 @@ class Engine:
                 case Dial():
                     self._log(f"{now!r} dial {address} {effect.address}")
                     self._push(now, _P_INTERNAL, _DIAL, address, effect.address, None)
+                case fx.StoreChunk() | fx.LoadChunk() | fx.DeleteChunks():
+                    carry_out_chunk(slot.chunks, self._bodies, node, effect, now)
                 case _:
                     assert_never(effect)
             effect = node.next_effect()

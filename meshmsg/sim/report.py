@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import TextIO
 
 from meshmsg.core.events import (
+    AttachmentComplete,
+    AttachmentProgress,
     DropReason,
     EnvelopeAccepted,
     EnvelopeDropped,
@@ -204,6 +206,12 @@ class Recorder:
         self.refused = self.creation_failed = self.contacts = self.crashes = 0
         self.relayed_other = 0
         self.latencies: list[float] = []
+        # Attachments (messenger mode, messages larger than a text body): sim id and creation
+        # time by attachment id; chunk deliveries at any node; last-chunk latencies.
+        self._attachments: dict[bytes, tuple[str, float]] = {}
+        self.attachments_delivered: set[bytes] = set()
+        self.chunk_deliveries = 0
+        self.last_chunk_latencies: list[float] = []
         self.hopcounts: list[int] = []
         self.buffertimes: list[float] = []
         self.delivery_times: list[float] = []
@@ -255,6 +263,9 @@ class Recorder:
         else:
             self.aborted += envelopes
 
+    def attachment_created(self, now: float, event: MessageEvent, attachment_id: bytes) -> None:
+        self._attachments[attachment_id] = (event.message_id, now)
+
     def node_state(self, now: float, address: int, *, up: bool) -> None:
         if not up:
             self.crashes += 1
@@ -274,8 +285,20 @@ class Recorder:
                 self._message_received(now, event)
             case EnvelopeDropped():
                 self._dropped(now, address, event)
+            case AttachmentProgress():
+                self.chunk_deliveries += 1
+            case AttachmentComplete(attachment_id=aid) if aid in self._attachments:
+                self._attachment_complete(now, address, aid)
             case _:
                 pass
+
+    def _attachment_complete(self, now: float, address: int, attachment_id: bytes) -> None:
+        sim_id, created = self._attachments[attachment_id]
+        if self.records[sim_id].destination != address:
+            return
+        if attachment_id not in self.attachments_delivered:
+            self.attachments_delivered.add(attachment_id)
+            self.last_chunk_latencies.append(now - created)
 
     def _accepted(
         self, now: float, address: int, event: EnvelopeAccepted, peer: int | None
@@ -362,6 +385,12 @@ class Recorder:
             "contacts": self.contacts,
             "crashes": self.crashes,
             "copies_held_at_end": len(self._held),
+            "attachments_created": len(self._attachments),
+            "attachments_delivered": len(self.attachments_delivered),
+            "chunk_deliveries": self.chunk_deliveries,
+            # Median time from creation to the recipient's last chunk, whole seconds.
+            "attachment_latency_median_s": round(one_median(self.last_chunk_latencies))
+            if self.last_chunk_latencies else 0,
         }
 
     def write_messages(self, path: Path) -> None:

@@ -16,8 +16,8 @@ from tests.sim.fakes import ScriptFactory
 from tests.sim.helpers import run_engine, up
 
 TOO_LARGE = (
-    "2 of 3 messages not created: message body over 32768 bytes "
-    "(e.g. M1, node 0 to 1 at t=5.0 s, 40,000 bytes)"
+    "2 of 3 messages not created: attachments are at most … B "
+    "(e.g. M1, node 0 to 1 at t=5.0 s, 200,000,000 bytes)"
 )
 NEVER_LINKED = (
     "1 of 3 nodes never linked: no contact with any other node during the run (e.g. node 2)"
@@ -25,11 +25,11 @@ NEVER_LINKED = (
 
 
 def scenario(tmp_path: Path) -> Path:
-    """Three real core nodes; two messages exceed the core's 32 KiB body limit; node 2 never
-    meets anyone."""
+    """Three real core nodes; two messages exceed the 128 MiB attachment cap (above 32 KiB a
+    message travels as a file); node 2 never meets anyone."""
     (tmp_path / "contacts.txt").write_text("1.0 CONN 0 1 up bt\n50.0 CONN 0 1 down bt\n")
     (tmp_path / "messages.txt").write_text(
-        "5.0 C M1 n0 n1 40000\n6.0 C M2 n0 n1 100\n7.0 C M3 n1 n0 50000\n"
+        "5.0 C M1 n0 n1 200000000\n6.0 C M2 n0 n1 100\n7.0 C M3 n1 n0 300000000\n"
     )
     path = tmp_path / "big.toml"
     path.write_text("""
@@ -68,7 +68,7 @@ def test_failures_are_printed_and_recorded(tmp_path: Path) -> None:
     ]
     records = [json.loads(line) for line in (out / "messages.jsonl").read_text().splitlines()]
     assert [r["not_created"] for r in records] == [
-        "message body over 32768 bytes", None, "message body over 32768 bytes",
+        "attachments are at most 134217728 B", None, "attachments are at most 134217728 B",
     ]  # fmt: skip
 
 

@@ -16,7 +16,15 @@ counted (Briar's split between a broken link and a bad message).
 
 from __future__ import annotations
 
+from meshmsg.core.attach.records import (
+    AttachmentDone,
+    Chunk,
+    ChunkHoldings,
+    ChunkMissing,
+    ChunkRequest,
+)
 from meshmsg.core.events import MessageStatus
+from meshmsg.core.exchange.attachments import Attachments
 from meshmsg.core.exchange.custody import Carrying
 from meshmsg.core.exchange.holdings import Holdings
 from meshmsg.core.exchange.keys import ContactKeys
@@ -53,17 +61,20 @@ class Exchange:
 
     def __init__(self, state: NodeState, out: Outbox) -> None:
         self._state = state
+        self.attachments = Attachments(state, out)
         self._holdings = Holdings(state, out)
         self._sync = Sync(state, out, self._holdings)
         renewal = Renewal(state, out)
-        self.sending = Sending(state, out, self._holdings, self._sync, renewal)
+        self.sending = Sending(state, out, self._holdings, self._sync, renewal, self.attachments)
         self.receipts = Receipts(state, out, self.sending, renewal)
         self._purges = Purges(state, out, self._holdings, self._sync)
         self.groups = GroupMail(state, out, self._holdings, self._sync, self.sending)
-        opening = Opening(state, out, self._holdings, self._purges, self.receipts, self.groups)
+        opening = Opening(
+            state, out, self._holdings, self._purges, self.receipts, self.groups, self.attachments
+        )
         self.keys = ContactKeys(state, out, self._holdings, self.sending, opening, renewal)
         self._carrying = Carrying(state, out, self._holdings, self._sync, opening)
-        self.meeting = Meeting(state, self.keys, self._sync)
+        self.meeting = Meeting(state, self.keys, self._sync, self.attachments)
 
     def handle(self, session: PeerSession, record: Record, now: float) -> None:
         """One record arrived on an established link: hand it to the part that handles it."""
@@ -88,6 +99,8 @@ class Exchange:
                 self._carrying.on_custody(session, accepted, refused, now)
             case Purge(token=token, expiry_at=expiry_at):
                 self._purges.on_purge(session, token, expiry_at / _MS, now)
+            case ChunkHoldings() | ChunkRequest() | Chunk() | ChunkMissing() | AttachmentDone():
+                self.attachments.handle(session, record, now)
             case _:
                 raise RemoteProtocolError(f"unexpected {type(record).__name__} on a live link")
 
@@ -96,6 +109,7 @@ class Exchange:
         self.keys.on_closed(session, now)
         self._carrying.release_in_flight(session)
         self._sync.on_closed(session)
+        self.attachments.on_closed(session)
 
     def next_deadline(self) -> float | None:
         candidates = [
@@ -104,6 +118,7 @@ class Exchange:
             self._state.tombstones.next_expiry(),
             self.keys.channels_due_at,
             self.groups.next_deadline(),
+            self.attachments.carrier.next_deadline(),
         ]
         present = [c for c in candidates if c is not None]
         return min(present) if present else None
@@ -116,6 +131,7 @@ class Exchange:
         self.keys.advance_if_due(now)
         self.receipts.send_due(now)
         self.groups.on_timer(now)
+        self.attachments.carrier.on_timer(now)
         for peer_id in self._holdings.take_room_wanted(now):
             contact = self._state.contacts.get(peer_id)
             if contact is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from meshmsg.core import tiebreak
 from meshmsg.core.contacts import Contact
 from meshmsg.core.effects import LinkId
+from meshmsg.core.exchange.attachments import Attachments
 from meshmsg.core.exchange.keys import ContactKeys
 from meshmsg.core.exchange.sync import Sync
 from meshmsg.core.identity import PublicIdentity
@@ -28,12 +29,15 @@ from meshmsg.errors import CloseReason, HandshakeError, InvalidContactCode, Remo
 class Meeting:
     """Handshake decisions and the start of a meeting."""
 
-    __slots__ = ("_keys", "_state", "_sync", "_verified")
+    __slots__ = ("_attachments", "_keys", "_state", "_sync", "_verified")
 
-    def __init__(self, state: NodeState, keys: ContactKeys, sync: Sync) -> None:
+    def __init__(
+        self, state: NodeState, keys: ContactKeys, sync: Sync, attachments: Attachments
+    ) -> None:
         self._state = state
         self._keys = keys
         self._sync = sync
+        self._attachments = attachments
         self._verified: dict[bytes, PublicIdentity] = {}  # identity proof -> its identity
 
     def decide(self, peer: PeerHandshake) -> PeerVerdict:
@@ -112,6 +116,7 @@ class Meeting:
         if contact is not None:
             self._keys.start(session, contact, now)
         self._sync.start(session, now)
+        self._attachments.on_established(session)
 
     def _rank(self, session: PeerSession) -> tiebreak.LinkRank:
         peer = session.link.peer

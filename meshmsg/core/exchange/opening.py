@@ -9,9 +9,12 @@ and reported after: received-message events wait for the driver's commit.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from meshmsg.core import codec
+from meshmsg.core.attach.records import AttachmentMessage, AttachmentRefEntry
+from meshmsg.core.attach.wirestate import ref_from_entry
 from meshmsg.core.contacts import Contact
 from meshmsg.core.conversations import StoredMessage
 from meshmsg.core.e2e import ContactChannel, Expired, Match, MatchKind
@@ -23,6 +26,7 @@ from meshmsg.core.events import (
     MessageStatus,
     UndecryptableMessage,
 )
+from meshmsg.core.exchange.attachments import Attachments
 from meshmsg.core.exchange.holdings import Holdings
 from meshmsg.core.exchange.purges import Purges
 from meshmsg.core.exchange.receipts import RECEIPT_DELIVERED, RECEIPT_READ, Receipts
@@ -35,7 +39,7 @@ from meshmsg.core.state import NodeState
 from meshmsg.core.store import StoreItem, Tier
 from meshmsg.core.tombstones import Tombstone
 from meshmsg.core.wire import Record, decode_records
-from meshmsg.errors import DecodeError, InvalidMessage
+from meshmsg.errors import DecodeError, InvalidAttachment, InvalidMessage
 
 _MS = 1000.0
 
@@ -53,7 +57,9 @@ class Consumed:
 class Opening:
     """Opens envelopes addressed to us and applies what they carry."""
 
-    __slots__ = ("_groups", "_holdings", "_out", "_purges", "_receipts", "_state")
+    __slots__ = (
+        "_attachments", "_groups", "_holdings", "_out", "_purges", "_receipts", "_state",
+    )
 
     def __init__(
         self,
@@ -63,8 +69,10 @@ class Opening:
         purges: Purges,
         receipts: Receipts,
         groups: GroupMail,
+        attachments: Attachments,
     ) -> None:
         self._groups = groups
+        self._attachments = attachments
         self._state = state
         self._out = out
         self._holdings = holdings
@@ -167,22 +175,45 @@ class Opening:
         """Group mail for us (its tag is one of our groups' chains)."""
         self._groups.deliver(session, envelope, env_id, record, now)
 
+    def _received(
+        self, contact: Contact, mid: bytes, sent_ms: int, body: str, hops: int, now: float
+    ) -> list[StoredMessage]:
+        conversations = self._state.conversations
+        if conversations.get(mid) is not None:
+            return []
+        stored = StoredMessage(
+            message_id=mid, peer_id=contact.peer_id, outgoing=False, body=body,
+            sent_at=sent_ms / _MS, received_at=now, status=MessageStatus.DELIVERED, hops=hops,
+        )  # fmt: skip
+        conversations.add(stored)
+        self._receipts.queue(contact.peer_id, RECEIPT_DELIVERED, mid, now)
+        return [stored]
+
+    def _want(
+        self, contact: Contact, mid: bytes, refs: tuple[AttachmentRefEntry, ...], now: float
+    ) -> None:
+        """Attachments of a message for us: fetched now, or pending under the download rules.
+        A reference that fails its checks is left out; the text is still shown."""
+        expiry = now + self._state.config.message.max_ttl_s
+        for entry in refs[: self._state.config.attach.max_attachments_per_message]:
+            with contextlib.suppress(InvalidAttachment):
+                self._attachments.carrier.want(
+                    ref_from_entry(entry), peer_id=contact.peer_id, message_id=mid,
+                    expiry_at=expiry, now=now,
+                )  # fmt: skip
+
     def _apply_inner(
         self, contact: Contact, message: Record, hops: int, now: float
     ) -> list[StoredMessage]:
         conversations = self._state.conversations
         match message:
             case TextMessage(message_id=mid, sent_at=sent_ms, body=body):
-                if conversations.get(mid) is not None:
-                    return []
-                stored = StoredMessage(
-                    message_id=mid, peer_id=contact.peer_id, outgoing=False, body=body,
-                    sent_at=sent_ms / _MS, received_at=now, status=MessageStatus.DELIVERED,
-                    hops=hops,
-                )  # fmt: skip
-                conversations.add(stored)
-                self._receipts.queue(contact.peer_id, RECEIPT_DELIVERED, mid, now)
-                return [stored]
+                return self._received(contact, mid, sent_ms, body, hops, now)
+            case AttachmentMessage(message_id=mid, sent_at=sent_ms, body=body, refs=refs):
+                stored = self._received(contact, mid, sent_ms, body, hops, now)
+                if stored:
+                    self._want(contact, mid, refs, now)
+                return stored
             case Receipt(status=status, message_ids=ids):
                 target = MessageStatus.READ if status == RECEIPT_READ else MessageStatus.DELIVERED
                 for mid in ids:

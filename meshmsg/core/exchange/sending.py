@@ -9,10 +9,14 @@ only once its Persist is durable: the driver confirms, then it leaves.
 from __future__ import annotations
 
 from meshmsg.core import codec
+from meshmsg.core.attach.assembly import AttachmentRef
+from meshmsg.core.attach.records import AttachmentMessage
+from meshmsg.core.attach.wirestate import ref_entry
 from meshmsg.core.contacts import Contact
 from meshmsg.core.conversations import StoredMessage
 from meshmsg.core.envelope import bucket_for
 from meshmsg.core.events import MessageQueued
+from meshmsg.core.exchange.attachments import Attachments
 from meshmsg.core.exchange.holdings import Holdings
 from meshmsg.core.exchange.renewal import Renewal
 from meshmsg.core.exchange.sync import Sync
@@ -24,28 +28,44 @@ from meshmsg.core.wire import Record, encode_records
 from meshmsg.errors import InvalidMessage, LocalProtocolError
 
 _MS = 1000.0
+# AttachmentMessage bounds its text so that 16 references fit the inner limit beside it.
+MAX_ATTACHMENT_BODY_BYTES = 16_384
 
 
 class Sending:
     """Seals messages (and, for :mod:`.receipts`, any inner records) into own store items."""
 
-    __slots__ = ("_holdings", "_out", "_renewal", "_state", "_sync")
+    __slots__ = ("_attachments", "_holdings", "_out", "_renewal", "_state", "_sync")
 
     def __init__(
-        self, state: NodeState, out: Outbox, holdings: Holdings, sync: Sync, renewal: Renewal
-    ) -> None:
+        self, state: NodeState, out: Outbox, holdings: Holdings, sync: Sync, renewal: Renewal,
+        attachments: Attachments,
+    ) -> None:  # fmt: skip
         self._state = state
         self._out = out
         self._holdings = holdings
         self._sync = sync
         self._renewal = renewal
+        self._attachments = attachments
 
     def send_text(self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None) -> bytes:
+        return self.send_files(peer_id, body, [], now=now, ttl_s=ttl_s)
+
+    def send_files(
+        self, peer_id: bytes, body: str, refs: list[AttachmentRef], *, now: float,
+        ttl_s: float | None,
+    ) -> bytes:  # fmt: skip
+        """Send a message with attachments already sealed into the chunk store (none: text)."""
         state = self._state
         limits = state.config.message
         contact = state.contacts.require(peer_id)
-        if len(body.encode()) > limits.max_body_bytes:
-            raise InvalidMessage(f"message body over {limits.max_body_bytes} bytes")
+        max_body = limits.max_body_bytes if not refs else MAX_ATTACHMENT_BODY_BYTES
+        if len(body.encode()) > max_body:
+            raise InvalidMessage(f"message body over {max_body} bytes")
+        if len(refs) > state.config.attach.max_attachments_per_message:
+            raise InvalidMessage("too many attachments for one message")
+        for ref in refs:
+            ref.check(state.config.attach)
         ttl = limits.default_ttl_s if ttl_s is None else ttl_s
         if not 0 < ttl <= limits.max_ttl_s:
             raise LocalProtocolError(f"ttl must be within (0, {limits.max_ttl_s}] seconds")
@@ -55,9 +75,13 @@ class Sending:
         )  # fmt: skip
         channel = contact.channel
         ready = channel is not None and not contact.exchanging
-        if ready and not self.room_for([[text_of(message)]]):
+        if ready and not self.room_for([[inner_of(message, refs)]]):
             # Refused before anything changed: no half-sent message is left behind.
             raise LocalProtocolError("outbox full: the store has no room for more own mail")
+        for ref in refs:  # before sealing, which reads them back for the message
+            self._attachments.carrier.add_own(
+                ref, peer_id=peer_id, message_id=message.message_id, expiry_at=message.expiry_at
+            )
         state.conversations.add(message)
         if channel is None or contact.exchanging or channel.capacity(now) <= 0:
             # Sealed once the keys are ready, or (max_messages_per_period reached) after a live
@@ -76,11 +100,14 @@ class Sending:
             if message.expiry_at > now:
                 if contact.channel.capacity(now) <= 0:
                     break  # counters used up: a live heal (below), a meeting or the next period
-                if not self.room_for([[text_of(message)]]):
+                if not self.room_for([[self._inner(message)]]):
                     self._holdings.want_room(contact.peer_id)  # tried again once room frees
                     break
                 self._seal_text(contact, message, now)
         self._renewal.renew_if_low(contact, now)
+
+    def _inner(self, message: StoredMessage) -> Record:
+        return inner_of(message, self._attachments.refs_of(message.message_id))
 
     def room_for(self, envelopes: list[list[Record]]) -> bool:
         """Whether our store takes these envelopes (each a list of inner records) of own mail."""
@@ -89,7 +116,7 @@ class Sending:
         return self._state.store.own_room(size, len(envelopes))
 
     def _seal_text(self, contact: Contact, message: StoredMessage, now: float) -> None:
-        item, epoch = self.seal(contact, [text_of(message)], message.expiry_at, now)
+        item, epoch = self.seal(contact, [self._inner(message)], message.expiry_at, now)
         message.epoch = epoch
         message.sealed = True
         message.envelope_id = item.envelope_id
@@ -143,6 +170,16 @@ class Sending:
         self._holdings.mark_committed(item.envelope_id)
         if item.envelope_id in self._state.store:
             self._sync.offer_new(item)
+
+
+def inner_of(message: StoredMessage, refs: list[AttachmentRef]) -> Record:
+    """The record a message travels as: text, or text with its attachments' references."""
+    if not refs:
+        return text_of(message)
+    return AttachmentMessage(
+        message_id=message.message_id, sent_at=int(message.sent_at * _MS), body=message.body,
+        refs=tuple(ref_entry(ref) for ref in refs),
+    )  # fmt: skip
 
 
 def text_of(message: StoredMessage) -> TextMessage:

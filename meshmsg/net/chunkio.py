@@ -1,0 +1,149 @@
+"""The trio driver's chunk worker: carries out chunk effects in order, off the pump.
+
+The core hands chunk bodies to the driver (``StoreChunk``) and asks for them (``LoadChunk``)
+instead of keeping them (docs/architecture.md, "Chunk bodies stay out of the core"). One task
+takes those effects in the order the Node issued them and runs each in a worker thread on a
+:class:`ChunkSink` (the chunk store on disk in production), so a chunk is never read before
+the write that stored it, nor written after the delete that dropped its attachment. Results
+wait in a queue for the pump, which feeds them to the Node (``chunk_stored``, ``chunk_loaded``,
+``chunk_load_failed``): the Node is only ever touched by the pump.
+
+Memory: the effects waiting here are bounded by the protocol, not by this queue: a peer may
+have at most 64 chunks asked of us (``attach.records.MAX_REQUEST``) and we ask at most
+``attach.requests_in_flight`` per link, so at most ``links x (64 + window)`` chunk bodies wait,
+about 4.4 MB per link.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import trio
+
+from meshmsg.core.effects import ChunkEffect, DeleteChunks, LinkId, LoadChunk, StoreChunk
+from meshmsg.errors import StorageError
+
+_MAX_BATCH = 64  # chunk writes synced together; bounds the wait of the first one
+
+
+class ChunkSink(Protocol):
+    """Where chunk bodies live: ``meshmsg.net.chunkstore.ChunkStore`` in production."""
+
+    def put_many(self, chunks: Sequence[tuple[bytes, int, tuple[bytes, ...], bytes]]) -> None:
+        """Write these chunks durably (one sync for the batch where the file system allows)."""
+
+    def get(self, attachment_id: bytes, index: int) -> tuple[tuple[bytes, ...], bytes] | None:
+        ...
+
+    def delete(self, attachment_id: bytes) -> None: ...
+
+
+@runtime_checkable
+class ChunkInputs(Protocol):
+    """The Node's chunk inputs (a node without attachments, like the bench's, has none)."""
+
+    def chunk_stored(self, attachment_id: bytes, index: int, *, now: float) -> None: ...
+
+    def chunk_loaded(
+        self, link: LinkId, attachment_id: bytes, index: int, proof: tuple[bytes, ...],
+        data: bytes, *, now: float,
+    ) -> None: ...  # fmt: skip
+
+    def chunk_load_failed(
+        self, link: LinkId, attachment_id: bytes, index: int, *, now: float
+    ) -> None: ...
+
+
+class MemoryChunks:
+    """A ``ChunkSink`` in memory: for tests and demos (nothing survives the process)."""
+
+    def __init__(self) -> None:
+        self.chunks: dict[tuple[bytes, int], tuple[tuple[bytes, ...], bytes]] = {}
+
+    def put_many(self, chunks: Sequence[tuple[bytes, int, tuple[bytes, ...], bytes]]) -> None:
+        for attachment_id, index, proof, data in chunks:
+            self.chunks[(attachment_id, index)] = (proof, data)
+
+    def get(self, attachment_id: bytes, index: int) -> tuple[tuple[bytes, ...], bytes] | None:
+        return self.chunks.get((attachment_id, index))
+
+    def delete(self, attachment_id: bytes) -> None:
+        for key in [k for k in self.chunks if k[0] == attachment_id]:
+            del self.chunks[key]
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    attachment_id: bytes
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    link: LinkId
+    attachment_id: bytes
+    index: int
+    body: tuple[tuple[bytes, ...], bytes] | None  # None: gone or damaged
+
+
+ChunkResult = Stored | Loaded
+
+
+class ChunkWorker:
+    """Runs chunk effects in order in a worker thread; results wait for the pump."""
+
+    def __init__(
+        self, sink: ChunkSink, wake: Callable[[], None], *, retry_s: float, attempts: int
+    ) -> None:
+        self._sink = sink
+        self._wake = wake
+        self._retry_s = retry_s
+        self._attempts = attempts
+        # Unbounded on purpose (the pump never blocks): bounded by the protocol, see above.
+        self._in, self._out = trio.open_memory_channel[ChunkEffect](math.inf)
+        self.results: deque[ChunkResult] = deque()
+
+    def submit(self, effect: ChunkEffect) -> None:
+        self._in.send_nowait(effect)
+
+    async def run(self) -> None:
+        async for first in self._out:
+            batch = [first]
+            # Writes waiting together are one batch (one sync); order is kept, since a batch
+            # is only ever consecutive effects.
+            while isinstance(batch[-1], StoreChunk) and len(batch) < _MAX_BATCH:
+                try:
+                    batch.append(self._out.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            tail = batch.pop() if len(batch) > 1 and not isinstance(batch[-1], StoreChunk) else None
+            for step in (batch, [tail] if tail is not None else []):
+                if step:
+                    self.results.extend(await self._with_retries(step))
+                    self._wake()
+
+    async def _with_retries(self, batch: list[ChunkEffect]) -> list[ChunkResult]:
+        for attempt in range(1, self._attempts + 1):
+            try:
+                return await trio.to_thread.run_sync(self._carry_out, batch)
+            except StorageError:
+                if attempt == self._attempts:
+                    raise  # a chunk we cannot keep must never be reported stored
+                await trio.sleep(self._retry_s)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _carry_out(self, batch: list[ChunkEffect]) -> list[ChunkResult]:
+        stores = [e for e in batch if isinstance(e, StoreChunk)]
+        if stores:
+            self._sink.put_many([(e.attachment_id, e.index, e.proof, e.data) for e in stores])
+            return [Stored(e.attachment_id, e.index) for e in stores]
+        match batch:
+            case [LoadChunk(link=link, attachment_id=aid, index=index)]:
+                return [Loaded(link, aid, index, self._sink.get(aid, index))]
+            case [DeleteChunks(attachment_id=aid)]:
+                self._sink.delete(aid)
+        return []

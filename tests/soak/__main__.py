@@ -28,8 +28,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None, help="default: a random one, printed")
     parser.add_argument("--every", type=float, default=0.25, help="mean s between sends per node")
     parser.add_argument("--max-offset-h", type=float, default=12.0)
-    parser.add_argument("--clock-back", choices=["restart", "live"], default="restart",
-                        help="step clocks back only across a restart (default), or live")
+    parser.add_argument(
+        "--clock-back",
+        choices=["restart", "live"],
+        default="restart",
+        help="step clocks back only across a restart (default), or live",
+    )
     parser.add_argument("--dir", type=Path, default=None)
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(2**32)

@@ -492,6 +492,7 @@ MEASURES: Final[tuple[Measure, ...]] = (
                  ("nondurable_submits_per_s", "synchronous=NORMAL (no fsync):", per_s)),
         repeats=3, quick_repeats=1,
     ),
+    importlib.import_module("meshmsg.bench.daemons_e2e").MEASURE,
     Measure(
         name="sync",
         title="sync overhead, 100k vs 100k stores differing by 100 (bytes both ways)",

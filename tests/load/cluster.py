@@ -29,8 +29,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import itertools
 import json
 import math
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -180,6 +185,9 @@ class LoadResult:
     p99_queued_s: float = 0.0
     max_to_delivered_s: float = 0.0
     slowest: str = ""
+    # Longest time a recipient received nothing while messages to it were posted and not yet
+    # received (from the first post to the last arrival): a stall, as opposed to a backlog.
+    max_arrival_gap_s: float = 0.0
 
     @property
     def msgs_per_s(self) -> float:
@@ -196,6 +204,7 @@ class LoadResult:
             "max_queued_s": round(self.max_queued_s, 3),
             "p99_queued_s": round(self.p99_queued_s, 3),
             "max_to_delivered_s": round(self.max_to_delivered_s, 3), "slowest": self.slowest,
+            "max_arrival_gap_s": round(self.max_arrival_gap_s, 3),
         }  # fmt: skip
 
 
@@ -290,15 +299,24 @@ async def check(
     posted: dict[str, tuple[str, str, int, int]],
     result: LoadResult,
     start: float,
+    remote: dict[str, tuple[bytes, list[dict[str, Any]]]] | None = None,
 ) -> None:
-    """Read every conversation back and fill ``result``'s findings."""
+    """Read every conversation back and fill ``result``'s findings. ``remote``: senders in
+    child processes, by name: their peer id and the rows of their one conversation."""
+    remote = remote or {}
     last_received = start
     queued: list[tuple[float, str]] = []
+
+    def peer_of(name: str) -> bytes:
+        return remote[name][0] if name in remote else daemons[name].peer_id
+
+    arrivals: dict[str, list[float]] = {}
     for sender, to in plan:
         ours = {mid for mid, (s, t, _, _) in posted.items() if (s, t) == (sender, to)}
-        out = [m for m in await read_conversation(daemons[sender], daemons[to].peer_id)
-               if m["direction"] == "out" and m["message_id"] in ours]  # fmt: skip
-        got = [m for m in await read_conversation(daemons[to], daemons[sender].peer_id)
+        rows = (remote[sender][1] if sender in remote
+                else await read_conversation(daemons[sender], peer_of(to)))  # fmt: skip
+        out = [m for m in rows if m["direction"] == "out" and m["message_id"] in ours]
+        got = [m for m in await read_conversation(daemons[to], peer_of(sender))
                if m["direction"] == "in"]  # fmt: skip
         counts = Counter(m["message_id"] for m in got)
         result.duplicated += [mid for mid, n in counts.items() if n > 1]
@@ -336,7 +354,11 @@ async def check(
             last_arrival[stream] = max(seq, last_arrival.get(stream, -1))
         if got:
             last_received = max(last_received, max(m["received_at"] for m in got))
+        arrivals.setdefault(to, []).extend(m["received_at"] for m in got)
     result.elapsed_s = last_received - start
+    for times in arrivals.values():
+        gaps = (b - a for a, b in itertools.pairwise([start, *sorted(times)]))
+        result.max_arrival_gap_s = max(result.max_arrival_gap_s, max(gaps, default=0.0))
     if queued:
         queued.sort()
         result.max_queued_s, result.slowest = queued[-1]
@@ -372,6 +394,121 @@ async def load_between(
                               streams=streams)  # fmt: skip
 
 
+# --- senders in child processes --------------------------------------------------------------
+
+
+async def _line(stream: trio.abc.ReceiveStream, buffer: bytearray) -> str:
+    while b"\n" not in buffer:
+        chunk = await stream.receive_some(65_536)
+        if not chunk:
+            raise AssertionError(f"the other side closed the pipe: {bytes(buffer[-500:])!r}")
+        buffer += chunk
+    line, _, rest = bytes(buffer).partition(b"\n")
+    buffer[:] = rest
+    return line.decode()
+
+
+async def child_senders(
+    root: Path, prefix: str, senders: int, count: int, hub_code: str, hub_address: str,
+    dial_batch: int, settle_timeout_s: float,
+) -> None:  # fmt: skip
+    """A child process: ``senders`` nodes that each send ``count`` to the hub. Talks to the
+    parent in lines: prints its codes, waits ``go`` (the hub added them), links, prints
+    ``linked``, waits ``send``, sends, waits for delivery, prints its posts and rows (JSON)."""
+    stdin = trio.lowlevel.FdStream(os.dup(0))
+    buffer = bytearray()
+    names = [f"{prefix}{i}" for i in range(senders)]
+    card = decode_contact_code(hub_code)
+    async with stdin, open_cluster(root, names, api=[]) as daemons:
+        for d in daemons.values():
+            await d.handle.call_durably(
+                lambda node, now: node.add_contact(card, verified=True, now=now)
+            )
+        print(json.dumps({n: [d.code, d.peer_id.hex()] for n, d in daemons.items()}), flush=True)
+        assert await _line(stdin, buffer) == "go"
+        hub = card.public.peer_id
+        for start in range(0, senders, dial_batch):
+            chunk = names[start : start + dial_batch]
+            for name in chunk:
+                await daemons[name].handle.runner.peer_discovered(hub_address)
+            with trio.fail_after(LINK_TIMEOUT_S):
+                for name in chunk:
+                    while not await daemons[name].call(  # noqa: ASYNC110 (pump state)
+                        lambda node, _now: _linked_paired(node, hub)
+                    ):
+                        await trio.sleep(0.05)
+        print("linked", flush=True)
+        assert await _line(stdin, buffer) == "send"
+        posted: dict[str, tuple[str, str, int, int]] = {}
+
+        async def conversation(name: str) -> None:
+            for seq in range(count):
+                body = f"{name}>hub#0:{seq:06d}"
+                posted[await _post(daemons[name], hub, body)] = (name, "r0", 0, seq)
+
+        async with trio.open_nursery() as nursery:
+            for name in names:
+                nursery.start_soon(conversation, name)
+        with trio.move_on_after(settle_timeout_s):
+            for name in names:
+                while await _undelivered(daemons[name]):  # noqa: ASYNC110 (a count in the pump)
+                    await trio.sleep(0.2)
+        rows = {n: await read_conversation(daemons[n], hub) for n in names}
+        print(json.dumps({"posted": posted, "rows": rows}), flush=True)
+        await _line(stdin, buffer)  # "stop": the parent has read the hub's side
+
+
+async def load_from_children(root: Path, senders: int, count: int, *, processes: int,
+                             settle_timeout_s: float) -> LoadResult:  # fmt: skip
+    """Like :func:`load_between` with one recipient, the senders in ``processes`` children."""
+    result = LoadResult(messages=senders * count)
+    async with open_cluster(root, ["r0"]) as daemons, trio.open_nursery() as nursery:
+        hub = daemons["r0"]
+        batch = max(1, hub.handle.config.net.max_half_open_per_address // processes)
+        children: list[Any] = []
+        per = -(-senders // processes)
+        for k in range(processes):
+            n = min(per, senders - k * per)
+            args = [sys.executable, __file__, "--child", f"c{k}s", "--senders", str(n),
+                    "-n", str(count), "--hub-code", hub.code, "--hub-address",
+                    hub.handle.address, "--dial-batch", str(batch), "--settle",
+                    str(settle_timeout_s), "--dir", str(root)]  # fmt: skip
+            proc = await nursery.start(functools.partial(
+                trio.run_process, args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                check=False))  # fmt: skip
+            children.append((proc, bytearray()))
+        remote: dict[str, tuple[bytes, list[dict[str, Any]]]] = {}
+        codes: dict[str, str] = {}
+        for proc, buffer in children:
+            for name, (code, peer) in json.loads(await _line(proc.stdout, buffer)).items():
+                codes[name] = code
+                remote[name] = (bytes.fromhex(peer), [])
+        for code in codes.values():
+            card = decode_contact_code(code)
+            await hub.handle.call_durably(
+                lambda node, now, card=card: node.add_contact(card, verified=True, now=now)
+            )
+        for proc, _ in children:
+            await proc.stdin.send_all(b"go\n")
+        for proc, buffer in children:
+            assert await _line(proc.stdout, buffer) == "linked"
+        start = time.time()
+        for proc, _ in children:
+            await proc.stdin.send_all(b"send\n")
+        posted: dict[str, tuple[str, str, int, int]] = {}
+        for proc, buffer in children:
+            found = json.loads(await _line(proc.stdout, buffer))
+            posted.update({m: tuple(v) for m, v in found["posted"].items()})
+            for name, rows in found["rows"].items():
+                remote[name] = (remote[name][0], rows)
+        result.settle_s = time.time() - start
+        plan = [(name, "r0") for name in remote]
+        await check(daemons, plan, posted, result, start, remote=remote)
+        for proc, _ in children:
+            await proc.stdin.send_all(b"stop\n")
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--senders", type=int, default=1, help="0: a full mesh of --recipients")
@@ -380,7 +517,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--streams", type=int, default=1, help="posters per conversation")
     parser.add_argument("--settle", type=float, default=120.0)
     parser.add_argument("--dir", default=None, help="where the data directories go")
+    parser.add_argument("--processes", type=int, default=0, help="senders in N children")
+    parser.add_argument("--child", default="", help=argparse.SUPPRESS)  # a sender child
+    parser.add_argument("--hub-code", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--hub-address", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--dial-batch", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        root = Path(args.dir)
+        trio.run(lambda: child_senders(root, args.child, args.senders, args.count,
+                                       args.hub_code, args.hub_address, args.dial_batch,
+                                       args.settle))  # fmt: skip
+        return
+    if args.processes:
+        with tempfile.TemporaryDirectory(prefix="meshmsg-e2e-", dir=args.dir) as tmp:
+            result = trio.run(lambda: load_from_children(
+                Path(tmp), args.senders, args.count, processes=args.processes,
+                settle_timeout_s=args.settle))  # fmt: skip
+        print(json.dumps(result.summary(), indent=1))
+        return
     with tempfile.TemporaryDirectory(prefix="meshmsg-e2e-", dir=args.dir) as tmp:
         result = trio.run(lambda: load_between(
             Path(tmp), args.senders, args.recipients, args.count, streams=args.streams,

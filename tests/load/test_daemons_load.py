@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.load.cluster import LoadResult, load_between
+from tests.load.cluster import LoadResult, load_between, load_from_children
 
 # Queued time under a burst is backlog (posted faster than the link drains) plus one offer
 # round; the issue's idle-link bound (#17 item 2, ~1 s) is not on main yet. Observed on the
@@ -39,7 +39,14 @@ CAP_REASON = (
 )
 
 
-def check(result: LoadResult, record: Callable[[str, object], None], expected: int) -> None:
+def check(
+    result: LoadResult, record: Callable[[str, object], None], expected: int, *,
+    backlog: bool = False,
+) -> None:  # fmt: skip
+    """``backlog``: the load is more than the recipient takes at once (100 senders at one node:
+    it takes ~120/s on this machine), so a message's queued time is the queue ahead of it; the
+    bound then holds for the recipient's silence instead: while mail to it is waiting, it never
+    goes QUEUED_BOUND_S without receiving some."""
     summary = result.summary()
     for key, value in summary.items():
         record(key, value)
@@ -49,6 +56,11 @@ def check(result: LoadResult, record: Callable[[str, object], None], expected: i
     assert result.duplicated == [], f"{len(result.duplicated)} duplicated"
     assert result.out_of_order == [], f"out of order: {result.out_of_order[:5]}"
     assert result.not_delivered == [], f"not delivered: {result.not_delivered[:5]}"
+    if backlog:
+        assert result.max_arrival_gap_s <= QUEUED_BOUND_S, (
+            f"a recipient received nothing for {result.max_arrival_gap_s:.2f} s with mail waiting"
+        )
+        return
     assert result.max_queued_s <= QUEUED_BOUND_S, (
         f"message {result.slowest} stayed queued {result.max_queued_s:.2f} s while linked"
     )
@@ -101,8 +113,9 @@ async def test_five_nodes_2000_to_every_other(
 
 
 # (c) many contacts of one node, each sending to it at once. The senders are full nodes on
-# their own TCP links and databases, posting in-process exactly what POST /messages runs; the
-# recipient is read through its API.
+# their own TCP links and databases, posting in-process exactly what POST /messages runs (the
+# 100 in 4 child processes of 25, so the recipient's process is not also running 100 nodes);
+# the recipient is read through its API.
 
 
 async def test_20_contacts_send_20_each_to_one_node(
@@ -116,5 +129,5 @@ async def test_20_contacts_send_20_each_to_one_node(
 async def test_100_contacts_send_100_each_to_one_node(
     tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
-    result = await load_between(tmp_path, 100, 1, 100, settle_timeout_s=240)
-    check(result, record_property, 100 * 100)
+    result = await load_from_children(tmp_path, 100, 100, processes=4, settle_timeout_s=240)
+    check(result, record_property, 100 * 100, backlog=True)

@@ -173,6 +173,7 @@ class LoadResult:
     """What a load run found; the lists name (sender, recipient, seq) or message ids."""
 
     messages: int = 0
+    received: int = 0  # distinct posted messages that arrived
     elapsed_s: float = 0.0  # first post to the last message received
     post_s: float = 0.0  # first post to the last 201
     settle_s: float = 0.0  # last 201 to every message delivered at its sender
@@ -191,12 +192,13 @@ class LoadResult:
 
     @property
     def msgs_per_s(self) -> float:
-        return self.messages / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        return self.received / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def summary(self) -> dict[str, Any]:
         return {
-            "messages": self.messages, "msgs_per_s": round(self.msgs_per_s, 1),
-            "elapsed_s": round(self.elapsed_s, 2), "post_s": round(self.post_s, 2),
+            "messages": self.messages, "received": self.received,
+            "msgs_per_s": round(self.msgs_per_s, 1), "elapsed_s": round(self.elapsed_s, 2),
+            "post_s": round(self.post_s, 2),
             "settle_s": round(self.settle_s, 2), "lost": len(self.lost),
             "duplicated": len(self.duplicated), "out_of_order": len(self.out_of_order),
             "not_delivered": len(self.not_delivered),
@@ -355,6 +357,7 @@ async def check(
         if got:
             last_received = max(last_received, max(m["received_at"] for m in got))
         arrivals.setdefault(to, []).extend(m["received_at"] for m in got)
+        result.received += len(set(counts) & ours)
     result.elapsed_s = last_received - start
     for times in arrivals.values():
         gaps = (b - a for a, b in itertools.pairwise([start, *sorted(times)]))

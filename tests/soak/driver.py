@@ -201,7 +201,8 @@ class SoakNode:
             return storage.integrity_check()
 
     def node_state(self, read: Callable[[Node], Any]) -> Any:
-        with open_offline(self.data_dir, Settings(name=self.name), self.unlocked) as offline:
+        with open_offline(self.data_dir, Settings(name=self.name, profile="crisis"),
+                          self.unlocked) as offline:  # fmt: skip
             return read(offline.node)
 
     def cleanup(self) -> None:
@@ -336,6 +337,10 @@ async def inject_faults(nodes: list[SoakNode], proxy: FaultProxy, cfg: SoakConfi
                         continue
                     node.kill9()  # the machine reboots with its clock set back
                     result.kills += 1
+                    ok = await trio.to_thread.run_sync(node.integrity_ok)
+                    result.integrity_checks += 1
+                    if not ok:
+                        raise SoakFailure(f"{node.name}'s database is damaged after a kill")
                     restarting.add(node.name)
                     nursery.start_soon(restart_later, node, rng.uniform(0.2, 5.0))
                 node.clock_file.write_text(f"{offset:.3f}")

@@ -82,6 +82,9 @@ class SoakConfig:
     # corrected clock); forward steps stay live. "live" finds the bug in
     # tests/soak/test_clock_step_receipts.py (receipts held for the size of the step).
     clock_back: str = "restart"
+    # Redial backoff ceiling of the nodes' static peers (None: the default, 300 s). A short
+    # settle needs it short: after many failed dials a pair may wait that long to meet again.
+    retry_max_s: float | None = None
 
 
 @dataclass
@@ -129,6 +132,7 @@ class SoakNode:
     peers: str = ""
     to: str = ""
     every: float = 0.25
+    retry_max_s: float = 0.0
 
     @property
     def data_dir(self) -> DataDir:
@@ -156,7 +160,8 @@ class SoakNode:
         args = [sys.executable, "-m", "tests.soak.node", str(self.data_dir.root),
                 "--name", f"{self.name}.{n}", "--port", str(self.port), "--peers", self.peers,
                 "--to", self.to, "--every", str(self.every), "--clock-file",
-                str(self.clock_file), "--seed", str(seed)]  # fmt: skip
+                str(self.clock_file), "--seed", str(seed),
+                "--retry-max-s", str(self.retry_max_s)]  # fmt: skip
         env = dict(os.environ, PYTHONPATH=str(ROOT), MESHMSG_PASSPHRASE=PASSPHRASE)
         with log.open("wb") as out:
             proc = subprocess.Popen(  # noqa: ASYNC220 (spawning does not wait)
@@ -246,6 +251,7 @@ async def run_soak(root: Path, cfg: SoakConfig, log: Callable[[str], None] = pri
                 node.peers = ",".join(f"127.0.0.1:{fronts[o.name]}" for o in nodes if o is not node)
                 node.to = ",".join(o.peer_id.hex() for o in nodes if o is not node)
                 node.every = cfg.send_every_s
+                node.retry_max_s = cfg.retry_max_s or 0.0
                 node.clock_file.write_text("0")
             for node in nodes:
                 await node.start(rng.randrange(2**32))

@@ -101,7 +101,8 @@ class FaultProxy:
                 client = await listener.accept()
                 if self._blocked_until.get(name, 0.0) > trio.current_time():
                     self.stats.refused_blocked += 1
-                    await client.aclose()
+                    with trio.CancelScope(shield=True):
+                        await client.aclose()
                     continue
                 nursery.start_soon(self._serve, name, client)
 
@@ -111,7 +112,8 @@ class FaultProxy:
                 server = await trio.open_tcp_stream("127.0.0.1", self.routes[name][1])
         except (OSError, trio.TooSlowError):
             self.stats.connect_failures += 1  # the target is down (killed): so is the dial
-            await client.aclose()
+            with trio.CancelScope(shield=True):
+                await client.aclose()
             return
         self.stats.accepted += 1
         conn = _Conn(name, client, server)
@@ -124,8 +126,9 @@ class FaultProxy:
         finally:
             if conn in self._conns:
                 self._conns.remove(conn)
-            await client.aclose()
-            await server.aclose()
+            with trio.CancelScope(shield=True):  # both closed, even when the proxy is stopping
+                await client.aclose()
+                await server.aclose()
 
     async def _pipe(self, src: trio.SocketStream, dst: trio.SocketStream,
                     scope: trio.CancelScope) -> None:  # fmt: skip

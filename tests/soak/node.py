@@ -35,6 +35,7 @@ before any kill):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import signal
@@ -160,9 +161,16 @@ async def run(args: argparse.Namespace) -> None:
     quiet = trio.Event()
     clock = ShiftedClock(Path(args.clock_file))
     marks_send, marks_receive = trio.open_memory_channel[tuple[bytes, bytes]](EVENT_BUFFER)
+    config = settings.node_config()
+    if args.retry_max_s:  # the CI variant: a short settle needs short redial backoffs
+        config = config.replace(
+            net=dataclasses.replace(config.net, peer_retry_max_s=args.retry_max_s)
+        )
     with trio.move_on_after(MAX_RUN_S):
         async with (
-            open_mesh_node(data_dir, settings, unlocked, mdns=False, clock=clock) as handle,
+            open_mesh_node(
+                data_dir, settings, unlocked, config=config, mdns=False, clock=clock
+            ) as handle,
             trio.open_nursery() as nursery,
         ):
             nursery.start_soon(report, handle, marks_send, rng)
@@ -191,6 +199,7 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=0.2, help="mean seconds between sends")
     parser.add_argument("--clock-file", required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--retry-max-s", type=float, default=0.0, help="redial backoff ceiling")
     trio.run(run, parser.parse_args())
 
 

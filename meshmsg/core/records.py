@@ -22,12 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from meshmsg.core.groups.records import GROUP_PAIRWISE_RECORDS
 from meshmsg.core.attach.records import (
     ATTACH_SESSION_RECORDS,
     ATTACH_STORAGE_RECORDS,
     AttachmentMessage,
 )
+from meshmsg.core.groups.records import GROUP_PAIRWISE_RECORDS
 from meshmsg.core.wire import (
     UINT64_MAX,
     Bool,

@@ -526,6 +526,12 @@ class FirstContactConfig:
     max_blocked: int = limit(
         4_096, "identities", "blocked strangers remembered; oldest forgotten first"
     )
+    accept_wait_s: float = limit(
+        10.0,
+        "s",
+        "a contact linked this long without answering our key share has not added us: the "
+        "status says so (a share crosses a LAN link in milliseconds)",
+    )
     opened_memory: int = limit(
         4_096,
         "envelope ids",

@@ -31,6 +31,7 @@ from meshmsg.core.effects import RecordKind, StoredRecord
 from meshmsg.core.envelope import parse_envelope
 from meshmsg.core.events import MessageStatus
 from meshmsg.core.identity import PublicIdentity
+from meshmsg.core.org import orgcodec
 from meshmsg.core.records import (
     INNER_RECORDS,
     STORAGE_RECORDS,
@@ -162,6 +163,9 @@ def restore_node(node: Node, records: Iterable[StoredRecord], now: float) -> Non
             _restore_router(node, record)
         elif record.key.startswith(RECEIPT_KEY):
             _restore_owed_receipt(node, record, now)
+        elif not node.firstmail.restore(record):
+            orgcodec.restore(node, record)
+    node.firstmail.after_restore()
     if any(by_kind.values()):
         node.exchange.on_timer(now)  # expire what died while we were down
 

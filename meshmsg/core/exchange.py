@@ -43,13 +43,17 @@ from meshmsg.core.events import (
     MessageStatus,
     UndecryptableMessage,
 )
+from meshmsg.core.firstcontact import bucket_for as fc_bucket_for
 from meshmsg.core.identity import PublicIdentity
 from meshmsg.core.keyschedule import KeyShare, can_heal
-from meshmsg.core.link import PeerHandshake, PeerVerdict
+from meshmsg.core.link import LinkState, PeerHandshake, PeerVerdict
+from meshmsg.core.org import orgcodec
 from meshmsg.core.reconcile import Reconciler, SyncBudget
 from meshmsg.core.records import (
     INNER_RECORDS,
     Custody,
+    DirectoryChunk,
+    DirectoryHave,
     IdentityProof,
     KeyConfirm,
     KeyExchange,
@@ -173,6 +177,8 @@ class Exchange:
             )
         if contact is not None:
             self._start_key_exchange(session, contact, now)
+        if len(node.orgs):
+            node.transmit(session, [orgcodec.have(node)])
         if node.router.needs_route_hint:
             entries = [RouteEntry(route=d, p=q) for d, q in node.router.table(now)]
             node.transmit(session, [RouteTable(entries=tuple(entries))])
@@ -219,22 +225,72 @@ class Exchange:
                 self._on_custody(session, accepted, refused, now)
             case Purge(token=token, expiry_at=expiry_at):
                 self._on_purge(session, token, expiry_at / _MS, now)
+            case DirectoryHave():
+                orgcodec.on_have(self.node, session, record)
+            case DirectoryChunk():
+                orgcodec.on_chunk(self.node, session, record)
             case _:
                 raise RemoteProtocolError(f"unexpected {type(record).__name__} on a live link")
 
     # ===================================================== pairing, healing
 
+    def contact_added(self, contact: Contact, now: float) -> None:
+        """A contact was added (or accepted) while a link to it may be up: pair on that link.
+
+        The link was established with a stranger, so no key exchange started (issue #12: mail
+        then waited for the next meeting). Both ends are authenticated already; our share goes
+        now, and a share the peer sent while we had not added it is answered at once.
+        """
+        node = self.node
+        for session in list(node.sessions.values()):
+            up = session.link.state is LinkState.ESTABLISHED
+            if session.peer_id != contact.peer_id or not up:
+                continue
+            session.is_contact = True
+            session.tier = _tier_of(contact)
+            share, session.stranger_share = session.stranger_share, None
+            try:
+                if session.key_exchange is None:
+                    self._start_key_exchange(session, contact, now)
+                if share is not None:
+                    self._on_key_exchange(session, KeyExchange(share=share), now)
+            except RemoteProtocolError as exc:
+                node.close_link(session.link_id, exc.reason, str(exc), now)
+
+    def contact_removed(self, peer_id: bytes) -> None:
+        for session in self.node.sessions.values():
+            if session.peer_id == peer_id:
+                session.is_contact = False
+                session.tier = Tier.STRANGER
+                session.key_exchange = None
+
+    def awaiting_acceptance(self, peer_id: bytes, now: float) -> bool:
+        """Linked to this contact, our share unanswered for a while: it has not added us."""
+        wait = self.node.config.first_contact.accept_wait_s
+        return any(
+            s.peer_id == peer_id and s.key_exchange is not None and not s.key_exchange.done
+            and now - s.key_exchange.sent_at >= wait
+            for s in self.node.sessions.values()
+        )  # fmt: skip
+
     def _start_key_exchange(self, session: PeerSession, contact: Contact, now: float) -> None:
         node = self.node
         secret, share = new_key_share(node.rng, now, node.config.message, contact.channel)
-        session.key_exchange = KeyExchangeState(secret=secret, share=share)
+        session.key_exchange = KeyExchangeState(secret=secret, share=share, sent_at=now)
         contact.exchanging = True  # no sealing for this contact until the exchange ends
         node.transmit(session, [KeyExchange(share=share.to_bytes())])
 
     def _on_key_exchange(self, session: PeerSession, record: KeyExchange, now: float) -> None:
-        state = session.key_exchange
         contact = self.node.contacts.get(session.peer_id or b"")
-        if state is None or contact is None or state.done:
+        if contact is None:
+            # The peer added us, we have not added it (issue #12): not an error, or the two
+            # would link and drop in a loop. Kept: adding it during this link pairs at once.
+            session.stranger_share = record.share
+            return
+        if session.key_exchange is None:  # added while linked; its share came first
+            self._start_key_exchange(session, contact, now)
+        state = session.key_exchange
+        if state is None or state.done:
             raise RemoteProtocolError("unexpected KeyExchange")
         state.done = True
         theirs = KeyShare.from_bytes(record.share)  # DecodeError closes the link
@@ -297,8 +353,11 @@ class Exchange:
         self._check_store_for_new_tags(channel, now)
 
     def seal_waiting(self, contact: Contact, now: float) -> None:
-        """Seal the messages that waited for pairing or for a key exchange to end."""
-        if contact.channel is None or contact.exchanging:
+        """Seal the messages that waited for pairing, a key exchange or room in our outbox."""
+        if contact.channel is None:
+            self._seal_waiting_first_contact(contact, now)
+            return
+        if contact.exchanging:
             return
         for message in self.node.conversations.unsealed_for(contact.peer_id):
             if message.expiry_at > now:
@@ -308,6 +367,14 @@ class Exchange:
                     self._room_wanted.add(contact.peer_id)  # tried again once room frees
                     return
                 self._seal_text(contact, message, now)
+
+    def _seal_waiting_first_contact(self, contact: Contact, now: float) -> None:
+        for message in self.node.conversations.unsealed_for(contact.peer_id):
+            if message.expiry_at > now:
+                if not self._room_for([[_text_of(message)]], first_contact=True):
+                    self._room_wanted.add(contact.peer_id)
+                    return
+                self.node.firstmail.seal_text(contact, message, now)
 
     def _check_store_for_new_tags(self, channel: ContactChannel, now: float) -> None:
         """Envelopes we carry may be ours under keys we just derived: take them."""
@@ -410,9 +477,12 @@ class Exchange:
                 # The peer carries what the token purges, so it lacks the token: even one we do
                 # not believe (and never spread) goes to it; its own copy lets it check it.
                 purges.append(Purge(token=stone.token, expiry_at=int(stone.expiry_at * _MS)))
+            first = node.firstmail
             if entry.envelope_id in node.store or stone is not None:
                 have.append(entry.envelope_id)
-            elif node.tags.lookup(entry.tag) is not None:
+            elif first.already_opened(entry.envelope_id):
+                have.append(entry.envelope_id)  # first contact: opened, and no purge token
+            elif node.tags.lookup(entry.tag) is not None or first.recognises(entry.tag):
                 for_me.append(entry.envelope_id)
         node.transmit(session, [Reply(for_me=tuple(for_me), have=tuple(have)), *purges])
 
@@ -490,6 +560,9 @@ class Exchange:
         match = node.tags.lookup(envelope.tag)
         if match is not None:
             self._deliver_to_us(session, envelope, env_id, match, record, now)
+            return
+        if node.firstmail.recognises(envelope.tag):
+            self._deliver_first_contact(session, envelope, env_id, record, now)
             return
         duplicate = env_id in node.store or node.tombstones.has_tag(envelope.tag)
         too_far = record.hops > node.config.message.max_hops
@@ -607,6 +680,28 @@ class Exchange:
         node.persist(consumed.puts, then=committed)
         self._after_open(match, now)
 
+    def _deliver_first_contact(
+        self, session: PeerSession, envelope: Envelope, env_id: bytes, record: Transfer,
+        now: float,
+    ) -> None:  # fmt: skip
+        node = self.node
+        opened = node.firstmail.open(envelope, env_id, record.hops, now)
+        if opened is None:
+            self._custody(session, refused=[env_id])
+            return
+
+        def committed(_: float) -> None:
+            self._custody(session, accepted=[env_id])
+            node.emit(
+                EnvelopeAccepted(
+                    envelope_id=env_id, link=session.link_id, hops=record.hops,
+                    copies=record.copies, for_us=True,
+                )
+            )  # fmt: skip
+            node.firstmail.report(opened)
+
+        node.persist(opened.puts, then=committed)
+
     def _open_stored(self, item: StoreItem, match: Match, now: float) -> None:
         """An envelope we carried turned out to be ours (its tag became known later)."""
         node = self.node
@@ -658,7 +753,7 @@ class Exchange:
             inner = []  # authentic but unreadable (a newer client?): consumed, nothing shown
         received: list[StoredMessage] = []
         for message in inner:
-            received.extend(self._apply_inner(contact, message, hops, now))
+            received.extend(self.apply_inner(contact, message, hops, now))
         puts.extend(codec.message_record(m) for m in received)
         # The delivered receipts _apply_inner queued: committed with the messages, so a crash
         # before their batch is sealed cannot lose them (the sender would stay at RELAYED).
@@ -682,7 +777,16 @@ class Exchange:
             node.items.add(stone.item_id, int(stone.expiry_at))
             self._spread_purge(stone, source=None)
 
-    def _apply_inner(
+    def owed_delivered(self, peer_id: bytes, message: StoredMessage) -> StoredRecord:
+        return self._owed(peer_id, RECEIPT_DELIVERED, message.message_id)
+
+    def queue_delivered(self, peer_id: bytes, message_id: bytes, now: float) -> None:
+        """Owe (durably) a delivered receipt, e.g. for a request just accepted."""
+        if self.node.config.message.send_receipts:
+            self._queue_receipt(peer_id, RECEIPT_DELIVERED, message_id, now)
+            self.node.persist([self._owed(peer_id, RECEIPT_DELIVERED, message_id)])
+
+    def apply_inner(
         self, contact: Contact, message: Record, hops: int, now: float
     ) -> list[StoredMessage]:
         node = self.node
@@ -784,7 +888,13 @@ class Exchange:
             # Refused before anything changed: no half-sent message is left behind.
             raise LocalProtocolError("outbox full: the store has no room for more own mail")
         node.conversations.add(message)
-        if channel is None or contact.exchanging or channel.capacity(now) <= 0:
+        if channel is None and self._room_for([[_text_of(message)]], first_contact=True):
+            # Never met: first contact through relays now (issue #12); pairing at the first
+            # meeting takes over for later mail.
+            node.firstmail.seal_text(contact, message, now)
+        elif channel is None or contact.exchanging or channel.capacity(now) <= 0:
+            if channel is None:
+                self._room_wanted.add(peer_id)  # our outbox is full: sealed once room frees
             # Sealed once the keys are ready, or (max_messages_per_period reached) in the next
             # period: a period cannot end early, so sealing waits rather than fails.
             node.persist([codec.message_record(message)])
@@ -792,10 +902,11 @@ class Exchange:
             self._seal_text(contact, message, now)
         return message.message_id
 
-    def _room_for(self, envelopes: list[list[Record]]) -> bool:
+    def _room_for(self, envelopes: list[list[Record]], *, first_contact: bool = False) -> bool:
         """Whether our store takes these envelopes (each a list of inner records) of own mail."""
         buckets = self.node.config.message.envelope_size_buckets
-        size = sum(bucket_for(len(encode_records(records)), buckets) for records in envelopes)
+        fit = fc_bucket_for if first_contact else bucket_for
+        size = sum(fit(len(encode_records(records)), buckets) for records in envelopes)
         return self.node.store.own_room(size, len(envelopes))
 
     def _seal_text(self, contact: Contact, message: StoredMessage, now: float) -> None:
@@ -881,9 +992,12 @@ class Exchange:
         pending, self._receipts, self._receipts_due_at = self._receipts, {}, None
         for peer_id, kinds in pending.items():
             contact = node.contacts.get(peer_id)
-            if contact is None or contact.channel is None:
+            if contact is None:
                 gone = [(k, m) for k, ids in kinds.items() for m in ids]
                 node.persist([], deletes=_owed_keys(peer_id, gone))
+                continue
+            if contact.channel is None:
+                self._send_receipts_first_contact(contact, kinds, now)
                 continue
             if contact.exchanging:
                 self._receipts.setdefault(peer_id, kinds)  # retry after the exchange
@@ -926,6 +1040,36 @@ class Exchange:
                     then=committed,
                 )
 
+    def _send_receipts_first_contact(
+        self, contact: Contact, kinds: dict[int, list[bytes]], now: float
+    ) -> None:
+        """Receipts to a contact we never met: sealed by first contact, like its mail came."""
+        node = self.node
+        records: list[Record] = [
+            Receipt(status=k, message_ids=tuple(ids[i : i + _RECEIPT_IDS]))
+            for k, ids in kinds.items()
+            for i in range(0, len(ids), _RECEIPT_IDS)
+        ]
+        groups = [
+            records[start : start + _RECEIPTS_PER_ENVELOPE]
+            for start in range(0, len(records), _RECEIPTS_PER_ENVELOPE)
+        ]
+        if not self._room_for(groups, first_contact=True):
+            self._receipts.setdefault(contact.peer_id, kinds)
+            self._receipts_due_at = now + node.config.message.receipt_delay_s
+            return
+        for group in groups:
+            item, puts = node.firstmail.seal_receipts(contact, group, now)
+
+            def committed(_: float, item: StoreItem = item) -> None:
+                node.mark_committed(item.envelope_id)
+                if item.envelope_id in node.store:
+                    self.offer_new(item)
+
+            carried = [(r.status, m) for r in group if isinstance(r, Receipt)
+                       for m in r.message_ids]  # fmt: skip
+            node.persist(puts, deletes=_owed_keys(contact.peer_id, carried), then=committed)
+
     # ============================================================== timers
 
     def room_freed(self, now: float) -> None:
@@ -935,7 +1079,8 @@ class Exchange:
 
     def next_deadline(self) -> float | None:
         candidates = [
-            self._receipts_due_at, self._room_check_at, self.node.tombstones.next_expiry()
+            self._receipts_due_at, self._room_check_at, self.node.tombstones.next_expiry(),
+            self.node.firstmail.next_deadline(),
         ]
         present = [c for c in candidates if c is not None]
         return min(present) if present else None
@@ -956,6 +1101,7 @@ class Exchange:
             node.status_changed(message, MessageStatus.EXPIRED, now)
         if node.channels_due_at is not None and now >= node.channels_due_at:
             self._advance_channels(now)
+        node.firstmail.advance(now)
         if self._receipts_due_at is not None and now >= self._receipts_due_at:
             self._send_receipts(now)
         if self._room_check_at is not None and now >= self._room_check_at:

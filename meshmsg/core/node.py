@@ -60,10 +60,14 @@ from meshmsg.core.events import (
     PeerConnected,
 )
 from meshmsg.core.exchange import Exchange
+from meshmsg.core.firstmail import FirstMail
 from meshmsg.core.identity import ContactCard, Identity
 from meshmsg.core.itemset import ItemSet
 from meshmsg.core.link import Link, LinkState, PeerHandshake, PeerVerdict
 from meshmsg.core.noise import StaticKey
+from meshmsg.core.org import orgcodec
+from meshmsg.core.org.directory import Directory, OrgBook
+from meshmsg.core.org.keys import OrgPublic
 from meshmsg.core.records import SESSION_RECORDS, Hello, IdentityProof
 from meshmsg.core.rng import Rng
 from meshmsg.core.routing import make_router, route_id
@@ -125,6 +129,9 @@ class Node:
         # keeps next_deadline() O(links) instead of O(contacts) on the driver's hot path.
         self.channels_due_at: float | None = None
         self.exchange = Exchange(self)
+        self.orgs = OrgBook(config.org)
+        self.firstmail = FirstMail(self)
+        self.firstmail.index.advance(now)
         self._noise_static = StaticKey(identity.noise_private)  # prepared once, used per link
         self._handshake_records: list[Record] = [
             Hello(version=1, capabilities=CAPABILITIES, agent="meshmsg"),
@@ -149,6 +156,7 @@ class Node:
         deadlines.append(self.exchange.next_deadline())
         deadlines.append(self.conversations.next_expiry())
         deadlines.append(self.channels_due_at)
+        deadlines.append(self.firstmail.next_deadline())
         present = [d for d in deadlines if d is not None]
         return min(present) if present else None
 
@@ -175,6 +183,8 @@ class Node:
             contact = Contact(public=card.public, name=display, verified=verified, added_at=now)
             self.contacts.add(contact)
         self.persist([codec.contact_record(contact)])
+        self.firstmail.contact_added(contact, now)  # a pending request becomes a conversation
+        self.exchange.contact_added(contact, now)  # a live link pairs now, not at next meeting
         return contact
 
     def set_verified(self, peer_id: bytes, verified: bool, *, now: float) -> None:
@@ -199,6 +209,7 @@ class Node:
         if contact.channel is not None:
             self.tags.forget_contact(peer_id)
         self.contacts.remove(peer_id)
+        self.exchange.contact_removed(peer_id)
         self.persist([], deletes=[(RecordKind.CONTACT, peer_id), (RecordKind.CHANNEL, peer_id)])
 
     def send_message(
@@ -220,6 +231,45 @@ class Node:
         """The user read these received messages: send a read receipt (if receipts are on)."""
         self.now = now
         self.exchange.mark_read(peer_id, list(message_ids), now)
+
+    # ================================================== requests, organisations
+
+    def accept_request(self, peer_id: bytes, *, now: float) -> Contact:
+        """Accept a message request: the sender becomes an unverified contact.
+
+        Raises:
+            LocalProtocolError: no request from that peer, or the contact list is full.
+        """
+        self.now = now
+        return self.firstmail.accept(peer_id, now)
+
+    def decline_request(self, peer_id: bytes, *, block: bool, now: float) -> None:
+        """Delete a request; ``block`` also drops the sender's later mail on arrival."""
+        self.now = now
+        self.firstmail.decline(peer_id, block=block, now=now)
+
+    def unblock_sender(self, peer_id: bytes, *, now: float) -> None:
+        self.now = now
+        self.firstmail.unblock(peer_id)
+
+    def awaiting_acceptance(self, peer_id: bytes, *, now: float) -> bool:
+        """Linked to this contact, which has not added us (our key share goes unanswered)."""
+        return self.exchange.awaiting_acceptance(peer_id, now)
+
+    def join_org(self, org: OrgPublic, *, now: float) -> None:
+        """Join an organisation by its code: its directories are accepted from now on."""
+        self.now = now
+        self.orgs.join(org)
+        self.persist([orgcodec.org_record(self.orgs, org.org_id)])
+
+    def import_directory(self, org_id: bytes, data: bytes, *, now: float) -> Directory:
+        """Take a directory handed to us locally (a file from the administrator).
+
+        Raises:
+            DirectoryError: unknown organisation, forged, malformed, or not newer.
+        """
+        self.now = now
+        return orgcodec.accept_directory(self, org_id, data, source=None)
 
     # =========================================================== driver inputs
 
@@ -413,6 +463,10 @@ class Node:
         data = session.link.data_to_send(now)
         if data:
             self._effects.append(Transmit(link=link, data=data))
+
+    def close_link(self, link: LinkId, reason: CloseReason, detail: str, now: float) -> None:
+        """Close one link for a protocol error its peer made (tells the peer why)."""
+        self._close(link, reason, detail, now)
 
     def _close(
         self, link: LinkId, reason: CloseReason, detail: str, now: float, *, tell_peer: bool = True

@@ -11,6 +11,8 @@ GET    /id                                 contact code, safety number per conta
 GET    /contacts                           the contact list
 POST   /contacts                           ``{"code", "name"?, "verified"?}``: add a contact
 POST   /contacts/{peer_id}/verify          ``{"verified"?: true}``: mark (un)verified
+POST   /contacts/{peer_id}/rename          ``{"name"}``: the contact's local name
+POST   /contacts/{peer_id}/block           ``{"blocked"?: true}``: (un)block
 DELETE /contacts/{peer_id}                 remove a contact
 GET    /conversations                      one row per peer, most recent first
 GET    /conversations/{peer_id}/messages   ``?limit=&before=``: messages, oldest first
@@ -18,6 +20,9 @@ POST   /messages                           ``{"to", "body", "ttl_s"?}``: send; 2
 POST   /messages/read                      ``{"peer_id", "message_ids"}``: send read receipts
 WS     /events                             every node event as JSON, live
 ====== =================================== ==============================================
+
+Wherever a peer id goes (a path's ``{peer_id}``, ``to``, ``peer_id``), a contact's name (any
+case) does too. Every error is JSON, Starlette's own (unknown path: 404, wrong method: 405) too.
 
 Handlers run in the daemon's trio loop and reach the Node only through ``NodeRunner.call``,
 so the pump stays its one owner; each call runs a read or one command, never waits.
@@ -31,6 +36,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar, cast
@@ -45,10 +51,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from meshmsg.app.datadir import own_contact_code
+from meshmsg.app.contact_ops import named, rename_contact
+from meshmsg.app.datadir import check_name, own_contact_code
 from meshmsg.app.mesh import NodeHandle
 from meshmsg.app.views import (
     JSON,
+    PEER_ID_HEX,
     contact_view,
     contacts_view,
     conversations_view,
@@ -60,6 +68,7 @@ from meshmsg.app.views import (
     store_view,
     to_json,
 )
+from meshmsg.core.contacts import Contact
 from meshmsg.core.identity import decode_contact_code, fingerprint
 from meshmsg.core.node import Node
 from meshmsg.errors import (
@@ -203,6 +212,8 @@ class Api:
         data = await self.body(request)
         card = decode_contact_code(_field(data, "code", str))
         name = _optional(data, "name", str)
+        if name is not None:
+            check_name(name)  # ConfigError: 400
         verified = _optional(data, "verified", bool) or False
 
         def add(node: Node, now: float) -> JSON:
@@ -211,24 +222,45 @@ class Api:
         return await self.write(add)
 
     async def verify_contact(self, request: Request) -> JSON:
-        peer_id = _peer_param(request)
+        ref = _peer_param(request)
         data = await self.body(request)
         verified = _optional(data, "verified", bool)
         verified = True if verified is None else verified
 
         def mark(node: Node, now: float) -> JSON:
-            contact = _require_contact(node, peer_id)
-            node.set_verified(peer_id, verified, now=now)
+            contact = _require_contact(node, ref)
+            node.set_verified(contact.peer_id, verified, now=now)
             return contact_view(node, contact)
 
         return await self.write(mark)
 
+    async def block_contact(self, request: Request) -> JSON:
+        ref = _peer_param(request)
+        blocked = _optional(await self.body(request), "blocked", bool)
+        blocked = True if blocked is None else blocked
+
+        def block(node: Node, now: float) -> JSON:
+            contact = _require_contact(node, ref)
+            node.set_blocked(contact.peer_id, blocked, now=now)
+            return contact_view(node, contact)
+
+        return await self.write(block)
+
+    async def rename_contact(self, request: Request) -> JSON:
+        ref = _peer_param(request)
+        name = check_name(_field(await self.body(request), "name", str))  # ConfigError: 400
+
+        def rename(node: Node, now: float) -> JSON:
+            renamed = rename_contact(node, _require_contact(node, ref), name, now=now)
+            return contact_view(node, renamed)
+
+        return await self.write(rename)
+
     async def remove_contact(self, request: Request) -> None:
-        peer_id = _peer_param(request)
+        ref = _peer_param(request)
 
         def remove(node: Node, now: float) -> None:
-            _require_contact(node, peer_id)
-            node.remove_contact(peer_id, now=now)
+            node.remove_contact(_require_contact(node, ref).peer_id, now=now)
 
         await self.write(remove)
 
@@ -236,7 +268,7 @@ class Api:
         return await self.call(lambda node, _now: conversations_view(node))
 
     async def messages(self, request: Request) -> list[JSON]:
-        peer_id = _peer_param(request)
+        ref = _peer_param(request)
         limit = _int_query(
             request, "limit", self._net.api_max_messages, 1, self._net.api_max_messages
         )
@@ -245,10 +277,15 @@ class Api:
             before_at = float(before) if before is not None else None
         except ValueError as exc:
             raise HTTPException(400, "before must be a time in seconds") from exc
+        if before_at is not None and not math.isfinite(before_at):
+            raise HTTPException(400, "before must be a finite time in seconds")
 
         def read(node: Node, _now: float) -> list[JSON]:
-            if node.contacts.get(peer_id) is None and peer_id not in node.conversations.peers():
-                raise HTTPException(404, f"unknown contact {peer_id.hex()}")
+            # By id, a conversation with someone no longer a contact can still be read.
+            if isinstance(ref, bytes) and ref in node.conversations.peers():
+                peer_id = ref
+            else:
+                peer_id = _require_contact(node, ref).peer_id
             found = node.conversations.with_peer(peer_id)
             if before_at is not None:
                 found = [m for m in found if m.sent_at < before_at]
@@ -258,15 +295,14 @@ class Api:
 
     async def send(self, request: Request) -> JSON:
         data = await self.body(request)
-        peer_id = _parse_peer(_field(data, "to", str))
+        ref = _parse_peer(_field(data, "to", str))
         body = _field(data, "body", str)
         if not body.strip():
             raise HTTPException(400, "message body is empty")
-        ttl = _optional(data, "ttl_s", float | int)
-        ttl_s = float(ttl) if ttl is not None else None
+        ttl_s = _ttl(data, self._handle.config.message.max_ttl_s)
 
         def send(node: Node, now: float) -> JSON:
-            _require_contact(node, peer_id)
+            peer_id = _require_contact(node, ref).peer_id
             message_id = node.send_message(peer_id, body, now=now, ttl_s=ttl_s)
             message = node.conversations.get(message_id)
             assert message is not None
@@ -276,15 +312,14 @@ class Api:
 
     async def mark_read(self, request: Request) -> JSON:
         data = await self.body(request)
-        peer_id = _parse_peer(_field(data, "peer_id", str))
+        ref = _parse_peer(_field(data, "peer_id", str))
         raw_ids = _field(data, "message_ids", list)
         if len(raw_ids) > self._net.api_max_messages:
             raise HTTPException(400, f"at most {self._net.api_max_messages} message ids at once")
         ids = [_parse_message_id(i) for i in raw_ids]
 
         def mark(node: Node, now: float) -> JSON:
-            _require_contact(node, peer_id)
-            node.mark_read(peer_id, ids, now=now)
+            node.mark_read(_require_contact(node, ref).peer_id, ids, now=now)
             return {"marked": len(ids)}
 
         return await self.write(mark)
@@ -342,15 +377,28 @@ def _optional(data: dict[str, Any], key: str, kind: Any) -> Any:
     return _field(data, key, kind) if data.get(key) is not None else None
 
 
-def _parse_peer(text: str) -> bytes:
-    try:
-        return parse_peer_id(text)
-    except LocalProtocolError as exc:
-        raise HTTPException(400, str(exc)) from exc
+PeerRef = bytes | str  # a peer id, or a contact's name to look up in the node
 
 
-def _peer_param(request: Request) -> bytes:
+def _parse_peer(text: str) -> PeerRef:
+    """32 hex digits are a peer id; anything else names a contact (resolved by the node)."""
+    if len(text) == PEER_ID_HEX:
+        with contextlib.suppress(LocalProtocolError):  # 32 characters, not hex: a name
+            return parse_peer_id(text)
+    if not text.strip():
+        raise HTTPException(400, "empty peer id or contact name")
+    return text
+
+
+def _peer_param(request: Request) -> PeerRef:
     return _parse_peer(str(request.path_params["peer_id"]))
+
+
+def _ttl(data: dict[str, Any], max_ttl_s: float) -> float | None:
+    ttl = _optional(data, "ttl_s", float | int)
+    if ttl is not None and not (math.isfinite(ttl) and 0 < ttl <= max_ttl_s):
+        raise HTTPException(400, f"ttl_s must be within 0..{max_ttl_s:g} seconds")
+    return float(ttl) if ttl is not None else None
 
 
 def _parse_message_id(value: object) -> bytes:
@@ -375,11 +423,30 @@ def _int_query(request: Request, key: str, default: int, low: int, high: int) ->
     return value
 
 
-def _require_contact(node: Node, peer_id: bytes) -> Any:
-    contact = node.contacts.get(peer_id)
-    if contact is None:
-        raise HTTPException(404, f"unknown contact {peer_id.hex()}")
-    return contact
+def _require_contact(node: Node, ref: PeerRef) -> Contact:
+    if isinstance(ref, bytes):
+        contact = node.contacts.get(ref)
+        if contact is None:
+            raise HTTPException(404, f"unknown contact {ref.hex()}")
+        return contact
+    found = named(node, ref)
+    if not found:
+        raise HTTPException(404, f"unknown contact {ref!r}")
+    if len(found) > 1:
+        raise HTTPException(409, f"several contacts are named {ref!r}: use a peer id")
+    return found[0]
+
+
+async def _json_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (unknown path, wrong method) as JSON like every other error."""
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    if isinstance(exc, BaseExceptionGroup):
+        return next((f for e in exc.exceptions if (f := _os_error(e)) is not None), None)
+    return exc if isinstance(exc, OSError) else None
 
 
 def create_app(handle: NodeHandle, token: str) -> Starlette:
@@ -394,6 +461,8 @@ def create_app(handle: NodeHandle, token: str) -> Starlette:
         Route("/contacts", e(api.list_contacts), methods=["GET"]),
         Route("/contacts", e(api.add_contact, 201), methods=["POST"]),
         Route("/contacts/{peer_id}/verify", e(api.verify_contact), methods=["POST"]),
+        Route("/contacts/{peer_id}/block", e(api.block_contact), methods=["POST"]),
+        Route("/contacts/{peer_id}/rename", e(api.rename_contact), methods=["POST"]),
         Route("/contacts/{peer_id}", e(api.remove_contact), methods=["DELETE"]),
         Route("/conversations", e(api.conversations), methods=["GET"]),
         Route("/conversations/{peer_id}/messages", e(api.messages), methods=["GET"]),
@@ -401,7 +470,7 @@ def create_app(handle: NodeHandle, token: str) -> Starlette:
         Route("/messages/read", e(api.mark_read), methods=["POST"]),
         WebSocketRoute("/events", api.events),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, exception_handlers={HTTPException: _json_error})
 
 
 async def serve_api(
@@ -434,8 +503,11 @@ async def serve_api(
     async with trio.open_nursery() as nursery:
         try:
             binds: list[str] = await nursery.start(functools.partial(serve, cast(Any, app), config))
-        except OSError as exc:
-            raise TransportError(f"cannot serve the API on {host}:{port}: {exc}") from exc
+        except (OSError, BaseExceptionGroup) as exc:  # hypercorn's nurseries group the OSError
+            failure = _os_error(exc)
+            if failure is None:
+                raise
+            raise TransportError(f"cannot serve the API on {host}:{port}: {failure}") from failure
         logger.info("API on %s after %.2f s", binds[0], time.monotonic() - started)
         task_status.started(binds[0])
 

@@ -78,9 +78,11 @@ def join_org(node: Node, now: float, code: str) -> JSON:
 
 def _org_id(node: Node, who: str | None) -> bytes:
     orgs = list(node.orgs)
+    if not orgs:
+        raise DirectoryError("unknown organisation: join it first with `meshmsg org join CODE`")
     if who is None:
         if len(orgs) != 1:
-            raise DirectoryError("name the organisation (you joined none or several)")
+            raise DirectoryError("you joined several organisations: name one (--org)")
         return orgs[0].org.org_id
     for joined in orgs:
         if who.casefold() in (joined.org.name.casefold(), joined.org.org_id.hex()):

@@ -28,7 +28,7 @@ from meshmsg.app import firstcontact_ops as ops
 from meshmsg.app.cli_common import Ctx, console, pass_ctx
 from meshmsg.app.datadir import PASSPHRASE_ENV, kdf_fast_requested
 from meshmsg.app.keystore import load_keystore, open_keystore, save_keystore, seal_keystore
-from meshmsg.app.safe_text import peer_text
+from meshmsg.app.safe_text import peer_markup, peer_text
 from meshmsg.app.views import JSON
 from meshmsg.config import OrgLimits
 from meshmsg.core.identity import decode_contact_code
@@ -39,6 +39,21 @@ from meshmsg.errors import DirectoryError
 from meshmsg.sysrng import SystemRng
 
 ADMIN_DIR: Final = Path("meshmsg-org")
+PAIRING_LABELS: Final = {
+    "paired": "yes",
+    "first_contact": "first contact (not met yet)",
+    "waiting_for_them": "[yellow]waiting for them to add you[/yellow]",
+}
+
+
+def org_label(contact: JSON) -> str:
+    """", verified by X" / ", revoked by X": the organisations' word, apart from in person."""
+    out = ""
+    if contact.get("org_verified"):
+        out += f", [cyan]verified by {peer_markup(', '.join(contact['org_verified']))}[/cyan]"
+    if contact.get("org_revoked"):
+        out += f", [red]revoked by {peer_markup(', '.join(contact['org_revoked']))}[/red]"
+    return out
 _MIN_OPS, _MIN_MEM = 1, 8192  # --kdf-fast: tests only
 
 
@@ -98,7 +113,7 @@ def org_init(name: str, admin_dir: Path) -> None:
     admin_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     save_keystore(admin_dir / "org.key", blob)
     (admin_dir / "serial").write_text("0\n")
-    console.print(f"Organisation [bold]{peer_text(name)}[/bold] created in {admin_dir}.")
+    console.print(f"Organisation [bold]{peer_markup(name)}[/bold] created in {admin_dir}.")
     console.print("Give members this code (`meshmsg org join CODE`):")
     click.echo(secret.public.code())
 
@@ -118,7 +133,7 @@ def org_sign(code: str, name: str, unit: str, role: str, days: int, admin_dir: P
                               expires_at=int(time.time()) + days * 86_400)  # fmt: skip
     with (admin_dir / "members").open("a") as out:
         out.write(entry.text() + "\n")
-    console.print(f"Signed {peer_text(name)} until {days} days from now; "
+    console.print(f"Signed {peer_markup(name)} until {days} days from now; "
                   "`meshmsg org publish` writes the directory.")  # fmt: skip
 
 
@@ -169,7 +184,7 @@ def org_join(ctx: Ctx, org_code: str) -> None:
     decode_org_code(org_code)  # a typo fails here, before any passphrase prompt
     view = _daemon_or_offline(ctx, "/orgs", {"code": org_code},
                               lambda n, now: ops.join_org(n, now, org_code))  # fmt: skip
-    console.print(f"Joined [bold]{peer_text(view['name'])}[/bold]; its directory arrives "
+    console.print(f"Joined [bold]{peer_markup(view['name'])}[/bold]; its directory arrives "
                   "from any member you meet, or `meshmsg org import FILE`.")  # fmt: skip
 
 
@@ -199,7 +214,7 @@ def org_list(ctx: Ctx) -> None:
     if not rows:
         console.print("No organisation joined: `meshmsg org join ORG_CODE`.")
     for row in rows:
-        console.print(f"{peer_text(row['name'])}: directory version {row['serial']}, "
+        console.print(f"{peer_markup(row['name'])}: directory version {row['serial']}, "
                       f"{row['members']} members, {row['revoked']} revoked")  # fmt: skip
 
 
@@ -241,8 +256,8 @@ def directory_add(ctx: Ctx, peer_id: str) -> None:
         ctx, f"/directory/{peer_id}/contact", {},
         lambda n, now: ops.contact_from_directory(n, now, peer_id),
     )
-    orgs = ", ".join(view.get("org_verified", []))
-    console.print(f"Added [bold]{peer_text(view['name'])}[/bold], verified by {orgs} "
+    orgs = peer_markup(", ".join(view.get("org_verified", [])))
+    console.print(f"Added [bold]{peer_markup(view['name'])}[/bold], verified by {orgs} "
                   "(not in person).")  # fmt: skip
 
 
@@ -259,10 +274,10 @@ def request_list(ctx: Ctx) -> None:
     if not rows:
         console.print("No message requests.")
     for r in rows:
-        mark = f" [red]revoked by {', '.join(r['org_revoked'])}[/red]" if r["org_revoked"] else ""
+        mark = f" [red]revoked by {peer_markup(', '.join(r['org_revoked']))}[/red]" if r["org_revoked"] else ""
         console.print(f"[bold]{r['peer_id'][:12]}[/bold] ({r['fingerprint']}){mark}")
         for m in r["messages"]:
-            console.print(f"  {peer_text(m['body'])}")
+            console.print(f"  {peer_markup(m['body'])}")
     if rows:
         console.print("`meshmsg request accept ID`, `... decline ID` or `... decline ID --block`.")
 
@@ -274,7 +289,7 @@ def request_accept(ctx: Ctx, who: str) -> None:
     """Accept: the sender becomes a contact and its messages a conversation."""
     view = _daemon_or_offline(ctx, f"/requests/{who}/accept", {},
                               lambda n, now: ops.accept_request(n, now, who))  # fmt: skip
-    console.print(f"Accepted: {peer_text(view['name'])} is now a contact.")
+    console.print(f"Accepted: {peer_markup(view['name'])} is now a contact.")
 
 
 @request.command("decline")

@@ -274,7 +274,8 @@ def request_list(ctx: Ctx) -> None:
     if not rows:
         console.print("No message requests.")
     for r in rows:
-        mark = f" [red]revoked by {peer_markup(', '.join(r['org_revoked']))}[/red]" if r["org_revoked"] else ""
+        revoked = peer_markup(", ".join(r["org_revoked"]))
+        mark = f" [red]revoked by {revoked}[/red]" if revoked else ""
         console.print(f"[bold]{r['peer_id'][:12]}[/bold] ({r['fingerprint']}){mark}")
         for m in r["messages"]:
             console.print(f"  {peer_markup(m['body'])}")

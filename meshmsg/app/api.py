@@ -1,13 +1,16 @@
 """The daemon's local HTTP + WebSocket API: Starlette on hypercorn's trio worker, 127.0.0.1 only.
 
 Every request needs ``Authorization: Bearer <token>``, the token the daemon writes (0600) to
-``api-token`` in the data directory at start; it is compared in constant time. Bodies are JSON
-objects of at most ``NetConfig.api_max_request_bytes``; answers are JSON, errors
+``api-token`` in the data directory at start (compared in constant time), or the session cookie
+of the web UI with its CSRF proof; every request needs a loopback ``Host`` (``app/webauth.py``).
+Bodies are JSON objects of at most ``NetConfig.api_max_request_bytes``; answers are JSON, errors
 ``{"error": "<one line>"}`` with a fitting status code. The endpoints (docs/operations.md):
 
 ====== =================================== ==============================================
 GET    /status                             identity, links, queues, relay usage, discovery
 GET    /id                                 contact code, safety number per contact
+GET    /id/qr.svg                          the contact code as a QR code (SVG)
+GET    /contacts/{peer_id}/safety.svg      the safety number's QR code (SVG)
 GET    /contacts                           the contact list
 POST   /contacts                           ``{"code", "name"?, "verified"?}``: add a contact
 POST   /contacts/{peer_id}/verify          ``{"verified"?: true}``: mark (un)verified
@@ -19,6 +22,9 @@ GET    /conversations/{peer_id}/messages   ``?limit=&before=``: messages, oldest
 POST   /messages                           ``{"to", "body", "ttl_s"?}``: send; 201 with its id
 POST   /messages/read                      ``{"peer_id", "message_ids"}``: send read receipts
 WS     /events                             every node event as JSON, live
+GET    /, /ui/{file}                       the web UI (``app/web.py``), no token needed
+POST   /session                            ``{"token"}``: a browser session cookie
+DELETE /session                            end the browser session
 ====== =================================== ==============================================
 
 Wherever a peer id goes (a path's ``{peer_id}``, ``to``, ``peer_id``), a contact's name (any
@@ -32,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hmac
 import ipaddress
 import json
 import logging
@@ -46,6 +51,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -55,6 +61,7 @@ from meshmsg.app.api_firstcontact import routes as firstcontact_routes
 from meshmsg.app.contact_ops import named, rename_contact
 from meshmsg.app.datadir import check_name, own_contact_code
 from meshmsg.app.mesh import NodeHandle
+from meshmsg.app.qr import render_svg
 from meshmsg.app.views import (
     JSON,
     PEER_ID_HEX,
@@ -69,6 +76,9 @@ from meshmsg.app.views import (
     store_view,
     to_json,
 )
+from meshmsg.app.warnings import clock_warnings, host_warnings
+from meshmsg.app.web import SecurityHeaders, ui_routes
+from meshmsg.app.webauth import SESSION_COOKIE, BrowserSessions, Guard, Refused
 from meshmsg.core.contacts import Contact
 from meshmsg.core.identity import decode_contact_code, fingerprint
 from meshmsg.core.node import Node
@@ -94,19 +104,30 @@ Handler = Callable[[Request], Awaitable[Any]]
 class Api:
     """The endpoints over one running node."""
 
-    def __init__(self, handle: NodeHandle, token: str) -> None:
+    def __init__(self, handle: NodeHandle, guard: Guard) -> None:
         self._handle = handle
         self._runner = handle.runner
-        self._token = token.encode()
+        self._guard = guard
         self._net = handle.config.net
         self._ws_clients = 0
 
     # --- plumbing ----------------------------------------------------------------------------
 
-    def authorized(self, conn: HTTPConnection) -> bool:
-        scheme, _, given = conn.headers.get("authorization", "").partition(" ")
-        # compare_digest takes the same time whatever prefix of the token is right.
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), self._token)
+    def refusal(self, conn: HTTPConnection) -> Refused | None:
+        """Why ``conn`` may not proceed (webauth: Host, token or session, CSRF), or None."""
+        server = conn.scope.get("server")
+        where = (str(server[0]), int(server[1])) if server else None
+        cookie = conn.cookies.get(SESSION_COOKIE)
+        try:
+            if conn.scope["type"] == "websocket":
+                self._guard.check_websocket(conn.headers, where, cookie, time.time())
+            else:
+                self._guard.check_request(
+                    conn.scope["method"], conn.headers, where, cookie, time.time()
+                )
+        except Refused as refused:
+            return refused
+        return None
 
     def endpoint(
         self, handler: Handler, status: int = 200
@@ -115,8 +136,9 @@ class Api:
 
         @functools.wraps(handler)
         async def run(request: Request) -> Response:
-            if not self.authorized(request):
-                return _error(401, "missing or wrong bearer token (see api-token in the data dir)")
+            refused = self.refusal(request)
+            if refused is not None:
+                return _error(refused.status, str(refused))
             try:
                 result = await handler(request)
             except HTTPException as exc:
@@ -131,6 +153,8 @@ class Api:
                 return _error(503, f"node is shutting down: {exc}")
             if result is None:
                 return Response(status_code=204)
+            if isinstance(result, Response):  # images (QR codes) are answered as they are
+                return result
             return JSONResponse(result, status_code=status)
 
         return run
@@ -179,11 +203,13 @@ class Api:
                 "contacts": len(node.contacts),
                 "outbox": outbox_view(node),
                 "relay": store_view(node),
+                "warnings": clock_warnings(node, now, handle.clocks.latest),
             }
 
         view = await self.call(read)
         view["links"] = to_json(stats)
         view["discovery"] = handle.discovery_state()
+        view["warnings"] += host_warnings(handle.data_root, view["discovery"], view["relay"])
         view["static_peers"] = list(handle.settings.static_peers)
         view["found_by"] = dict(handle.bridge.found_by)
         view["storage"] = {
@@ -205,6 +231,21 @@ class Api:
             }
 
         return await self.call(read)
+
+    async def own_qr(self, request: Request) -> Response:
+        """The QR code of our contact code, as SVG (the web UI's "your code")."""
+        settings = self._handle.settings
+        code = await self.call(lambda node, _now: own_contact_code(node.identity, settings))
+        return Response(render_svg(code), media_type="image/svg+xml")
+
+    async def safety_qr(self, request: Request) -> Response:
+        """The QR code of the safety number shared with one contact, as SVG."""
+        peer_id = _peer_param(request)
+
+        def read(node: Node, _now: float) -> str:
+            return str(contact_view(node, _require_contact(node, peer_id))["safety_qr"])
+
+        return Response(render_svg(await self.call(read)), media_type="image/svg+xml")
 
     async def list_contacts(self, request: Request) -> list[JSON]:
         return await self.call(lambda node, _now: contacts_view(node))
@@ -327,7 +368,7 @@ class Api:
 
     async def events(self, websocket: WebSocket) -> None:
         """Stream every node event as JSON until the client goes or falls behind."""
-        if not self.authorized(websocket):
+        if self.refusal(websocket) is not None:
             await websocket.close(code=WS_POLICY_VIOLATION)
             return
         if self._ws_clients >= self._net.api_max_ws_clients:
@@ -454,11 +495,14 @@ def create_app(handle: NodeHandle, token: str) -> Starlette:
     """The Starlette application over a running node."""
     if not token:
         raise ConfigError("the API needs a non-empty token")
-    api = Api(handle, token)
+    guard = Guard(token=token.encode(), sessions=BrowserSessions())
+    api = Api(handle, guard)
     e = api.endpoint
     routes = [
         Route("/status", e(api.status), methods=["GET"]),
         Route("/id", e(api.identity), methods=["GET"]),
+        Route("/id/qr.svg", e(api.own_qr), methods=["GET"]),
+        Route("/contacts/{peer_id}/safety.svg", e(api.safety_qr), methods=["GET"]),
         Route("/contacts", e(api.list_contacts), methods=["GET"]),
         Route("/contacts", e(api.add_contact, 201), methods=["POST"]),
         Route("/contacts/{peer_id}/verify", e(api.verify_contact), methods=["POST"]),
@@ -471,8 +515,13 @@ def create_app(handle: NodeHandle, token: str) -> Starlette:
         Route("/messages/read", e(api.mark_read), methods=["POST"]),
         *firstcontact_routes(api),  # requests, organisations, directory (issue #12)
         WebSocketRoute("/events", api.events),
+        *ui_routes(guard),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: _json_error})
+    return Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _json_error},
+        middleware=[Middleware(SecurityHeaders)],
+    )
 
 
 async def serve_api(

@@ -201,8 +201,10 @@ def _print_chat_line(name: str, incoming: bool, body: str, at: float) -> None:
 @click.command()
 @pass_ctx
 def status(ctx: Ctx) -> None:
-    """Peers, links, queues and relay usage of the running node."""
+    """Peers, links, queues and relay usage of the running node; warnings first."""
     s = ctx.require_daemon().get("/status")
+    for warning in s.get("warnings", []):  # names of contacts inside: peer text, not markup
+        console.print(Text.assemble(("warning: ", "bold yellow"), peer_text(warning)))
     d = s["discovery"]
     mdns = f"on ({', '.join(d['interfaces'])})" if d["enabled"] else f"off: {d['reason']}"
     title = Text.assemble("Node ", peer_text(s["name"] or ""), f" {s['fingerprint']}")

@@ -113,7 +113,9 @@ def test_a_one_sided_contact_holds_one_link_and_reaches_them_as_a_request(
     record_property("one_sided_links_to_carol_60s", len(to_carol))
     print(f"dave in 60 s: {attempts} links made or taken, {ended} ended, "
           f"{len(to_carol)} to carol")
-    assert len(to_carol) == 1, dave.log()  # one link to carol, held: no link-and-drop loop
+    # No link-and-drop loop: one link to carol, or two when both dialled at the same instant
+    # (mDNS finds both ways at once); before the fix it was about one a second.
+    assert len(to_carol) <= 2, dave.log()
     assert ended <= 3, links  # at most the duplicate of each pair
     [contact] = dave.get("/contacts")
     assert contact["pairing"] == "waiting_for_them"

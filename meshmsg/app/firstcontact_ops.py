@@ -19,7 +19,7 @@ from meshmsg.errors import DirectoryError, LocalProtocolError
 
 def requests_view(node: Node, _now: float = 0.0) -> list[JSON]:
     rows: list[JSON] = []
-    for request in node.firstmail.requests:
+    for request in node.requests:
         messages = node.conversations.with_peer(request.peer_id)
         rows.append({
             "peer_id": request.peer_id.hex(),
@@ -37,7 +37,7 @@ def find_request(node: Node, who: str) -> bytes:
     who = who.strip().lower()
     if len(who) == 32:
         return parse_peer_id(who)
-    found = [r.peer_id for r in node.firstmail.requests if r.peer_id.hex().startswith(who)]
+    found = [r.peer_id for r in node.requests if r.peer_id.hex().startswith(who)]
     if len(who) < 8 or len(found) != 1:
         raise LocalProtocolError(f"no single request matches {who!r} (use 8+ hex digits of it)")
     return found[0]

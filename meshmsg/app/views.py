@@ -88,7 +88,7 @@ def conversations_view(node: Node) -> list[JSON]:
         if not messages:
             continue
         contact = node.contacts.get(peer_id)
-        if contact is None and node.firstmail.requests.get(peer_id) is not None:
+        if contact is None and node.requests.get(peer_id) is not None:
             continue  # a message request: shown apart (GET /requests), not as a conversation
         last = messages[-1]
         rows.append(

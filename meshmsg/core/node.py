@@ -69,6 +69,7 @@ from meshmsg.core.org import orgcodec
 from meshmsg.core.org.directory import Directory, OrgBook
 from meshmsg.core.org.keys import OrgPublic
 from meshmsg.core.records import SESSION_RECORDS, Hello, IdentityProof
+from meshmsg.core.requests import RequestBook
 from meshmsg.core.rng import Rng
 from meshmsg.core.routing import make_router, route_id
 from meshmsg.core.session import PeerSession
@@ -233,6 +234,11 @@ class Node:
         self.exchange.mark_read(peer_id, list(message_ids), now)
 
     # ================================================== requests, organisations
+
+    @property
+    def requests(self) -> RequestBook:
+        """Pending message requests and blocked strangers (read them; commands below)."""
+        return self.firstmail.requests
 
     def accept_request(self, peer_id: bytes, *, now: float) -> Contact:
         """Accept a message request: the sender becomes an unverified contact.

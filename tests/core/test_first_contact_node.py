@@ -90,7 +90,7 @@ def test_a_stranger_is_a_request_accept_makes_a_conversation_and_delivers() -> N
     carol.accept_request(mesh.peer_id("alice"), now=mesh.now)
     mesh.advance(5)  # the delivered receipt leaves once accepted
     assert carol.contacts.get(mesh.peer_id("alice")) is not None
-    assert len(carol.firstmail.requests) == 0
+    assert len(carol.requests) == 0
     assert MessageStatus.DELIVERED in statuses(mesh, "alice", mid)
 
 
@@ -134,8 +134,8 @@ def test_a_request_flood_from_1000_strangers_keeps_the_quota_and_contacts_mail_f
     accepted, refused = flooder.custody()
     assert len(accepted) == 1_000  # all taken off the relay's hands ...
     assert not refused
-    assert len(carol.firstmail.requests) == limits.max_requests  # ... but only 64 kept
-    assert carol.firstmail.requests.dropped == 1_000 - limits.max_requests
+    assert len(carol.requests) == limits.max_requests  # ... but only 64 kept
+    assert carol.requests.dropped == 1_000 - limits.max_requests
     kept = [r for r in mesh.persisted["carol"] if r[1].startswith(b"request:")]
     assert len(kept) == limits.max_requests
     assert len(mesh.of_type("carol", MessageRequested)) == limits.max_requests

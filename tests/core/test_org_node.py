@@ -63,7 +63,7 @@ def test_a_directory_reaches_a_fresh_node_through_a_relay_and_first_contact_work
     mesh.disconnect("alice", "bob")
     mesh.connect("bob", "carol")  # carol has not added alice: it arrives as a request
     carol = mesh.nodes["carol"]
-    assert carol.firstmail.requests.get(mesh.peer_id("alice")) is not None
+    assert carol.requests.get(mesh.peer_id("alice")) is not None
     carol.accept_request(mesh.peer_id("alice"), now=mesh.now)
     mesh.run()
     assert carol.conversations.get(mid) is not None

@@ -171,7 +171,7 @@ class Exchange:
         session.is_contact = contact is not None
         session.tier = _tier_of(contact)
         session.route = PeerRouting(route_id=route_id(public.identity_key), predictabilities={})
-        if self._duplicate_of_existing(session):
+        if self._duplicate_of_existing(session, now):
             raise RemoteProtocolError(
                 "second link to the same peer", reason=CloseReason.DUPLICATE_LINK
             )
@@ -190,15 +190,24 @@ class Exchange:
             )
             node.transmit(session, [SyncMessage(payload=session.reconciler.start())])
 
-    def _duplicate_of_existing(self, session: PeerSession) -> bool:
-        """Of two links to one peer both sides keep the same one: the lower initiator id wins."""
+    def _duplicate_of_existing(self, session: PeerSession, now: float) -> bool:
+        """Of two links to one peer both sides keep the same one: the lower initiator id wins.
+
+        True: drop the new link. When the new link wins, the older one is closed here (both
+        sides decide alike), so two links never both carry a key exchange with one contact:
+        concurrent exchanges could complete in different orders on the two sides and leave
+        them with different keys (issue #12, found with static peers dialled both ways).
+        """
         me = self.node.identity.peer_id
-        for other in self.node.sessions.values():
+        for other in list(self.node.sessions.values()):
             if other is session or other.peer_id != session.peer_id or other.peer_id is None:
                 continue
             mine = (me if session.link.initiator else session.peer_id) or b""
             theirs = (me if other.link.initiator else other.peer_id) or b""
-            return (mine, session.link_id) > (theirs, other.link_id) or mine == theirs
+            if (mine, session.link_id) > (theirs, other.link_id) or mine == theirs:
+                return True
+            self.node.close_link(other.link_id, CloseReason.DUPLICATE_LINK, "a better link", now)
+            return False
         return False
 
     # ====================================================== record dispatch

@@ -183,3 +183,23 @@ def test_a_one_sided_contact_keeps_one_link_and_says_it_has_not_accepted() -> No
 
 def test_config_default_slots_are_documented_values() -> None:
     assert NodeConfig().first_contact.tag_slots == 16
+
+
+def test_two_links_both_ways_still_pair_once_and_deliver() -> None:
+    """Static peers on both sides: each dials the other. Of the two links only the one the
+    lower peer id opened survives, so a key exchange never runs on two links at once (which
+    could leave the two sides with different keys)."""
+    for seed in range(6):
+        mesh = Mesh(["alice", "carol"], seed=seed)
+        mesh.connect("alice", "carol")
+        mesh.connect("carol", "alice")
+        assert sum(1 for (x, _), _ in mesh.links.items() if x == "alice") == 1
+        add(mesh, "alice", "carol")
+        add(mesh, "carol", "alice")
+        mid = mesh.nodes["alice"].send_message(mesh.peer_id("carol"), "once", now=mesh.now)
+        mesh.run()
+        mesh.advance(5)
+        assert [e.message_id for e in mesh.of_type("carol", MessageReceived)] == [mid], seed
+        later = mesh.nodes["carol"].send_message(mesh.peer_id("alice"), "back", now=mesh.now)
+        mesh.run()
+        assert [e.message_id for e in mesh.of_type("alice", MessageReceived)] == [later], seed

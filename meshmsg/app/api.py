@@ -19,7 +19,8 @@ POST   /contacts/{peer_id}/block           ``{"blocked"?: true}``: (un)block
 DELETE /contacts/{peer_id}                 remove a contact
 GET    /conversations                      one row per peer, most recent first
 GET    /conversations/{peer_id}/messages   ``?limit=&before=``: messages, oldest first
-POST   /messages                           ``{"to", "body", "ttl_s"?}``: send; 201 with its id
+POST   /messages                           ``{"to", "body", "ttl_s"?}``: send; 201 with its id;
+                                           or a list of them: sent in order, one commit
 POST   /messages/read                      ``{"peer_id", "message_ids"}``: send read receipts
 WS     /events                             every node event as JSON, live
 GET    /, /ui/{file}                       the web UI (``app/web.py``), no token needed
@@ -82,6 +83,7 @@ from meshmsg.app.webauth import SESSION_COOKIE, BrowserSessions, Guard, Refused
 from meshmsg.core.contacts import Contact
 from meshmsg.core.identity import decode_contact_code, fingerprint
 from meshmsg.core.node import Node
+from meshmsg.core.pacing import outbox_waits
 from meshmsg.errors import (
     ConfigError,
     InvalidContactCode,
@@ -168,6 +170,13 @@ class Api:
 
     async def body(self, request: Request) -> dict[str, Any]:
         """The JSON object in the body, read up to the size cap."""
+        data = await self.json(request)
+        if not isinstance(data, dict):
+            raise HTTPException(400, "body must be a JSON object")
+        return data
+
+    async def json(self, request: Request) -> Any:
+        """The JSON value in the body, read up to the size cap."""
         cap = self._net.api_max_request_bytes
         chunks: list[bytes] = []
         size = 0
@@ -181,8 +190,6 @@ class Api:
             data = json.loads(b"".join(chunks) or b"null")
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise HTTPException(400, f"body is not JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise HTTPException(400, "body must be a JSON object")
         return data
 
     # --- endpoints ---------------------------------------------------------------------------
@@ -202,6 +209,8 @@ class Api:
                 "peers": sessions_view(node),
                 "contacts": len(node.contacts),
                 "outbox": outbox_view(node),
+                # When each wait of the outbox ends at the latest (issue #17): wall-clock time
+                "outbox_until": {r: t for r, (_, t) in outbox_waits(node).items() if t is not None},
                 "relay": store_view(node),
                 "warnings": clock_warnings(node, now, handle.clocks.latest),
             }
@@ -335,22 +344,42 @@ class Api:
 
         return await self.call(read)
 
-    async def send(self, request: Request) -> JSON:
-        data = await self.body(request)
-        ref = _parse_peer(_field(data, "to", str))
-        body = _field(data, "body", str)
-        if not body.strip():
-            raise HTTPException(400, "message body is empty")
-        ttl_s = _ttl(data, self._handle.config.message.max_ttl_s)
+    async def send(self, request: Request) -> JSON | list[JSON]:
+        """One message (an object) or several (a list, for bots and gateways).
 
-        def send(node: Node, now: float) -> JSON:
-            peer_id = _require_contact(node, ref).peer_id
-            message_id = node.send_message(peer_id, body, now=now, ttl_s=ttl_s)
-            message = node.conversations.get(message_id)
-            assert message is not None
-            return message_view(message)
+        A list is sent in order by one call and answered after one wait for the commit, so
+        its messages share commits; the answer never comes before the commit (#17.4).
+        """
+        data = await self.json(request)
+        max_ttl_s = self._handle.config.message.max_ttl_s
+        if not isinstance(data, list):
+            return (await self._send_all([_outgoing(data, max_ttl_s)]))[0]
+        if not 0 < len(data) <= self._net.api_max_messages:
+            raise HTTPException(400, f"send 1 to {self._net.api_max_messages} messages at once")
+        return await self._send_all([_outgoing(item, max_ttl_s) for item in data])
 
-        return await self.write(send)
+    async def _send_all(self, outgoing: list[_Outgoing]) -> list[JSON]:
+        def send(node: Node, now: float) -> tuple[list[JSON], Exception | None]:
+            views: list[JSON] = []
+            for ref, body, ttl_s in outgoing:
+                try:
+                    peer_id = _require_contact(node, ref).peer_id
+                    message_id = node.send_message(peer_id, body, now=now, ttl_s=ttl_s)
+                except (HTTPException, InvalidMessage, LocalProtocolError) as exc:
+                    return views, exc  # those before it are sent: answered once committed
+                message = node.conversations.get(message_id)
+                assert message is not None
+                views.append(message_view(message))
+            return views, None
+
+        views, refused = await self.write(send)
+        if refused is None:
+            return views
+        if len(outgoing) > 1:
+            sent = ", ".join(str(v["message_id"]) for v in views) or "none"
+            detail = getattr(refused, "detail", None) or str(refused)
+            refused = HTTPException(409, f"message {len(views)} refused ({detail}); sent: {sent}")
+        raise refused
 
     async def mark_read(self, request: Request) -> JSON:
         data = await self.body(request)
@@ -420,6 +449,18 @@ def _optional(data: dict[str, Any], key: str, kind: Any) -> Any:
 
 
 PeerRef = bytes | str  # a peer id, or a contact's name to look up in the node
+_Outgoing = tuple[PeerRef, str, float | None]  # recipient, body, ttl_s
+
+
+def _outgoing(data: object, max_ttl_s: float) -> _Outgoing:
+    """One message to send, checked before the node sees any of a request's messages."""
+    if not isinstance(data, dict):
+        raise HTTPException(400, "a message must be a JSON object")
+    peer_id = _parse_peer(_field(data, "to", str))
+    body = _field(data, "body", str)
+    if not body.strip():
+        raise HTTPException(400, "message body is empty")
+    return peer_id, body, _ttl(data, max_ttl_s)
 
 
 def _parse_peer(text: str) -> PeerRef:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from meshmsg.core.contacts import Contact
-from meshmsg.core.firstmail import FIRST_CONTACT_EPOCH
+from meshmsg.core.exchange.firstseal import FIRST_CONTACT_EPOCH
 from meshmsg.core.node import Node
 from meshmsg.core.org.directory import OrgStatus
 from meshmsg.core.org.keys import SignedEntry

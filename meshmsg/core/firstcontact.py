@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
@@ -237,6 +238,9 @@ class FirstContactIndex:
         self._slots = slots
         self._period = -1
         self._tags: dict[bytes, int] = {}
+        # Envelopes already opened: offers of them are answered "have" (they carry no purge
+        # token); bounded, a forgotten one costs one more transfer, dropped as a duplicate.
+        self._opened: OrderedDict[bytes, None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._tags)
@@ -258,6 +262,14 @@ class FirstContactIndex:
 
     def lookup(self, tag: bytes) -> int | None:
         return self._tags.get(tag)
+
+    def opened(self, envelope_id: bytes) -> bool:
+        return envelope_id in self._opened
+
+    def remember_opened(self, envelope_id: bytes, limit: int) -> None:
+        self._opened[envelope_id] = None
+        while len(self._opened) > limit:
+            self._opened.popitem(last=False)
 
     def next_deadline(self) -> float:
         return (self._period + 1) * self._limits.period_s

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from meshmsg.config import FirstContactConfig
+from meshmsg.core.conversations import Conversations
 from meshmsg.core.identity import PUBLIC_BYTES, PublicIdentity
 from meshmsg.errors import InvalidContactCode, StorageError
 
@@ -151,3 +152,25 @@ class RequestBook:
 
     def unblock(self, peer_id: bytes) -> bool:
         return self._blocked.pop(peer_id, False) is None
+
+
+def restore_record(book: RequestBook, key: bytes, value: bytes) -> bool:
+    """A persisted request or block (META)? Restore it (True), else leave it to the caller.
+
+    Raises:
+        StorageError: a damaged request record.
+    """
+    if key.startswith(REQUEST_KEY):
+        book.restore(Request.from_bytes(value))
+        return True
+    if key.startswith(BLOCKED_KEY):
+        book.block(key[len(BLOCKED_KEY) :])
+        return True
+    return False
+
+
+def reattach_messages(book: RequestBook, conversations: Conversations) -> None:
+    """After messages are restored: each request's messages count against its quota again."""
+    for request in list(book):
+        for message in conversations.with_peer(request.peer_id):
+            book.restore_message(request.peer_id, message.message_id, len(message.body.encode()))

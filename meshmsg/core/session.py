@@ -1,8 +1,8 @@
 """Per-link meeting state: who the peer is and how far the sync exchange has come.
 
 One :class:`PeerSession` exists per open link. It holds no logic: the node's
-:class:`~meshmsg.core.exchange.Exchange` reads and advances it. Every collection here is bounded
-by the exchange (offers and transfers by ``SyncConfig``), and everything dies with the link.
+:mod:`meshmsg.core.exchange` parts read and advance it. Every collection here is bounded by
+them (offers and transfers by ``SyncConfig``), and everything dies with the link.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ class KeyExchangeState:
     share: KeyShare
     done: bool = False
     sent_at: float = 0.0  # when our share went: unanswered for long = they have not added us
+    # The peer's matching KeyConfirm came (or, for a pairing, none is due): a live heal may follow
+    # without a late KeyConfirm meeting the newer exchange (core/pacing.py, issue #17).
+    confirmed: bool = False
 
 
 @dataclass(slots=True, kw_only=True)
@@ -65,3 +68,6 @@ class PeerSession:
     # the one directory being received from it: (org id, serial, total chunks, bytes so far).
     peer_directories: dict[bytes, int] = field(default_factory=dict)
     directory_rx: tuple[bytes, int, int, bytearray] | None = None
+    # Items that became durable while this link was still reconciling: offered when it ends
+    # (core/lateoffers.py, issue #17.2). At most the node's own item set.
+    parked: dict[bytes, None] = field(default_factory=dict)

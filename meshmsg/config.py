@@ -658,6 +658,67 @@ class AttachConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FirstContactConfig:
+    """First contact through relays and message requests (docs/protocol/e2e.md §14)."""
+
+    tag_slots: int = limit(
+        16,
+        "tags per period",
+        "first-contact tags a recipient recognises per period; a sender picks one at random, so "
+        "a relay without the code sees up to this many unrelated tags per recipient and day; "
+        "costs (W+F) x slots index entries (office 64, crisis 272)",
+    )
+    max_requests: int = limit(
+        64,
+        "senders",
+        "pending message requests (strangers who wrote first); beyond this new strangers are "
+        "dropped, so a Sybil flood cannot fill the inbox or the disk",
+    )
+    max_request_messages: int = limit(
+        5, "messages per sender", "a stranger's first few messages are enough to decide"
+    )
+    max_request_bytes: int = limit(
+        1_048_576,
+        "bytes",
+        "all pending request bodies together: 1 MiB, far below the store's stranger share",
+    )
+    max_blocked: int = limit(
+        4_096, "identities", "blocked strangers remembered; oldest forgotten first"
+    )
+    accept_wait_s: float = limit(
+        10.0,
+        "s",
+        "a contact linked this long without answering our key share has not added us: the "
+        "status says so (a share crosses a LAN link in milliseconds)",
+    )
+    opened_memory: int = limit(
+        4_096,
+        "envelope ids",
+        "first-contact envelopes already opened, answered 'have' at offers (they carry no purge "
+        "token); a forgotten one costs one more transfer, dropped as a duplicate",
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrgLimits:
+    """Organisation directories (docs/protocol/identity.md §8)."""
+
+    max_orgs: int = limit(8, "organisations", "a person belongs to a few; each holds a directory")
+    max_directory_entries: int = limit(
+        2_000, "members", "a ministry's building or a crisis operation; ~270 B per member"
+    )
+    max_revocations: int = limit(
+        2_000, "revocations", "revoked members stay listed until the org key is rotated"
+    )
+    max_directory_bytes: int = limit(
+        1_048_576, "bytes", "2,000 entries of ~270 B and 2,000 revocations of 105 B fit"
+    )
+    chunk_bytes: int = limit(
+        48_000, "bytes", "a directory travels in chunks that fit one frame with their record"
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NodeConfig:
     """All configuration of one node. Frozen: build a new one to change a value."""
 
@@ -671,6 +732,8 @@ class NodeConfig:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     attach: AttachConfig = field(default_factory=AttachConfig)
+    first_contact: FirstContactConfig = field(default_factory=FirstContactConfig)
+    org: OrgLimits = field(default_factory=OrgLimits)
     site_key: bytes | None = limit(
         None, "32 bytes", "optional pre-shared key: Noise XXpsk0 so outsiders learn no identity"
     )

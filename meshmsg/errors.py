@@ -129,6 +129,7 @@ __all__ = [
     "ConfigError",
     "DecodeError",
     "DecryptError",
+    "DirectoryError",
     "GroupError",
     "HandshakeError",
     "InvalidAttachment",
@@ -142,3 +143,8 @@ __all__ = [
     "StorageError",
     "TransportError",
 ]
+
+
+class DirectoryError(MeshError, ValueError):
+    """An organisation code, signed entry, revocation or directory is invalid, forged, from an
+    organisation we did not join, or older than the one we hold."""

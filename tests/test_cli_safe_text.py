@@ -105,7 +105,7 @@ def test_piped_contact_list_is_not_cut_to_80_columns(runner: CliRunner, tmp_path
     assert mm(runner, alice, "contact", "add", bob_code, "--name", long_name).exit_code == 0
     listed = mm(runner, alice, "contact", "list").output
     row = next(line for line in listed.splitlines() if long_name in line)
-    assert "not yet (at first meeting)" in row  # the whole row on one line
+    assert "first contact (not met yet)" in row  # the whole row on one line
     assert max(len(line) for line in listed.splitlines()) > 80
     assert "COLUMNS" not in os.environ  # set for the command only (bench's console reads it)
 

@@ -60,6 +60,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from meshmsg.app.api_files import FilesApi
+from meshmsg.app.api_firstcontact import routes as firstcontact_routes
 from meshmsg.app.api_groups import group_routes
 from meshmsg.app.contact_ops import named, rename_contact
 from meshmsg.app.datadir import check_name, own_contact_code
@@ -556,6 +557,7 @@ def create_app(handle: NodeHandle, token: str) -> Starlette:
         Route("/conversations/{peer_id}/messages", e(api.messages), methods=["GET"]),
         Route("/messages", e(api.send, 201), methods=["POST"]),
         Route("/messages/read", e(api.mark_read), methods=["POST"]),
+        *firstcontact_routes(api),  # requests, organisations, directory (issue #12)
         WebSocketRoute("/events", api.events),
         *group_routes(api, handle.config),
         *ui_routes(guard),

@@ -59,6 +59,9 @@ LAZY_COMMANDS: Final = {
     "sim": ("meshmsg.sim.cli", "sim"),
     "bench": ("meshmsg.bench.suite", "bench_command"),
     "ui": ("meshmsg.app.ui", "ui_command"),
+    "org": ("meshmsg.app.cli_org", "org"),
+    "directory": ("meshmsg.app.cli_org", "directory"),
+    "request": ("meshmsg.app.cli_org", "request"),
 }
 
 

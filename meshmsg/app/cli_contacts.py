@@ -16,6 +16,7 @@ from meshmsg.app.cli_common import (
     two_lines,
     verified_label,
 )
+from meshmsg.app.cli_org import PAIRING_LABELS, org_label
 from meshmsg.app.contact_ops import rename_contact
 from meshmsg.app.datadir import check_name
 from meshmsg.app.qr import render_terminal
@@ -78,9 +79,9 @@ def contact_list(ctx: Ctx) -> None:
     for column in ("name", "fingerprint", "verified", "paired", "peer id"):
         table.add_column(column)
     for c in contacts:
-        paired = "yes" if c["paired"] else "not yet (at first meeting)"
+        paired = PAIRING_LABELS.get(c.get("pairing", ""), "yes" if c["paired"] else "no")
         peer = c["peer_id"][:12] + "…"
-        trust = verified_label(c) + (", [red]blocked[/red]" if c["blocked"] else "")
+        trust = verified_label(c) + org_label(c) + (", [red]blocked[/red]" if c["blocked"] else "")
         table.add_row(peer_text(c["name"]), c["fingerprint"], trust, paired, peer)
     console.print(table)
 

@@ -74,9 +74,13 @@ def send(
         _check_size(body)
         sent = client.post("/messages", {"to": target["peer_id"], "body": body, "ttl_s": ttl})
     name = peer_markup(target["name"])
+    how = ("by first contact: any relay carries it" if sent.get("first_contact")
+           else "to the next relay or to them")  # fmt: skip
+    waiting = " They have not added you yet: it reaches them as a request." if target.get(
+        "pairing") == "waiting_for_them" else ""  # fmt: skip
     console.print(
-        f"Queued {sent['message_id'][:8]} to [bold]{name}[/bold]: it leaves at the next "
-        f"meeting with them or a relay. `meshmsg inbox {name}` shows its progress."
+        f"Queued {sent['message_id'][:8]} to [bold]{name}[/bold]: it leaves {how}.{waiting} "
+        f"`meshmsg inbox {name}` shows its progress."
     )
 
 

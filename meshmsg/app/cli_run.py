@@ -15,9 +15,12 @@ from meshmsg.app.cli_common import Ctx, clock, console, pass_ctx
 from meshmsg.app.datadir import Settings
 from meshmsg.app.safe_text import peer_text
 from meshmsg.core.events import (
+    ContactHealed,
     ContactPaired,
+    DirectoryUpdated,
     LinkClosed,
     MessageReceived,
+    MessageRequested,
     MessageStatusChanged,
     PeerConnected,
 )
@@ -122,6 +125,14 @@ def describe_event(event: object, node: Node) -> Text | None:
             return Text.assemble("link to ", _name(node, peer), f" closed ({reason.name.lower()})")
         case ContactPaired(peer_id=peer):
             return Text.assemble("paired with ", _name(node, peer))
+        case ContactHealed(peer_id=peer):
+            return Text.assemble("keys healed with ", _name(node, peer))
+        case MessageRequested(peer_id=peer):
+            return Text.assemble("message request from ", _name(node, peer),
+                                 " (`meshmsg request list`)")  # fmt: skip
+        case DirectoryUpdated(serial=serial, members=members, revoked=revoked):
+            return Text(f"organisation directory version {serial}: {members} members, "
+                        f"{revoked} revoked")  # fmt: skip
         case MessageReceived(peer_id=peer, hops=hops):
             return Text.assemble("message from ", _name(node, peer), f" ({hops} hops)")
         case MessageStatusChanged(message_id=mid, peer_id=peer, status=status):

@@ -11,6 +11,7 @@ import dataclasses
 import enum
 from typing import Any
 
+from meshmsg.app.trust_marks import contact_extras, sent_by_first_contact
 from meshmsg.core.contacts import Contact
 from meshmsg.core.conversations import StoredMessage
 from meshmsg.core.identity import fingerprint, safety_number, safety_qr_payload
@@ -51,6 +52,7 @@ def contact_view(node: Node, contact: Contact) -> JSON:
         "added_at": contact.added_at,
         "safety_number": safety_number(own, other),
         "safety_qr": safety_qr_payload(own, other),
+        **contact_extras(node, contact),  # pairing state, organisations' marks (issue #12)
     }
 
 
@@ -75,6 +77,7 @@ def message_view(message: StoredMessage) -> JSON:
         "status": message.status.name.lower() if message.outgoing else "received",
         "timeline": timeline,
         "hops": message.hops,
+        "first_contact": sent_by_first_contact(message.epoch),
     }
 
 
@@ -86,6 +89,8 @@ def conversations_view(node: Node) -> list[JSON]:
         if not messages:
             continue
         contact = node.contacts.get(peer_id)
+        if contact is None and node.requests.get(peer_id) is not None:
+            continue  # a message request: shown apart (GET /requests), not as a conversation
         last = messages[-1]
         rows.append(
             {

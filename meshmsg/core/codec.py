@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from meshmsg.config import NodeConfig
+from meshmsg.core import requests
 from meshmsg.core.attach.records import AttachmentDoneState, AttachmentState
 from meshmsg.core.contacts import Contact
 from meshmsg.core.conversations import StoredMessage
@@ -37,6 +38,7 @@ from meshmsg.core.effects import RecordKind, StoredRecord
 from meshmsg.core.envelope import parse_envelope
 from meshmsg.core.events import MessageStatus
 from meshmsg.core.identity import Identity, PublicIdentity
+from meshmsg.core.org import orgcodec
 from meshmsg.core.records import (
     INNER_RECORDS,
     STORAGE_RECORDS,
@@ -198,6 +200,9 @@ def restore_state(
             _restore_router(state, record)
         elif record.key.startswith(RECEIPT_KEY):
             restored.owed_receipts.append(_restore_owed_receipt(state, record))
+        elif not requests.restore_record(state.requests, record.key, record.value):
+            orgcodec.restore(state.orgs, record)  # issue #12: requests, blocks, organisations
+    requests.reattach_messages(state.requests, state.conversations)
     for record in by_kind[RecordKind.ATTACHMENT]:
         restored.attachments.append(_decoded_as(record, state, AttachmentState))
     for record in by_kind[RecordKind.ATTACHMENT_DONE]:

@@ -80,6 +80,8 @@ class MessageReceived:
     received_at: float
     body: str
     hops: int
+    # Non-empty when the sender deserves a warning: "revoked by <organisation>" (issue #12).
+    flag: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -196,6 +198,35 @@ class AttachmentDropped:
 AttachEvent = AttachmentProgress | AttachmentComplete | AttachmentDelivered | AttachmentDropped
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageRequested:
+    """First-contact mail from someone we have not added: a request (accept, decline, block)."""
+
+    peer_id: bytes
+    message_id: bytes
+    body: str
+    sent_at: float
+    flag: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestDropped:
+    """A stranger's first-contact message was dropped: blocked, or over the request quota."""
+
+    peer_id: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DirectoryUpdated:
+    """A newer signed directory of an organisation we joined was verified and taken."""
+
+    org_id: bytes
+    serial: int
+    members: int
+    revoked: int
+
+
 Event = (
     PeerConnected
     | LinkClosed
@@ -215,4 +246,7 @@ Event = (
     | AttachmentComplete
     | AttachmentDelivered
     | AttachmentDropped
+    | MessageRequested
+    | RequestDropped
+    | DirectoryUpdated
 )

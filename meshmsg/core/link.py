@@ -318,11 +318,12 @@ class Link:
         batch: list[bytes] = []
         size = 0
         rekey_record = encode_records([Rekey()])
-        # A frame holds at most max_records_per_frame records (the peer refuses more), one of
-        # them possibly the Rekey: many small records (purge tokens) reach it before the bytes.
-        max_records = self._config.wire.max_records_per_frame - 1
+        # The receiver refuses a frame of max_records_per_frame records or more (its count is
+        # checked before each record): small records (a Reply per Offer) must split by count
+        # too, one place kept for the Rekey record.
+        most = self._config.wire.max_records_per_frame - 2
         for encoded in self._pending:
-            if size + len(encoded) > limit - len(rekey_record) or len(batch) >= max_records:
+            if size + len(encoded) > limit - len(rekey_record) or len(batch) >= most:
                 self._emit_frame(transport, batch, rekey=False)
                 batch, size = [], 0
             batch.append(encoded)

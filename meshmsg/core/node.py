@@ -47,14 +47,19 @@ from meshmsg.core.e2e import ContactChannel, TagIndex, new_key_share
 from meshmsg.core.effects import DeleteChunks, Effect, LinkId, RecordKind, StoredRecord
 from meshmsg.core.events import Event, LinkClosed, PeerConnected
 from meshmsg.core.exchange.dispatch import Exchange
+from meshmsg.core.exchange.receipts import RECEIPT_DELIVERED
 from meshmsg.core.groups.book import GroupBook
 from meshmsg.core.identity import ContactCard, Identity
 from meshmsg.core.itemset import ItemSet
 from meshmsg.core.link import Link, LinkState, PeerVerdict
 from meshmsg.core.noise import StaticKey
+from meshmsg.core.org import orgcodec
+from meshmsg.core.org.directory import Directory, OrgBook
+from meshmsg.core.org.keys import OrgPublic
 from meshmsg.core.outbox import Outbox
 from meshmsg.core.pacing import LIVE_HEAL
 from meshmsg.core.records import SESSION_RECORDS, Hello, IdentityProof
+from meshmsg.core.requests import RequestBook
 from meshmsg.core.rng import Rng
 from meshmsg.core.routing import Router
 from meshmsg.core.session import PeerSession
@@ -220,7 +225,19 @@ class Node:
             contact = Contact(public=card.public, name=display, verified=verified, added_at=now)
             self.contacts.add(contact)
         self._out.persist([codec.contact_record(contact)])
+        self._contact_added(contact, now)
         return contact
+
+    def _contact_added(self, contact: Contact, now: float) -> None:
+        """Issue #12: a pending request from it becomes its conversation (its delivered
+        receipts now go), and a live link to it pairs now, not at the next meeting."""
+        for message_id in self._exchange.first.contact_added(contact):
+            self._exchange.receipts.queue(contact.peer_id, RECEIPT_DELIVERED, message_id, now)
+            if self.config.message.send_receipts:
+                owed = codec.owed_receipt_record(contact.peer_id, RECEIPT_DELIVERED, message_id)
+                self._out.persist([owed])
+        for session, exc in self._exchange.keys.contact_added(contact, now):
+            self._close(session.link_id, exc.reason, str(exc), now)
 
     def set_verified(self, peer_id: bytes, verified: bool, *, now: float) -> None:
         self._out.now = now
@@ -244,8 +261,61 @@ class Node:
         if contact.channel is not None:
             self.tags.forget_contact(peer_id)
         self.contacts.remove(peer_id)
+        self._exchange.keys.contact_removed(peer_id)
         deletes = [(RecordKind.CONTACT, peer_id), (RecordKind.CHANNEL, peer_id)]
         self._out.persist([], deletes=deletes)
+
+    # ================================================== requests, organisations
+
+    @property
+    def requests(self) -> RequestBook:
+        """Pending message requests and blocked strangers (read them; commands below)."""
+        return self._state.requests
+
+    @property
+    def orgs(self) -> OrgBook:
+        """Organisations joined and their newest directories (read them; commands below)."""
+        return self._state.orgs
+
+    def accept_request(self, peer_id: bytes, *, now: float) -> Contact:
+        """Accept a message request: the sender becomes an unverified contact.
+
+        Raises:
+            LocalProtocolError: no request from that peer, or the contact list is full.
+        """
+        request = self.requests.get(peer_id)
+        if request is None:
+            raise LocalProtocolError(f"no request from {peer_id.hex()[:16]}")
+        card = ContactCard(public=request.sender, name=None, hints=())
+        return self.add_contact(card, verified=False, now=now)
+
+    def decline_request(self, peer_id: bytes, *, block: bool, now: float) -> None:
+        """Delete a request; ``block`` also drops the sender's later mail on arrival."""
+        self._out.now = now
+        self._exchange.first.decline(peer_id, block=block)
+
+    def unblock_sender(self, peer_id: bytes, *, now: float) -> None:
+        self._out.now = now
+        self._exchange.first.unblock(peer_id)
+
+    def awaiting_acceptance(self, peer_id: bytes, *, now: float) -> bool:
+        """Linked to this contact, which has not added us (our key share goes unanswered)."""
+        return self._exchange.keys.awaiting_acceptance(peer_id, now)
+
+    def join_org(self, org: OrgPublic, *, now: float) -> None:
+        """Join an organisation by its code: its directories are accepted from now on."""
+        self._out.now = now
+        self.orgs.join(org)
+        self._out.persist([orgcodec.org_record(self.orgs, org.org_id)])
+
+    def import_directory(self, org_id: bytes, data: bytes, *, now: float) -> Directory:
+        """Take a directory handed to us locally (the administrator's file).
+
+        Raises:
+            DirectoryError: unknown organisation, forged, malformed, or not newer.
+        """
+        self._out.now = now
+        return self._exchange.orgs.accept(org_id, data, source=None)
 
     def send_message(
         self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None

@@ -103,8 +103,11 @@ def renewal_link(
 
 def seal_wait(contact: Contact | None, limits: MessageLimits, now: float) -> SealWait:
     """Why an unsealed own message to ``contact`` waits (read-only: moves no clock)."""
-    if contact is None or contact.channel is None:
+    if contact is None:
         return SealWait.PAIRING
+    if contact.channel is None:
+        # Never met: first contact seals at once when our store has room (issue #12).
+        return SealWait.OUTBOX_ROOM
     if contact.exchanging:
         return SealWait.KEY_EXCHANGE
     if contact.channel.remaining(now) <= 0:

@@ -207,6 +207,36 @@ class Purge:
     expiry_at: int = wire(UInt())  # ms since the epoch: keep the token until then
 
 
+# --- Organisation directories (issue #12; ignorable: an older node skips them) -------------------
+
+
+@struct
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DirectoryVersion:
+    org_id: bytes = wire(Bytes.exact(16))
+    serial: int = wire(UInt())  # 0: joined, holds no directory yet
+
+
+@record(0xA0)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DirectoryHave:
+    """At a meeting: the organisations we joined and the directory version we hold of each."""
+
+    orgs: tuple[DirectoryVersion, ...] = wire(ListOf(Nested(DirectoryVersion), max_items=64))
+
+
+@record(0xA1)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DirectoryChunk:
+    """One piece of a signed directory the peer lacks; chunks go in order, 0 .. total-1."""
+
+    org_id: bytes = wire(Bytes.exact(16))
+    serial: int = wire(UInt())
+    index: int = wire(UInt(max=1_023))
+    total: int = wire(UInt(max=1_024))  # 0 is refused by the receiver
+    data: bytes = wire(Bytes(min_len=1, max_len=60_000))
+
+
 # --- Inside an envelope (end-to-end encrypted; never seen by relays) ----------------------------
 
 
@@ -301,7 +331,7 @@ HANDSHAKE_RECORDS: Final = RecordRegistry([Hello, IdentityProof])
 
 SESSION_RECORDS: Final = LINK_RECORDS.extend(
     [KeyExchange, KeyConfirm, RouteTable, SyncMessage, Offer, Reply, Transfer, Custody, Purge,
-     *ATTACH_SESSION_RECORDS]
+     *ATTACH_SESSION_RECORDS, DirectoryHave, DirectoryChunk]
 )  # fmt: skip
 """Records a node reads from an established session: the link layer plus the meeting protocol."""
 

@@ -25,6 +25,7 @@ class KeyExchangeState:
     secret: bytes
     share: KeyShare
     done: bool = False
+    sent_at: float = 0.0  # when our share went: unanswered for long = they have not added us
     # The peer's matching KeyConfirm came (or, for a pairing, none is due): a live heal may follow
     # without a late KeyConfirm meeting the newer exchange (core/pacing.py, issue #17).
     confirmed: bool = False
@@ -60,6 +61,13 @@ class PeerSession:
     # the peer took mail addressed to it, since that moves its tag window to later counters.
     declined: dict[bytes, None] = field(default_factory=dict)
     peer_has: set[bytes] = field(default_factory=set)  # ids the peer told us it holds
+    # The peer's KeyExchange while it was not our contact (issue #12): kept so that adding it
+    # during this link pairs at once with the share it already sent.
+    stranger_share: bytes | None = None
+    # Organisation directories: the versions the peer said it holds (org id -> serial), and
+    # the one directory being received from it: (org id, serial, total chunks, bytes so far).
+    peer_directories: dict[bytes, int] = field(default_factory=dict)
+    directory_rx: tuple[bytes, int, int, bytearray] | None = None
     # Items that became durable while this link was still reconciling: offered when it ends
     # (core/lateoffers.py, issue #17.2). At most the node's own item set.
     parked: dict[bytes, None] = field(default_factory=dict)

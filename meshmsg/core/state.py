@@ -18,9 +18,12 @@ from meshmsg.core.contacts import ContactBook
 from meshmsg.core.conversations import Conversations
 from meshmsg.core.effects import LinkId
 from meshmsg.core.erasure import KeyErasure
+from meshmsg.core.firstcontact import FirstContactIndex
 from meshmsg.core.groups.book import GroupBook
 from meshmsg.core.identity import Identity
 from meshmsg.core.itemset import ItemSet
+from meshmsg.core.org.directory import OrgBook
+from meshmsg.core.requests import RequestBook
 from meshmsg.core.rng import Rng
 from meshmsg.core.routing import Router, make_router, route_id
 from meshmsg.core.session import PeerSession
@@ -50,6 +53,11 @@ class NodeState:
     uncommitted: set[bytes] = field(default_factory=set)
     # The last written key state of each contact, to mark writes that erase keys (erasure.py).
     erasure: KeyErasure = field(default_factory=KeyErasure)
+    # Issue #12: message requests and blocked strangers, organisations joined and their
+    # directories, our own first-contact tags.
+    requests: RequestBook
+    orgs: OrgBook
+    first_index: FirstContactIndex
 
     @classmethod
     def empty(
@@ -69,4 +77,9 @@ class NodeState:
             router=make_router(config.routing, route_id(identity.public.identity_key)),
             conversations=Conversations(),
             groups=GroupBook(identity, config, rng),
+            requests=RequestBook(config.first_contact),
+            orgs=OrgBook(config.org),
+            first_index=FirstContactIndex(
+                identity.public, config.message, config.first_contact.tag_slots
+            ),
         )

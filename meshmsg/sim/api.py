@@ -32,7 +32,7 @@ from meshmsg.errors import ConfigError
 from meshmsg.sim.engine import Engine, EngineConfig, External
 from meshmsg.sim.factories import load_factory
 from meshmsg.sim.failures import Failure, find_failures
-from meshmsg.sim.host import NodeFactory, NodeSetup, PrePairing
+from meshmsg.sim.host import CodesOnly, NodeFactory, NodeSetup, PrePairing
 from meshmsg.sim.links import LinkParams
 from meshmsg.sim.mobility import presence_contacts, random_waypoint_contacts
 from meshmsg.sim.report import MessageStats, Recorder
@@ -164,6 +164,8 @@ def pre_pairing(s: Scenario) -> PrePairing:
             break
         if event.source != event.destination:
             pairs.add((min(event.source, event.destination), max(event.source, event.destination)))
+    if s.nodes.pre_pair == "codes":
+        return CodesOnly(frozenset(pairs))
     return frozenset(pairs)
 
 

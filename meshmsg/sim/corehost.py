@@ -23,7 +23,7 @@ from meshmsg.core.effects import StoredRecord
 from meshmsg.core.identity import ContactCard, Identity
 from meshmsg.core.node import Node, pair_offline
 from meshmsg.errors import ConfigError
-from meshmsg.sim.host import NodeSetup, PrePairing, RecordKey, SimulatedNode
+from meshmsg.sim.host import CodesOnly, NodeSetup, PrePairing, RecordKey, SimulatedNode
 from meshmsg.sim.rng import SeededRng
 
 _ROUTING_KEYS = tuple(f.name for f in dataclasses.fields(RoutingConfig))
@@ -70,6 +70,9 @@ class CoreFactory:
             Identity.generate(SeededRng(seed, f"identity:{s.address}")) for s in setups
         ]
         self._configs = {s.address: node_config(s) for s in setups}
+        if isinstance(pre_pair, CodesOnly):
+            self._pair_some(setups, sorted(pre_pair.pairs), seed, pair=False)
+            return
         if isinstance(pre_pair, frozenset):
             self._pair_some(setups, sorted(pre_pair), seed)
             return
@@ -92,9 +95,11 @@ class CoreFactory:
         self._prepared = {s.address: n for s, n in zip(setups, nodes, strict=True)}
 
     def _pair_some(
-        self, setups: Sequence[NodeSetup], pairs: Sequence[tuple[int, int]], seed: int
+        self, setups: Sequence[NodeSetup], pairs: Sequence[tuple[int, int]], seed: int,
+        *, pair: bool = True,
     ) -> None:
-        """Pair exactly ``pairs`` (each ``(a, b)`` with ``a < b``), in sorted order."""
+        """Make ``pairs`` (each ``(a, b)`` with ``a < b``) contacts, in sorted order, and pair
+        them unless ``pair`` is False (they then write by first contact until they meet)."""
         degree: Counter[int] = Counter()
         for a, b in pairs:
             if not 0 <= a < b < len(setups):
@@ -120,7 +125,7 @@ class CoreFactory:
             nodes[b].add_contact(
                 ContactCard(public=self._identities[a].public), verified=True, now=0.0
             )
-        for a, b in pairs:
+        for a, b in pairs if pair else ():
             pair_offline(nodes[a], nodes[b], now=0.0)
         self._prepared = nodes
 

@@ -25,9 +25,18 @@ from meshmsg.core.effects import Persist, RecordKind
 from meshmsg.sim.rng import SeededRng
 
 RecordKey = tuple[RecordKind, bytes]
-PrePairing = bool | frozenset[tuple[int, int]]
-"""Who is paired before t=0: ``True`` every pair of nodes, ``False`` nobody, or exactly the
-given pairs of addresses ``(a, b)`` with ``a < b`` (pairing is symmetric)."""
+@dataclass(frozen=True, slots=True)
+class CodesOnly:
+    """These pairs hold each other's contact code but never met: mail goes by first contact
+    until they meet (``nodes.pre_pair = "codes"``, issue #12)."""
+
+    pairs: frozenset[tuple[int, int]]
+
+
+PrePairing = bool | frozenset[tuple[int, int]] | CodesOnly
+"""Who is paired before t=0: ``True`` every pair of nodes, ``False`` nobody, exactly the
+given pairs of addresses ``(a, b)`` with ``a < b`` (pairing is symmetric), or
+:class:`CodesOnly` pairs that are contacts without keys."""
 
 
 class SimulatedNode(DriverInterface, Protocol):

@@ -248,8 +248,10 @@ def _apply_mode_defaults(table: dict[str, object]) -> None:
         routing.setdefault("drop_after_delivery", False)
 
 
-PRE_PAIR_VALUES = ("all", "traffic", "none")
-_PRE_PAIR_EXPECTED = 'expected "all", "traffic" or "none" (true and false mean "all" and "none")'
+PRE_PAIR_VALUES = ("all", "traffic", "codes", "none")
+_PRE_PAIR_EXPECTED = (
+    'expected "all", "traffic", "codes" or "none" (true and false mean "all" and "none")'
+)
 
 
 def _apply_aliases(table: dict[str, object]) -> None:

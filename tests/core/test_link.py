@@ -50,6 +50,19 @@ def test_records_flow_both_ways_batched_into_one_frame() -> None:
     assert pair.received["r"] == []
 
 
+def test_many_small_records_split_by_count_and_the_peer_takes_them_all() -> None:
+    """600 tiny records fit one frame by bytes, but a frame may carry fewer than
+    max_records_per_frame (256) records: the sender splits by count too (found with 300
+    Offers answered by 300 Replies in one frame, which closed the link as TOO_LARGE)."""
+    pair = LinkPair.create().establish()
+    pair.transcript.clear()
+    pair.initiator.send([Ping(nonce=n) for n in range(600)])
+    pair.transfer()
+    assert pair.initiator.state is LinkState.ESTABLISHED
+    assert pair.responder.state is LinkState.ESTABLISHED
+    assert _count_frames(pair.transcript[0][1]) == 3  # 254 + 254 + 92
+
+
 def _count_frames(data: bytes) -> int:
     count, pos = 0, 0
     while pos < len(data):

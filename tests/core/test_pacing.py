@@ -99,16 +99,17 @@ def test_offline_the_cap_waits_for_the_next_period_and_says_so() -> None:
     assert outbox_view(alice) == {"queued": CAP + 3}
 
 
-def test_only_a_missing_channel_is_reported_as_waiting_for_pairing() -> None:
+def test_an_unpaired_contacts_mail_does_not_wait_for_pairing() -> None:
+    """Issue #12: mail to a contact never met goes at once by first contact (it used to wait,
+    ``waiting_for_pairing``, for the first meeting)."""
     mesh = Mesh(["alice", "bob"], config=CONFIG)
     mesh.befriend("alice", "bob")  # contacts, not paired
     alice = mesh.nodes["alice"]
     alice.send_message(mesh.peer_id("bob"), "hello", now=mesh.now)
     mesh.run()
-    assert outbox_view(alice) == {"waiting_for_pairing": 1}
-    assert outbox_waits(alice) == {"waiting_for_pairing": (1, None)}  # no time: a meeting
+    assert outbox_view(alice) == {"queued": 1}  # sealed and offered, not waiting
+    assert outbox_waits(alice) == {}
     mesh.connect("alice", "bob")
-    assert "waiting_for_pairing" not in outbox_view(alice)
     assert received(mesh, "bob") == ["hello"]
 
 

@@ -79,7 +79,6 @@ async def test_a_to_b_1000_through_the_api(
     check(result, record_property, 1_000)
 
 
-@pytest.mark.xfail(strict=True, reason=CAP_REASON)
 async def test_a_to_b_past_the_daily_cap(
     tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:

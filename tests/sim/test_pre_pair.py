@@ -14,7 +14,7 @@ from meshmsg.errors import ConfigError
 from meshmsg.sim import corehost
 from meshmsg.sim.api import external_sources, node_setups, pre_pairing, run_scenario
 from meshmsg.sim.corehost import CoreFactory
-from meshmsg.sim.host import NodeSetup
+from meshmsg.sim.host import CodesOnly, NodeSetup
 from meshmsg.sim.rng import SeededRng
 from meshmsg.sim.scenario import Scenario, scenario_from_dict
 from meshmsg.sim.traces import MessageEvent
@@ -34,7 +34,8 @@ def unordered(a: int, b: int) -> tuple[int, int]:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("all", "all"), ("traffic", "traffic"), ("none", "none"), (True, "all"), (False, "none")],
+    [("all", "all"), ("traffic", "traffic"), ("codes", "codes"), ("none", "none"), (True, "all"),
+     (False, "none")],
 )
 def test_values_and_boolean_aliases(value: object, expected: str) -> None:
     assert build({"nodes": {"pre_pair": value}}).nodes.pre_pair == expected
@@ -49,7 +50,7 @@ def test_default_is_all_and_overrides_take_bare_words_and_booleans() -> None:
 
 @pytest.mark.parametrize("value", [1, 0, 1.5, "All", "yes", "", "traffic ", [], {"a": 1}])
 def test_other_values_are_rejected_by_name(value: object) -> None:
-    with pytest.raises(ConfigError, match=r'nodes\.pre_pair: expected "all", "traffic" or "none"'):
+    with pytest.raises(ConfigError, match=r'nodes\.pre_pair: expected "all", "traffic", "codes"'):
         build({"nodes": {"pre_pair": value}})
 
 
@@ -197,3 +198,22 @@ def test_traffic_pairing_lets_every_message_queue_and_be_delivered(tmp_path: Pat
     # The same run without pairing: no one may write to anyone.
     created_none, delivered_none, failed_none = rwp_run(tmp_path, "none")
     assert (created_none, delivered_none, failed_none) == (created, 0, created)
+
+
+def test_codes_makes_contacts_without_keys() -> None:
+    nodes = setups(4)
+    factory = CoreFactory()
+    factory.prepare(nodes, seed=1, pre_pair=CodesOnly(frozenset({(0, 2)})))
+    built = [core_node(factory, s) for s in nodes]
+    book = built[0].contacts  # type: ignore[attr-defined]
+    assert [c.peer_id for c in book] == [factory.identity(2)]
+    assert not any(c.paired for c in book)
+
+
+def test_codes_delivers_by_first_contact_without_a_meeting_before_the_run(tmp_path: Path) -> None:
+    created, delivered, _ = rwp_run(tmp_path, "traffic")
+    created_codes, delivered_codes, failed_codes = rwp_run(tmp_path, "codes")
+    assert created_codes == created
+    assert failed_codes == 0
+    assert delivered_codes >= created * 4 // 5  # no meeting before the run, yet delivered
+    assert delivered_codes >= delivered - 2  # about what pre-paired contacts get

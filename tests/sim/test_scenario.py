@@ -46,7 +46,7 @@ def test_empty_table_gives_documented_defaults() -> None:
         ({"bogus": {}}, "unknown key 'bogus'"),
         ({"run": {"seed": "1"}}, "run.seed: expected an integer"),
         ({"run": {"seed": True}}, "run.seed: expected an integer"),
-        ({"nodes": {"pre_pair": 1}}, 'nodes.pre_pair: expected "all", "traffic" or "none"'),
+        ({"nodes": {"pre_pair": 1}}, 'nodes.pre_pair: expected "all", "traffic", "codes"'),
         ({"mobility": {"world_m": [1.0]}}, r"mobility.world_m: expected 2 values"),
         ({"run": {"mode": "ns3"}}, "run.mode: must be 'one' or 'messenger'"),
         ({"nodes": {"count": 1}}, "nodes.count"),

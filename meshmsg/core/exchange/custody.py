@@ -14,6 +14,7 @@ from meshmsg.core import codec
 from meshmsg.core.e2e import Match
 from meshmsg.core.envelope import Envelope, envelope_id, parse_envelope
 from meshmsg.core.events import DropReason, EnvelopeAccepted, EnvelopeDropped, MessageStatus
+from meshmsg.core.exchange.firstmail import FirstOpening
 from meshmsg.core.exchange.holdings import Holdings
 from meshmsg.core.exchange.opening import Opening
 from meshmsg.core.exchange.sync import Sync
@@ -28,16 +29,18 @@ from meshmsg.errors import InvalidMessage, RemoteProtocolError
 class Carrying:
     """Receives transfers (``Transfer``) and acknowledgements (``Custody``)."""
 
-    __slots__ = ("_holdings", "_opening", "_out", "_state", "_sync")
+    __slots__ = ("_first", "_holdings", "_opening", "_out", "_state", "_sync")
 
     def __init__(
-        self, state: NodeState, out: Outbox, holdings: Holdings, sync: Sync, opening: Opening
-    ) -> None:
+        self, state: NodeState, out: Outbox, holdings: Holdings, sync: Sync, opening: Opening,
+        first: FirstOpening,
+    ) -> None:  # fmt: skip
         self._state = state
         self._out = out
         self._holdings = holdings
         self._sync = sync
         self._opening = opening
+        self._first = first
 
     # ============================================================ receiving
 
@@ -56,6 +59,9 @@ class Carrying:
             return
         if state.groups.lookup(envelope.tag) is not None:
             self._opening.deliver_group(session, envelope, env_id, record, now)
+            return
+        if self._first.recognises(envelope.tag):
+            self._deliver_first_contact(session, envelope, env_id, record, now)
             return
         duplicate = env_id in state.store or state.tombstones.has_tag(envelope.tag)
         too_far = record.hops > state.config.message.max_hops
@@ -114,6 +120,27 @@ class Carrying:
 
         self._out.persist(consumed.puts, then=committed)
         self._opening.after_open(match, now)
+
+    def _deliver_first_contact(
+        self, session: PeerSession, envelope: Envelope, env_id: bytes, record: Transfer,
+        now: float,
+    ) -> None:  # fmt: skip
+        opened = self._first.open(envelope, env_id, record.hops, now)
+        if opened is None:
+            self._acknowledge(session, refused=[env_id])
+            return
+
+        def committed(_: float) -> None:
+            self._acknowledge(session, accepted=[env_id])
+            self._out.emit(
+                EnvelopeAccepted(
+                    envelope_id=env_id, link=session.link_id, hops=record.hops,
+                    copies=record.copies, for_us=True,
+                )
+            )  # fmt: skip
+            self._first.report(opened)
+
+        self._out.persist(opened.puts, then=committed)
 
     def _acknowledge(
         self,

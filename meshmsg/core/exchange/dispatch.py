@@ -26,10 +26,12 @@ from meshmsg.core.attach.records import (
 from meshmsg.core.events import MessageStatus
 from meshmsg.core.exchange.attachments import Attachments
 from meshmsg.core.exchange.custody import Carrying
+from meshmsg.core.exchange.firstmail import FirstOpening
 from meshmsg.core.exchange.holdings import Holdings
 from meshmsg.core.exchange.keys import ContactKeys
 from meshmsg.core.exchange.meeting import Meeting
 from meshmsg.core.exchange.opening import Opening
+from meshmsg.core.exchange.orgs import OrgSync
 from meshmsg.core.exchange.purges import Purges
 from meshmsg.core.exchange.receipts import Receipts
 from meshmsg.core.exchange.renewal import Renewal
@@ -39,6 +41,8 @@ from meshmsg.core.groups.mail import GroupMail
 from meshmsg.core.outbox import Outbox
 from meshmsg.core.records import (
     Custody,
+    DirectoryChunk,
+    DirectoryHave,
     KeyConfirm,
     KeyExchange,
     Offer,
@@ -73,8 +77,10 @@ class Exchange:
             state, out, self._holdings, self._purges, self.receipts, self.groups, self.attachments
         )
         self.keys = ContactKeys(state, out, self._holdings, self.sending, opening, renewal)
-        self._carrying = Carrying(state, out, self._holdings, self._sync, opening)
-        self.meeting = Meeting(state, self.keys, self._sync, self.attachments)
+        self.first = FirstOpening(state, out, self._holdings, opening)  # issue #12
+        self._carrying = Carrying(state, out, self._holdings, self._sync, opening, self.first)
+        self.orgs = OrgSync(state, out)
+        self.meeting = Meeting(state, self.keys, self._sync, self.attachments, self.orgs)
 
     def handle(self, session: PeerSession, record: Record, now: float) -> None:
         """One record arrived on an established link: hand it to the part that handles it."""
@@ -101,6 +107,10 @@ class Exchange:
                 self._purges.on_purge(session, token, expiry_at / _MS, now)
             case ChunkHoldings() | ChunkRequest() | Chunk() | ChunkMissing() | AttachmentDone():
                 self.attachments.handle(session, record, now)
+            case DirectoryHave():
+                self.orgs.on_have(session, record)
+            case DirectoryChunk():
+                self.orgs.on_chunk(session, record)
             case _:
                 raise RemoteProtocolError(f"unexpected {type(record).__name__} on a live link")
 
@@ -119,6 +129,7 @@ class Exchange:
             self.keys.channels_due_at,
             self.groups.next_deadline(),
             self.attachments.carrier.next_deadline(),
+            self.first.next_deadline(),
         ]
         present = [c for c in candidates if c is not None]
         return min(present) if present else None
@@ -129,6 +140,7 @@ class Exchange:
         for message in self._state.conversations.due_expiries(now):
             self._holdings.status_changed(message, MessageStatus.EXPIRED, now)
         self.keys.advance_if_due(now)
+        self.first.advance(now)
         self.receipts.send_due(now)
         self.groups.on_timer(now)
         self.attachments.carrier.on_timer(now)

@@ -18,10 +18,12 @@ from meshmsg.core.exchange.opening import Opening
 from meshmsg.core.exchange.renewal import Renewal
 from meshmsg.core.exchange.sending import Sending
 from meshmsg.core.keyschedule import KeyShare, can_heal
+from meshmsg.core.link import LinkState
 from meshmsg.core.outbox import Outbox
 from meshmsg.core.records import KeyConfirm, KeyExchange
 from meshmsg.core.session import PeerSession
 from meshmsg.core.state import NodeState
+from meshmsg.core.store import Tier
 from meshmsg.errors import RemoteProtocolError
 
 
@@ -62,8 +64,15 @@ class ContactKeys:
 
     def on_key_exchange(self, session: PeerSession, record: KeyExchange, now: float) -> None:
         state = self._state
-        exchange = session.key_exchange
         contact = state.contacts.get(session.peer_id or b"")
+        if contact is None:
+            # The peer added us, we have not added it (issue #12): not an error, or the two
+            # would link and drop in a loop. Kept: adding it during this link pairs at once.
+            session.stranger_share = record.share
+            return
+        if session.key_exchange is None:  # added while linked; its share came first
+            self._renewal.start(session, contact, now)
+        exchange = session.key_exchange
         settled = exchange is not None and exchange.done
         if settled and contact is not None and contact.channel is not None:
             # A live heal (core/pacing.py, issue #17): the peer renews the channel on a link
@@ -99,6 +108,50 @@ class ContactKeys:
             index=state.tags, peer_id=contact.peer_id,
         )  # fmt: skip
         self.install(contact, channel, now, healed=False)
+
+    def contact_added(
+        self, contact: Contact, now: float
+    ) -> list[tuple[PeerSession, RemoteProtocolError]]:
+        """A contact was added (or a request accepted) while a link to it may be up: pair on it.
+
+        The link came up with a stranger, so no key exchange started (issue #12: mail then
+        waited for the next meeting). Both ends are authenticated already: our share goes now,
+        and a share the peer sent while we had not added it is answered at once. Returns the
+        links whose kept share turned out bad (the caller closes them).
+        """
+        failed: list[tuple[PeerSession, RemoteProtocolError]] = []
+        for session in list(self._state.sessions.values()):
+            up = session.link.state is LinkState.ESTABLISHED
+            if session.peer_id != contact.peer_id or not up:
+                continue
+            session.is_contact = True
+            session.tier = Tier.VERIFIED if contact.verified else Tier.CONTACT
+            share, session.stranger_share = session.stranger_share, None
+            try:
+                if session.key_exchange is None:
+                    self._renewal.start(session, contact, now)
+                if share is not None:
+                    self.on_key_exchange(session, KeyExchange(share=share), now)
+            except RemoteProtocolError as exc:
+                failed.append((session, exc))
+        return failed
+
+    def contact_removed(self, peer_id: bytes) -> None:
+        """Links to a removed contact go on as links to a stranger."""
+        for session in self._state.sessions.values():
+            if session.peer_id == peer_id:
+                session.is_contact = False
+                session.tier = Tier.STRANGER
+                session.key_exchange = None
+
+    def awaiting_acceptance(self, peer_id: bytes, now: float) -> bool:
+        """Linked to this contact, our share unanswered for a while: it has not added us."""
+        wait = self._state.config.first_contact.accept_wait_s
+        return any(
+            s.peer_id == peer_id and s.key_exchange is not None and not s.key_exchange.done
+            and now - s.key_exchange.sent_at >= wait
+            for s in self._state.sessions.values()
+        )  # fmt: skip
 
     def on_key_confirm(self, session: PeerSession, confirmation: bytes, now: float) -> None:
         contact = self._state.contacts.get(session.peer_id or b"")

@@ -15,6 +15,7 @@ from meshmsg.core.contacts import Contact
 from meshmsg.core.effects import LinkId
 from meshmsg.core.exchange.attachments import Attachments
 from meshmsg.core.exchange.keys import ContactKeys
+from meshmsg.core.exchange.orgs import OrgSync
 from meshmsg.core.exchange.sync import Sync
 from meshmsg.core.identity import PublicIdentity
 from meshmsg.core.link import PeerHandshake, PeerVerdict
@@ -29,15 +30,21 @@ from meshmsg.errors import CloseReason, HandshakeError, InvalidContactCode, Remo
 class Meeting:
     """Handshake decisions and the start of a meeting."""
 
-    __slots__ = ("_attachments", "_keys", "_state", "_sync", "_verified")
+    __slots__ = ("_attachments", "_keys", "_orgs", "_state", "_sync", "_verified")
 
     def __init__(
-        self, state: NodeState, keys: ContactKeys, sync: Sync, attachments: Attachments
+        self,
+        state: NodeState,
+        keys: ContactKeys,
+        sync: Sync,
+        attachments: Attachments,
+        orgs: OrgSync,
     ) -> None:
         self._state = state
         self._keys = keys
         self._sync = sync
         self._attachments = attachments
+        self._orgs = orgs
         self._verified: dict[bytes, PublicIdentity] = {}  # identity proof -> its identity
 
     def decide(self, peer: PeerHandshake) -> PeerVerdict:
@@ -115,6 +122,7 @@ class Meeting:
         contact = self._state.contacts.get(session.peer_id)
         if contact is not None:
             self._keys.start(session, contact, now)
+        self._orgs.greet(session)  # organisation directories (issue #12): members only
         self._sync.start(session, now)
         self._attachments.on_established(session)
 

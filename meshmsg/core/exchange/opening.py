@@ -140,7 +140,7 @@ class Opening:
             inner = []  # authentic but unreadable (a newer client?): consumed, nothing shown
         received: list[StoredMessage] = []
         for message in inner:
-            received.extend(self._apply_inner(contact, message, hops, now))
+            received.extend(self.apply_inner(contact, message, hops, now))
         puts.extend(codec.message_record(m) for m in received)
         # The delivered receipts _apply_inner queued: committed with the messages, so a crash
         # before their batch is sealed cannot lose them (the sender would stay at RELAYED).
@@ -202,7 +202,7 @@ class Opening:
                     expiry_at=expiry, now=now,
                 )  # fmt: skip
 
-    def _apply_inner(
+    def apply_inner(
         self, contact: Contact, message: Record, hops: int, now: float
     ) -> list[StoredMessage]:
         conversations = self._state.conversations

@@ -12,6 +12,7 @@ import functools
 from collections.abc import Iterable
 
 from meshmsg.core import codec
+from meshmsg.core.contacts import Contact
 from meshmsg.core.effects import RecordKind, StoredRecord
 from meshmsg.core.exchange.renewal import Renewal
 from meshmsg.core.exchange.sending import Sending
@@ -76,9 +77,12 @@ class Receipts:
         state = self._state
         delay = state.config.message.receipt_delay_s
         contact = state.contacts.get(peer_id)
-        if contact is None or contact.channel is None:
+        if contact is None:
             gone = [(k, m) for k, ids in kinds.items() for m in ids]
             self._out.persist([], deletes=_owed_keys(peer_id, gone))
+            return
+        if contact.channel is None:
+            self._send_first_contact(contact, kinds, now)
             return
         if contact.exchanging:
             self._pending.setdefault(peer_id, kinds)  # retry after the exchange
@@ -108,6 +112,30 @@ class Receipts:
                 then=functools.partial(self._sending.offer_when_committed, item),
             )
         self._renewal.renew_if_low(contact, now)  # receipts spend the same budget (issue #17)
+
+
+    def _send_first_contact(
+        self, contact: Contact, kinds: dict[int, list[bytes]], now: float
+    ) -> None:
+        """Receipts to a contact we never met: sealed by first contact, as its mail came."""
+        first = self._sending.first
+        groups = _envelopes_of(kinds)
+        if not first.room_for(groups):
+            self._pending.setdefault(contact.peer_id, kinds)  # owed (durable) meanwhile
+            self._due_at = now + self._state.config.message.receipt_delay_s
+            return
+        for group in groups:
+            expiry = now + self._state.config.message.default_ttl_s
+            item = first.seal(contact, group, expiry, now)
+            self._out.persist(
+                [codec.envelope_record(item)],
+                deletes=_owed_keys(contact.peer_id, _carried(group)),
+                then=functools.partial(self._sending.offer_when_committed, item),
+            )
+
+
+def _carried(group: list[Record]) -> list[tuple[int, bytes]]:
+    return [(r.status, m) for r in group if isinstance(r, Receipt) for m in r.message_ids]
 
 
 def _envelopes_of(kinds: dict[int, list[bytes]]) -> list[list[Record]]:

@@ -32,7 +32,7 @@ class Renewal:
         """Send a fresh share of ours on ``session``; no sealing until the exchange ends."""
         state = self._state
         secret, share = new_key_share(state.rng, now, state.config.message, contact.channel)
-        session.key_exchange = KeyExchangeState(secret=secret, share=share)
+        session.key_exchange = KeyExchangeState(secret=secret, share=share, sent_at=now)
         contact.exchanging = True  # no sealing for this contact until the exchange ends
         self._out.transmit(session, [KeyExchange(share=share.to_bytes())])
 

@@ -17,6 +17,7 @@ from meshmsg.core.conversations import StoredMessage
 from meshmsg.core.envelope import bucket_for
 from meshmsg.core.events import MessageQueued
 from meshmsg.core.exchange.attachments import Attachments
+from meshmsg.core.exchange.firstseal import FirstSealing
 from meshmsg.core.exchange.holdings import Holdings
 from meshmsg.core.exchange.renewal import Renewal
 from meshmsg.core.exchange.sync import Sync
@@ -35,7 +36,7 @@ MAX_ATTACHMENT_BODY_BYTES = 16_384
 class Sending:
     """Seals messages (and, for :mod:`.receipts`, any inner records) into own store items."""
 
-    __slots__ = ("_attachments", "_holdings", "_out", "_renewal", "_state", "_sync")
+    __slots__ = ("_attachments", "_holdings", "_out", "_renewal", "_state", "_sync", "first")
 
     def __init__(
         self, state: NodeState, out: Outbox, holdings: Holdings, sync: Sync, renewal: Renewal,
@@ -47,6 +48,7 @@ class Sending:
         self._sync = sync
         self._renewal = renewal
         self._attachments = attachments
+        self.first = FirstSealing(state, out, holdings, sync)  # to contacts never met (#12)
 
     def send_text(self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None) -> bytes:
         return self.send_files(peer_id, body, [], now=now, ttl_s=ttl_s)
@@ -83,7 +85,14 @@ class Sending:
                 ref, peer_id=peer_id, message_id=message.message_id, expiry_at=message.expiry_at
             )
         state.conversations.add(message)
-        if channel is None or contact.exchanging or channel.capacity(now) <= 0:
+        if channel is None and self.first.room_for([[text_of(message)]]):
+            # Never met: first contact through relays now (issue #12); pairing at the first
+            # meeting takes over for later mail.
+            self.first.seal_text(contact, message, now)
+        elif channel is None:
+            self._holdings.want_room(peer_id)  # our outbox is full: sealed once room frees
+            self._out.persist([codec.message_record(message)])
+        elif contact.exchanging or channel.capacity(now) <= 0:
             # Sealed once the keys are ready, or (max_messages_per_period reached) after a live
             # heal, a meeting or in the next period: a period cannot end early.
             self._out.persist([codec.message_record(message)])
@@ -93,8 +102,11 @@ class Sending:
         return message.message_id
 
     def seal_waiting(self, contact: Contact, now: float) -> None:
-        """Seal the messages that waited for pairing or for a key exchange to end."""
-        if contact.channel is None or contact.exchanging:
+        """Seal the messages that waited for pairing, a key exchange or room in our outbox."""
+        if contact.channel is None:
+            self._seal_waiting_first_contact(contact, now)
+            return
+        if contact.exchanging:
             return
         for message in self._state.conversations.unsealed_for(contact.peer_id):
             if message.expiry_at > now:
@@ -108,6 +120,14 @@ class Sending:
 
     def _inner(self, message: StoredMessage) -> Record:
         return inner_of(message, self._attachments.refs_of(message.message_id))
+
+    def _seal_waiting_first_contact(self, contact: Contact, now: float) -> None:
+        for message in self._state.conversations.unsealed_for(contact.peer_id):
+            if message.expiry_at > now:
+                if not self.first.room_for([[text_of(message)]]):
+                    self._holdings.want_room(contact.peer_id)
+                    return
+                self.first.seal_text(contact, message, now)
 
     def room_for(self, envelopes: list[list[Record]]) -> bool:
         """Whether our store takes these envelopes (each a list of inner records) of own mail."""

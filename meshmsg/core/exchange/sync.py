@@ -157,9 +157,16 @@ class Sync:
                 # The peer carries what the token purges, so it lacks the token: even one we do
                 # not believe (and never spread) goes to it; its own copy lets it check it.
                 purges.append(Purge(token=stone.token, expiry_at=int(stone.expiry_at * _MS)))
-            if entry.envelope_id in state.store or stone is not None:
+            first = state.first_index  # first contact (issue #12): no purge token, so the
+            if entry.envelope_id in state.store or stone is not None or first.opened(
+                entry.envelope_id
+            ):  # ids of opened ones are remembered
                 have.append(entry.envelope_id)
-            elif state.tags.lookup(entry.tag) is not None or state.groups.lookup(entry.tag):
+            elif (
+                state.tags.lookup(entry.tag) is not None
+                or state.groups.lookup(entry.tag)
+                or first.lookup(entry.tag) is not None
+            ):
                 for_me.append(entry.envelope_id)
         self._out.transmit(session, [Reply(for_me=tuple(for_me), have=tuple(have)), *purges])
 

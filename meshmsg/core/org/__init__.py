@@ -1,0 +1,1 @@
+"""Organisation directories: an offline organisation key vouches for its members."""

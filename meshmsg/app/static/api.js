@@ -53,7 +53,24 @@ export const api = {
   send: (to, body) => request("POST", "/messages", { to, body }),
   markRead: (peer, ids) => request("POST", "/messages/read", { peer_id: peer, message_ids: ids }),
   logout: () => request("DELETE", "/session"),
+  attachments: (peer) => request("GET", `/attachments?peer=${peer}`),
+  sendFiles: (to, body, ids) => request("POST", "/messages/files", { to, body, attachments: ids }),
+  fetchAttachment: (id) => request("POST", `/attachments/${id}/fetch`, {}),
 };
+
+// The file goes up as the request body, streamed by the browser (never read into the page);
+// the daemon seals it into its chunk store and answers its attachment id.
+export async function uploadFile(file) {
+  const query = new URLSearchParams({ name: file.name });
+  if (file.type) query.set("type", file.type);
+  const response = await fetch(`/attachments?${query}`, {
+    method: "POST", body: file, credentials: "same-origin",
+    headers: { ...CSRF, "Content-Type": "application/octet-stream" },
+  });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new ApiError(response.status, data.error ?? `upload failed (${response.status})`);
+  return data;
+}
 
 // Live events over a WebSocket (the cookie and the page's Origin authenticate it). Reconnects
 // with a doubling delay; onState tells the page whether it is live.

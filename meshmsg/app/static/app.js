@@ -1,6 +1,6 @@
 // The page: routes (#/, #/c/<peer>, #/contacts, #/status), live updates, notifications, search.
 
-import { api, ApiError, openSession, subscribe } from "/ui/api.js";
+import { api, ApiError, openSession, subscribe, uploadFile } from "/ui/api.js";
 import { contactsView, conversationList, conversationView, h, messageItem, statusView } from "/ui/views.js";
 
 const state = {
@@ -70,6 +70,10 @@ async function showConversation(peer) {
   state.unread.delete(peer);
   renderList();
   const messages = await api.messages(peer);
+  const files = new Map();
+  for (const file of await api.attachments(peer).catch(() => [])) {
+    if (file.message_id) files.set(file.message_id, [...(files.get(file.message_id) ?? []), file]);
+  }
   const shown = state.query
     ? messages.filter((m) => m.body.toLowerCase().includes(state.query)) : messages;
   $("search-results-summary").textContent = state.query
@@ -79,6 +83,13 @@ async function showConversation(peer) {
       const message = await api.send(peer, text);
       upsertMessage(message);
       await loadConversations();
+    }), files, (file, text) =>
+    guarded(async () => {
+      toast(`Uploading ${file.name}…`);
+      const uploaded = await uploadFile(file);
+      await api.sendFiles(peer, text, [uploaded.attachment_id]);
+      toast(`Sent ${file.name}`);
+      await showConversation(peer);
     }));
   $("view").replaceChildren(view);
   view.querySelector(".messages").lastElementChild?.scrollIntoView({ block: "end" });
@@ -194,6 +205,11 @@ async function onEvent(event) {
         const changed = messages.find((m) => m.message_id === event.message_id);
         if (changed) upsertMessage(changed);
       }
+      break;
+    case "attachment_progress":
+    case "attachment_complete":
+    case "attachment_delivered":
+      if (state.open) await showConversation(state.open);
       break;
     case "contact_paired":
     case "contact_healed":

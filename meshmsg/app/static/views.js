@@ -42,8 +42,11 @@ const STEPS = ["queued", "relayed", "delivered", "read"];
 
 function timeline(message) {
   const reached = new Map(message.timeline.map((step) => [step.status, step.at]));
+  const last = Math.max(...STEPS.map((step, i) => (reached.has(step) ? i : -1)));
+  // A step passed over (a direct delivery is never "relayed") is left out, not "not yet".
+  const shown = STEPS.filter((step, i) => reached.has(step) || i > last);
   const items = message.direction === "out"
-    ? STEPS.map((step) => h("li", { class: reached.has(step) ? "done" : "todo" },
+    ? shown.map((step) => h("li", { class: reached.has(step) ? "done" : "todo" },
         `${step}: ${reached.has(step) ? when(reached.get(step)) : "not yet"}`))
     : message.timeline.map((step) => h("li", { class: "done" }, `${step.status}: ${when(step.at)}`));
   const hops = message.hops ? ` · ${message.hops} hop${message.hops === 1 ? "" : "s"}` : "";
@@ -52,24 +55,43 @@ function timeline(message) {
     h("ol", { "aria-label": "Did it arrive?" }, items));
 }
 
-export function messageItem(message) {
+const size = (bytes) => (bytes >= 1048576 ? `${(bytes / 1048576).toFixed(1)} MiB`
+  : bytes >= 1024 ? `${(bytes / 1024).toFixed(1)} KiB` : `${bytes} B`);
+
+function attachmentItem(file) {
+  const url = `/attachments/${file.attachment_id}/content`;
+  const name = file.name ?? "attachment";
+  const progress = file.complete ? "" : ` · ${file.held} of ${file.chunks} chunks`;
+  return h("li", { class: "attachment", dataset: { attachment: file.attachment_id } },
+    file.complete && (file.media_type ?? "").startsWith("image/")
+      ? h("img", { src: url, alt: name, class: "preview", loading: "lazy" }) : null,
+    file.complete ? h("a", { href: url, download: name }, `Download ${name}`) : h("span", {}, name),
+    ` (${size(file.size ?? 0)}${progress})`,
+    file.complete ? null : h("progress", { max: file.chunks, value: file.held, "aria-label": `${name} progress` }));
+}
+
+export function messageItem(message, files = []) {
   return h("li", { class: `message ${message.direction}`, dataset: { id: message.message_id } },
-    h("p", { class: "body" }, message.body),
+    message.body ? h("p", { class: "body" }, message.body) : null,
+    files.length ? h("ul", { class: "attachments", "aria-label": "Attachments" }, files.map(attachmentItem)) : null,
     h("p", { class: "meta" },
       h("time", { datetime: new Date(message.sent_at * 1000).toISOString() }, when(message.sent_at)),
       " ", timeline(message)));
 }
 
-export function conversationView(peer, contact, messages, onSend) {
+export function conversationView(peer, contact, messages, onSend, files = new Map(), onFile = null) {
   const name = contact?.name ?? `${peer.slice(0, 8)}…`;
   const list = h("ol", { class: "messages", "aria-label": `Messages with ${name}` },
-    messages.map(messageItem));
+    messages.map((m) => messageItem(m, files.get(m.message_id) ?? [])));
   const box = h("textarea", { id: "composer", rows: 2, required: true, "aria-label": "Message" });
-  const file = h("input", { type: "file", id: "attach", "aria-label": "Attach file", disabled: true,
-    title: "Attachments are not available in this version" });
+  const file = h("input", { type: "file", id: "attach", "aria-label": "Attach file" });
+  file.addEventListener("change", () => {
+    if (file.files.length && onFile) {
+      onFile(file.files[0], box.value.trim()).then(() => { file.value = ""; box.value = ""; });
+    }
+  });
   const form = h("form", { class: "composer", "aria-label": "Write a message" },
-    box, h("label", { class: "attach", for: "attach" }, "📎", h("span", { class: "visually-hidden" }, "Attach file")),
-    file, h("button", { type: "submit" }, "Send"));
+    box, file, h("button", { type: "submit" }, "Send"));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const text = box.value.trim();
@@ -139,13 +161,12 @@ function contactRow(contact, actions) {
 
 function table(caption, columns, rows, empty) {
   if (!rows.length) return h("p", { class: "muted" }, empty);
-  return h("table", {}, h("caption", {}, caption),
+  // Under its own heading a table needs no caption (a screen reader would say it twice).
+  return h("table", {}, caption ? h("caption", {}, caption) : null,
     h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c)))),
     h("tbody", {}, rows.map((cells) => h("tr", {}, cells.map((c) => h("td", {}, c))))));
 }
 
-const size = (bytes) => (bytes >= 1048576 ? `${(bytes / 1048576).toFixed(1)} MiB`
-  : bytes >= 1024 ? `${(bytes / 1024).toFixed(1)} KiB` : `${bytes} B`);
 
 // The daemon words the warnings (app/warnings.py), the same lines `meshmsg status` prints.
 export const warnings = (status) => status.warnings ?? [];
@@ -170,8 +191,8 @@ export function statusView(status) {
       h("dt", {}, "Listening on"), h("dd", {}, status.listen.join(", ")),
       h("dt", {}, "Trusted networks"), h("dd", {}, (status.discovery?.interfaces ?? []).join(", ") || "none"),
       h("dt", {}, "Relay store"), h("dd", {}, `${relay.envelopes} envelopes, ${size(relay.bytes)} of ${size(relay.max_bytes)}`)),
-    h("h3", {}, "Peers linked now"),
-    table("Peers linked now", ["Peer", "Kind", "Link", "Sync"], peers, "No peer is linked now."),
+    h("h3", { id: "peers-title" }, "Peers linked now"),
+    table(null, ["Peer", "Kind", "Link", "Sync"], peers, "No peer is linked now."),
     h("h3", {}, "Outbox"),
-    table("Outbox", ["State", "Messages"], outbox, "Nothing waiting to leave."));
+    table(null, ["State", "Messages"], outbox, "Nothing waiting to leave."));
 }

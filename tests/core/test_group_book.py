@@ -206,3 +206,19 @@ def test_a_hundred_member_group_reaches_a_member_whose_history_comes_in_reverse(
     message, _ = last.open(found[0], envelope, found[1], T0)
     assert message is not None
     assert message.body == "all hands"
+
+
+def test_a_group_we_are_not_in_is_never_listed() -> None:
+    mesh = Mesh.of("alice", "bob", "mallory")
+    mallory, alice = mesh.books["mallory"], mesh.books["alice"]
+    for n in range(mallory.limits.max_groups):  # a contact floods us with groups
+        _, out = mallory.create(f"junk{n}", [mesh.books["bob"].identity.public], T0)
+        for record in out[0].records:
+            alice.on_ops(mallory.me, record, T0)  # type: ignore[arg-type]
+    assert alice.entries == {}
+    bob = mesh.books["bob"]
+    _, out = bob.create("real", [alice.identity.public], T0)
+    to_alice = next(o for o in out if o.peer_id == peer_id_of(alice.me))
+    for record in to_alice.records:
+        alice.on_ops(bob.me, record, T0)  # type: ignore[arg-type]
+    assert [e.group.state.name for e in alice.entries.values()] == ["real"]

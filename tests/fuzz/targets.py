@@ -1041,3 +1041,7 @@ def run_node_program(data: bytes) -> _World:
         deadline = w.node.next_deadline()
         assert deadline is None or deadline == deadline  # not NaN
     return w
+
+
+# Groups (issue #14) live in their own module; importing it registers its target.
+from tests.fuzz import group_targets  # noqa: E402, F401

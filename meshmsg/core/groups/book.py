@@ -106,6 +106,10 @@ class GroupBook:
         # Records for groups we do not know yet (they outran the CREATE), bounded by the
         # group limits; taken when the CREATE arrives, lost on a restart.
         self._orphans: dict[bytes, list[GroupOp]] = {}
+        # Groups whose CREATE came but whose ADD of us has not (a big history in several
+        # records): held apart until we are a member, so a contact cannot fill our group slots
+        # with groups we are not in. At most max_groups, the oldest dropped first.
+        self._unjoined: dict[bytes, Entry] = {}
         self._orphan_keys: dict[bytes, dict[bytes, GroupKey]] = {}
 
     # ------------------------------------------------------------ lookups
@@ -195,7 +199,7 @@ class GroupBook:
                 ops.append(parse_op(data, self.limits))
             except InvalidMessage:
                 continue  # one bad operation does not spoil the others
-        entry = self.entries.get(record.group)
+        entry = self.entries.get(record.group) or self._unjoined.get(record.group)
         if entry is None:
             entry = self._join(record.group, ops)
             if entry is None:
@@ -203,6 +207,12 @@ class GroupBook:
             ops += self._orphans.pop(record.group, [])
         before = set(entry.group.state.members)
         result = entry.group.receive(ops)
+        if record.group not in self.entries:
+            if self.me not in entry.group.state.members:
+                return False, []  # not (yet) ours: held apart, never listed
+            del self._unjoined[record.group]  # the operation adding us arrived: a group of ours
+            self.entries[record.group] = entry
+            before = set()
         out: list[Outgoing] = []
         if entry.group.knows_all(record.heads):
             lacking = entry.group.missing_for(record.heads)
@@ -212,8 +222,8 @@ class GroupBook:
         return bool(result.accepted), out
 
     def _join(self, group_id: bytes, ops: list[GroupOp]) -> Entry | None:
-        """A group we did not know. With its CREATE we take it (a big history comes in several
-        records: the one adding us may come later); without, its operations wait, bounded."""
+        """A group we did not know. With its CREATE we start it apart (a big history comes in
+        several records: the one adding us may come later); without, its operations wait."""
         root = next((o for o in ops if o.kind is OpKind.CREATE and o.id == group_id), None)
         if root is None:
             held = sum(len(v) for v in self._orphans.values())
@@ -223,8 +233,10 @@ class GroupBook:
             return None
         if len(self.entries) >= self.limits.max_groups:
             return None
+        if len(self._unjoined) >= self.limits.max_groups:  # the oldest goes
+            self._unjoined.pop(next(iter(self._unjoined)))
         entry = self.new_entry(Group(root, self.limits))
-        self.entries[group_id] = entry
+        self._unjoined[group_id] = entry
         entry.waiting.update(self._orphan_keys.pop(group_id, {}))
         return entry
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from meshmsg.core.effects import Persist
+from meshmsg.core import codec
+from meshmsg.core.effects import Persist, RecordKind
 from meshmsg.core.events import MessageReceived, MessageStatus, MessageStatusChanged
 from meshmsg.core.node import Node
+from tests.core.test_node import LossyMesh
 from tests.helpers import Mesh
 
 
@@ -64,3 +66,51 @@ def test_a_heal_is_confirmed_only_once_it_is_durable() -> None:
     for mid in (first, second):
         assert statuses(mesh, "alice", mid)[-1] is MessageStatus.DELIVERED
     assert len(mesh.nodes["bob"].store) == 0  # nothing carried as a relay for want of a tag
+
+
+def test_receipts_sealed_in_an_epoch_the_peer_lost_in_a_crash_are_owed_again() -> None:
+    """Bob healed and committed; Alice healed too but was killed first. While she is down, Bob
+    seals his delivered receipt in the new epoch. Restarted in the old one, Alice cannot open
+    it: at the next heal Bob abandons that epoch and must owe the receipt again, or her message
+    stays SENT for ever (its copy was dropped when Bob took custody)."""
+    mesh = CrashMesh(["alice", "bob"])
+    mesh.befriend("alice", "bob", pair=True)
+    mid = mesh.nodes["alice"].send_message(mesh.peer_id("bob"), "hello", now=mesh.now)
+    mesh.run()
+    mesh.uncommitted.add("alice")
+    mesh.connect("alice", "bob")
+    assert [r.message_id for r in mesh.of_type("bob", MessageReceived)] == [mid]
+    mesh.stop("alice")
+    mesh.uncommitted.discard("alice")
+    mesh.advance(5)  # Bob's receipt batch, sealed in the epoch Alice lost
+    assert len(mesh.nodes["bob"].store) == 1
+    mesh.start("alice")
+    assert epoch(mesh, "alice", "bob") < epoch(mesh, "bob", "alice")
+    mesh.connect("alice", "bob")
+    mesh.advance(5)
+    assert statuses(mesh, "alice", mid)[-1] is MessageStatus.DELIVERED
+    assert [r.message_id for r in mesh.of_type("bob", MessageReceived)] == [mid]  # once
+    meta = [key for kind, key in mesh.persisted["bob"] if kind is RecordKind.META]
+    assert not [key for key in meta if key.startswith(codec.RECEIPT_KEY)]  # none still owed
+    # Sealed again in the epoch the heal agreed on: remembered until a heal shows it readable.
+    now_in = epoch(mesh, "bob", "alice")
+    assert meta == [codec.sealed_receipt_key(mesh.peer_id("alice"), now_in, 0, mid)]
+
+
+def test_receipts_sealed_in_an_epoch_only_we_healed_into_are_owed_again() -> None:
+    """The same without a crash: the link drops after Bob's heal, before Alice got his share."""
+    mesh = LossyMesh(["alice", "bob"])
+    mesh.befriend("alice", "bob")
+    mesh.connect("alice", "bob")  # pair
+    mid = mesh.nodes["alice"].send_message(mesh.peer_id("bob"), "hello", now=mesh.now)
+    mesh.run()
+    mesh.disconnect("alice", "bob")  # before Bob's receipt batch
+    mesh.mute["bob"] = 1  # Bob's handshake reply goes out, then nothing: Alice never heals
+    mesh.connect("alice", "bob")
+    mesh.disconnect("alice", "bob")
+    del mesh.mute["bob"]
+    assert epoch(mesh, "alice", "bob") < epoch(mesh, "bob", "alice")
+    mesh.advance(5)  # Bob seals the receipt in his lonely epoch
+    mesh.connect("alice", "bob")
+    mesh.advance(5)
+    assert statuses(mesh, "alice", mid)[-1:] == [MessageStatus.DELIVERED]

@@ -59,7 +59,9 @@ class Exchange:
         self.receipts = Receipts(state, out, self.sending, renewal)
         self._purges = Purges(state, out, self._holdings, self._sync)
         opening = Opening(state, out, self._holdings, self._purges, self.receipts)
-        self.keys = ContactKeys(state, out, self._holdings, self.sending, opening, renewal)
+        self.keys = ContactKeys(
+            state, out, self._holdings, self.sending, opening, renewal, self.receipts
+        )
         self._carrying = Carrying(state, out, self._holdings, self._sync, opening)
         self.meeting = Meeting(state, self.keys, self._sync)
 

@@ -17,6 +17,7 @@ from meshmsg.core.e2e import ContactChannel
 from meshmsg.core.events import ContactHealed, ContactPaired, DropReason, MessageStatus
 from meshmsg.core.exchange.holdings import Holdings
 from meshmsg.core.exchange.opening import Opening
+from meshmsg.core.exchange.receipts import Receipts
 from meshmsg.core.exchange.renewal import Renewal
 from meshmsg.core.exchange.sending import Sending
 from meshmsg.core.keyschedule import KeyShare, can_heal
@@ -31,7 +32,8 @@ class ContactKeys:
     """Pairs, heals, confirms and advances the contacts' end-to-end keys."""
 
     __slots__ = (
-        "_holdings", "_opening", "_out", "_renewal", "_sending", "_state", "channels_due_at",
+        "_holdings", "_opening", "_out", "_receipts", "_renewal", "_sending", "_state",
+        "channels_due_at",
     )  # fmt: skip
 
     def __init__(
@@ -42,8 +44,10 @@ class ContactKeys:
         sending: Sending,
         opening: Opening,
         renewal: Renewal,
+        receipts: Receipts,
     ) -> None:
         self._state = state
+        self._receipts = receipts
         self._out = out
         self._holdings = holdings
         self._sending = sending
@@ -98,8 +102,10 @@ class ContactKeys:
                 self._confirm_durable, session, exchange, contact.channel.confirmation
             )
             self.install(contact, contact.channel, now, healed=True, then=confirm)  # seals again
+            self._receipts.after_heal(contact.peer_id, result.abandoned_epoch, now)
             return
         exchange.confirmed = True  # a pairing has no older epoch to confirm the leaving of
+        lost = None if contact.channel is None else contact.channel.epoch  # a pairing afresh
         channel = ContactChannel.pair(
             our_ik=state.identity.public.identity_key,
             their_ik=contact.public.identity_key,
@@ -108,6 +114,7 @@ class ContactKeys:
             index=state.tags, peer_id=contact.peer_id,
         )  # fmt: skip
         self.install(contact, channel, now, healed=False)
+        self._receipts.after_heal(contact.peer_id, lost, now)
 
     def _confirm_durable(
         self, session: PeerSession, exchange: KeyExchangeState, confirmation: bytes, now: float

@@ -19,6 +19,9 @@ META        ``b"receipt:"`` ‖ peer   Receipt naming the one message (a receipt
 ATTACHMENT  attachment id            AttachmentState (manifest, role, routing; chunks apart)
 ATTACHMENT_ attachment id            AttachmentDoneState (a checked completion receipt)
 DONE
+META        ``b"rsealed:"`` ‖ peer   Receipt naming the one message (a receipt sealed in our
+            id ‖ epoch (4 bytes) ‖   current sending epoch: owed again if a heal abandons
+            kind ‖ message id        that epoch, deleted once a heal leaves it readable)
 =========== ======================== ==========================================
 """
 
@@ -69,6 +72,7 @@ __all__ = ["RecordKind"]
 _MS = 1000.0
 ROUTER_KEY = b"router"
 RECEIPT_KEY = b"receipt:"
+SEALED_RECEIPT_KEY = b"rsealed:"
 _ID_BYTES = 16  # peer ids and message ids
 
 
@@ -131,6 +135,17 @@ def owed_receipt_record(peer_id: bytes, kind: int, message_id: bytes) -> StoredR
     return StoredRecord(kind=RecordKind.META, key=key, value=encode_record(value))
 
 
+def sealed_receipt_key(peer_id: bytes, epoch: int, kind: int, message_id: bytes) -> bytes:
+    return SEALED_RECEIPT_KEY + peer_id + epoch.to_bytes(4, "big") + bytes([kind]) + message_id
+
+
+def sealed_receipt_record(peer_id: bytes, epoch: int, kind: int, message_id: bytes) -> StoredRecord:
+    """A receipt sealed in our sending ``epoch``: kept until a heal shows the peer can read it."""
+    value = Receipt(status=kind, message_ids=(message_id,))
+    key = sealed_receipt_key(peer_id, epoch, kind, message_id)
+    return StoredRecord(kind=RecordKind.META, key=key, value=encode_record(value))
+
+
 # ---------------------------------------------------------------------------------- restore
 
 R = TypeVar("R")
@@ -155,6 +170,16 @@ class OwedReceipt:
     message_id: bytes
 
 
+@dataclass(slots=True, kw_only=True)
+class SealedReceipt:
+    """A receipt sealed in our sending ``epoch`` before a restart (not yet known readable)."""
+
+    peer_id: bytes
+    epoch: int
+    kind: int
+    message_id: bytes
+
+
 @dataclass(slots=True, kw_only=True, eq=False)
 class Restored:
     """A node's state rebuilt from its records, and what its parts must take over."""
@@ -163,6 +188,7 @@ class Restored:
     owed_receipts: list[OwedReceipt] = field(default_factory=list)
     attachments: list[AttachmentState] = field(default_factory=list)  # for the carrier
     attachments_done: list[AttachmentDoneState] = field(default_factory=list)
+    sealed_receipts: list[SealedReceipt] = field(default_factory=list)
     empty: bool = True  # no record at all: a first start
 
 
@@ -200,6 +226,8 @@ def restore_state(
             _restore_router(state, record)
         elif record.key.startswith(RECEIPT_KEY):
             restored.owed_receipts.append(_restore_owed_receipt(state, record))
+        elif record.key.startswith(SEALED_RECEIPT_KEY):
+            restored.sealed_receipts.append(_restore_sealed_receipt(state, record))
         elif not requests.restore_record(state.requests, record.key, record.value):
             orgcodec.restore(state.orgs, record)  # issue #12: requests, blocks, organisations
     requests.reattach_messages(state.requests, state.conversations)
@@ -303,6 +331,23 @@ def _restore_owed_receipt(state: NodeState, record: StoredRecord) -> OwedReceipt
     if record.key != owed_receipt_key(peer_id, receipt.status, receipt.message_ids[0]):
         raise StorageError("META receipt record does not match its key")
     return OwedReceipt(peer_id=peer_id, kind=receipt.status, message_id=receipt.message_ids[0])
+
+
+def _restore_sealed_receipt(state: NodeState, record: StoredRecord) -> SealedReceipt:
+    try:
+        decoded = decode_records(record.value, INNER_RECORDS, state.config.wire)
+    except DecodeError as exc:
+        raise StorageError(f"persisted sealed receipt is damaged: {exc}") from exc
+    at = len(SEALED_RECEIPT_KEY)
+    peer_id = record.key[at : at + _ID_BYTES]
+    epoch = int.from_bytes(record.key[at + _ID_BYTES : at + _ID_BYTES + 4], "big")
+    receipt = decoded[0] if len(decoded) == 1 else None
+    if not isinstance(receipt, Receipt) or len(receipt.message_ids) != 1:
+        raise StorageError("META sealed receipt record holds another value")
+    mid = receipt.message_ids[0]
+    if record.key != sealed_receipt_key(peer_id, epoch, receipt.status, mid):
+        raise StorageError("META sealed receipt record does not match its key")
+    return SealedReceipt(peer_id=peer_id, epoch=epoch, kind=receipt.status, message_id=mid)
 
 
 def _restore_router(into: NodeState, record: StoredRecord) -> None:

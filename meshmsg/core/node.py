@@ -130,6 +130,9 @@ class Node:
             self._out.chunk(DeleteChunks(attachment_id=attachment_id))
         for owed in restored.owed_receipts:
             self._exchange.receipts.owe(owed.peer_id, owed.kind, owed.message_id, now)
+        for sealed in restored.sealed_receipts:
+            receipts = self._exchange.receipts
+            receipts.note_sealed(sealed.peer_id, sealed.epoch, sealed.kind, sealed.message_id)
         if not restored.empty:
             self._exchange.on_timer(now)  # expire what died while we were down
 

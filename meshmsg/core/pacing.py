@@ -13,8 +13,8 @@ the contact is linked, the node sends a ``KeyExchange`` on that link; the peer a
 share of its own and both heal exactly as at a meeting. Starting before the cap leaves a round
 trip of headroom, so sending does not stall on a LAN. A live heal is started only on a link
 whose peer announced :data:`LIVE_HEAL` in its ``Hello`` (an older peer would close the link on a
-second ``KeyExchange``) and whose previous exchange is over and confirmed (so a late
-``KeyConfirm`` never meets a newer exchange).
+second ``KeyExchange``) and whose previous exchange is over and confirmed both ways (so a late
+``KeyConfirm`` never meets a newer exchange; ours waits for the healed keys to be durable).
 
 Cost and limits: an answered live heal costs two X25519 operations and one channel write, what
 a reconnect costs without its Noise handshake; only an authenticated contact can ask for one
@@ -94,7 +94,9 @@ def renewal_link(
         return None
     for session in sessions:
         state = session.key_exchange
-        settled = state is not None and state.done and state.confirmed
+        # Confirmed both ways: the peer's KeyConfirm came, and ours went (its heal is durable).
+        settled = state is not None and state.confirmed and not state.confirm_pending
+        settled = settled and state is not None and state.done
         live = session.link.state is LinkState.ESTABLISHED
         if session.peer_id == contact.peer_id and settled and live and heals_live(session):
             return session

@@ -29,6 +29,9 @@ class KeyExchangeState:
     # The peer's matching KeyConfirm came (or, for a pairing, none is due): a live heal may follow
     # without a late KeyConfirm meeting the newer exchange (core/pacing.py, issue #17).
     confirmed: bool = False
+    # We healed; our KeyConfirm waits until the new epoch is durable (core/exchange/keys.py),
+    # and no live heal starts before it went.
+    confirm_pending: bool = False
 
 
 @dataclass(slots=True, kw_only=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from meshmsg.config import MessageLimits, NodeConfig, RoutingConfig, StoreConfig
+from meshmsg.core import codec
 from meshmsg.core.effects import RecordKind, Transmit
 from meshmsg.core.events import (
     ContactHealed,
@@ -177,7 +178,11 @@ def test_receipts_owed_survive_a_crash_before_their_batch_is_sealed() -> None:
     mesh.connect("alice", "bob")
     mesh.advance(5)
     assert statuses(mesh, "alice", mid)[-1] is MessageStatus.READ
-    assert not any(kind is RecordKind.META for kind, _ in mesh.persisted["bob"])  # all sent
+    meta = [key for kind, key in mesh.persisted["bob"] if kind is RecordKind.META]
+    assert not [key for key in meta if key.startswith(codec.RECEIPT_KEY)]  # all sent
+    # ... and remembered as sealed (in bob's current epoch) until a heal shows them readable
+    assert meta
+    assert all(k.startswith(codec.SEALED_RECEIPT_KEY) and k.endswith(mid) for k in meta)
 
 
 # ------------------------------------------------------- backlogs, bounds, one-sided heals

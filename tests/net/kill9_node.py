@@ -27,6 +27,7 @@ output was written before the kill; each is printed only *after* the fact it rep
 from __future__ import annotations
 
 import argparse
+import enum
 import os
 import signal
 from pathlib import Path
@@ -63,6 +64,20 @@ def pending(node: Node, _now: float) -> int:
     )
 
 
+def describe(event: object) -> str:
+    """One line for any other event: its type and fields, ids in hex."""
+    fields = getattr(event, "__dataclass_fields__", {})
+    parts = [type(event).__name__]
+    for name in fields:
+        value = getattr(event, name)
+        if isinstance(value, bytes):
+            text = value.hex()
+        else:
+            text = value.name if isinstance(value, enum.Enum) else str(value)
+        parts.append(f"{name}={text}".replace(" ", "_"))
+    return " ".join(parts)
+
+
 async def report(handle: NodeHandle) -> None:
     with handle.runner.subscribe(capacity=EVENT_BUFFER) as events:
         async for event in events:
@@ -76,7 +91,7 @@ async def report(handle: NodeHandle) -> None:
                 case MessageStatusChanged(message_id=mid, status=status):
                     say(f"STATUS {mid.hex()} {status.name.lower()}")
                 case _:
-                    pass
+                    say(f"EVENT {describe(event)}")  # context for a failure message
 
 
 async def send_until(handle: NodeHandle, to: bytes, prefix: str, every: float,

@@ -116,13 +116,30 @@ class NodeProc:
             found += log.read_text(errors="replace").split("\n")[:-1]
         return found
 
-    def wait_for(self, test: Callable[[str], bool], what: str, timeout: float) -> None:
+    def wait_for(
+        self,
+        test: Callable[[str], bool],
+        what: str,
+        timeout: float,
+        explain: Callable[[], str] | None = None,
+    ) -> None:
         deadline = time.monotonic() + timeout
         while not any(test(line) for line in self.lines(latest_only=True)):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 tail = "\n".join(self.lines(latest_only=True)[-20:])
-                pytest.fail(f"{self.name} never printed {what} (exit {self.proc.poll()}):\n{tail}")
+                more = "" if explain is None else "\n" + explain()
+                pytest.fail(
+                    f"{self.name} never printed {what} (exit {self.proc.poll()}):\n{tail}{more}"
+                )
             time.sleep(0.01)
+
+    def tagged_lines(self) -> list[str]:
+        """Every complete line of every process, prefixed with its log's name."""
+        found: list[str] = []
+        for _, log in self.procs:
+            lines = log.read_text(errors="replace").split("\n")[:-1]
+            found += [f"{log.name}: {line}" for line in lines]
+        return found
 
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -210,7 +227,10 @@ def kill_rounds(root: Path, victim_role: str, rounds: int, seed: int) -> Outcome
         settling = time.monotonic()
         sender.wait_for(lambda line: line == "LINKED", "LINKED", LINK_TIMEOUT_S)
         sender.proc.send_signal(signal.SIGUSR1)
-        sender.wait_for(lambda line: line == "PENDING 0", "PENDING 0", SETTLE_TIMEOUT_S)
+        sender.wait_for(
+            lambda line: line == "PENDING 0", "PENDING 0", SETTLE_TIMEOUT_S,
+            explain=lambda: undelivered_report(sender, receiver),
+        )  # fmt: skip
         settle_s = time.monotonic() - settling
         sender.stop()
         receiver.stop()
@@ -224,6 +244,25 @@ def kill_rounds(root: Path, victim_role: str, rounds: int, seed: int) -> Outcome
     outcome.settle_s = settle_s
     outcome.elapsed_s = time.monotonic() - started
     return outcome
+
+
+def undelivered_report(sender: NodeProc, receiver: NodeProc, most: int = 5) -> str:
+    """What both logs say about the sender's messages that never reached DELIVERED, and how
+    each log ends (the logs stay in the test's tmp dir, named below)."""
+    sender_lines = sender.lines()
+    delivered = {mid for mid, status in fields_of(sender_lines, "STATUS") if status == "delivered"}
+    sent = [mid for mid, _ in fields_of(sender_lines, "SENT")]
+    stuck = [mid for mid in sent if mid not in delivered]
+    every = sender.tagged_lines() + receiver.tagged_lines()
+    out = [f"{len(stuck)} sent messages not delivered (logs in {sender.root}): {stuck[:most]}"]
+    for mid in stuck[:most]:
+        out.append(f"-- {mid}:")
+        out += [f"   {line}" for line in every if mid in line]
+    for node in (sender, receiver):
+        tail = [line for line in node.tagged_lines() if ": PENDING " not in line][-15:]
+        out.append(f"-- {node.name}, last lines but PENDING:")
+        out += [f"   {line}" for line in tail]
+    return "\n".join(out)
 
 
 def check(sender: NodeProc, receiver: NodeProc, kills: int, linked: int) -> Outcome:

@@ -76,7 +76,9 @@ class Exchange:
         opening = Opening(
             state, out, self._holdings, self._purges, self.receipts, self.groups, self.attachments
         )
-        self.keys = ContactKeys(state, out, self._holdings, self.sending, opening, renewal)
+        self.keys = ContactKeys(
+            state, out, self._holdings, self.sending, opening, renewal, self.receipts
+        )
         self.first = FirstOpening(state, out, self._holdings, opening)  # issue #12
         self._carrying = Carrying(state, out, self._holdings, self._sync, opening, self.first)
         self.orgs = OrgSync(state, out)

@@ -8,6 +8,8 @@ periods end. This part owns ``channels_due_at``, the earliest key-schedule deadl
 
 from __future__ import annotations
 
+import functools
+
 from meshmsg.core import codec
 from meshmsg.core.clockcheck import meeting_skew
 from meshmsg.core.contacts import Contact
@@ -15,13 +17,14 @@ from meshmsg.core.e2e import ContactChannel
 from meshmsg.core.events import ContactHealed, ContactPaired, DropReason, MessageStatus
 from meshmsg.core.exchange.holdings import Holdings
 from meshmsg.core.exchange.opening import Opening
+from meshmsg.core.exchange.receipts import Receipts
 from meshmsg.core.exchange.renewal import Renewal
 from meshmsg.core.exchange.sending import Sending
 from meshmsg.core.keyschedule import KeyShare, can_heal
 from meshmsg.core.link import LinkState
-from meshmsg.core.outbox import Outbox
+from meshmsg.core.outbox import CommitAction, Outbox
 from meshmsg.core.records import KeyConfirm, KeyExchange
-from meshmsg.core.session import PeerSession
+from meshmsg.core.session import KeyExchangeState, PeerSession
 from meshmsg.core.state import NodeState
 from meshmsg.core.store import Tier
 from meshmsg.errors import RemoteProtocolError
@@ -31,7 +34,8 @@ class ContactKeys:
     """Pairs, heals, confirms and advances the contacts' end-to-end keys."""
 
     __slots__ = (
-        "_holdings", "_opening", "_out", "_renewal", "_sending", "_state", "channels_due_at",
+        "_holdings", "_opening", "_out", "_receipts", "_renewal", "_sending", "_state",
+        "channels_due_at",
     )  # fmt: skip
 
     def __init__(
@@ -42,8 +46,10 @@ class ContactKeys:
         sending: Sending,
         opening: Opening,
         renewal: Renewal,
+        receipts: Receipts,
     ) -> None:
         self._state = state
+        self._receipts = receipts
         self._out = out
         self._holdings = holdings
         self._sending = sending
@@ -94,12 +100,21 @@ class ContactKeys:
                 our_secret=exchange.secret, ours=exchange.share, theirs=theirs,
                 handshake_hash=peer.handshake_hash, now=now,
             )  # fmt: skip
-            self._out.transmit(session, [KeyConfirm(confirmation=contact.channel.confirmation)])
             if result.abandoned_epoch is not None:
                 self._reseal_epoch(contact, result.abandoned_epoch, now)
-            self.install(contact, contact.channel, now, healed=True)  # seals them again
+            # Our KeyConfirm tells the peer we left the older epochs for good: it then trims
+            # them to the counts our share reported. Sent before the new epoch is durable, a
+            # crash would bring us back in the old epoch, sealing counters the peer no longer
+            # recognises (kill -9 test): so it waits for the commit, like a Custody.
+            exchange.confirm_pending = True
+            confirm = functools.partial(
+                self._confirm_durable, session, exchange, contact.channel.confirmation
+            )
+            self.install(contact, contact.channel, now, healed=True, then=confirm)  # seals again
+            self._receipts.after_heal(contact.peer_id, result.abandoned_epoch, now)
             return
         exchange.confirmed = True  # a pairing has no older epoch to confirm the leaving of
+        lost = None if contact.channel is None else contact.channel.epoch  # a pairing afresh
         channel = ContactChannel.pair(
             our_ik=state.identity.public.identity_key,
             their_ik=contact.public.identity_key,
@@ -108,6 +123,19 @@ class ContactKeys:
             index=state.tags, peer_id=contact.peer_id,
         )  # fmt: skip
         self.install(contact, channel, now, healed=False)
+        self._receipts.after_heal(contact.peer_id, lost, now)
+
+    def _confirm_durable(
+        self, session: PeerSession, exchange: KeyExchangeState, confirmation: bytes, now: float
+    ) -> None:
+        """Commit action of a heal: the new epoch is durable, so confirm it to the peer."""
+        exchange.confirm_pending = False
+        if session.link_id not in self._state.sessions or session.key_exchange is not exchange:
+            return  # the link closed meanwhile: the peer learns it from our next message
+        self._out.transmit(session, [KeyConfirm(confirmation=confirmation)])
+        contact = self._state.contacts.get(session.peer_id or b"")
+        if contact is not None:
+            self._renewal.renew_if_low(contact, now)  # a live heal may have waited for this
 
     def contact_added(
         self, contact: Contact, now: float
@@ -186,13 +214,20 @@ class ContactKeys:
                     self._holdings.drop_item(message.envelope_id, DropReason.EXPIRED)
 
     def install(
-        self, contact: Contact, channel: ContactChannel, now: float, *, healed: bool
+        self,
+        contact: Contact,
+        channel: ContactChannel,
+        now: float,
+        *,
+        healed: bool,
+        then: CommitAction | None = None,
     ) -> None:
-        """Give ``contact`` new keys: persist them, seal what waited, open what we carry."""
+        """Give ``contact`` new keys: persist them (``then`` runs once they are durable), seal
+        what waited, open what we carry."""
         contact.channel = channel
         channel.register(self._state.tags, contact.peer_id)  # replaces any older channel's tags
         self._note_deadline(channel.next_deadline())
-        self._out.persist([codec.channel_record(contact.peer_id, channel)])
+        self._out.persist([codec.channel_record(contact.peer_id, channel)], then=then)
         event = ContactHealed if healed else ContactPaired
         self._out.emit(event(peer_id=contact.peer_id))
         self._sending.seal_waiting(contact, now)

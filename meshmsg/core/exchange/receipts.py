@@ -4,6 +4,11 @@ Owed receipts are durable: each has a META record (``codec.owed_receipt_record``
 Persist that caused it and deleted in the Persist of the envelope that carries it, and a
 restarted node queues them again (:meth:`Receipts.owe`). Sending one twice is harmless.
 Receipts wait ``receipt_delay_s`` to be batched: fewer envelopes, less timing signal.
+
+A sealed receipt is not safe yet: if the next heal finds the peer never had the epoch we sealed
+it in (a heal only we completed, or one a crash undid on the peer's side), the peer cannot open
+it. So each is remembered (``codec.sealed_receipt_record``, in the Persist of its envelope) until
+a heal: owed again if that heal abandons its epoch, forgotten otherwise (:meth:`after_heal`).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ _RECEIPTS_PER_ENVELOPE = 16  # 16 full Receipts (~17 kB) fit max_inner_bytes wit
 class Receipts:
     """Receipts owed to contacts, batched and sealed when due."""
 
-    __slots__ = ("_due_at", "_out", "_pending", "_renewal", "_sending", "_state")
+    __slots__ = ("_due_at", "_out", "_pending", "_renewal", "_sealed", "_sending", "_state")
 
     def __init__(self, state: NodeState, out: Outbox, sending: Sending, renewal: Renewal) -> None:
         self._state = state
@@ -39,6 +44,8 @@ class Receipts:
         self._renewal = renewal
         self._pending: dict[bytes, dict[int, list[bytes]]] = {}  # peer -> kind -> ids
         self._due_at: float | None = None
+        # Sealed, not yet known readable: peer -> [(epoch, kind, message id)] (durable too)
+        self._sealed: dict[bytes, list[tuple[int, int, bytes]]] = {}
 
     @property
     def due_at(self) -> float | None:
@@ -54,6 +61,28 @@ class Receipts:
         self._pending.setdefault(peer_id, {}).setdefault(kind, []).append(message_id)
         if self._due_at is None:
             self._due_at = now + self._state.config.message.receipt_delay_s
+
+    def note_sealed(self, peer_id: bytes, epoch: int, kind: int, message_id: bytes) -> None:
+        """A receipt sealed in our sending ``epoch`` (also: restoring one after a restart)."""
+        self._sealed.setdefault(peer_id, []).append((epoch, kind, message_id))
+
+    def after_heal(self, peer_id: bytes, abandoned_epoch: int | None, now: float) -> None:
+        """A heal with ``peer_id`` is durable (queued after its Persist): receipts sealed in
+        ``abandoned_epoch`` are unreadable to the peer, so they are owed again; the others
+        were sealed in an epoch the peer holds and are safe."""
+        sealed = self._sealed.pop(peer_id, [])
+        if not sealed:
+            return
+        lost = [(kind, mid) for epoch, kind, mid in sealed if epoch == abandoned_epoch]
+        for kind, mid in lost:
+            self.owe(peer_id, kind, mid, now)
+        self._out.persist(
+            [codec.owed_receipt_record(peer_id, kind, mid) for kind, mid in lost],
+            deletes=[
+                (RecordKind.META, codec.sealed_receipt_key(peer_id, epoch, kind, mid))
+                for epoch, kind, mid in sealed
+            ],
+        )
 
     def mark_read(self, peer_id: bytes, message_ids: list[bytes], now: float) -> None:
         owed: list[StoredRecord] = []
@@ -103,11 +132,14 @@ class Receipts:
             return
         for group in groups:
             expiry = now + state.config.message.default_ttl_s
-            item, _ = self._sending.seal(contact, group, expiry, now)
+            item, epoch = self._sending.seal(contact, group, expiry, now)
             carried = [(r.status, m) for r in group if isinstance(r, Receipt)
                        for m in r.message_ids]  # fmt: skip
+            for kind, mid in carried:
+                self.note_sealed(peer_id, epoch, kind, mid)
+            sealed = [codec.sealed_receipt_record(peer_id, epoch, k, m) for k, m in carried]
             self._out.persist(
-                [codec.channel_record(peer_id, channel), codec.envelope_record(item)],
+                [codec.channel_record(peer_id, channel), codec.envelope_record(item), *sealed],
                 deletes=_owed_keys(peer_id, carried),
                 then=functools.partial(self._sending.offer_when_committed, item),
             )

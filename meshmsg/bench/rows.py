@@ -395,7 +395,7 @@ MEASURES: Final[tuple[Measure, ...]] = (
         goal=(Condition("vs_the_one", ">=", 1.0, optional=True),),
         goal_text="as fast as the ONE (ratio ≥ 1, when MESHMSG_THE_ONE is set)",
         details=SIM_DETAILS,
-        repeats=1, quick_repeats=1, warmup=False, timeout_s=900.0,
+        repeats=1, quick_repeats=1, warmup=False, timeout_s=3_600.0,
         blocked=sim_blocked, limit_when_blocked=True,
     ),
     Measure(
@@ -407,7 +407,7 @@ MEASURES: Final[tuple[Measure, ...]] = (
         goal=(Condition("vs_the_one", ">=", 1 / 0.3, optional=True),),
         goal_text="≤ 0.3× the ONE's wall time (ratio ≥ 3.33, when MESHMSG_THE_ONE is set)",
         details=SIM_DETAILS,
-        repeats=1, quick_repeats=1, warmup=False, timeout_s=1_800.0,
+        repeats=1, quick_repeats=1, warmup=False, timeout_s=7_200.0,
         blocked=sim_blocked, limit_when_blocked=True,
     ),
     Measure(

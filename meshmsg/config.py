@@ -133,8 +133,18 @@ class MessageLimits:
     max_messages_per_period: int = limit(
         1_000,
         "messages",
-        "counters per (contact, direction, period); at the cap sealing waits for the next period "
-        "or meeting: a period cannot end early, the receiver's window could not follow it",
+        "counters per (contact, direction, period, epoch); 1,000 a day is one every 86 s around "
+        "the clock, far above what a person writes to one contact. Offline, at the cap sealing "
+        "waits for the next period or meeting (a period cannot end early: the receiver's window "
+        "could not follow it); on a live link the channel is healed into a fresh epoch before the "
+        "cap (renew_below_fraction), so a bot or a duty desk is never stopped",
+    )
+    renew_below_fraction: float = limit(
+        0.25,
+        "fraction of max_messages_per_period",
+        "on a live link, a heal (a fresh epoch, a fresh budget) starts once the budget left "
+        "falls to this share: one round trip of headroom at ~250 messages, so sending never "
+        "stalls on a LAN; every heal keeps a receive epoch open (max_epochs_retained)",
     )
     max_inner_bytes: int = limit(
         34_816,
@@ -424,16 +434,16 @@ class NetConfig:
         "so TCP pushes back on peers",
     )
     max_pending_persists: int = limit(
-        256,
+        4_096,
         "effects",
-        "Persist effects not yet committed; past this the pump takes no new input until the "
-        "disk catches up, so a slow disk slows peers instead of growing memory",
+        "Persist effects not yet committed (a few MiB); past this the pump takes no new input "
+        "until the disk catches up, so a slow disk slows peers instead of growing memory",
     )
     max_persists_per_commit: int = limit(
-        64,
+        1_024,
         "effects",
-        "group commit: Persist effects waiting together share one transaction and one fsync; "
-        "bounds the transaction and the wait of the first one",
+        "group commit: Persist effects waiting together share one transaction and one fsync "
+        "(an API batch of 1,000 messages is one); bounds the transaction and the first's wait",
     )
     storage_retry_s: float = limit(
         1.0, "s", "a failed commit (StorageError is transient: a busy lock) is retried this later"

@@ -38,7 +38,7 @@ class CloseReason(enum.IntEnum):
     UNSUPPORTED = 7  # unknown critical record type or version
     LIMIT_REACHED = 8  # too many links, rate limit, or rekey hard limit
     LOCAL_ERROR = 9  # this node misbehaved or is shutting down on error
-    DUPLICATE_LINK = 10  # a second link to the same peer; the older one wins
+    DUPLICATE_LINK = 10  # a second link to the same peer; both sides keep one (core/tiebreak.py)
     LINK_LOST = 11  # the transport went away (set by the driver, never sent)
 
 

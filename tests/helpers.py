@@ -98,12 +98,26 @@ class LinkPair:
 
 # ----------------------------------------------------------------------------------- meshes
 
+from meshmsg.core.driver import apply_persist  # noqa: E402
 from meshmsg.core.effects import CloseLink, Dial, Persist, RecordKind, StoredRecord, Transmit  # noqa: E402
 from meshmsg.core.events import Event  # noqa: E402
 from meshmsg.core.identity import ContactCard, Identity  # noqa: E402
 from meshmsg.core.node import Node, pair_offline  # noqa: E402
 
 T0 = 1_800_000_000.0  # a realistic wall-clock epoch: key periods are days since 1970
+
+
+class DictSink:
+    """A ``core.driver.RecordSink`` over a dict of committed records, for ``apply_persist``."""
+
+    def __init__(self, records: dict[tuple[RecordKind, bytes], bytes]) -> None:
+        self.records = records
+
+    def put(self, kind: RecordKind, key: bytes, value: bytes) -> None:
+        self.records[(kind, key)] = value
+
+    def delete(self, kind: RecordKind, key: bytes) -> None:
+        self.records.pop((kind, key), None)
 
 
 class Mesh:
@@ -232,12 +246,8 @@ class Mesh:
                 other = self.links.get((name, link))
                 if other is not None and other[0] in self.nodes:
                     self.nodes[other[0]].receive_data(other[1], data, now=self.now)
-            case Persist(token=token, puts=puts, deletes=deletes):
-                store = self.persisted[name]
-                for put in puts:
-                    store[(put.kind, put.key)] = put.value
-                for kind, key in deletes:
-                    store.pop((kind, key), None)
+            case Persist(token=token):
+                apply_persist(effect, DictSink(self.persisted[name]))
                 node.storage_committed(token, now=self.now)
             case CloseLink(link=link):
                 other = self.links.pop((name, link), None)

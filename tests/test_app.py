@@ -47,6 +47,10 @@ def test_settings_defaults_and_values(tmp_path: Path) -> None:
         ({"network": {"site_key": "abcd"}}, "64 hex digits"),
         ({"network": {"static_peers": ["nohost"]}}, "bad peer address"),
         ({"network": {"static_peers": "127.0.0.1:1"}}, "must be list"),
+        ({"name": "Ö" * 40}, "name refused: display name is longer than 64 bytes"),
+        ({"name": "evil\x1b[31m"}, "name refused: .*control character U\\+001B"),
+        ({"name": "a\u202eb"}, "control character U\\+202E"),
+        ({"name": "  "}, "name is empty"),
     ],
 )
 def test_settings_refuse_mistakes(tmp_path: Path, raw: dict[str, object], message: str) -> None:
@@ -89,3 +93,18 @@ def test_the_lock_says_whether_a_daemon_runs(tmp_path: Path) -> None:
         with daemon_lock(data_dir) as second:
             assert not second
     assert not daemon_running(data_dir)
+
+
+def test_a_refused_name_leaves_no_half_initialised_node(tmp_path: Path) -> None:
+    data_dir = DataDir(tmp_path / "node")
+    with pytest.raises(ConfigError, match="longer than 64 bytes"):
+        init_data_dir(data_dir, passphrase="pw", name="Ö" * 40, kdf_fast=True)
+    assert not data_dir.db_path.exists()
+    init_data_dir(data_dir, passphrase="pw", name="ann", kdf_fast=True)  # a retry works
+
+
+@pytest.mark.parametrize("name", ['Bob "the builder"', "back\\slash\\", "Zoë [red]x[/red] 'q'"])
+def test_the_name_in_config_toml_round_trips(tmp_path: Path, name: str) -> None:
+    data_dir = DataDir(tmp_path / "node")
+    init_data_dir(data_dir, passphrase="pw", name=name, kdf_fast=True)
+    assert Settings.load(data_dir).name == name

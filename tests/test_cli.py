@@ -6,6 +6,7 @@ test needs one, runs in a thread on loopback with its API on an ephemeral port.
 
 from __future__ import annotations
 
+import json
 import re
 import stat
 import threading
@@ -15,7 +16,8 @@ import pytest
 import trio
 from click.testing import CliRunner, Result
 
-from meshmsg.app.cli import cli, resolve_contact
+from meshmsg.app.cli import cli
+from meshmsg.app.cli_common import resolve_contact
 from meshmsg.app.daemon import run_daemon
 from meshmsg.app.datadir import Settings, unlock
 from meshmsg.errors import LocalProtocolError
@@ -39,8 +41,16 @@ def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     return CliRunner()
 
 
-def mm(runner: CliRunner, home: Path, *args: str, env: dict[str, str] | None = None) -> Result:
-    return runner.invoke(cli, ["--data-dir", str(home), *args], env=env, catch_exceptions=False)
+def mm(
+    runner: CliRunner,
+    home: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+) -> Result:
+    return runner.invoke(
+        cli, ["--data-dir", str(home), *args], env=env, input=stdin, catch_exceptions=False
+    )
 
 
 def init(runner: CliRunner, home: Path, name: str) -> str:
@@ -75,6 +85,34 @@ def test_init_creates_a_private_data_dir(runner: CliRunner, tmp_path: Path) -> N
     assert 'name = "alice"' in (home / "config.toml").read_text()
     again = mm(runner, home, "init")
     assert_one_line_error(again, "already holds an identity")
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("Ö" * 40, "--name refused: display name is longer than 64 bytes (80 bytes given)"),
+        ("bad\x1b[31mname", "control character U+001B"),
+        ("", "--name is empty"),
+    ],
+)
+def test_init_refuses_a_name_a_contact_code_cannot_carry(
+    runner: CliRunner, tmp_path: Path, name: str, error: str
+) -> None:
+    home = tmp_path / "alice"
+    assert_one_line_error(mm(runner, home, "init", "--name", name), error)
+    assert not (home / "keystore").exists()
+    assert mm(runner, home, "init", "--name", "alice").exit_code == 0
+    if name:  # the same name written into config.toml by hand is refused there too
+        (home / "config.toml").write_text(f"name = {json.dumps(name)}\n")
+        assert_one_line_error(mm(runner, home, "id"), "config.toml: name refused")
+
+
+def test_init_name_with_quotes_survives_config_toml(runner: CliRunner, tmp_path: Path) -> None:
+    home = tmp_path / "alice"
+    name = 'Al "the \\ admin" Ö'
+    assert mm(runner, home, "init", "--name", name).exit_code == 0
+    shown = mm(runner, home, "id", "--no-qr").output
+    assert f"Name:        {name}" in shown
 
 
 def test_id_shows_code_and_qr(runner: CliRunner, tmp_path: Path) -> None:
@@ -223,4 +261,34 @@ def test_commands_go_through_a_running_daemon(
         again = mm(runner, alice, "run")
         assert_one_line_error(again, "already running")
     assert not (alice / "daemon.json").exists()
-    assert_one_line_error(mm(runner, alice, "inbox"), "daemon not running")
+    # Without the daemon, history is read from a snapshot: read-only, no lock taken.
+    stored = mm(runner, alice, "inbox")
+    assert stored.exit_code == 0, stored.output
+    assert "read-only" in stored.output
+    assert "hello bob" in stored.output
+    messages = mm(runner, alice, "inbox", "bob")
+    assert "hello bob" in messages.output
+    with DaemonThread(alice):  # and a daemon starts afterwards as usual
+        assert "bob" in mm(runner, alice, "contact", "list").output
+
+
+def test_contact_rename_block_and_re_add(runner: CliRunner, two_nodes: tuple[Path, Path]) -> None:
+    alice, bob = two_nodes
+    bob_code = contact_code(runner, bob)
+    again = mm(runner, alice, "contact", "add", bob_code)
+    assert again.exit_code == 0
+    assert "Already a contact (bob)" in again.output
+    assert "Added" not in again.output
+    renamed = mm(runner, alice, "contact", "rename", "bob", "Robert")  # offline
+    assert renamed.exit_code == 0, renamed.output
+    assert "Renamed bob to Robert" in renamed.output
+    assert_one_line_error(mm(runner, alice, "contact", "rename", "robert", ""), "NEW_NAME is empty")
+    blocked = mm(runner, alice, "contact", "block", "robert")
+    assert "Robert is blocked" in blocked.output
+    assert "blocked" in mm(runner, alice, "contact", "list").output
+    with DaemonThread(alice):  # the same commands through the daemon's API
+        assert mm(runner, alice, "contact", "unblock", "ROBERT").exit_code == 0
+        assert mm(runner, alice, "contact", "rename", "robert", "bobby").exit_code == 0
+        listed = mm(runner, alice, "contact", "list").output
+    assert "bobby" in listed
+    assert "blocked" not in listed

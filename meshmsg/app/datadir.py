@@ -17,6 +17,7 @@ refuses while a daemon holds the lock, since two writers would each keep a diver
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import time
 import tomllib
@@ -33,9 +34,9 @@ from meshmsg.app import keystore
 from meshmsg.config import NodeConfig
 from meshmsg.core.address import LISTEN, parse_address
 from meshmsg.core.effects import CloseLink, Dial, Persist, Transmit
-from meshmsg.core.identity import IDENTITY_BYTES, Identity, encode_contact_code
+from meshmsg.core.identity import IDENTITY_BYTES, Identity, _check_name, encode_contact_code
 from meshmsg.core.node import Node
-from meshmsg.errors import ConfigError, KeystoreError, StorageError
+from meshmsg.errors import ConfigError, InvalidContactCode, KeystoreError, StorageError
 from meshmsg.net.peers import parse_peer_address
 from meshmsg.net.storage import DB_KEY_BYTES, DataDir, Storage, new_db_key
 from meshmsg.sysrng import SystemRng
@@ -154,7 +155,8 @@ class Settings:
             ConfigError: an unknown key or a bad value (the message names it and ``source``).
         """
         top = _Section(raw, source, "")
-        name = top.get("name", str, "") or None
+        raw_name = top.get("name", str, "")
+        name = check_name(raw_name, f"{source}: name") if raw_name else None
         profile = _profile(top.get("profile", str, "office"), source)
         network = top.section("network")
         api = top.section("api")
@@ -185,6 +187,32 @@ class Settings:
         """The NodeConfig of this profile, with the site key."""
         base = NodeConfig.crisis() if self.profile == "crisis" else NodeConfig.office()
         return base.replace(site_key=self.site_key)
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """``name`` if it may be a display name: the contact code's rule, checked once for everyone.
+
+    The same rule applies to ``init --name``, ``config.toml``, a contact's local name and a code's
+    name, so a name accepted anywhere can also be put into a contact code (and shown safely).
+
+    Raises:
+        ConfigError: empty, longer than CONTACT_NAME_MAX_BYTES in UTF-8, or with control,
+            line-break or bidi characters.
+    """
+    if not name.strip():
+        raise ConfigError(f"{what} is empty")
+    try:
+        # The core's rule (core/identity.py); it has no public name for it yet.
+        _check_name(name)
+    except InvalidContactCode as exc:
+        size = len(name.encode("utf-8", errors="surrogatepass"))
+        raise ConfigError(f"{what} refused: {exc} ({size} bytes given)") from exc
+    return name
+
+
+def toml_string(text: str) -> str:
+    """``text`` as a TOML basic string. JSON's escapes (\\", \\\\, \\uXXXX) are TOML's too."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 class _Section:
@@ -291,6 +319,8 @@ def init_data_dir(
         KeystoreError: already initialised, empty passphrase, or a file could not be written.
         StorageError: the directory or database could not be created.
     """
+    if name is not None:
+        check_name(name)  # before anything is created: a refused name leaves no half a node
     data_dir.create()
     if is_initialised(data_dir):
         raise KeystoreError(f"{data_dir.root} already holds an identity; refusing to replace it")
@@ -302,14 +332,7 @@ def init_data_dir(
             secret, keystore.create_key_file(data_dir.key_file_path)
         )
     else:
-        if not passphrase:
-            raise KeystoreError("refusing an empty passphrase")
-        if kdf_fast:
-            blob = keystore.seal_keystore(
-                secret, passphrase, ops_limit=argon2id.OPSLIMIT_MIN, mem_limit=argon2id.MEMLIMIT_MIN
-            )
-        else:
-            blob = keystore.seal_keystore(secret, passphrase)
+        blob = _seal_with_passphrase(secret, passphrase, kdf_fast)
     Storage.open(data_dir.db_path, db_key).close()  # the database exists before the keystore
     if not data_dir.config_path.exists():
         _write_config(data_dir, name, key_file)
@@ -317,11 +340,33 @@ def init_data_dir(
     return identity
 
 
+def _seal_with_passphrase(secret: bytes, passphrase: str | None, kdf_fast: bool) -> bytes:
+    if not passphrase:
+        raise KeystoreError("refusing an empty passphrase")
+    if kdf_fast:
+        return keystore.seal_keystore(
+            secret, passphrase, ops_limit=argon2id.OPSLIMIT_MIN, mem_limit=argon2id.MEMLIMIT_MIN
+        )
+    return keystore.seal_keystore(secret, passphrase)
+
+
+def change_passphrase(
+    data_dir: DataDir, settings: Settings, unlocked: Unlocked, new: str, *, kdf_fast: bool = False
+) -> None:
+    """Seal the keystore's secret again under ``new``; the file is replaced atomically.
+
+    Raises:
+        KeystoreError: a key-file node (no passphrase to change), an empty passphrase, or the
+            keystore could not be written (the old one is then still in place).
+    """
+    if settings.key_file is not None:
+        raise KeystoreError("this node unlocks with a key file, not a passphrase")
+    secret = unlocked.identity.to_bytes() + unlocked.db_key
+    keystore.save_keystore(data_dir.keystore_path, _seal_with_passphrase(secret, new, kdf_fast))
+
+
 def _write_config(data_dir: DataDir, name: str | None, key_file: bool) -> None:
-    # Refuse names that could break out of the TOML string rather than escaping them.
-    if name is not None and any(c in name for c in '"\\\n\r'):
-        raise ConfigError("a name may not contain quotes, backslashes or line breaks")
-    name_line = f'name = "{name}"' if name else '# name = "alice"'
+    name_line = f"name = {toml_string(name)}" if name else '# name = "alice"'
     text = CONFIG_TEMPLATE.format(name_line=name_line, port=DEFAULT_PORT, api_port=DEFAULT_API_PORT)
     if key_file:
         text = text.replace('# key_file = "keystore.key"', 'key_file = "keystore.key"')
@@ -468,6 +513,8 @@ __all__ = [
     "OfflineNode",
     "Settings",
     "Unlocked",
+    "change_passphrase",
+    "check_name",
     "daemon_lock",
     "daemon_running",
     "default_data_dir",
@@ -475,5 +522,6 @@ __all__ = [
     "kdf_fast_requested",
     "open_offline",
     "own_contact_code",
+    "toml_string",
     "unlock",
 ]

@@ -28,11 +28,13 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final, TypeVar
 
 import trio
 
 from meshmsg.app.datadir import Settings, Unlocked
+from meshmsg.app.warnings import ClockWatch
 from meshmsg.config import NodeConfig
 from meshmsg.core.effects import LinkId, Persist, RecordKind
 from meshmsg.core.events import LinkClosed, PeerConnected
@@ -170,6 +172,8 @@ class NodeHandle:
     discovery_error: str | None
     static: StaticPeers | None
     sink: CheckpointingStorage
+    data_root: Path
+    clocks: ClockWatch = field(default_factory=ClockWatch)
     started_at: float = field(default_factory=time.time)
 
     @property
@@ -261,7 +265,9 @@ async def open_mesh_node(
                     logger.warning("mDNS is off: %s", exc)
             async with trio.open_nursery() as nursery:
                 bridge = PeerBridge(runner)
+                clocks = ClockWatch()
                 nursery.start_soon(bridge.watch)
+                nursery.start_soon(clocks.watch, runner)
                 nursery.start_soon(_checkpoint_loop, sink, config.storage.checkpoint_interval_s)
                 if discovery is not None:
                     nursery.start_soon(bridge.forward, discovery, "mDNS")
@@ -277,6 +283,8 @@ async def open_mesh_node(
                         discovery_error=error,
                         static=static,
                         sink=sink,
+                        data_root=data_dir.root,
+                        clocks=clocks,
                     )
                 finally:
                     nursery.cancel_scope.cancel()

@@ -15,6 +15,7 @@ from meshmsg.core.contacts import Contact
 from meshmsg.core.conversations import StoredMessage
 from meshmsg.core.identity import fingerprint, safety_number, safety_qr_payload
 from meshmsg.core.node import Node
+from meshmsg.core.pacing import outbox_waits
 from meshmsg.core.store import Tier
 from meshmsg.errors import LocalProtocolError
 
@@ -133,13 +134,15 @@ def sessions_view(node: Node) -> list[JSON]:
 
 
 def outbox_view(node: Node) -> JSON:
-    """Own messages not yet delivered, by status."""
+    """Own messages not yet delivered: sealed ones by status, unsealed ones by why they wait
+    (``waiting_for_pairing`` only without a channel; core/pacing.py names the reasons)."""
     counts: dict[str, int] = {}
     for peer_id in node.conversations.peers():
         for message in node.conversations.with_peer(peer_id):
-            if message.outgoing and message.status.name in ("QUEUED", "RELAYED"):
-                key = message.status.name.lower() if message.sealed else "waiting_for_pairing"
+            if message.outgoing and message.sealed and message.status.name in ("QUEUED", "RELAYED"):
+                key = message.status.name.lower()
                 counts[key] = counts.get(key, 0) + 1
+    counts.update({reason: n for reason, (n, _) in outbox_waits(node).items()})
     return counts
 
 

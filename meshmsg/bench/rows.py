@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from meshmsg.bench.daemons import measures as daemon_measures
 from meshmsg.bench.runner import (
     Blocked,
     Condition,
@@ -82,13 +83,16 @@ def link_messages(ctx: Context) -> Figures:
 
 
 def link_setup(ctx: Context) -> Figures:
-    """New authenticated links/s (TCP connect, Noise XX, one record, close), dialed one after
-    another to a child process, next to in-process XX handshakes/s; from
+    """New authenticated links/s (TCP connect, Noise XX, one record, close) to a child process
+    from 4 dialers at once (clients arriving together), and from one dialing one link after
+    another, next to in-process XX handshakes/s; from
     :func:`meshmsg.bench.measure.measure_links` (one repeat per sample)."""
     from meshmsg.bench.measure import measure_links
 
-    result = measure_links(count=ctx.size(300, 50, 20), repeats=1)
-    return {"links_per_s": result["median_per_s"], "limit_handshakes_per_s": result["limit_per_s"]}
+    result = measure_links(count=ctx.size(600, 100, 20), repeats=1, parallel=4)
+    one = measure_links(count=ctx.size(300, 50, 20), repeats=1)
+    return {"links_per_s": result["median_per_s"], "limit_handshakes_per_s": result["limit_per_s"],
+            "one_at_a_time_per_s": one["median_per_s"]}  # fmt: skip
 
 
 # ------------------------------------------------------------------------ durable submits
@@ -345,11 +349,12 @@ MEASURES: Final[tuple[Measure, ...]] = (
     ),
     Measure(
         name="link-setup",
-        title="new authenticated links/s between two processes",
+        title="new authenticated links/s between two processes, 4 dialers at once",
         figure="links_per_s", unit="links/s", fmt=per_s,
         run=link_setup, limit="limit_handshakes_per_s",
         limit_title="in-process Noise XX handshakes/s",
         goal=(Condition("ratio", ">=", 0.5),), goal_text="ratio ≥ 0.5",
+        details=(("one_at_a_time_per_s", "one dialer, one link at a time:", per_s),),
         repeats=3, quick_repeats=1, blocked=net_blocked,
     ),
     Measure(
@@ -363,6 +368,7 @@ MEASURES: Final[tuple[Measure, ...]] = (
                  ("nondurable_submits_per_s", "synchronous=NORMAL (no fsync):", per_s)),
         repeats=3, quick_repeats=1,
     ),
+    *daemon_measures(),
     Measure(
         name="sync",
         title="sync overhead, 100k vs 100k stores differing by 100 (bytes both ways)",

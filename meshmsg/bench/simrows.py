@@ -46,7 +46,12 @@ def _quick_scenario(policy: str) -> Any:
 class NullNode:
     """A node that does nothing: the engine replays the trace with no protocol attached."""
 
-    def link_opened(self, link: int, *, initiator: bool, now: float) -> None:
+    def peer_discovered(self, address: str, *, now: float) -> None:
+        return None  # the simulator has no discovery: links come from the contact trace
+
+    def link_opened(
+        self, link: int, *, initiator: bool, now: float, address: str | None = None
+    ) -> None:
         return None
 
     def receive_data(self, link: int, data: bytes, *, now: float) -> None:

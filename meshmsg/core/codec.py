@@ -22,15 +22,16 @@ META        ``b"receipt:"`` ‖ peer   Receipt naming the one message (a receipt
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
+from meshmsg.config import NodeConfig
 from meshmsg.core.contacts import Contact
 from meshmsg.core.conversations import StoredMessage
 from meshmsg.core.e2e import ContactChannel
 from meshmsg.core.effects import RecordKind, StoredRecord
 from meshmsg.core.envelope import parse_envelope
 from meshmsg.core.events import MessageStatus
-from meshmsg.core.identity import PublicIdentity
+from meshmsg.core.identity import Identity, PublicIdentity
 from meshmsg.core.records import (
     INNER_RECORDS,
     STORAGE_RECORDS,
@@ -43,6 +44,8 @@ from meshmsg.core.records import (
     TimelineEntry,
     TombstoneState,
 )
+from meshmsg.core.rng import Rng
+from meshmsg.core.state import NodeState
 from meshmsg.core.store import StoreItem, Tier
 from meshmsg.core.tombstones import Tombstone
 from meshmsg.core.wire import Record, decode_records, encode_record
@@ -53,9 +56,6 @@ from meshmsg.errors import (
     KeystoreError,
     StorageError,
 )
-
-if TYPE_CHECKING:
-    from meshmsg.core.node import Node
 
 __all__ = ["RecordKind"]
 
@@ -127,9 +127,9 @@ def owed_receipt_record(peer_id: bytes, kind: int, message_id: bytes) -> StoredR
 # ---------------------------------------------------------------------------------- restore
 
 
-def _decode_one(record: StoredRecord, node: Node) -> Record:
+def _decode_one(record: StoredRecord, state: NodeState) -> Record:
     try:
-        decoded = decode_records(record.value, STORAGE_RECORDS, node.config.wire)
+        decoded = decode_records(record.value, STORAGE_RECORDS, state.config.wire)
     except DecodeError as exc:
         raise StorageError(f"persisted {record.kind.name} record is damaged: {exc}") from exc
     if len(decoded) != 1:
@@ -137,65 +137,90 @@ def _decode_one(record: StoredRecord, node: Node) -> Record:
     return decoded[0]
 
 
-def restore_node(node: Node, records: Iterable[StoredRecord], now: float) -> None:
-    """Rebuild ``node``'s state from persisted records (any order). Raises StorageError."""
+@dataclass(slots=True, kw_only=True)
+class OwedReceipt:
+    """A receipt owed before a restart, to be queued again."""
+
+    peer_id: bytes
+    kind: int
+    message_id: bytes
+
+
+@dataclass(slots=True, kw_only=True, eq=False)
+class Restored:
+    """A node's state rebuilt from its records, and what its parts must take over."""
+
+    state: NodeState
+    owed_receipts: list[OwedReceipt] = field(default_factory=list)
+    empty: bool = True  # no record at all: a first start
+
+
+def restore_state(
+    records: Iterable[StoredRecord],
+    *,
+    identity: Identity,
+    config: NodeConfig,
+    rng: Rng,
+    one_mode: bool = False,
+) -> Restored:
+    """Rebuild a node's state from persisted records (any order). Raises StorageError."""
+    state = NodeState.empty(identity=identity, config=config, rng=rng, one_mode=one_mode)
     by_kind: dict[RecordKind, list[StoredRecord]] = {kind: [] for kind in RecordKind}
     for record in records:
         by_kind[record.kind].append(record)
     for record in by_kind[RecordKind.CONTACT]:
-        _restore_contact(node, record)
+        _restore_contact(state, record)
     for record in by_kind[RecordKind.CHANNEL]:
-        _restore_channel(node, record)
+        _restore_channel(state, record)
     for record in by_kind[RecordKind.TOMBSTONE]:
-        _restore_tombstone(node, record)
-    if node.config.message.purge_on_delivery:
+        _restore_tombstone(state, record)
+    if config.message.purge_on_delivery:
         # After every token is in (the table keeps the newest within its bound), so the
         # reconciliation set names only tokens we still hold.
-        for stone in node.tombstones:
-            node.items.add(stone.item_id, int(stone.expiry_at))
+        for stone in state.tombstones:
+            state.items.add(stone.item_id, int(stone.expiry_at))
     for record in by_kind[RecordKind.ENVELOPE]:
-        _restore_envelope(node, record)
+        _restore_envelope(state, record)
     for record in by_kind[RecordKind.MESSAGE]:
-        _restore_message(node, record)
+        _restore_message(state, record)
+    restored = Restored(state=state, empty=not any(by_kind.values()))
     for record in by_kind[RecordKind.META]:
         if record.key == ROUTER_KEY:
-            _restore_router(node, record)
+            _restore_router(state, record)
         elif record.key.startswith(RECEIPT_KEY):
-            _restore_owed_receipt(node, record, now)
-    if any(by_kind.values()):
-        node.exchange.on_timer(now)  # expire what died while we were down
+            restored.owed_receipts.append(_restore_owed_receipt(state, record))
+    return restored
 
 
-def _restore_contact(node: Node, record: StoredRecord) -> None:
-    state = _decode_one(record, node)
+def _restore_contact(into: NodeState, record: StoredRecord) -> None:
+    state = _decode_one(record, into)
     if not isinstance(state, ContactState):
         raise StorageError("CONTACT record holds another type")
     try:
         public = PublicIdentity.from_bytes(state.public)
     except InvalidContactCode as exc:
         raise StorageError(f"persisted contact is damaged: {exc}") from exc
-    node.contacts.add(
+    into.contacts.add(
         Contact(public=public, name=state.name, verified=state.verified, blocked=state.blocked,
                 added_at=state.added_at / _MS)
     )  # fmt: skip
 
 
-def _restore_channel(node: Node, record: StoredRecord) -> None:
-    contact = node.contacts.get(record.key)
+def _restore_channel(state: NodeState, record: StoredRecord) -> None:
+    contact = state.contacts.get(record.key)
     if contact is None:
         return  # the contact was removed after this channel was written
     try:
-        channel = ContactChannel.from_bytes(record.value, limits=node.config.message)
+        channel = ContactChannel.from_bytes(record.value, limits=state.config.message)
     except KeystoreError as exc:
         raise StorageError(f"persisted key state is damaged: {exc}") from exc
     contact.channel = channel
-    node.erasure.note_restored(contact.peer_id, channel)
-    channel.register(node.tags, contact.peer_id)
-    node.note_channel_deadline(channel.next_deadline())
+    state.erasure.note_restored(contact.peer_id, channel)
+    channel.register(state.tags, contact.peer_id)
 
 
-def _restore_tombstone(node: Node, record: StoredRecord) -> None:
-    state = _decode_one(record, node)
+def _restore_tombstone(into: NodeState, record: StoredRecord) -> None:
+    state = _decode_one(record, into)
     if not isinstance(state, TombstoneState):
         raise StorageError("TOMBSTONE record holds another type")
     # Only believed tokens are persisted; their tier is not (the record predates tiers): a
@@ -203,16 +228,16 @@ def _restore_tombstone(node: Node, record: StoredRecord) -> None:
     stone = Tombstone(
         token=state.token, tag=record.key, expiry_at=state.expiry_at / _MS, tier=Tier.VERIFIED
     )
-    node.tombstones.add(stone)
+    into.tombstones.add(stone)
 
 
-def _restore_envelope(node: Node, record: StoredRecord) -> None:
-    state = _decode_one(record, node)
+def _restore_envelope(into: NodeState, record: StoredRecord) -> None:
+    state = _decode_one(record, into)
     if not isinstance(state, EnvelopeState):
         raise StorageError("ENVELOPE record holds another type")
     try:
         envelope = parse_envelope(
-            state.envelope, buckets=node.config.message.envelope_size_buckets
+            state.envelope, buckets=into.config.message.envelope_size_buckets
         )
     except InvalidMessage as exc:
         raise StorageError(f"persisted envelope is damaged: {exc}") from exc
@@ -222,12 +247,12 @@ def _restore_envelope(node: Node, record: StoredRecord) -> None:
         tier=Tier(state.tier), source=state.source, received_at=state.received_at / _MS,
         route_hint=state.route_hint,
     )  # fmt: skip
-    node.store.restore(item)
-    node.items.add(item.envelope_id, int(item.expiry_at))
+    into.store.restore(item)
+    into.items.add(item.envelope_id, int(item.expiry_at))
 
 
-def _restore_message(node: Node, record: StoredRecord) -> None:
-    state = _decode_one(record, node)
+def _restore_message(into: NodeState, record: StoredRecord) -> None:
+    state = _decode_one(record, into)
     if not isinstance(state, MessageState):
         raise StorageError("MESSAGE record holds another type")
     message = StoredMessage(
@@ -238,12 +263,12 @@ def _restore_message(node: Node, record: StoredRecord) -> None:
         timeline=[(MessageStatus(e.status), e.at / _MS) for e in state.timeline],
         envelope_id=state.envelope_id, sealed=state.sealed, hops=state.hops, epoch=state.epoch,
     )  # fmt: skip
-    node.conversations.add(message)
+    into.conversations.add(message)
 
 
-def _restore_owed_receipt(node: Node, record: StoredRecord, now: float) -> None:
+def _restore_owed_receipt(state: NodeState, record: StoredRecord) -> OwedReceipt:
     try:
-        decoded = decode_records(record.value, INNER_RECORDS, node.config.wire)
+        decoded = decode_records(record.value, INNER_RECORDS, state.config.wire)
     except DecodeError as exc:
         raise StorageError(f"persisted owed receipt is damaged: {exc}") from exc
     peer_id = record.key[len(RECEIPT_KEY) : len(RECEIPT_KEY) + _ID_BYTES]
@@ -252,12 +277,12 @@ def _restore_owed_receipt(node: Node, record: StoredRecord, now: float) -> None:
         raise StorageError("META receipt record holds another value")
     if record.key != owed_receipt_key(peer_id, receipt.status, receipt.message_ids[0]):
         raise StorageError("META receipt record does not match its key")
-    node.exchange.owe_receipt(peer_id, receipt.status, receipt.message_ids[0], now)
+    return OwedReceipt(peer_id=peer_id, kind=receipt.status, message_id=receipt.message_ids[0])
 
 
-def _restore_router(node: Node, record: StoredRecord) -> None:
-    state = _decode_one(record, node)
+def _restore_router(into: NodeState, record: StoredRecord) -> None:
+    state = _decode_one(record, into)
     if not isinstance(state, RouterState):
         raise StorageError("META router record holds another type")
     preds = {e.route: e.p / 1e9 for e in state.entries}
-    node.router.import_state(None if state.aged_at is None else state.aged_at / _MS, preds)
+    into.router.import_state(None if state.aged_at is None else state.aged_at / _MS, preds)

@@ -58,6 +58,7 @@ from typing import Final
 import nacl.bindings
 
 from meshmsg.config import MessageLimits
+from meshmsg.core.cursor import ByteCursor
 from meshmsg.core.envelope import (
     Envelope,
     check_limits,
@@ -542,6 +543,13 @@ class ContactChannel:
         self.advance(now)
         return self._limits.max_messages_per_period - self._send.counter
 
+    def remaining(self, now: float) -> int:
+        """What :meth:`capacity` would say, without moving the clock (views and pacing must
+        not ratchet keys: a change made outside ``advance`` callers is never persisted)."""
+        if period_of(max(self._clock, now), self._limits) > self._send.period:
+            return self._limits.max_messages_per_period  # a new period: a full budget
+        return self._limits.max_messages_per_period - self._send.counter
+
     def seal(self, inner: bytes, now: float, ttl_s: float, rng: Rng) -> Sealed:
         """Seal ``inner`` for the contact. The Node persists :meth:`to_bytes` together with
         the envelope before transmitting it (a counter must never be reused after a crash).
@@ -866,26 +874,16 @@ class _Writer:
             self.put("QI", period, count)
 
 
-class _Reader:
+class _Reader(ByteCursor):
     """Strict cursor over state bytes: every short read or bound is a KeystoreError."""
 
-    __slots__ = ("data", "offset")
+    __slots__ = ()
 
     def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.offset = 0
-
-    def raw(self, n: int) -> bytes:
-        if self.offset + n > len(self.data):
-            raise KeystoreError("channel state is truncated")
-        self.offset += n
-        return self.data[self.offset - n : self.offset]
-
-    def uint(self, size: int) -> int:
-        return int.from_bytes(self.raw(size), "big")
+        super().__init__(data, error=KeystoreError, truncated="channel state is truncated")
 
     def real(self) -> float:
-        value: float = struct.unpack(">d", self.raw(8))[0]
+        value: float = struct.unpack(">d", self.take(8))[0]
         if not math.isfinite(value) or value < 0:
             raise KeystoreError("channel state holds a bad time")
         return value
@@ -938,20 +936,20 @@ def _encode(ch: ContactChannel) -> bytes:
 
 def _decode(cls: type[ContactChannel], data: bytes, limits: MessageLimits) -> ContactChannel:
     r = _Reader(data)
-    if r.raw(4) != _MAGIC or r.uint(1) != _STATE_VERSION:
+    if r.take(4) != _MAGIC or r.uint(1) != _STATE_VERSION:
         raise KeystoreError("not a channel state of format version 1")
     flags = r.uint(1)
     if flags > 1:
         raise KeystoreError("channel state has unknown flags")
     ch = cls(limits, is_a=bool(flags), clock=r.real())
     ch._epoch = r.uint(4)
-    ch._confirmation = r.raw(CONFIRM_BYTES)
+    ch._confirmation = r.take(CONFIRM_BYTES)
     n_heal = r.count(1, 2, "heal keys")
-    ch._heal_keys = {r.uint(4): r.raw(32) for _ in range(n_heal)}
+    ch._heal_keys = {r.uint(4): r.take(32) for _ in range(n_heal)}
     span = ch._span() + 1
     cap = limits.max_messages_per_period
     ch._send = _SendChain(
-        epoch=r.uint(4), start=r.uint(8), period=r.uint(8), key=r.raw(32), tag_key=r.raw(32),
+        epoch=r.uint(4), start=r.uint(8), period=r.uint(8), key=r.take(32), tag_key=r.take(32),
         counter=r.uint(4), counts=r.counts(span, cap),
     )  # fmt: skip
     send = ch._send
@@ -968,14 +966,14 @@ def _decode(cls: type[ContactChannel], data: bytes, limits: MessageLimits) -> Co
         raise KeystoreError("channel state lacks its current receive epoch")
     n_expired = r.count(2, limits.max_expired_tags, "expired tags")
     for _ in range(n_expired):
-        tag, until = r.raw(16), r.real()
+        tag, until = r.take(16), r.real()
         epoch_no, period, counter, reported = r.uint(4), r.uint(8), r.uint(4), r.uint(1)
         if reported > 1:
             raise KeystoreError("channel state has a bad reported flag")
         ch._expired[tag] = _ExpiredTag(
             until=until, epoch=epoch_no, period=period, counter=counter, reported=bool(reported)
         )
-    if len(ch._expired) != n_expired or r.offset != len(data):
+    if len(ch._expired) != n_expired or not r.at_end():
         raise KeystoreError("channel state has duplicate tags or trailing bytes")
     ch._reindex()
     return ch
@@ -991,10 +989,10 @@ def _decode_epoch(r: _Reader, limits: MessageLimits, span: int) -> _RecvEpoch:
         p_last, counts_from = r.uint(8), r.uint(8)
         epoch.pending = _Final(last=p_last, counts_from=counts_from, counts=r.counts(span, cap))
     for _ in range(r.count(1, span, "periods")):
-        period, key, tag_key = r.uint(8), r.raw(32), r.raw(32)
+        period, key, tag_key = r.uint(8), r.take(32), r.take(32)
         slot = _Slot(period, key, tag_key, limit=0)
         slot.base, slot.limit = r.uint(4), r.uint(4)
-        slot.seen = int.from_bytes(r.raw(r.uint(2)), "little")
+        slot.seen = int.from_bytes(r.take(r.uint(2)), "little")
         n_skipped = r.count(2, limits.max_skipped_per_period, "skipped counters")
         skipped = [r.uint(4) for _ in range(n_skipped)]
         window = min(limits.tag_window, slot.limit - slot.base)

@@ -23,6 +23,8 @@ class Transmit:
 
     ``envelopes`` counts the envelope transfers inside, so a link model can pace them (the
     simulator's ONE mode charges one transfer step per envelope); it is 0 for control traffic.
+    It is a simulator concern kept in the core on purpose: the frames are encrypted, so only
+    the core knows how many envelopes they carry. The trio driver ignores it.
     """
 
     link: LinkId

@@ -39,6 +39,7 @@ import nacl.signing
 
 from meshmsg.config import CONTACT_HINT_MAX_BYTES, CONTACT_MAX_HINTS, CONTACT_NAME_MAX_BYTES
 from meshmsg.core.address import HINT, parse_address
+from meshmsg.core.cursor import ByteCursor
 from meshmsg.core.rng import Rng
 from meshmsg.errors import InvalidContactCode, KeystoreError
 
@@ -360,26 +361,6 @@ def _strip_prefix(text: str) -> str:
     raise InvalidContactCode(f"not a meshmsg contact code: it should start with {CONTACT_PREFIX!r}")
 
 
-class _Reader:
-    """Bounds-checked cursor over a contact code payload."""
-
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes, pos: int) -> None:
-        self.data = data
-        self.pos = pos
-
-    def take(self, n: int) -> bytes:
-        if self.pos + n > len(self.data):
-            raise InvalidContactCode("contact code is truncated")
-        chunk = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return chunk
-
-    def take_sized(self) -> bytes:
-        return self.take(self.take(1)[0])
-
-
 def _announced_length(data: bytes) -> int:
     """The total length the length bytes announce, as far as ``data`` reaches (a lower bound)."""
     pos = PUBLIC_BYTES
@@ -398,8 +379,10 @@ def _announced_length(data: bytes) -> int:
 
 def _parse_extras(body: bytes) -> tuple[str | None, tuple[str, ...]]:
     """Parse name and hints after the public identity; ``body`` excludes the checksum."""
-    reader = _Reader(body, PUBLIC_BYTES)
-    name_bytes = reader.take_sized()
+    reader = ByteCursor(
+        body, error=InvalidContactCode, truncated="contact code is truncated", start=PUBLIC_BYTES
+    )
+    name_bytes = reader.take(reader.u8())
     if len(name_bytes) > CONTACT_NAME_MAX_BYTES:
         raise InvalidContactCode(f"display name is longer than {CONTACT_NAME_MAX_BYTES} bytes")
     try:
@@ -408,12 +391,11 @@ def _parse_extras(body: bytes) -> tuple[str | None, tuple[str, ...]]:
         raise InvalidContactCode("display name is not valid UTF-8") from exc
     if name is not None:
         _check_name(name)
-    hint_count = reader.take(1)[0]
+    hint_count = reader.u8()
     if hint_count > CONTACT_MAX_HINTS:
         raise InvalidContactCode(f"at most {CONTACT_MAX_HINTS} address hints")
-    raw_hints = [reader.take_sized() for _ in range(hint_count)]
-    if reader.pos != len(body):
-        raise InvalidContactCode("trailing bytes after the address hints")
+    raw_hints = [reader.take(reader.u8()) for _ in range(hint_count)]
+    reader.expect_end("trailing bytes after the address hints")
     if any(not raw.isascii() for raw in raw_hints):
         raise InvalidContactCode("bad hint: not ASCII")
     hints = tuple(raw.decode("ascii") for raw in raw_hints)

@@ -2,9 +2,13 @@
 
 Theory of operation
 -------------------
-A ``Node`` owns everything one device knows: its identity, contacts and their end-to-end key
-state, the relay store, the routing state, conversations, and one :class:`~meshmsg.core.link.Link`
-per open transport. It never does I/O: drivers feed it *inputs* and carry out its *effects*.
+A ``Node`` owns everything one device knows (a :class:`~meshmsg.core.state.NodeState`: its
+identity, contacts and their end-to-end key state, the relay store, the routing state,
+conversations, and one :class:`~meshmsg.core.link.Link` per open transport) and the
+:class:`~meshmsg.core.outbox.Outbox` its output waits in. It never does I/O: drivers feed it
+*inputs* and carry out its *effects* (:class:`~meshmsg.core.driver.DriverInterface`). What is
+said at a meeting, and what happens to mail, is decided by the parts of
+:mod:`meshmsg.core.exchange`; the node runs the links and hands them the records.
 
 Contract (docs/architecture.md): after any input, the driver drains :meth:`next_effect` and
 :meth:`next_event` until they return ``None``, then re-reads :meth:`next_deadline` and calls
@@ -29,55 +33,44 @@ driver or application misused the node.
 from __future__ import annotations
 
 import hashlib
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
 
 from meshmsg.config import NodeConfig
 from meshmsg.core import codec
 from meshmsg.core.contacts import Contact, ContactBook
-from meshmsg.core.conversations import Conversations, StoredMessage
+from meshmsg.core.conversations import Conversations
+from meshmsg.core.driver import DriverInterface
 from meshmsg.core.e2e import ContactChannel, TagIndex, new_key_share
-from meshmsg.core.effects import (
-    CloseLink,
-    Dial,
-    Effect,
-    LinkId,
-    Persist,
-    RecordKind,
-    StoredRecord,
-    Transmit,
-)
-from meshmsg.core.erasure import KeyErasure
-from meshmsg.core.events import (
-    ContactHealed,
-    ContactPaired,
-    DropReason,
-    EnvelopeDropped,
-    Event,
-    LinkClosed,
-    MessageStatus,
-    MessageStatusChanged,
-    PeerConnected,
-)
-from meshmsg.core.exchange import Exchange
+from meshmsg.core.effects import Effect, LinkId, RecordKind, StoredRecord
+from meshmsg.core.events import Event, LinkClosed, PeerConnected
+from meshmsg.core.exchange.dispatch import Exchange
 from meshmsg.core.identity import ContactCard, Identity
 from meshmsg.core.itemset import ItemSet
-from meshmsg.core.link import Link, LinkState, PeerHandshake, PeerVerdict
+from meshmsg.core.link import Link, LinkState, PeerVerdict
 from meshmsg.core.noise import StaticKey
+from meshmsg.core.outbox import Outbox
+from meshmsg.core.pacing import LIVE_HEAL
 from meshmsg.core.records import SESSION_RECORDS, Hello, IdentityProof
 from meshmsg.core.rng import Rng
-from meshmsg.core.routing import make_router, route_id
+from meshmsg.core.routing import Router
 from meshmsg.core.session import PeerSession
-from meshmsg.core.store import RelayStore, StoreItem
+from meshmsg.core.store import RelayStore
 from meshmsg.core.tombstones import Tombstones
 from meshmsg.core.wire import Record
 from meshmsg.errors import CloseReason, LocalProtocolError, RemoteProtocolError
 
-CAPABILITIES = (1,)  # 1 = sync v1 (reconciliation, offer/reply, transfer, custody, purge)
+# 1 = sync v1 (reconciliation, offer/reply, transfer, custody, purge); 2 = LIVE_HEAL: a
+# KeyExchange after the meeting's exchange is answered (core/pacing.py, issue #17)
+CAPABILITIES = (1, LIVE_HEAL)
 
 
 class Node:
-    """One meshmsg node, sans-IO. See the module docstring for the driver contract."""
+    """One meshmsg node, sans-IO. See the module docstring for the driver contract.
+
+    Its public surface is the driver inputs and outputs (:class:`~meshmsg.core.driver.
+    DriverInterface`), the user commands, and read-only views of its state (listed in
+    docs/architecture.md, "Node's public surface").
+    """
 
     def __init__(
         self,
@@ -97,58 +90,97 @@ class Node:
             rng: the randomness source (a CSPRNG in production, seeded in the simulator).
             now: current time in seconds (any epoch, but the same one for every input).
             records: everything earlier ``Persist`` effects committed, in any order.
-            one_mode: ONE-simulator compatible buffers (drop-oldest, no tiers), for research.
+            one_mode: ONE-simulator compatible relay store (drop-oldest, no trust tiers), for
+                research: the simulator compares the production code with the ONE's reports,
+                and the store's eviction rule is the one difference a driver cannot supply
+                from outside (see docs/architecture.md, "Simulator concerns in the core").
 
         Raises:
             StorageError: a persisted record could not be decoded.
         """
-        self.identity = identity
-        self.config = config
-        self.rng = rng
-        self.now = now  # the latest time an input told us; used only to stamp queued output
-        self.contacts = ContactBook(config.message.max_contacts)
-        self.tags = TagIndex(max_contacts=config.message.max_contacts)
-        self.store = RelayStore(config.store, one_mode=one_mode)
-        self.items = ItemSet()
-        self.erasure = KeyErasure()
-        self.tombstones = Tombstones(config.message.dedup_entries, config.store)
-        self.router = make_router(config.routing, route_id(identity.public.identity_key))
-        self.conversations = Conversations()
-        self.sessions: dict[LinkId, PeerSession] = {}
-        self._effects: deque[Effect] = deque()
-        self._events: deque[Event] = deque()
-        self._next_token = 1
-        self._on_commit: dict[int, list[Callable[[float], None]]] = {}
-        self._uncommitted: set[bytes] = set()  # envelope ids not yet durable: not offered
-        # Earliest key-schedule deadline over all contacts. Recomputed whenever channels are
-        # advanced; may only be earlier than the truth (an early wake-up is harmless), which
-        # keeps next_deadline() O(links) instead of O(contacts) on the driver's hot path.
-        self.channels_due_at: float | None = None
-        self.exchange = Exchange(self)
+        restored = codec.restore_state(
+            records, identity=identity, config=config, rng=rng, one_mode=one_mode
+        )
+        self._state = restored.state
+        state = self._state
+        self._out = Outbox(now, erases=lambda puts: state.erasure.erases(puts, state.contacts))
+        self._exchange = Exchange(self._state, self._out)
         self._noise_static = StaticKey(identity.noise_private)  # prepared once, used per link
         self._handshake_records: list[Record] = [
             Hello(version=1, capabilities=CAPABILITIES, agent="meshmsg"),
             IdentityProof(public=identity.public.to_bytes()),
         ]
-        codec.restore_node(self, records, now)
+        for owed in restored.owed_receipts:
+            self._exchange.receipts.owe(owed.peer_id, owed.kind, owed.message_id, now)
+        if not restored.empty:
+            self._exchange.on_timer(now)  # expire what died while we were down
+
+    # ========================================================= read-only views
+
+    @property
+    def identity(self) -> Identity:
+        return self._state.identity
+
+    @property
+    def config(self) -> NodeConfig:
+        return self._state.config
+
+    @property
+    def contacts(self) -> ContactBook:
+        return self._state.contacts
+
+    @property
+    def conversations(self) -> Conversations:
+        return self._state.conversations
+
+    @property
+    def store(self) -> RelayStore:
+        return self._state.store
+
+    @property
+    def sessions(self) -> Mapping[LinkId, PeerSession]:
+        """Open links by driver id (read them; the node alone opens and closes them)."""
+        return self._state.sessions
+
+    @property
+    def tags(self) -> TagIndex:
+        return self._state.tags
+
+    @property
+    def items(self) -> ItemSet:
+        return self._state.items
+
+    @property
+    def tombstones(self) -> Tombstones:
+        return self._state.tombstones
+
+    @property
+    def router(self) -> Router:
+        return self._state.router
+
+    @property
+    def now(self) -> float:
+        """The latest time an input told us (what read-only views such as
+        :func:`~meshmsg.core.pacing.outbox_waits` judge by)."""
+        return self._out.now
 
     # ================================================================ outputs
 
     def next_effect(self) -> Effect | None:
         """The next thing the driver must do, or None."""
-        return self._effects.popleft() if self._effects else None
+        return self._out.next_effect()
 
     def next_event(self) -> Event | None:
         """The next fact to report to the application, or None."""
-        return self._events.popleft() if self._events else None
+        return self._out.next_event()
 
     def next_deadline(self) -> float | None:
         """Absolute time by which :meth:`handle_timer` must be called, or None."""
-        deadlines = [s.link.next_deadline() for s in self.sessions.values()]
-        deadlines.append(self.store.next_expiry())
-        deadlines.append(self.exchange.next_deadline())
-        deadlines.append(self.conversations.next_expiry())
-        deadlines.append(self.channels_due_at)
+        state = self._state
+        deadlines = [s.link.next_deadline() for s in state.sessions.values()]
+        deadlines.append(state.store.next_expiry())
+        deadlines.append(self._exchange.next_deadline())
+        deadlines.append(state.conversations.next_expiry())
         present = [d for d in deadlines if d is not None]
         return min(present) if present else None
 
@@ -162,7 +194,7 @@ class Node:
         Raises:
             LocalProtocolError: the contact list is full, or the card is our own.
         """
-        self.now = now
+        self._out.now = now
         if card.peer_id == self.identity.peer_id:
             raise LocalProtocolError("that contact code is our own")
         existing = self.contacts.get(card.peer_id)
@@ -174,32 +206,33 @@ class Node:
         else:
             contact = Contact(public=card.public, name=display, verified=verified, added_at=now)
             self.contacts.add(contact)
-        self.persist([codec.contact_record(contact)])
+        self._out.persist([codec.contact_record(contact)])
         return contact
 
     def set_verified(self, peer_id: bytes, verified: bool, *, now: float) -> None:
-        self.now = now
+        self._out.now = now
         contact = self.contacts.require(peer_id)
         contact.verified = verified
-        self.persist([codec.contact_record(contact)])
+        self._out.persist([codec.contact_record(contact)])
 
     def set_blocked(self, peer_id: bytes, blocked: bool, *, now: float) -> None:
-        self.now = now
+        self._out.now = now
         contact = self.contacts.require(peer_id)
         contact.blocked = blocked
-        self.persist([codec.contact_record(contact)])
+        self._out.persist([codec.contact_record(contact)])
         if blocked:
-            for link, session in list(self.sessions.items()):
+            for link, session in list(self._state.sessions.items()):
                 if session.peer_id == peer_id:
                     self._close(link, CloseReason.PEER_BLOCKED, "contact blocked", now)
 
     def remove_contact(self, peer_id: bytes, *, now: float) -> None:
-        self.now = now
+        self._out.now = now
         contact = self.contacts.require(peer_id)
         if contact.channel is not None:
             self.tags.forget_contact(peer_id)
         self.contacts.remove(peer_id)
-        self.persist([], deletes=[(RecordKind.CONTACT, peer_id), (RecordKind.CHANNEL, peer_id)])
+        deletes = [(RecordKind.CONTACT, peer_id), (RecordKind.CHANNEL, peer_id)]
+        self._out.persist([], deletes=deletes)
 
     def send_message(
         self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None
@@ -213,13 +246,13 @@ class Node:
             LocalProtocolError: unknown contact, or a TTL over the configured maximum.
             InvalidMessage: the body is larger than ``max_body_bytes``.
         """
-        self.now = now
-        return self.exchange.send_text(peer_id, body, now=now, ttl_s=ttl_s)
+        self._out.now = now
+        return self._exchange.sending.send_text(peer_id, body, now=now, ttl_s=ttl_s)
 
     def mark_read(self, peer_id: bytes, message_ids: Iterable[bytes], *, now: float) -> None:
         """The user read these received messages: send a read receipt (if receipts are on)."""
-        self.now = now
-        self.exchange.mark_read(peer_id, list(message_ids), now)
+        self._out.now = now
+        self._exchange.receipts.mark_read(peer_id, list(message_ids), now)
 
     # =========================================================== driver inputs
 
@@ -227,25 +260,26 @@ class Node:
         self, link: LinkId, *, initiator: bool, now: float, address: str | None = None
     ) -> None:
         """A transport connected (we dialed: ``initiator``; or we accepted)."""
-        self.now = now
-        if link in self.sessions:
+        self._out.now = now
+        if link in self._state.sessions:
             raise LocalProtocolError(f"link {link} is already open")
         noise_link = Link(
             initiator=initiator,
             static_private=self._noise_static,
             config=self.config,
-            rng=self.rng,
+            rng=self._state.rng,
             now=now,
             handshake_records=self._handshake_records,
-            decide=self._decide,
+            decide=self._exchange.meeting.decide,
             registry=SESSION_RECORDS,
         )
-        self.sessions[link] = PeerSession(link_id=link, link=noise_link, address=address)
-        self._flush(link, now)
+        session = PeerSession(link_id=link, link=noise_link, address=address)
+        self._state.sessions[link] = session
+        self._out.flush(session, now)
 
     def receive_data(self, link: LinkId, data: bytes, *, now: float) -> None:
         """Bytes arrived on ``link``. Never raises for anything the peer sent."""
-        self.now = now
+        self._out.now = now
         session = self._session(link)
         was_handshake = session.link.state is LinkState.HANDSHAKE
         try:
@@ -253,152 +287,68 @@ class Node:
             if was_handshake and session.link.state is LinkState.ESTABLISHED:
                 self._on_established(session, now)
             for record in records:
-                self.exchange.handle(session, record, now)
+                self._exchange.handle(session, record, now)
         except RemoteProtocolError as exc:
-            self._close(link, exc.reason, str(exc), now, tell_peer=False)
+            # A duplicate link is sound: say so, or its dialler counts the close as a failure.
+            duplicate = exc.reason is CloseReason.DUPLICATE_LINK
+            self._close(link, exc.reason, str(exc), now, tell_peer=duplicate)
             return
         if session.link.state is LinkState.CLOSED:
             self._forget(link, session.link.close_reason or CloseReason.NORMAL, "closed by peer")
-            self._effects.append(CloseLink(link=link, reason=CloseReason.NORMAL))
+            self._out.close_link(link, CloseReason.NORMAL)
             return
         self._flush(link, now)
 
     def link_lost(self, link: LinkId, *, now: float) -> None:
         """The transport went away (reset, contact ended). Idempotent for unknown links."""
-        self.now = now
-        if link in self.sessions:
+        self._out.now = now
+        if link in self._state.sessions:
             self._forget(link, CloseReason.LINK_LOST, "transport lost")
 
     def peer_discovered(self, address: str, *, now: float) -> None:
         """Discovery (or a static peer list) reported an address: dial it unless linked."""
-        self.now = now
-        if any(s.address == address for s in self.sessions.values()):
+        self._out.now = now
+        if any(s.address == address for s in self._state.sessions.values()):
             return
-        self._effects.append(Dial(address=address))
+        self._out.dial(address)
 
     def handle_timer(self, *, now: float) -> None:
         """Time passed: timeouts, keepalives, rekeys, expiries, receipts, key rotation."""
-        self.now = now
-        for link, session in list(self.sessions.items()):
+        self._out.now = now
+        for link, session in list(self._state.sessions.items()):
             try:
                 session.link.handle_timer(now)
             except RemoteProtocolError as exc:
                 self._close(link, exc.reason, str(exc), now, tell_peer=False)
                 continue
             self._flush(link, now)
-        self.exchange.on_timer(now)
-        for link in list(self.sessions):
+        self._exchange.on_timer(now)
+        for link in list(self._state.sessions):
             self._flush(link, now)
 
     def storage_committed(self, token: int, *, now: float) -> None:
         """The driver durably committed the ``Persist`` effect with this token."""
-        self.now = now
-        for action in self._on_commit.pop(token, []):
-            action(now)
-        for link in list(self.sessions):
+        self._out.now = now
+        self._out.committed(token, now)
+        for link in list(self._state.sessions):
             self._flush(link, now)
-
-    # ============================================================ internals
-
-    def emit(self, event: Event) -> None:
-        self._events.append(event)
-
-    def persist(
-        self,
-        puts: list[StoredRecord],
-        *,
-        deletes: Iterable[tuple[RecordKind, bytes]] = (),
-        then: Callable[[float], None] | None = None,
-    ) -> int:
-        """Emit one atomic ``Persist``; run ``then`` once the driver confirms it."""
-        token = self._next_token
-        self._next_token += 1
-        deletes = tuple(deletes)
-        erases = self.erasure.erases(puts, self.contacts)  # key state: see core/erasure.py
-        erases = erases or any(kind is RecordKind.CHANNEL for kind, _ in deletes)
-        self._effects.append(
-            Persist(token=token, puts=tuple(puts), deletes=deletes, erases_keys=erases)
-        )
-        if then is not None:
-            self._on_commit.setdefault(token, []).append(then)
-        return token
-
-    def transmit(self, session: PeerSession, records: list[Record], envelopes: int = 0) -> None:
-        """Queue records on a link; envelope-carrying sends may be split for pacing."""
-        if session.link.state is not LinkState.ESTABLISHED:
-            return
-        session.link.send(records)
-        if envelopes:
-            data = session.link.data_to_send(self.now)
-            if data:
-                self._effects.append(Transmit(link=session.link_id, data=data, envelopes=envelopes))
-
-    def admit_item(self, item: StoreItem, now: float) -> bool:
-        """Put an item into the store and the reconciliation set; report evictions."""
-        result = self.store.admit(item, now)
-        for victim in result.evicted:
-            # The store already removed the victims: drop_item would find nothing and skip
-            # the reconciliation set, the stored record and the event.
-            self._forget_item(victim, DropReason.EVICTED)
-        if result.admission.value != "accepted":
-            return False
-        self.items.add(item.envelope_id, int(item.expiry_at))
-        return True
-
-    def drop_item(self, envelope_id: bytes, reason: DropReason) -> None:
-        if self.store.remove(envelope_id) is not None:
-            self._forget_item(envelope_id, reason)
-
-    def _forget_item(self, envelope_id: bytes, reason: DropReason) -> None:
-        """Everything but the store itself lets go of an item that left the store."""
-        self.items.remove(envelope_id)
-        self._uncommitted.discard(envelope_id)
-        self.persist([], deletes=[(RecordKind.ENVELOPE, envelope_id)])
-        self.emit(EnvelopeDropped(envelope_id=envelope_id, reason=reason))
-        self.exchange.room_freed(self.now)
-
-    def offerable(self, envelope_id: bytes) -> bool:
-        return envelope_id not in self._uncommitted
-
-    def mark_uncommitted(self, envelope_id: bytes) -> None:
-        self._uncommitted.add(envelope_id)
-
-    def mark_committed(self, envelope_id: bytes) -> None:
-        self._uncommitted.discard(envelope_id)
-
-    def status_changed(self, message: StoredMessage, status: MessageStatus, now: float) -> None:
-        if self.conversations.advance(message, status, now):
-            self.persist([codec.message_record(message)])
-            self.emit(
-                MessageStatusChanged(
-                    message_id=message.message_id, peer_id=message.peer_id, status=status, at=now
-                )
-            )
-
-    def note_channel_deadline(self, deadline: float) -> None:
-        due = self.channels_due_at
-        self.channels_due_at = deadline if due is None else min(due, deadline)
-
-    def channel_installed(self, contact: Contact, *, healed: bool) -> None:
-        event = ContactHealed if healed else ContactPaired
-        self.emit(event(peer_id=contact.peer_id))
 
     # ------------------------------------------------------------- sessions
 
     def _session(self, link: LinkId) -> PeerSession:
-        session = self.sessions.get(link)
+        session = self._state.sessions.get(link)
         if session is None:
             raise LocalProtocolError(f"unknown link {link}")
         return session
 
-    def _decide(self, peer: PeerHandshake) -> PeerVerdict:
-        return self.exchange.decide(peer)
-
     def _on_established(self, session: PeerSession, now: float) -> None:
         peer = session.link.peer
         assert peer is not None
-        self.exchange.on_established(session, peer, now)
-        self.emit(
+        older = self._exchange.meeting.identify(session, peer)
+        if older is not None:  # this link outranks an older one to the same peer: that goes
+            self._close(older, CloseReason.DUPLICATE_LINK, "duplicate link", now)
+        self._exchange.meeting.begin(session, now)
+        self._out.emit(
             PeerConnected(
                 link=session.link_id,
                 peer_id=session.peer_id or b"",
@@ -407,29 +357,37 @@ class Node:
         )
 
     def _flush(self, link: LinkId, now: float) -> None:
-        session = self.sessions.get(link)
-        if session is None:
-            return
-        data = session.link.data_to_send(now)
-        if data:
-            self._effects.append(Transmit(link=link, data=data))
+        session = self._state.sessions.get(link)
+        if session is not None:
+            self._out.flush(session, now)
 
     def _close(
         self, link: LinkId, reason: CloseReason, detail: str, now: float, *, tell_peer: bool = True
     ) -> None:
-        session = self.sessions.get(link)
+        session = self._state.sessions.get(link)
         if session is None:
             return
         if tell_peer:
             session.link.close(reason, detail)
             self._flush(link, now)
-        self._effects.append(CloseLink(link=link, reason=reason))
+        self._out.close_link(link, reason)
         self._forget(link, reason, detail)
 
     def _forget(self, link: LinkId, reason: CloseReason, detail: str) -> None:
-        session = self.sessions.pop(link)
-        self.exchange.on_closed(session, self.now)
-        self.emit(LinkClosed(link=link, reason=reason, peer_id=session.peer_id, detail=detail))
+        session = self._state.sessions.pop(link)
+        self._exchange.on_closed(session, self._out.now)
+        self._out.emit(LinkClosed(link=link, reason=reason, peer_id=session.peer_id, detail=detail))
+
+    def _install_offline_channel(
+        self, contact: Contact, channel: ContactChannel, now: float
+    ) -> None:
+        """Install keys agreed outside a meeting (:func:`pair_offline`)."""
+        self._out.now = now
+        self._exchange.keys.install(contact, channel, now, healed=False)
+
+
+# The drivers hold a Node as a DriverInterface: mypy --strict checks here that it is one.
+_IS_A_DRIVER_INTERFACE: type[DriverInterface] = Node
 
 
 def pair_offline(a: Node, b: Node, *, now: float) -> None:
@@ -442,8 +400,8 @@ def pair_offline(a: Node, b: Node, *, now: float) -> None:
     """
     contact_b = a.contacts.require(b.identity.peer_id)
     contact_a = b.contacts.require(a.identity.peer_id)
-    secret_a, share_a = new_key_share(a.rng, now, a.config.message, None)
-    secret_b, share_b = new_key_share(b.rng, now, b.config.message, None)
+    secret_a, share_a = new_key_share(a._state.rng, now, a.config.message, None)
+    secret_b, share_b = new_key_share(b._state.rng, now, b.config.message, None)
     binding = hashlib.blake2b(
         a.identity.peer_id + b.identity.peer_id, digest_size=64, person=b"meshmsg-offline"
     ).digest()
@@ -456,5 +414,4 @@ def pair_offline(a: Node, b: Node, *, now: float) -> None:
             our_secret=secret, ours=ours, theirs=theirs, handshake_hash=binding, now=now,
             limits=node.config.message, index=node.tags, peer_id=contact.peer_id,
         )  # fmt: skip
-        node.now = now
-        node.exchange.install_channel(contact, channel, now, healed=False)
+        node._install_offline_channel(contact, channel, now)

@@ -61,6 +61,7 @@ and the session is over (a later call raises :class:`LocalProtocolError`).
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import itertools
 import math
@@ -72,6 +73,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from meshmsg.config import SyncConfig
+from meshmsg.core.cursor import ByteCursor
 from meshmsg.core.itemset import HV_BYTES, ID_BITS, ID_BYTES, Addr, Aggregate, ItemSet, hash_value
 from meshmsg.errors import CloseReason, DecodeError, LocalProtocolError
 
@@ -113,48 +115,14 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-class _Reader:
+def _reader(message: bytes) -> ByteCursor:
     """Strict cursor over one message: every read checks bounds and canonical form."""
-
-    __slots__ = ("_data", "_pos")
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._pos = 0
-
-    def take(self, n: int, what: str) -> bytes:
-        end = self._pos + n
-        if end > len(self._data):
-            raise DecodeError(f"sync message truncated in {what}")
-        chunk = self._data[self._pos : end]
-        self._pos = end
-        return chunk
-
-    def u8(self, what: str) -> int:
-        pos = self._pos
-        if pos >= len(self._data):
-            raise DecodeError(f"sync message truncated in {what}")
-        self._pos = pos + 1
-        return self._data[pos]
-
-    def varint(self, maximum: int, what: str) -> int:
-        value, shift = 0, 0
-        while True:
-            byte = self.u8(what)
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-            if value > maximum:
-                raise DecodeError(f"{what} too large", reason=CloseReason.TOO_LARGE)
-        if shift > 7 and byte == 0:
-            raise DecodeError(f"{what} is not minimally encoded")
-        if value > maximum:
-            raise DecodeError(f"{what} {value} exceeds {maximum}", reason=CloseReason.TOO_LARGE)
-        return value
-
-    def at_end(self) -> bool:
-        return self._pos == len(self._data)
+    return ByteCursor(
+        message,
+        error=DecodeError,
+        truncated="sync message truncated in {what}",
+        too_large=functools.partial(DecodeError, reason=CloseReason.TOO_LARGE),
+    )
 
 
 def _pure_probability(differing: int, fanout: int) -> float:
@@ -430,7 +398,7 @@ class Reconciler:
             raise DecodeError("sync session exceeds its round bound", reason=_LIMIT)
         self._received += 1
         self._bytes_received += len(message)
-        reader = _Reader(message)
+        reader = _reader(message)
         if self._state is _State.NEW:
             self._read_init(reader)
             self._state = _State.RUNNING
@@ -462,7 +430,7 @@ class Reconciler:
         if queued > self._config.max_pending_tasks:
             raise DecodeError("too many pending sync entries", reason=_LIMIT)
 
-    def _read_init(self, r: _Reader) -> None:
+    def _read_init(self, r: ByteCursor) -> None:
         version = r.u8("version")
         if version != VERSION:
             raise DecodeError(f"sync version {version} unsupported", reason=_UNSUPPORTED)
@@ -478,7 +446,7 @@ class Reconciler:
         fp = r.take(self._fp_bytes, "fingerprint")
         self._owe.append(_AnswerSum(_ROOT, count, total, fp))
 
-    def _read_entries(self, r: _Reader) -> None:
+    def _read_entries(self, r: ByteCursor) -> None:
         version = r.u8("version")
         if version != VERSION:
             raise DecodeError(f"sync version {version} unsupported", reason=_UNSUPPORTED)
@@ -740,7 +708,7 @@ class Reconciler:
 
     # ------------------------------------------------------------------------ reading entries
 
-    def _read_entry(self, want: _Awaited, r: _Reader) -> None:
+    def _read_entry(self, want: _Awaited, r: ByteCursor) -> None:
         if isinstance(want, _WantSumAnswer):
             self._read_sum_answer(want, r)
         elif isinstance(want, _WantBitmap):
@@ -752,7 +720,7 @@ class Reconciler:
         else:
             self._read_push(want, r)
 
-    def _read_sum_answer(self, want: _WantSumAnswer, r: _Reader) -> None:
+    def _read_sum_answer(self, want: _WantSumAnswer, r: ByteCursor) -> None:
         kind = r.u8("entry kind")
         if kind == _Kind.EQUAL:
             return
@@ -767,7 +735,7 @@ class Reconciler:
         else:
             raise DecodeError(f"entry kind {kind} cannot answer a SUM")
 
-    def _read_description(self, want: _WantDescription, r: _Reader) -> None:
+    def _read_description(self, want: _WantDescription, r: ByteCursor) -> None:
         kind = r.u8("entry kind")
         if kind == _Kind.SUM:
             count = r.varint(_MAX_COUNT, "count")
@@ -779,7 +747,7 @@ class Reconciler:
         else:
             raise DecodeError(f"entry kind {kind} cannot describe a node")
 
-    def _read_node(self, addr: Addr, kind: int, r: _Reader) -> None:
+    def _read_node(self, addr: Addr, kind: int, r: ByteCursor) -> None:
         if kind in (_Kind.SPLIT, _Kind.SPLIT_IMPURE):
             if addr[0] >= self._max_depth:
                 raise DecodeError("SPLIT of a node that holds a single id")
@@ -790,16 +758,16 @@ class Reconciler:
         ids = self._read_ascending(addr, n, -1, r)
         self._owe.append(_AnswerIds(addr, ids))
 
-    def _read_bitmap(self, want: _WantBitmap, r: _Reader) -> None:
+    def _read_bitmap(self, want: _WantBitmap, r: ByteCursor) -> None:
         for i in self._read_bits(self._fanout, r):
             self._await.append(_WantDescription(self._child(want.addr, i)))
 
-    def _read_ids_reply(self, want: _WantIdsReply, r: _Reader) -> None:
+    def _read_ids_reply(self, want: _WantIdsReply, r: ByteCursor) -> None:
         for i in self._read_bits(len(want.sent), r):
             self._have.add(want.sent[i])
         self._read_extras(want.addr, set(want.sent), r)
 
-    def _read_extras(self, addr: Addr, listed: set[int], r: _Reader) -> None:
+    def _read_extras(self, addr: Addr, listed: set[int], r: ByteCursor) -> None:
         total = r.varint(self._config.max_diff_ids, "extra id count")
         j = r.varint(total, "id count")
         ids = self._read_ascending(addr, j, -1, r)
@@ -809,7 +777,7 @@ class Reconciler:
         if j < total:
             self._await.append(_WantPush(addr, total - j, ids[-1] if ids else -1))
 
-    def _read_push(self, want: _WantPush, r: _Reader) -> None:
+    def _read_push(self, want: _WantPush, r: ByteCursor) -> None:
         j = r.varint(want.remaining, "id count")
         if j == 0:
             raise DecodeError("empty PUSH entry")
@@ -818,7 +786,7 @@ class Reconciler:
         if j < want.remaining:
             self._await.append(_WantPush(want.addr, want.remaining - j, ids[-1]))
 
-    def _read_ascending(self, addr: Addr, n: int, last: int, r: _Reader) -> list[int]:
+    def _read_ascending(self, addr: Addr, n: int, last: int, r: ByteCursor) -> list[int]:
         """``n`` ids of ``addr``, each above ``last`` and the one before it.
 
         Decoded in one pass over one slice; ascending order means checking the first and the
@@ -840,14 +808,14 @@ class Reconciler:
             raise DecodeError("id outside the node it was sent for")
         return ids
 
-    def _read_id(self, addr: Addr, r: _Reader) -> int:
+    def _read_id(self, addr: Addr, r: ByteCursor) -> int:
         low = int.from_bytes(r.take(self._suffix_len(addr[0]), "id"), "big")
         x = self._compose(addr, low)
         if not self._in_node(addr, x):
             raise DecodeError("id outside the node it was sent for")
         return x
 
-    def _read_bits(self, nbits: int, r: _Reader) -> list[int]:
+    def _read_bits(self, nbits: int, r: ByteCursor) -> list[int]:
         data = r.take(self._bitmap_len(nbits), "bitmap")
         value = int.from_bytes(data, "big")
         pad = 8 * len(data) - nbits

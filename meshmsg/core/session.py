@@ -1,8 +1,8 @@
 """Per-link meeting state: who the peer is and how far the sync exchange has come.
 
 One :class:`PeerSession` exists per open link. It holds no logic: the node's
-:class:`~meshmsg.core.exchange.Exchange` reads and advances it. Every collection here is bounded
-by the exchange (offers and transfers by ``SyncConfig``), and everything dies with the link.
+:mod:`meshmsg.core.exchange` parts read and advance it. Every collection here is bounded by
+them (offers and transfers by ``SyncConfig``), and everything dies with the link.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ class KeyExchangeState:
     secret: bytes
     share: KeyShare
     done: bool = False
+    # The peer's matching KeyConfirm came (or, for a pairing, none is due): a live heal may follow
+    # without a late KeyConfirm meeting the newer exchange (core/pacing.py, issue #17).
+    confirmed: bool = False
 
 
 @dataclass(slots=True, kw_only=True)
@@ -57,3 +60,6 @@ class PeerSession:
     # the peer took mail addressed to it, since that moves its tag window to later counters.
     declined: dict[bytes, None] = field(default_factory=dict)
     peer_has: set[bytes] = field(default_factory=set)  # ids the peer told us it holds
+    # Items that became durable while this link was still reconciling: offered when it ends
+    # (core/lateoffers.py, issue #17.2). At most the node's own item set.
+    parked: dict[bytes, None] = field(default_factory=dict)

@@ -62,7 +62,7 @@ class StoreItem:
     received_at: float
     route_hint: bytes | None = None
     seq: int = field(default=0)  # arrival order: deterministic oldest-first eviction
-    # The Offer entry (id, tag) for this item, built on first use (Exchange._offer_entry).
+    # The Offer entry (id, tag) for this item, built on first use (exchange.sync._offer_entry).
     offer_entry: OfferEntry | None = field(default=None, compare=False, repr=False)
     # Copies promised to transfers still in flight on some link (Spray-and-Wait's budget is
     # ``copies - reserved``, so simultaneous links cannot each hand out half). Not persisted:

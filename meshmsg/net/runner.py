@@ -78,6 +78,7 @@ import outcome
 import trio
 
 from meshmsg.config import NetConfig
+from meshmsg.core.driver import DriverInterface, apply_persist
 from meshmsg.core.effects import (
     CloseLink,
     Dial,
@@ -93,30 +94,6 @@ from meshmsg.errors import StorageError, TransportError
 from meshmsg.net.tcp import Connection, format_address, parse_address
 
 # --- interfaces ------------------------------------------------------------------------------
-
-
-class DrivenNode(Protocol):
-    """What the runner needs of a node: the driver half of ``meshmsg.core.node.Node``."""
-
-    def link_opened(
-        self, link: LinkId, *, initiator: bool, now: float, address: str | None = None
-    ) -> None: ...
-
-    def receive_data(self, link: LinkId, data: bytes, *, now: float) -> None: ...
-
-    def link_lost(self, link: LinkId, *, now: float) -> None: ...
-
-    def peer_discovered(self, address: str, *, now: float) -> None: ...
-
-    def handle_timer(self, *, now: float) -> None: ...
-
-    def storage_committed(self, token: int, *, now: float) -> None: ...
-
-    def next_effect(self) -> Effect | None: ...
-
-    def next_event(self) -> Event | None: ...
-
-    def next_deadline(self) -> float | None: ...
 
 
 class PersistSink(Protocol):
@@ -155,7 +132,7 @@ class PeerSource(Protocol[H]):
 
 
 Connect = Callable[[str, int], Awaitable[trio.abc.HalfCloseableStream]]
-N = TypeVar("N", bound=DrivenNode)
+N = TypeVar("N", bound=DriverInterface)
 T = TypeVar("T")
 
 
@@ -170,11 +147,14 @@ class MemoryStorage:
         self.applied: list[int] = []  # tokens, in commit order
 
     def apply(self, persist: Persist) -> None:
-        for record in persist.puts:
-            self.records[(record.kind, record.key)] = record
-        for key in persist.deletes:
-            self.records.pop(key, None)
+        apply_persist(persist, self)  # the drivers' one order: puts, then deletes
         self.applied.append(persist.token)
+
+    def put(self, kind: RecordKind, key: bytes, value: bytes) -> None:
+        self.records[(kind, key)] = StoredRecord(kind=kind, key=key, value=value)
+
+    def delete(self, kind: RecordKind, key: bytes) -> None:
+        self.records.pop((kind, key), None)
 
     def load_all(self) -> list[StoredRecord]:
         return list(self.records.values())

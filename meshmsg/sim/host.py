@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from meshmsg.core.effects import Effect, LinkId, Persist, RecordKind
-from meshmsg.core.events import Event
+from meshmsg.core.driver import DriverInterface, apply_persist
+from meshmsg.core.effects import Persist, RecordKind
 from meshmsg.sim.rng import SeededRng
 
 RecordKey = tuple[RecordKind, bytes]
@@ -30,32 +30,17 @@ PrePairing = bool | frozenset[tuple[int, int]]
 given pairs of addresses ``(a, b)`` with ``a < b`` (pairing is symmetric)."""
 
 
-class SimulatedNode(Protocol):
-    """The driver interface of ``meshmsg.core.node.Node`` that the simulator uses.
+class SimulatedNode(DriverInterface, Protocol):
+    """What the simulator drives: the one driver interface (``core.driver.DriverInterface``,
+    the trio driver's too), plus ``send_message``, which the traffic trace calls.
 
     Contract: after every input the driver drains ``next_effect()`` and ``next_event()`` and
     then re-reads ``next_deadline()``.
     """
 
-    def link_opened(self, link: LinkId, *, initiator: bool, now: float) -> None: ...
-
-    def receive_data(self, link: LinkId, data: bytes, *, now: float) -> None: ...
-
-    def link_lost(self, link: LinkId, *, now: float) -> None: ...
-
-    def handle_timer(self, *, now: float) -> None: ...
-
-    def storage_committed(self, token: int, *, now: float) -> None: ...
-
     def send_message(
         self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None
     ) -> bytes: ...
-
-    def next_effect(self) -> Effect | None: ...
-
-    def next_event(self) -> Event | None: ...
-
-    def next_deadline(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,11 +90,14 @@ class RecordStore:
         self._records: dict[RecordKey, bytes] = {}
 
     def apply(self, persist: Persist) -> None:
-        """Apply one atomic commit (deletes, then puts, as one transaction)."""
-        for key in persist.deletes:
-            self._records.pop(key, None)
-        for record in persist.puts:
-            self._records[(record.kind, record.key)] = record.value
+        """Apply one atomic commit in the drivers' one order (``core.driver.apply_persist``)."""
+        apply_persist(persist, self)
+
+    def put(self, kind: RecordKind, key: bytes, value: bytes) -> None:
+        self._records[(kind, key)] = value
+
+    def delete(self, kind: RecordKind, key: bytes) -> None:
+        self._records.pop((kind, key), None)
 
     def snapshot(self) -> dict[RecordKey, bytes]:
         return dict(self._records)

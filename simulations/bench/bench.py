@@ -13,10 +13,10 @@ through the core's adapter). ``handshake_floor`` is the simulated s per wall s a
 reach if each contact cost one handshake and nothing else; ``of_floor`` is the run's share of it.
 
 Run from the project root. The reference replays use the ONE-rule reference agents
-(``meshmsg.sim.agents``), so they measure the engine, the link model and the contact generation, not the
-protocol. The 2,000-node hour runs twice: with the real protocol core (``rwp2000.toml`` as
-shipped) and with the direct-delivery reference agent. Each of those runs in a fresh process, so its
-peak RSS (``ru_maxrss``) is its own.
+(``meshmsg.sim.agents``), so they measure the engine, the link model and the contact
+generation, not the protocol. The 2,000-node hour runs twice: with the real protocol core
+(``rwp2000.toml`` as shipped) and with the direct-delivery reference agent. Each of those runs
+in a fresh process, so its peak RSS (``ru_maxrss``) is its own.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import pytest
 from meshmsg.config import MessageLimits, NodeConfig
 from meshmsg.core.clockcheck import channels_ahead
 from meshmsg.core.events import ClockSkewDetected, LinkClosed, MessageReceived
+from meshmsg.core.exchange.keys import ContactKeys
 from meshmsg.core.node import Node
 from meshmsg.core.records import KeyExchange
 from tests.core.node_tools import AttackMesh, events_of, own_envelopes
@@ -60,12 +61,10 @@ def test_a_state_stolen_before_a_heal_with_a_lost_confirm_cannot_forge_a_month_l
     mesh.connect("alice", "bob")
     mesh.disconnect("alice", "bob")
     stolen = dict(mesh.persisted["bob"])
-    for name in ("alice", "bob"):  # both KeyConfirms are lost on the way
-        mesh.nodes[name].exchange._on_key_confirm = lambda *_: None  # type: ignore[method-assign]
-    mesh.connect("alice", "bob")
-    mesh.disconnect("alice", "bob")
-    for name in ("alice", "bob"):
-        del mesh.nodes[name].exchange._on_key_confirm
+    with pytest.MonkeyPatch.context() as patch:  # both KeyConfirms are lost on the way
+        patch.setattr(ContactKeys, "on_key_confirm", lambda *_: None)
+        mesh.connect("alice", "bob")
+        mesh.disconnect("alice", "bob")
     mesh.advance(2 * DAY)
     mesh.connect("alice", "bob")
     mesh.disconnect("alice", "bob")

@@ -7,12 +7,15 @@ import dataclasses
 import pytest
 
 from meshmsg.config import NodeConfig
+from meshmsg.core.exchange.dispatch import Exchange
+from meshmsg.core.exchange.meeting import Meeting
 from meshmsg.core.identity import Identity, PublicIdentity
 from meshmsg.core.link import PeerHandshake
+from meshmsg.core.outbox import Outbox
 from meshmsg.core.records import IdentityProof
+from meshmsg.core.state import NodeState
 from meshmsg.errors import HandshakeError
 from meshmsg.sim.rng import SeededRng
-from tests.helpers import Mesh
 
 
 def proof_of(public: PublicIdentity, *, certificate: bytes | None = None) -> PeerHandshake:
@@ -43,10 +46,13 @@ def verifications(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     return checked
 
 
-def exchange_with_cache(size: int):  # type: ignore[no-untyped-def]
+def exchange_with_cache(size: int) -> Meeting:
+    """The meeting part of a node whose identity-proof cache holds ``size`` proofs."""
     base = NodeConfig()
     config = base.replace(link=dataclasses.replace(base.link, verified_identity_cache=size))
-    return Mesh(["me"], config=config).nodes["me"].exchange
+    rng = SeededRng(7, "me")
+    state = NodeState.empty(identity=Identity.generate(rng), config=config, rng=rng)
+    return Exchange(state, Outbox(0.0)).meeting
 
 
 def test_a_peer_met_again_is_verified_once(verifications: list[bytes]) -> None:

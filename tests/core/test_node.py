@@ -9,7 +9,9 @@ from meshmsg.core.effects import RecordKind, Transmit
 from meshmsg.core.events import (
     ContactHealed,
     ContactPaired,
+    DropReason,
     EnvelopeAccepted,
+    EnvelopeDropped,
     LinkClosed,
     MessageReceived,
     MessageStatus,
@@ -136,6 +138,22 @@ def test_epidemic_and_direct_policies_deliver_over_one_hop() -> None:
         assert [r.body for r in mesh.of_type("b", MessageReceived)] == [policy]
 
 
+def test_a_direct_delivery_is_never_labelled_relayed() -> None:
+    """Custody taken by the recipient itself is no relay: the sender's message goes from
+    QUEUED straight to DELIVERED (the receipt), while the copy leaves as DELIVERED."""
+    mesh = Mesh(["alice", "bob"])
+    mesh.befriend("alice", "bob", pair=True)
+    mesh.connect("alice", "bob")
+    mid = mesh.nodes["alice"].send_message(mesh.peer_id("bob"), "straight to you", now=mesh.now)
+    mesh.run()
+    assert [r.message_id for r in mesh.of_type("bob", MessageReceived)] == [mid]
+    drops = [(e.envelope_id, e.reason) for e in mesh.of_type("alice", EnvelopeDropped)]
+    assert [reason for _, reason in drops] == [DropReason.DELIVERED]  # bob took custody
+    assert statuses(mesh, "alice", mid) == []  # ... and that alone is not "relayed"
+    mesh.advance(5)  # bob's delivered receipt is sealed and sent on the same link
+    assert statuses(mesh, "alice", mid) == [MessageStatus.DELIVERED]
+
+
 def test_receipts_owed_survive_a_crash_before_their_batch_is_sealed() -> None:
     """Receipts wait receipt_delay_s to be batched; a crash in that window must not lose them,
     or the sender, which dropped its copy at custody, shows RELAYED forever."""
@@ -146,7 +164,7 @@ def test_receipts_owed_survive_a_crash_before_their_batch_is_sealed() -> None:
     mid = mesh.nodes["alice"].send_message(bob, "just before the crash", now=mesh.now)
     mesh.run()
     assert [r.message_id for r in mesh.of_type("bob", MessageReceived)] == [mid]
-    assert statuses(mesh, "alice", mid) == [MessageStatus.RELAYED]  # custody, no receipt yet
+    assert statuses(mesh, "alice", mid) == []  # bob's own custody is no relay; no receipt yet
     mesh.stop("bob")  # within receipt_delay_s: the delivered receipt was only owed
     mesh.start("bob")
     mesh.connect("alice", "bob")

@@ -26,6 +26,7 @@ import random
 import time
 from collections.abc import Mapping
 
+from meshmsg.core.driver import apply_persist
 from meshmsg.core.effects import Persist, RecordKind, StoredRecord
 from meshmsg.net.storage import Storage
 
@@ -61,7 +62,7 @@ class Model:
         self._hashes: dict[tuple[RecordKind, bytes], int] = {}
         self._sum = 0
         for (kind, key), value in (state or {}).items():
-            self._put(kind, key, value)
+            self.put(kind, key, value)
 
     def copy(self) -> Model:
         twin = Model()
@@ -72,19 +73,16 @@ class Model:
         return f"{self._sum:064x}"
 
     def apply(self, persist: Persist) -> None:
-        """Puts in order, then deletes, as ``Storage.apply`` does."""
-        for record in persist.puts:
-            self._put(record.kind, record.key, record.value)
-        for kind, key in persist.deletes:
-            self._delete(kind, key)
+        """Puts in order, then deletes, as ``Storage.apply`` does (``core.driver``)."""
+        apply_persist(persist, self)
 
-    def _put(self, kind: RecordKind, key: bytes, value: bytes) -> None:
-        self._delete(kind, key)
+    def put(self, kind: RecordKind, key: bytes, value: bytes) -> None:
+        self.delete(kind, key)
         entry = _entry_hash(kind, key, value)
         self.state[(kind, key)], self._hashes[(kind, key)] = value, entry
         self._sum = (self._sum + entry) % (1 << 256)
 
-    def _delete(self, kind: RecordKind, key: bytes) -> None:
+    def delete(self, kind: RecordKind, key: bytes) -> None:
         if (kind, key) in self.state:
             del self.state[(kind, key)]
             self._sum = (self._sum - self._hashes.pop((kind, key))) % (1 << 256)

@@ -82,7 +82,7 @@ async def test_input_is_validated_with_clear_errors(tmp_path: Path) -> None:
         cases = [
             ("/contacts", {"code": "MM1:NOPE"}, 400, "contact code"),
             ("/contacts", {"name": "x"}, 400, "missing field 'code'"),
-            ("/messages", {"to": "zz", "body": "hi"}, 400, "32 hex digits"),
+            ("/messages", {"to": "zz", "body": "hi"}, 404, "unknown contact 'zz'"),
             ("/messages", {"to": "00" * 16, "body": "hi"}, 404, "unknown contact"),
             ("/messages", {"to": "00" * 16, "body": 5}, 400, "wrong type"),
         ]

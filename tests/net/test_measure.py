@@ -14,8 +14,8 @@ from meshmsg.bench.measure import (
 KEYS = {"median_per_s", "min_per_s", "max_per_s", "limit_per_s", "ratio", "repeats", "count"}
 
 
-def check(result: dict[str, float], repeats: int) -> None:
-    assert set(result) == KEYS
+def check(result: dict[str, float], repeats: int, extra: frozenset[str] = frozenset()) -> None:
+    assert set(result) == KEYS | extra
     assert 0 < result["min_per_s"] <= result["median_per_s"] <= result["max_per_s"]
     assert result["ratio"] == pytest.approx(result["median_per_s"] / result["limit_per_s"])
     assert result["repeats"] == repeats
@@ -41,4 +41,11 @@ def test_node_messages_between_two_processes() -> None:
 
 @pytest.mark.slow  # starts a child process
 def test_links_between_two_processes() -> None:
-    check(measure_links(count=5, repeats=1), 1)
+    check(measure_links(count=5, repeats=1), 1, frozenset({"parallel"}))
+
+
+@pytest.mark.slow  # starts a child process
+def test_links_from_parallel_dialers() -> None:
+    result = measure_links(count=9, repeats=1, parallel=4)
+    check(result, 1, frozenset({"parallel"}))
+    assert result["parallel"] == 4

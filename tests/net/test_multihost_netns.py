@@ -433,9 +433,9 @@ def ensure_insiders_up(lab: Lab) -> None:
 
 
 def linked_lines(node: Node, other: Node, incarnation: int | None = None) -> list[str]:
-    """The daemon's log lines saying it linked to ``other`` (``meshmsg run`` prints them)."""
-    return [line for line in node.log(incarnation).splitlines()
-            if f"linked to contact {other.short}" in line]  # fmt: skip
+    """The daemon's log lines saying it linked to ``other`` (``meshmsg run`` names contacts)."""
+    said = re.compile(rf"linked to contact {re.escape(other.name)}\b")
+    return [line for line in node.log(incarnation).splitlines() if said.search(line)]
 
 
 def message_of(node: Node, to: Node, message_id: str) -> dict[str, Any] | None:

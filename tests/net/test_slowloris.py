@@ -31,7 +31,7 @@ from meshmsg.app.client import DaemonClient
 from meshmsg.app.datadir import Settings, init_data_dir, open_offline, unlock
 from meshmsg.app.mesh import NodeHandle, open_mesh_node
 from meshmsg.config import NetConfig
-from meshmsg.core.events import ContactPaired, MessageStatus, MessageStatusChanged, PeerConnected
+from meshmsg.core.events import ContactPaired, DropReason, EnvelopeDropped, PeerConnected
 from meshmsg.core.identity import decode_contact_code, encode_contact_code
 from meshmsg.core.node import Node
 from meshmsg.net.runner import RunnerEvent
@@ -269,10 +269,10 @@ async def honest_peer(
             await first(events, ContactPaired)
             took["paired"] = trio.current_time() - start
             await send(handle, server_id)
-            while True:
-                changed = await first(events, MessageStatusChanged)
-                assert isinstance(changed, MessageStatusChanged)
-                if changed.status >= MessageStatus.RELAYED:
+            while True:  # the recipient itself took custody (no RELAYED for a direct delivery)
+                dropped = await first(events, EnvelopeDropped)
+                assert isinstance(dropped, EnvelopeDropped)
+                if dropped.reason is DropReason.DELIVERED:
                     break
             took["message_acknowledged"] = trio.current_time() - start
     return took

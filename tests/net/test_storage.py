@@ -14,10 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshmsg.config import StorageConfig
+from meshmsg.core.driver import apply_persist
 from meshmsg.core.effects import Persist, RecordKind, StoredRecord
 from meshmsg.errors import StorageError
 from meshmsg.net import storage as storage_module
 from meshmsg.net.storage import DB_KEY_BYTES, NONCE_BYTES, DataDir, Storage, new_db_key
+from tests.helpers import DictSink
 
 KEY = bytes(range(32))
 Model = dict[tuple[RecordKind, bytes], bytes]
@@ -443,10 +445,7 @@ persists = st.builds(
 
 
 def apply_model(model: Model, persist: Persist) -> None:
-    for r in persist.puts:
-        model[(r.kind, r.key)] = r.value
-    for kind, key in persist.deletes:
-        model.pop((kind, key), None)
+    apply_persist(persist, DictSink(model))  # the drivers' one order: puts, then deletes
 
 
 @given(st.lists(persists, max_size=12))

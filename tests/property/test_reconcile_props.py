@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from meshmsg.bench.sync import SessionResult, run_session
 from meshmsg.config import SyncConfig
+from meshmsg.core.cursor import ByteCursor
 from meshmsg.core.itemset import ItemSet
-from meshmsg.core.reconcile import Reconciler, _Reader
+from meshmsg.core.reconcile import Reconciler, _reader
 from meshmsg.errors import DecodeError
 
 # Ids from a few shared prefixes as well as uniform ones, so that small sets still reach deep
@@ -226,7 +227,7 @@ def test_changes_during_a_session_keep_stable_items_exact(
 
 
 def reference_read_ascending(
-    side: Reconciler, addr: tuple[int, int], n: int, last: int, r: _Reader
+    side: Reconciler, addr: tuple[int, int], n: int, last: int, r: ByteCursor
 ) -> list[int]:
     """The id-at-a-time decoder that the bulk ``_read_ascending`` replaced."""
     out: list[int] = []
@@ -278,7 +279,7 @@ def test_bulk_id_decoding_matches_one_at_a_time(
     )
     outcomes: list[tuple[list[int], bool] | None] = []
     for decode in (side._read_ascending, partial(reference_read_ascending, side)):
-        reader = _Reader(data)
+        reader = _reader(data)
         try:
             outcomes.append((decode(addr, n, last, reader), reader.at_end()))
         except DecodeError:

@@ -44,7 +44,12 @@ class ScriptNode:
         self._effects: deque[Effect] = deque()
         self._events: deque[Event] = deque()
 
-    def link_opened(self, link: LinkId, *, initiator: bool, now: float) -> None:
+    def peer_discovered(self, address: str, *, now: float) -> None:
+        return None  # the simulator has no discovery: links come from the contact trace
+
+    def link_opened(
+        self, link: LinkId, *, initiator: bool, now: float, address: str | None = None
+    ) -> None:
         self.log.append((now, "open", link, b""))
         self.links[link] = None
         self._effects.append(Transmit(link=link, data=b"h" + bytes([self.address])))

@@ -69,7 +69,12 @@ class DirectNode:
         self._effects.append(Persist(token=self._token, puts=puts, deletes=deletes))
 
     # inputs
-    def link_opened(self, link: LinkId, *, initiator: bool, now: float) -> None:
+    def peer_discovered(self, address: str, *, now: float) -> None:
+        return None  # the simulator has no discovery: links come from the contact trace
+
+    def link_opened(
+        self, link: LinkId, *, initiator: bool, now: float, address: str | None = None
+    ) -> None:
         self.peers[link] = None
         self.sent_on[link] = set()
         hello = {"from": self.address, "have": sorted(self.delivered)}

@@ -63,7 +63,12 @@ class RelayNode:
         self._effects: deque[Effect] = deque()
         self._events: deque[Event] = deque()
 
-    def link_opened(self, link: LinkId, *, initiator: bool, now: float) -> None:
+    def peer_discovered(self, address: str, *, now: float) -> None:
+        return None  # the simulator has no discovery: links come from the contact trace
+
+    def link_opened(
+        self, link: LinkId, *, initiator: bool, now: float, address: str | None = None
+    ) -> None:
         self.peer_has[link] = set()
         self.outstanding[link] = None
         have = sorted([*self.buffer, *self.delivered])  # a summary vector, as Epidemic's

@@ -1,0 +1,182 @@
+"""Custody: taking envelopes a peer transfers to us, and learning what the peer took.
+
+A ``Transfer`` is either mail for us (opened by :mod:`.opening`) or mail we carry for others
+(admitted to the store under the peer's trust tier). Either way it is acknowledged by a
+``Custody`` record only once its Persist is durable. On the sending side a ``Custody`` settles
+the envelopes in flight: the routing policy says how many copies we keep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from meshmsg.core import codec
+from meshmsg.core.e2e import Match
+from meshmsg.core.envelope import Envelope, envelope_id, parse_envelope
+from meshmsg.core.events import DropReason, EnvelopeAccepted, EnvelopeDropped, MessageStatus
+from meshmsg.core.exchange.holdings import Holdings
+from meshmsg.core.exchange.opening import Opening
+from meshmsg.core.exchange.sync import Sync
+from meshmsg.core.outbox import Outbox
+from meshmsg.core.records import Custody, Transfer
+from meshmsg.core.session import InFlight, PeerSession
+from meshmsg.core.state import NodeState
+from meshmsg.core.store import StoreItem, Tier
+from meshmsg.errors import InvalidMessage, RemoteProtocolError
+
+
+class Carrying:
+    """Receives transfers (``Transfer``) and acknowledgements (``Custody``)."""
+
+    __slots__ = ("_holdings", "_opening", "_out", "_state", "_sync")
+
+    def __init__(
+        self, state: NodeState, out: Outbox, holdings: Holdings, sync: Sync, opening: Opening
+    ) -> None:
+        self._state = state
+        self._out = out
+        self._holdings = holdings
+        self._sync = sync
+        self._opening = opening
+
+    # ============================================================ receiving
+
+    def on_transfer(self, session: PeerSession, record: Transfer, now: float) -> None:
+        state = self._state
+        try:
+            envelope = parse_envelope(
+                record.envelope, buckets=state.config.message.envelope_size_buckets
+            )
+        except InvalidMessage:
+            return  # a carrier cannot check more than the format; no id to refuse by
+        env_id = envelope_id(record.envelope)
+        match = state.tags.lookup(envelope.tag)
+        if match is not None:
+            self._deliver_to_us(session, envelope, env_id, match, record, now)
+            return
+        duplicate = env_id in state.store or state.tombstones.has_tag(envelope.tag)
+        too_far = record.hops > state.config.message.max_hops
+        if duplicate or too_far or envelope.expiry_at <= now:
+            self._acknowledge(session, refused=[env_id])
+            return
+        item = StoreItem(
+            envelope_id=env_id, envelope=record.envelope, tag=envelope.tag,
+            expiry_at=envelope.expiry_at, copies=record.copies, hops=record.hops,
+            tier=session.tier, source=session.peer_id, received_at=now,
+            route_hint=record.route_hint,
+        )  # fmt: skip
+        if not self._holdings.admit_item(item, now):
+            self._out.emit(EnvelopeDropped(envelope_id=env_id, reason=DropReason.REFUSED))
+            self._acknowledge(session, refused=[env_id])
+            return
+        self._holdings.mark_uncommitted(env_id)
+
+        def committed(_: float) -> None:
+            self._holdings.mark_committed(env_id)
+            self._acknowledge(session, accepted=[env_id])
+            self._out.emit(
+                EnvelopeAccepted(
+                    envelope_id=env_id, link=session.link_id, hops=item.hops,
+                    copies=item.copies, for_us=False,
+                )
+            )  # fmt: skip
+            if env_id in state.store:
+                self._sync.offer_new(item)
+
+        self._out.persist([codec.envelope_record(item)], then=committed)
+
+    def _deliver_to_us(
+        self,
+        session: PeerSession,
+        envelope: Envelope,
+        env_id: bytes,
+        match: Match,
+        record: Transfer,
+        now: float,
+    ) -> None:
+        consumed = self._opening.consume(envelope, match, record.hops, now)
+        if consumed is None:
+            self._acknowledge(session, refused=[env_id])
+            return
+
+        def committed(_: float) -> None:
+            self._acknowledge(session, accepted=[env_id])
+            self._out.emit(
+                EnvelopeAccepted(
+                    envelope_id=env_id, link=session.link_id, hops=record.hops,
+                    copies=record.copies, for_us=True,
+                )
+            )  # fmt: skip
+            self._opening.report_consumed(match.peer_id, consumed, now)
+
+        self._out.persist(consumed.puts, then=committed)
+        self._opening.after_open(match, now)
+
+    def _acknowledge(
+        self,
+        session: PeerSession,
+        *,
+        accepted: Sequence[bytes] = (),
+        refused: Sequence[bytes] = (),
+    ) -> None:
+        """Send ``Custody`` unless the link closed while the Persist was being committed."""
+        if session.link_id in self._state.sessions:
+            custody = Custody(accepted=tuple(accepted), refused=tuple(refused))
+            self._out.transmit(session, [custody])
+
+    # ============================================================== sending
+
+    def on_custody(
+        self, session: PeerSession, accepted: tuple[bytes, ...],
+        refused: tuple[bytes, ...], now: float
+    ) -> None:  # fmt: skip
+        for env_id in refused:
+            self._land(session, env_id)
+        delivered = False
+        for env_id in accepted:
+            flight = self._land(session, env_id)
+            if flight is None:
+                raise RemoteProtocolError("custody for an envelope we did not send")
+            session.peer_has.add(env_id)
+            delivered = delivered or flight.to_recipient
+            self._handed_over(env_id, flight, now)
+        if delivered and session.declined:
+            # The peer recognises only a window of its next counters; having taken mail for
+            # it, it recognises later ones: more of what it declined may now be its own.
+            again = list(session.declined)
+            session.declined.clear()
+            self._sync.offer(session, again)
+
+    def _handed_over(self, env_id: bytes, flight: InFlight, now: float) -> None:
+        """The peer took custody of ``flight``'s copies: keep what the routing policy says."""
+        state = self._state
+        item = state.store.get(env_id)
+        if item is None:
+            return
+        if item.tier is Tier.OWN and not flight.to_recipient:
+            # Handed to a carrier. Taken by the recipient itself, it is not "relayed": its
+            # receipt or purge token says DELIVERED.
+            message = state.conversations.by_envelope(env_id)
+            if message is not None:
+                self._holdings.status_changed(message, MessageStatus.RELAYED, now)
+        kept = state.router.copies_kept(item, flight.copies, to_recipient=flight.to_recipient)
+        if kept <= 0:
+            reason = DropReason.DELIVERED if flight.to_recipient else DropReason.HANDED_OVER
+            state.tombstones.note_handed_over(item.tag, item.tier, item.expiry_at)
+            self._holdings.drop_item(env_id, reason)
+        elif kept != item.copies:
+            item.copies = kept
+            self._out.persist([codec.envelope_record(item)])
+
+    def release_in_flight(self, session: PeerSession) -> None:
+        """The link ended: what it had in flight was not taken."""
+        for env_id in list(session.in_flight):
+            self._land(session, env_id)
+
+    def _land(self, session: PeerSession, env_id: bytes) -> InFlight | None:
+        """The transfer of ``env_id`` on this link is over: release its reserved copies."""
+        flight = session.in_flight.pop(env_id, None)
+        item = self._state.store.get(env_id)
+        if flight is not None and item is not None and not flight.to_recipient:
+            item.reserved = max(0, item.reserved - flight.copies)  # the item may be a newer copy
+        return flight

@@ -1,0 +1,182 @@
+"""Opening mail addressed to us: decrypting, applying inner records, reporting.
+
+An envelope is ours when its tag is in our :class:`~meshmsg.core.tagindex.TagIndex`. It reaches
+us as a ``Transfer`` (see :mod:`.custody`) or turns out to be ours later, while we carry it,
+when a contact's tags change (pairing, healing, a window that slides as counters are opened):
+:meth:`Opening.check_store_for_new_tags` takes those. What opening produces is committed first
+and reported after: received-message events wait for the driver's commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meshmsg.core import codec
+from meshmsg.core.contacts import Contact
+from meshmsg.core.conversations import StoredMessage
+from meshmsg.core.e2e import ContactChannel, Expired, Match, MatchKind
+from meshmsg.core.effects import StoredRecord
+from meshmsg.core.envelope import Envelope, parse_envelope
+from meshmsg.core.events import (
+    DropReason,
+    MessageReceived,
+    MessageStatus,
+    UndecryptableMessage,
+)
+from meshmsg.core.exchange.holdings import Holdings
+from meshmsg.core.exchange.purges import Purges
+from meshmsg.core.exchange.receipts import RECEIPT_DELIVERED, RECEIPT_READ, Receipts
+from meshmsg.core.outbox import Outbox
+from meshmsg.core.records import INNER_RECORDS, Receipt, TextMessage
+from meshmsg.core.state import NodeState
+from meshmsg.core.store import StoreItem, Tier
+from meshmsg.core.tombstones import Tombstone
+from meshmsg.core.wire import Record, decode_records
+from meshmsg.errors import DecodeError, InvalidMessage
+
+_MS = 1000.0
+
+
+@dataclass(slots=True, kw_only=True)
+class Consumed:
+    """What opening an envelope addressed to us produced: writes to commit, then to report."""
+
+    puts: list[StoredRecord]
+    received: list[StoredMessage]
+    stone: Tombstone | None
+    expired: bool
+
+
+class Opening:
+    """Opens envelopes addressed to us and applies what they carry."""
+
+    __slots__ = ("_holdings", "_out", "_purges", "_receipts", "_state")
+
+    def __init__(
+        self,
+        state: NodeState,
+        out: Outbox,
+        holdings: Holdings,
+        purges: Purges,
+        receipts: Receipts,
+    ) -> None:
+        self._state = state
+        self._out = out
+        self._holdings = holdings
+        self._purges = purges
+        self._receipts = receipts
+
+    def check_store_for_new_tags(self, channel: ContactChannel, now: float) -> None:
+        """Envelopes we carry may be ours under keys we just derived: take them."""
+        state = self._state
+        # Only this channel's tags can have become ours (every other tag was checked when its
+        # envelope arrived): a few dozen probes of the store instead of one per stored item,
+        # at every pairing and heal, against stores of thousands of envelopes.
+        for tag in channel.openable_tags():
+            for item in state.store.with_tag(tag):
+                match = state.tags.lookup(item.tag)  # again: opening one may have used the tag
+                if match is not None and match.kind is MatchKind.LIVE and item.tier is not Tier.OWN:
+                    self._open_stored(item, match, now)
+
+    def _open_stored(self, item: StoreItem, match: Match, now: float) -> None:
+        """An envelope we carried turned out to be ours (its tag became known later)."""
+        buckets = self._state.config.message.envelope_size_buckets
+        envelope = parse_envelope(item.envelope, buckets=buckets)
+        consumed = self.consume(envelope, match, item.hops, now)
+        self._holdings.drop_item(item.envelope_id, DropReason.DELIVERED)
+        if consumed is not None:
+            self._out.persist(
+                consumed.puts,
+                then=lambda at: self.report_consumed(match.peer_id, consumed, at),
+            )
+            self.after_open(match, now)
+
+    def after_open(self, match: Match, now: float) -> None:
+        """Opening a counter may have slid the contact's window over mail we carry: take it.
+
+        Only after the opened envelope's own Persist: a nested open persists a newer channel
+        state, which must not be overwritten by this older one.
+        """
+        contact = self._state.contacts.get(match.peer_id)
+        if match.kind is MatchKind.LIVE and contact is not None and contact.channel is not None:
+            self.check_store_for_new_tags(contact.channel, now)
+
+    def consume(self, envelope: Envelope, match: Match, hops: int, now: float) -> Consumed | None:
+        """Open an envelope addressed to us. None: it failed authentication (refuse it)."""
+        state = self._state
+        contact = state.contacts.get(match.peer_id)
+        if contact is None or contact.channel is None:
+            return Consumed(puts=[], received=[], stone=None, expired=False)
+        channel = contact.channel
+        try:
+            result = channel.open(envelope, now)
+        except InvalidMessage:
+            return None
+        puts = [codec.channel_record(contact.peer_id, channel)]
+        if result is None:  # a copy we already handled: idempotent
+            return Consumed(puts=[], received=[], stone=None, expired=False)
+        if isinstance(result, Expired):
+            return Consumed(puts=puts, received=[], stone=None, expired=True)
+        token = Tombstone(token=result.token, tag=result.tag, expiry_at=float(result.expiry_at))
+        stone = token if self._holdings.remember(token) else None  # None: pushed straight out
+        if stone is not None:
+            puts.append(codec.tombstone_record(stone))
+        try:
+            inner = decode_records(result.inner, INNER_RECORDS, state.config.wire)
+        except DecodeError:
+            inner = []  # authentic but unreadable (a newer client?): consumed, nothing shown
+        received: list[StoredMessage] = []
+        for message in inner:
+            received.extend(self._apply_inner(contact, message, hops, now))
+        puts.extend(codec.message_record(m) for m in received)
+        # The delivered receipts _apply_inner queued: committed with the messages, so a crash
+        # before their batch is sealed cannot lose them (the sender would stay at RELAYED).
+        puts.extend(
+            codec.owed_receipt_record(contact.peer_id, RECEIPT_DELIVERED, m.message_id)
+            for m in received
+        )
+        return Consumed(puts=puts, received=received, stone=stone, expired=False)
+
+    def report_consumed(self, peer_id: bytes, consumed: Consumed, now: float) -> None:
+        """The opened envelope's writes are durable: report its messages, spread its token."""
+        state, out = self._state, self._out
+        if consumed.expired:
+            out.emit(UndecryptableMessage(peer_id=peer_id, reason="its key period has expired"))
+        for m in consumed.received:
+            out.emit(
+                MessageReceived(
+                    message_id=m.message_id, peer_id=peer_id, sent_at=m.sent_at,
+                    received_at=now, body=m.body, hops=m.hops,
+                )
+            )  # fmt: skip
+        stone = consumed.stone
+        held = stone is not None and state.tombstones.by_id(stone.item_id) is not None
+        if stone is not None and held and state.config.message.purge_on_delivery:
+            state.items.add(stone.item_id, int(stone.expiry_at))
+            self._purges.spread(stone, source=None)
+
+    def _apply_inner(
+        self, contact: Contact, message: Record, hops: int, now: float
+    ) -> list[StoredMessage]:
+        conversations = self._state.conversations
+        match message:
+            case TextMessage(message_id=mid, sent_at=sent_ms, body=body):
+                if conversations.get(mid) is not None:
+                    return []
+                stored = StoredMessage(
+                    message_id=mid, peer_id=contact.peer_id, outgoing=False, body=body,
+                    sent_at=sent_ms / _MS, received_at=now, status=MessageStatus.DELIVERED,
+                    hops=hops,
+                )  # fmt: skip
+                conversations.add(stored)
+                self._receipts.queue(contact.peer_id, RECEIPT_DELIVERED, mid, now)
+                return [stored]
+            case Receipt(status=status, message_ids=ids):
+                target = MessageStatus.READ if status == RECEIPT_READ else MessageStatus.DELIVERED
+                for mid in ids:
+                    own = conversations.get(mid)
+                    if own is not None and own.outgoing and own.peer_id == contact.peer_id:
+                        self._holdings.status_changed(own, target, now)
+                return []
+            case _:
+                return []

@@ -1,0 +1,233 @@
+"""Reconciliation and offers: learning what the peer lacks and handing envelopes over.
+
+After the handshake the initiator starts set reconciliation (``SyncMessage`` rounds); once it
+is done each side ``Offer``s what the other lacks, the other ``Reply``s with what is addressed
+to it and what it already holds, and envelopes move as ``Transfer`` records: mail for the peer
+first, then what the routing policy allows. PRoPHET's ``RouteTable`` is handled here too, as
+it only feeds the routing decisions made in :meth:`Sync.on_reply`.
+"""
+
+from __future__ import annotations
+
+from meshmsg.core import codec
+from meshmsg.core.exchange.holdings import Holdings
+from meshmsg.core.lateoffers import offer_everywhere, take_parked
+from meshmsg.core.outbox import Outbox
+from meshmsg.core.reconcile import Reconciler, SyncBudget
+from meshmsg.core.records import (
+    Offer,
+    OfferEntry,
+    Purge,
+    Reply,
+    RouteEntry,
+    RouteTable,
+    SyncMessage,
+    Transfer,
+)
+from meshmsg.core.routing import PeerRouting, peer_routing
+from meshmsg.core.session import InFlight, PeerSession
+from meshmsg.core.state import NodeState
+from meshmsg.core.store import StoreItem
+from meshmsg.core.wire import Record
+from meshmsg.errors import CloseReason, RemoteProtocolError
+
+_MS = 1000.0
+
+
+class Sync:
+    """Route tables, reconciliation, offers, replies and the transfers they decide."""
+
+    __slots__ = ("_holdings", "_out", "_state", "_sync_budget")
+
+    def __init__(self, state: NodeState, out: Outbox, holdings: Holdings) -> None:
+        self._state = state
+        self._out = out
+        self._holdings = holdings
+        # What all reconciliation sessions of this node may hold together (issue #11, 7).
+        self._sync_budget = SyncBudget(state.config.sync.max_node_session_ids)
+
+    # ================================================================ start
+
+    def start(self, session: PeerSession, now: float) -> None:
+        """The link is up: send our route table (PRoPHET) and, as initiator, start syncing."""
+        state = self._state
+        if state.router.needs_route_hint:
+            entries = [RouteEntry(route=d, p=q) for d, q in state.router.table(now)]
+            self._out.transmit(session, [RouteTable(entries=tuple(entries))])
+        if session.link.initiator:
+            salt = state.rng.randbytes(16)
+            session.reconciler = Reconciler(
+                state.items, initiator=True, salt=salt, config=state.config.sync,
+                budget=self._sync_budget,
+            )
+            self._out.transmit(session, [SyncMessage(payload=session.reconciler.start())])
+
+    def on_route_table(
+        self, session: PeerSession, entries: tuple[RouteEntry, ...], now: float
+    ) -> None:
+        state = self._state
+        if len(entries) > state.config.routing.max_route_entries:
+            raise RemoteProtocolError("route table too large", reason=CloseReason.TOO_LARGE)
+        assert session.route is not None
+        view = peer_routing(session.route.route_id, [(e.route, e.p) for e in entries])
+        session.route = view
+        state.router.meet(view, now)
+        # Predictabilities are what PRoPHET learnt from past meetings: keep them over restarts.
+        self._out.persist([codec.router_record(*state.router.export_state())])
+
+    def on_closed(self, session: PeerSession) -> None:
+        """The link ended: its reconciliation and outstanding offers end with it."""
+        session.reconciler = None
+        session.offered.clear()
+        session.offer_batches.clear()
+        session.declined.clear()
+
+    # ======================================================= reconciliation
+
+    def on_sync(self, session: PeerSession, payload: bytes) -> None:
+        state = self._state
+        if session.reconciler is None:
+            if session.link.initiator:
+                raise RemoteProtocolError("reconciliation answer before our request")
+            session.reconciler = Reconciler(
+                state.items, initiator=False, salt=b"", config=state.config.sync,
+                budget=self._sync_budget,
+            )
+        reconciler = session.reconciler
+        answer = reconciler.receive(payload)
+        if answer is not None:
+            self._out.transmit(session, [SyncMessage(payload=answer)])
+        if reconciler.done and not session.synced:
+            session.synced = True
+            # With what became durable during the reconciliation (issue #17.2): it may have
+            # missed those, and they would wait for the next meeting.
+            self.offer(session, [*reconciler.have_ids, *take_parked(state.store, session)])
+            session.reconciler = None
+
+    # =============================================================== offers
+
+    def offer(self, session: PeerSession, ids: list[bytes]) -> None:
+        """Offer envelopes the peer lacks (with their tags) and push purge tokens outright."""
+        state = self._state
+        offered: list[StoreItem] = []
+        purges: list[Record] = []
+        for item_id in ids:
+            if item_id in session.peer_has or item_id in session.in_flight:
+                continue
+            if item_id in session.offered:
+                continue  # already offered, awaiting its Reply
+            item = state.store.get(item_id)
+            if item is not None and self._holdings.offerable(item_id):
+                offered.append(item)
+                session.offered[item_id] = None
+                continue
+            stone = state.tombstones.by_id(item_id)
+            if stone is not None and state.config.message.purge_on_delivery:
+                purges.append(Purge(token=stone.token, expiry_at=int(stone.expiry_at * _MS)))
+        # Oldest first: one sender's mail then arrives in counter order, which keeps it inside
+        # the recipient's tag window (a recipient recognises only tag_window counters ahead).
+        offered.sort(key=lambda i: i.seq)
+        entries = [_offer_entry(i) for i in offered]
+        max_items = state.config.wire.max_container_items
+        for start in range(0, len(entries), max_items):
+            batch = tuple(entries[start : start + max_items])
+            session.offer_batches.append(tuple(e.envelope_id for e in batch))
+            self._out.transmit(session, [Offer(entries=batch)])
+        if purges:
+            self._out.transmit(session, purges)
+
+    def offer_new(self, item: StoreItem) -> None:
+        """A new item became durable: offer it to every synced link but the one it came from;
+        links still reconciling get it when they end (issue #17.2, core/lateoffers.py)."""
+        self.offer_to_all(item.envelope_id, source=item.source)
+
+    def offer_to_all(self, item_id: bytes, *, source: bytes | None) -> None:
+        """Push an item (a purge token) on every reconciled link but ``source``'s at once;
+        links still reconciling get it when they end (issue #17.2, core/lateoffers.py)."""
+        offer_everywhere(self._state.sessions.values(), self.offer, [item_id], source)
+
+    def on_offer(self, session: PeerSession, entries: tuple[OfferEntry, ...]) -> None:
+        state = self._state
+        for_me: list[bytes] = []
+        have: list[bytes] = []
+        purges: list[Record] = []
+        for entry in entries:
+            stone = state.tombstones.by_tag(entry.tag)
+            if stone is not None and state.config.message.purge_on_delivery:
+                # The peer carries what the token purges, so it lacks the token: even one we do
+                # not believe (and never spread) goes to it; its own copy lets it check it.
+                purges.append(Purge(token=stone.token, expiry_at=int(stone.expiry_at * _MS)))
+            if entry.envelope_id in state.store or stone is not None:
+                have.append(entry.envelope_id)
+            elif state.tags.lookup(entry.tag) is not None:
+                for_me.append(entry.envelope_id)
+        self._out.transmit(session, [Reply(for_me=tuple(for_me), have=tuple(have)), *purges])
+
+    # ============================================================ transfers
+
+    def on_reply(
+        self, session: PeerSession, for_me: tuple[bytes, ...],
+        have: tuple[bytes, ...], now: float
+    ) -> None:  # fmt: skip
+        state = self._state
+        if not session.offer_batches:
+            raise RemoteProtocolError("reply without an offer")
+        # Several Offers may be outstanding (over max_container_items, or items that became
+        # durable meanwhile): this Reply answers the oldest one only.
+        batch = session.offer_batches.popleft()
+        asked = set(batch)
+        if any(i not in asked for i in [*for_me, *have]):
+            raise RemoteProtocolError("reply names envelopes we did not offer")
+        for item_id in batch:
+            session.offered.pop(item_id, None)
+        session.peer_has.update(have)
+        wanted = set(for_me)
+        candidates = [i for i in batch if i not in wanted and i not in session.peer_has]
+        transfers: list[tuple[StoreItem, int, bool]] = []
+        for item_id in for_me:
+            item = state.store.get(item_id)
+            if item is not None:
+                transfers.append((item, item.copies, True))
+        view = session.route or PeerRouting(route_id=b"", predictabilities={})
+        items = [state.store.get(i) for i in candidates]
+        for item in state.router.order_for([i for i in items if i is not None], view):
+            given = state.router.copies_to_give(item, view, now)
+            if given > 0:
+                transfers.append((item, given, False))
+            else:
+                session.declined[item.envelope_id] = None
+        cap = state.config.sync.max_transfers_per_sync
+        for item, _, _ in transfers[cap:]:
+            session.declined[item.envelope_id] = None
+        self._send_transfers(session, transfers[:cap])
+
+    def _send_transfers(
+        self, session: PeerSession, transfers: list[tuple[StoreItem, int, bool]]
+    ) -> None:
+        per_transmit = max(1, self._state.config.sync.envelopes_per_transmit)
+        batch: list[Record] = []
+        for item, copies, to_recipient in transfers:
+            session.in_flight[item.envelope_id] = InFlight(copies=copies, to_recipient=to_recipient)
+            if not to_recipient:
+                item.reserved += copies  # until custody, refusal or the link's end
+            batch.append(
+                Transfer(
+                    envelope=item.envelope,
+                    copies=copies,
+                    hops=item.hops + 1,
+                    route_hint=item.route_hint,
+                )
+            )
+            if len(batch) >= per_transmit:
+                self._out.transmit(session, batch, envelopes=len(batch))
+                batch = []
+        if batch:
+            self._out.transmit(session, batch, envelopes=len(batch))
+
+
+def _offer_entry(item: StoreItem) -> OfferEntry:
+    """The item's entry in Offers, built once: Spray-and-Wait offers a waiting copy to every
+    peer it meets, and building (validating) the record each time showed in profiles."""
+    if item.offer_entry is None:
+        item.offer_entry = OfferEntry(envelope_id=item.envelope_id, tag=item.tag)
+    return item.offer_entry

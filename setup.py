@@ -2,11 +2,12 @@
 
 The project is configured in ``pyproject.toml``; this file only adds the compiled core when asked:
 
-    MESHMSG_MYPYC=1 pip install --no-build-isolation -e .     # needs mypy, setuptools >= 77, a C compiler
+    pip install 'setuptools>=77'                                  # reads pyproject's license field
+    MESHMSG_MYPYC=1 python setup.py build_ext --inplace           # needs mypy and a C compiler
 
 Without ``MESHMSG_MYPYC=1`` nothing is compiled and the pure-Python core is used (CI, wheels).
 The compiled modules are the same sources, so results are identical (the simulator's event-log
-hash included); removing the ``meshmsg/core/**/*.so`` files goes back to pure Python.
+hash included); deleting the ``meshmsg/core/**/*.so`` files goes back to pure Python.
 """
 
 from __future__ import annotations

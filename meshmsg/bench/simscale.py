@@ -2,8 +2,9 @@
 
 ``simulations/bench/rwp10000.toml`` (issue #16 item 6: at most 8 GiB). A full run takes tens of
 minutes on two cores, so the row runs only when ``MESHMSG_BENCH_LONG=1``; ``--quick`` runs the
-same scenario shrunk to :data:`QUICK_NODES` nodes and :data:`QUICK_DURATION_S`, to exercise the
-code path. The row has a process of its own (``fresh_process``), so the peak RSS is this run's.
+same scenario shrunk to :data:`QUICK_NODES` nodes for :data:`QUICK_DURATION_S` in a smaller
+world, to exercise the code path. The row has a process of its own (``fresh_process``), so the
+peak RSS is this run's.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from meshmsg.bench.runner import PROJECT_ROOT, Blocked, Context, Figures, Status
 
 SCENARIO: Final = PROJECT_ROOT / "simulations" / "bench" / "rwp10000.toml"
 LONG_ENV: Final = "MESHMSG_BENCH_LONG"
-QUICK_NODES: Final = 200
-QUICK_DURATION_S: Final = 300.0
+QUICK_NODES: Final = 100
+QUICK_DURATION_S: Final = 120.0
+QUICK_WORLD_M: Final = 300.0  # a square small enough that 100 walkers meet in two minutes
 
 
 def peak_rss_bytes() -> int:
@@ -48,7 +50,11 @@ def rwp10000(ctx: Context) -> Figures:
 
     overrides = ["output.plots=false", "output.contact_log=false"]
     if ctx.quick:
-        overrides += [f"nodes.count={QUICK_NODES}", f"run.duration_s={QUICK_DURATION_S}"]
+        overrides += [
+            f"nodes.count={QUICK_NODES}",
+            f"run.duration_s={QUICK_DURATION_S}",
+            f"mobility.world_m=[{QUICK_WORLD_M}, {QUICK_WORLD_M}]",
+        ]
     cpu_before, started = time.process_time(), time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="meshmsg-bench-scale-") as out:
         result = run_scenario(SCENARIO, Path(out), overrides=overrides)

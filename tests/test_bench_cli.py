@@ -76,7 +76,9 @@ def check_row(row: dict[str, Any], measure: Measure) -> None:
         else:
             assert row["limit"] is None
             assert row["ratio"] is None
-        if measure.goal:
+        # An optional clause whose figure was not measured (the ONE not installed) is not judged.
+        judged = [c for c in measure.goal if not c.optional or c.key in row["figures"]]
+        if judged:
             assert isinstance(row["goal_met"], bool)
             assert row["status"] == ("met" if row["goal_met"] else "missed")
         else:
@@ -220,6 +222,19 @@ def test_missing_headline_or_goal_figure_is_an_error_row() -> None:
     row = summarise(fake(fake_pair, goal=(Condition("round_trips", "<=", 4),)), [{"fig": 1.0}])
     assert row.status is Status.ERROR
     assert "round_trips" in row.error
+
+
+def test_an_optional_goal_is_judged_only_when_its_figure_was_measured() -> None:
+    goal = (Condition("vs_ref", ">=", 1.0, optional=True),)
+    row = summarise(fake(fake_pair, goal=goal), [{"fig": 10.0}])
+    assert row.status is Status.NO_GOAL
+    assert row.goal_met is None
+    assert row.reason == "goal not judged: vs_ref not measured"
+    assert summarise(fake(fake_pair, goal=goal), [{"fig": 1.0, "vs_ref": 0.5}]).status is (
+        Status.MISSED
+    )
+    row = summarise(fake(fake_pair, goal=goal), [{"fig": 1.0, "vs_ref": 1.5}])
+    assert (row.status, row.goal_met) == (Status.MET, True)
 
 
 # ------------------------------------------------------------------------------ the runner

@@ -15,17 +15,13 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
-import time
 import tracemalloc
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 from meshmsg.bench.daemons import measures as daemon_measures
 from meshmsg.bench.runner import (
-    REFERENCE_SCENARIO,
-    SIM_WINDOW_S,
     Blocked,
     Condition,
     Context,
@@ -33,7 +29,15 @@ from meshmsg.bench.runner import (
     Measure,
     Status,
 )
-from meshmsg.bench.units import KIB, MIB, per_s, plain, seconds, size, speedup, whole_seconds
+from meshmsg.bench.simrows import (
+    SIM_DETAILS,
+    SIM_LIMIT_TITLE,
+    sim_blocked,
+    sim_epidemic,
+    sim_spray_and_wait,
+)
+from meshmsg.bench.simscale import rwp10000, scale_blocked
+from meshmsg.bench.units import KIB, MIB, per_s, plain, seconds, size, speedup
 from meshmsg.errors import MeshError
 
 
@@ -190,144 +194,6 @@ def discovery(ctx: Context) -> Figures:
         figures["zeroconf_s"] = _median_of_trials(ctx, "tests.bench.zeroconf_alone")
     figures["discovery_s"] = _median_of_trials(ctx, "tests.net.discovery_node")
     return figures
-
-
-# ------------------------------------------------------------------------------- simulator
-
-SIM_QUICK_NODES: Final = 20
-
-
-def _quick_scenario(policy: str) -> Any:
-    """The ``--quick`` stand-in for the reference trace: 20 random-waypoint walkers for half an
-    hour, same link model, buffers, TTL and routing settings (pre-pairing 190 pairs is fast)."""
-    from meshmsg.sim.scenario import scenario_from_dict
-
-    table = {
-        "run": {"name": "bench-quick", "seed": 1, "duration_s": SIM_WINDOW_S, "mode": "one"},
-        "nodes": {"count": SIM_QUICK_NODES, "buffer_bytes": 5_000_000, "ttl_s": 18_000.0,
-                  "pre_pair": True},
-        "routing": {"policy": policy, "copies": 6, "binary": True,
-                    "drop_after_delivery": False},
-        "links": {"default_interface": "bt", "interfaces": {"bt": {"rate_bps": 250_000.0}}},
-        "contacts": {"source": "rwp"},
-        "mobility": {"world_m": [400.0, 300.0], "speed_mps": [0.5, 1.5],
-                     "pause_s": [0.0, 120.0], "range_m": 10.0, "interface": "bt",
-                     "scan_interval_s": 1.0},
-        "traffic": {"source": "generator", "interval_s": [5.0, 15.0],
-                    "size_bytes": [1_000, 2_000]},
-        "output": {"plots": False, "contact_log": False},
-    }  # fmt: skip
-    return scenario_from_dict(table, base_dir=Path.cwd())
-
-
-class NullNode:
-    """A node that does nothing: the engine replays the trace with no protocol attached."""
-
-    def peer_discovered(self, address: str, *, now: float) -> None:
-        return None  # the simulator has no discovery: links come from the contact trace
-
-    def link_opened(
-        self, link: int, *, initiator: bool, now: float, address: str | None = None
-    ) -> None:
-        return None
-
-    def receive_data(self, link: int, data: bytes, *, now: float) -> None:
-        return None
-
-    def link_lost(self, link: int, *, now: float) -> None:
-        return None
-
-    def handle_timer(self, *, now: float) -> None:
-        return None
-
-    def storage_committed(self, token: int, *, now: float) -> None:
-        return None
-
-    def send_message(
-        self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None
-    ) -> bytes:
-        return hashlib.blake2b(body.encode(), digest_size=16).digest()
-
-    def next_effect(self) -> None:
-        return None
-
-    def next_event(self) -> None:
-        return None
-
-    def next_deadline(self) -> None:
-        return None
-
-
-class NullFactory:
-    """Builds :class:`NullNode` (implements ``meshmsg.sim.host.NodeFactory``)."""
-
-    def prepare(self, setups: Sequence[Any], *, seed: int, pre_pair: bool) -> None:
-        return None
-
-    def identity(self, address: int) -> bytes:
-        return address.to_bytes(16, "big")
-
-    def build(self, setup: Any, *, rng: Any, now: float, records: Mapping[Any, bytes]) -> NullNode:
-        return NullNode()
-
-
-def sim_blocked(ctx: Context) -> Blocked | None:
-    if not ctx.quick:
-        if not REFERENCE_SCENARIO.is_file():
-            return Blocked(Status.SKIPPED, f"needs a source checkout ({REFERENCE_SCENARIO.name})")
-        if not (ctx.sim_reference / "small_contacts.txt.gz").is_file():
-            return Blocked(Status.SKIPPED, f"reference trace not found in {ctx.sim_reference}")
-    if importlib.util.find_spec("meshmsg.sim.corehost") is None:
-        return Blocked(
-            Status.PENDING,
-            "the real Node is not wired into the simulator yet (meshmsg/sim/corehost.py); "
-            "the limit is measured",
-        )
-    return None
-
-
-def _sim_run(ctx: Context, policy: str, agent: Any) -> tuple[float, float]:
-    """Simulated s per wall s of the engine (``run_scenario``'s own timing, which leaves out
-    building the nodes), and the seconds spent outside the engine (node setup, output)."""
-    from meshmsg.sim.api import run_scenario
-
-    with tempfile.TemporaryDirectory(prefix="meshmsg-bench-sim-") as out:
-        started = time.perf_counter()
-        if ctx.quick:
-            result = run_scenario(_quick_scenario(policy), Path(out), agent=agent)
-        else:
-            trace = ctx.sim_reference
-            overrides = [
-                f'routing.policy="{policy}"',
-                "output.plots=false",
-                "output.contact_log=false",
-                f"run.duration_s={ctx.sim_duration_s}",
-                f'contacts.trace="{trace / "small_contacts.txt.gz"}"',
-                f'traffic.trace="{trace / "small_messages.txt"}"',
-            ]
-            result = run_scenario(REFERENCE_SCENARIO, Path(out), overrides=overrides, agent=agent)
-        elapsed = time.perf_counter() - started
-    return result.sim_s_per_wall_s, elapsed - result.wall_s
-
-
-def _sim(ctx: Context, policy: str) -> Figures:
-    bare, _ = _sim_run(ctx, policy, NullFactory())
-    figures = {
-        "bare_sim_s_per_wall_s": bare,
-        "sim_window_s": SIM_WINDOW_S if ctx.quick else ctx.sim_duration_s,
-        "nodes": float(SIM_QUICK_NODES if ctx.quick else 126),
-    }
-    if sim_blocked(ctx) is None:
-        figures["sim_s_per_wall_s"], figures["setup_s"] = _sim_run(ctx, policy, "core")
-    return figures
-
-
-def sim_spray_and_wait(ctx: Context) -> Figures:
-    return _sim(ctx, "spray-and-wait")
-
-
-def sim_epidemic(ctx: Context) -> Figures:
-    return _sim(ctx, "epidemic")
 
 
 # ---------------------------------------------------------------------------------- memory
@@ -547,24 +413,36 @@ MEASURES: Final[tuple[Measure, ...]] = (
         name="sim-snw",
         title="simulator, reference trace, Spray-and-Wait: simulated s per wall s",
         figure="sim_s_per_wall_s", unit="sim s/wall s", fmt=speedup,
-        run=sim_spray_and_wait, limit="bare_sim_s_per_wall_s",
-        limit_title="engine replaying the same trace, no protocol attached",
-        goal=(Condition("sim_s_per_wall_s", ">=", 2_000),), goal_text="≥ 2,000",
-        details=(("sim_window_s", "simulated:", whole_seconds), ("nodes", "nodes:", plain),
-                 ("setup_s", "node setup (pre-pairing):", seconds)),
-        repeats=1, quick_repeats=1, warmup=False, timeout_s=300.0,
+        run=sim_spray_and_wait, limit="limit_sim_s_per_wall_s",
+        limit_title=SIM_LIMIT_TITLE,
+        goal=(Condition("vs_the_one", ">=", 1.0, optional=True),),
+        goal_text="as fast as the ONE (ratio ≥ 1, when MESHMSG_THE_ONE is set)",
+        details=SIM_DETAILS,
+        repeats=1, quick_repeats=1, warmup=False, timeout_s=3_600.0,
         blocked=sim_blocked, limit_when_blocked=True,
     ),
     Measure(
         name="sim-epidemic",
         title="simulator, reference trace, Epidemic: simulated s per wall s",
         figure="sim_s_per_wall_s", unit="sim s/wall s", fmt=speedup,
-        run=sim_epidemic, limit="bare_sim_s_per_wall_s",
-        limit_title="engine replaying the same trace, no protocol attached",
-        details=(("sim_window_s", "simulated:", whole_seconds), ("nodes", "nodes:", plain),
-                 ("setup_s", "node setup (pre-pairing):", seconds)),
-        repeats=1, quick_repeats=1, warmup=False, timeout_s=300.0,
+        run=sim_epidemic, limit="limit_sim_s_per_wall_s",
+        limit_title=SIM_LIMIT_TITLE,
+        goal=(Condition("vs_the_one", ">=", 1 / 0.3, optional=True),),
+        goal_text="≤ 0.3× the ONE's wall time (ratio ≥ 3.33, when MESHMSG_THE_ONE is set)",
+        details=SIM_DETAILS,
+        repeats=1, quick_repeats=1, warmup=False, timeout_s=7_200.0,
         blocked=sim_blocked, limit_when_blocked=True,
+    ),
+    Measure(
+        name="sim-rwp10000",
+        title="simulator at scale: 10,000 real Nodes, 1 h random waypoint: peak RSS",
+        figure="peak_rss_bytes", unit="bytes", fmt=size,
+        run=rwp10000,
+        goal=(Condition("peak_rss_bytes", "<=", 8 * 1024 * MIB),), goal_text="≤ 8 GiB",
+        details=(("nodes", "nodes:", plain), ("contacts", "contacts:", plain),
+                 ("wall_s", "wall:", seconds), ("cpu_s", "CPU:", seconds)),
+        repeats=1, quick_repeats=1, warmup=False, fresh_process=True,
+        timeout_s=4 * 3_600.0, quick_timeout_s=60.0, blocked=scale_blocked,
     ),
     Measure(
         name="mem-link",

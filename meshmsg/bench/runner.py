@@ -77,11 +77,14 @@ class Status(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Condition:
-    """One clause of a goal: ``figures[key] <op> threshold`` on the median."""
+    """One clause of a goal: ``figures[key] <op> threshold`` on the median. An ``optional``
+    clause whose figure a run did not return (say, a reference not installed) leaves the row
+    without a goal for that run instead of failing it."""
 
     key: str
     op: Literal["<=", ">="]
     threshold: float
+    optional: bool = False
 
     def holds(self, value: float) -> bool:
         return value <= self.threshold if self.op == "<=" else value >= self.threshold
@@ -242,12 +245,16 @@ def summarise(
         values = {**{k: s.median for k, s in figures.items()}}
         if ratio is not None:
             values["ratio"] = ratio.median
-        missing = [c.key for c in measure.goal if c.key not in values]
-        if missing:
+        goal = [c for c in measure.goal if c.key in values or not c.optional]
+        missing = [c.key for c in goal if c.key not in values]
+        if not goal:
+            names = ", ".join(c.key for c in measure.goal)
+            row.reason = f"goal not judged: {names} not measured"
+        elif missing:
             row.status = Status.ERROR
             row.error = f"the goal needs figures the measure did not return: {missing}"
         else:
-            row.goal_met = all(c.holds(values[c.key]) for c in measure.goal)
+            row.goal_met = all(c.holds(values[c.key]) for c in goal)
             row.status = Status.MET if row.goal_met else Status.MISSED
     return row
 

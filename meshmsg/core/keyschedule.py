@@ -145,6 +145,14 @@ def epoch_keys(root: bytes, epoch: int, start: int, *, we_are_a: bool) -> EpochK
     )
 
 
+# The fixed binary form of a KeyShare (docs/protocol/e2e.md, "Key share"). Module constants
+# rather than class attributes, so that the core compiles with mypyc (setup.py).
+_SHARE_FIXED: Final = struct.Struct(">B32s32sQIIQB")
+_SHARE_COUNT: Final = struct.Struct(">QI")
+_SHARE_VERSION: Final = 1
+_SHARE_NONE: Final = 0xFFFFFFFF
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeyShare:
     """What one side sends in a pairing or healing exchange (inside the Noise session).
@@ -163,39 +171,33 @@ class KeyShare:
     counts_from: int = 0
     final_counts: tuple[tuple[int, int], ...] = ()
 
-    _FIXED = struct.Struct(">B32s32sQIIQB")
-    _COUNT = struct.Struct(">QI")
-    _VERSION = 1
-    _NONE = 0xFFFFFFFF
-
     def to_bytes(self) -> bytes:
         """Fixed binary form (docs/protocol/e2e.md, "Key share")."""
-        none = self._NONE
-        head = self._FIXED.pack(
-            self._VERSION, self.public, self.random, self.period,
+        none = _SHARE_NONE
+        head = _SHARE_FIXED.pack(
+            _SHARE_VERSION, self.public, self.random, self.period,
             none if self.epoch is None else self.epoch,
             none if self.previous is None else self.previous,
             self.counts_from, len(self.final_counts),
         )  # fmt: skip
-        return head + b"".join(self._COUNT.pack(p, c) for p, c in self.final_counts)
+        return head + b"".join(_SHARE_COUNT.pack(p, c) for p, c in self.final_counts)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> KeyShare:
         """Parse strictly. Raises :class:`DecodeError` on any bad length or field."""
-        if len(data) < cls._FIXED.size:
+        if len(data) < _SHARE_FIXED.size:
             raise DecodeError("key share too short")
-        version, public, rand, period, epoch, prev, counts_from, n = cls._FIXED.unpack_from(data)
-        if version != cls._VERSION:
+        version, public, rand, period, epoch, prev, counts_from, n = _SHARE_FIXED.unpack_from(data)
+        if version != _SHARE_VERSION:
             raise DecodeError(f"unknown key share version {version}")
-        if len(data) != cls._FIXED.size + n * cls._COUNT.size:
+        if len(data) != _SHARE_FIXED.size + n * _SHARE_COUNT.size:
             raise DecodeError("key share length does not match its count list")
-        counts = tuple(
-            cls._COUNT.unpack_from(data, cls._FIXED.size + i * cls._COUNT.size) for i in range(n)
-        )
+        offsets = (_SHARE_FIXED.size + i * _SHARE_COUNT.size for i in range(n))
+        counts = tuple(_SHARE_COUNT.unpack_from(data, offset) for offset in offsets)
         share = cls(
             public=public, random=rand, period=period,
-            epoch=None if epoch == cls._NONE else epoch,
-            previous=None if prev == cls._NONE else prev,
+            epoch=None if epoch == _SHARE_NONE else epoch,
+            previous=None if prev == _SHARE_NONE else prev,
             counts_from=counts_from, final_counts=counts,
         )  # fmt: skip
         share.check()

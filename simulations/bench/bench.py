@@ -3,6 +3,7 @@
     .venv/bin/python simulations/bench/bench.py            # all
     .venv/bin/python simulations/bench/bench.py reference  # 12 h reference replay only
     .venv/bin/python simulations/bench/bench.py rwp        # the 2,000-node hour (core, agent)
+    .venv/bin/python simulations/bench/bench.py rwp10000   # 10,000 real Nodes for an hour (slow)
     .venv/bin/python simulations/bench/bench.py core       # 12 h reference, the real core
     .venv/bin/python simulations/bench/bench.py core epidemic prophet   # chosen policies
 
@@ -41,6 +42,7 @@ from meshmsg.sim.scenario import load_scenario  # noqa: E402
 
 REFERENCE = ROOT / "simulations" / "reference" / "one-reference.toml"
 RWP = ROOT / "simulations" / "bench" / "rwp2000.toml"
+RWP10K = ROOT / "simulations" / "bench" / "rwp10000.toml"
 
 
 def reference(policy: str, agent: str) -> dict[str, object]:
@@ -98,7 +100,7 @@ def rwp_contacts_only() -> dict[str, object]:
             "wall_s": round(time.perf_counter() - start, 2)}  # fmt: skip
 
 
-def rwp_run(agent: str | None = None) -> dict[str, object]:
+def rwp_run(agent: str | None = None, scenario: Path = RWP) -> dict[str, object]:
     """The 2,000-node hour: the scenario's own agent (the real core) or a reference agent.
 
     ``wall_s`` is the engine's run (``run_scenario``'s own timing); ``total_s`` adds building
@@ -107,11 +109,11 @@ def rwp_run(agent: str | None = None) -> dict[str, object]:
     """
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
-        r = run_scenario(RWP, Path(out), agent=agent)
+        r = run_scenario(scenario, Path(out), agent=agent)
     total = time.perf_counter() - start
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
-        "run": f"2,000-node RWP hour, ONE mode, {agent or 'core'}",
+        "run": f"{scenario.stem} hour, ONE mode, {agent or 'core'}",
         "contacts": r.extras["contacts"],
         "created": r.stats.created,
         "creation_failed": r.extras["creation_failed"],
@@ -133,6 +135,10 @@ def rwp_agent() -> dict[str, object]:
     return rwp_run("meshmsg.sim.agents:DirectFactory")
 
 
+def rwp10000_core() -> dict[str, object]:
+    return rwp_run(scenario=RWP10K)
+
+
 def isolated(task: Callable[[], dict[str, object]]) -> dict[str, object]:
     """Run ``task`` in a fresh process: its peak RSS is then its own."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
@@ -151,8 +157,10 @@ def main() -> None:
         results.append(rwp_contacts_only())
         results.append(isolated(rwp_core))
         results.append(isolated(rwp_agent))
+    if "rwp10000" in which:
+        results.append(isolated(rwp10000_core))
     if "core" in which:
-        policies = [w for w in which if w not in ("core", "reference", "relay", "rwp")]
+        policies = [w for w in which if w not in ("core", "reference", "relay", "rwp", "rwp10000")]
         results.extend(
             isolated(functools.partial(core_reference, policy))
             for policy in policies or ["spray-and-wait", "epidemic"]

@@ -146,7 +146,7 @@ def epoch_keys(root: bytes, epoch: int, start: int, *, we_are_a: bool) -> EpochK
 
 
 # The fixed binary form of a KeyShare (docs/protocol/e2e.md, "Key share"). Module constants
-# rather than class attributes, so that the core compiles with mypyc (setup.py).
+# rather than class attributes, so that the core compiles with mypyc (.ci/mypyc_setup.py).
 _SHARE_FIXED: Final = struct.Struct(">B32s32sQIIQB")
 _SHARE_COUNT: Final = struct.Struct(">QI")
 _SHARE_VERSION: Final = 1

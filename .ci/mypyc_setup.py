@@ -3,7 +3,11 @@
 The project is configured in ``pyproject.toml``; this file only adds the compiled core when asked:
 
     pip install 'setuptools>=77'                                  # reads pyproject's license field
-    MESHMSG_MYPYC=1 python setup.py build_ext --inplace           # needs mypy and a C compiler
+    MESHMSG_MYPYC=1 python .ci/mypyc_setup.py build_ext --inplace  # from the project root;
+                                                                   # needs mypy and a C compiler
+
+It lives in .ci/ (the project's top level holds only pyproject.toml, README.md and the
+project's folders) and runs from the project root, where setuptools finds pyproject.toml.
 
 Without ``MESHMSG_MYPYC=1`` nothing is compiled and the pure-Python core is used (CI, wheels).
 The compiled modules are the same sources, so results are identical (the simulator's event-log
@@ -24,7 +28,7 @@ INTERPRETED = {"wirespec.py", "records.py", "reconcile.py", "driver.py"}
 
 
 def compiled_modules() -> list[str]:
-    core = Path(__file__).resolve().parent / "meshmsg" / "core"
+    core = Path(__file__).resolve().parents[1] / "meshmsg" / "core"
     return sorted(
         str(p.relative_to(core.parent.parent))
         for p in core.rglob("*.py")

@@ -143,9 +143,7 @@ class Mesh:
         self.now = T0
         self.seed = seed
         self.configs = {n: (configs or {}).get(n, config or NodeConfig()) for n in names}
-        self.identities = {
-            n: Identity.generate(SeededRng(seed, f"identity:{n}")) for n in names
-        }
+        self.identities = {n: Identity.generate(SeededRng(seed, f"identity:{n}")) for n in names}
         self.persisted: dict[str, dict[tuple[RecordKind, bytes], bytes]] = {n: {} for n in names}
         # Each node's chunk store ("disk"), kept across restarts; chunk writes counted.
         self.chunks: dict[str, dict[tuple[bytes, int], tuple[tuple[bytes, ...], bytes]]] = {

@@ -27,9 +27,10 @@ def test_seal_a_path_and_save_it_back(tmp_path: Path) -> None:
     out.mkdir()
     written = save_to(store, ref, out, CONFIG)
     assert written == out / "photo.jpg"
-    assert hashlib.sha256(written.read_bytes()).digest() == hashlib.sha256(
-        source.read_bytes()
-    ).digest()
+    assert (
+        hashlib.sha256(written.read_bytes()).digest()
+        == hashlib.sha256(source.read_bytes()).digest()
+    )
     with pytest.raises(FileExistsError):
         save_to(store, ref, out, CONFIG)
     assert not (out / "photo.jpg.part").exists()

@@ -11,7 +11,8 @@ from tests.test_cli import init, mm, runner  # noqa: F401  (the fixture)
 
 
 def test_admin_signs_publishes_and_a_member_joins_searches_and_adds(
-    runner: CliRunner, tmp_path: Path  # noqa: F811
+    runner: CliRunner,  # noqa: F811  (the fixture imported above)
+    tmp_path: Path,
 ) -> None:
     admin = tmp_path / "admin"
     carol_code = init(runner, tmp_path / "carol", "carol")
@@ -20,12 +21,26 @@ def test_admin_signs_publishes_and_a_member_joins_searches_and_adds(
     assert made.exit_code == 0, made.output
     org_code = made.output.strip().splitlines()[-1]
     assert org_code.startswith("MMORG1:")
-    signed = mm(runner, tmp_path / "alice", "org", "sign", carol_code, "--name", "Carol Duty",
-                "--unit", "Logistics", "--role", "duty officer", "--admin-dir", str(admin))
+    signed = mm(
+        runner,
+        tmp_path / "alice",
+        "org",
+        "sign",
+        carol_code,
+        "--name",
+        "Carol Duty",
+        "--unit",
+        "Logistics",
+        "--role",
+        "duty officer",
+        "--admin-dir",
+        str(admin),
+    )
     assert signed.exit_code == 0, signed.output
     out = tmp_path / "dir.mmdir"
-    published = mm(runner, tmp_path / "alice", "org", "publish", "--out", str(out),
-                   "--admin-dir", str(admin))
+    published = mm(
+        runner, tmp_path / "alice", "org", "publish", "--out", str(out), "--admin-dir", str(admin)
+    )
     assert "version 1: 1 members" in published.output
 
     home = tmp_path / "alice"

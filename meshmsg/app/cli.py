@@ -115,9 +115,6 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-
-
-
 @click.group(cls=MeshCli)
 @click.option(
     "--data-dir",

@@ -39,9 +39,7 @@ def passphrase(ctx: Ctx) -> None:
             raise KeystoreError(f"no new passphrase: set {NEW_PASSPHRASE_ENV} or use a terminal")
         new = str(click.prompt("New passphrase", hide_input=True, confirmation_prompt=True))
     with console.status("Sealing the keystore (Argon2id)…"):
-        change_passphrase(
-            ctx.data_dir, ctx.settings, unlocked, new, kdf_fast=kdf_fast_requested()
-        )
+        change_passphrase(ctx.data_dir, ctx.settings, unlocked, new, kdf_fast=kdf_fast_requested())
     console.print("Passphrase changed. Backups made before still open with the old one.")
 
 

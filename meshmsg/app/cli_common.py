@@ -195,4 +195,3 @@ def clock(at: float) -> str:
 def preview(body: str, width: int = 40) -> str:
     line = " ".join(body.split())
     return line if len(line) <= width else line[: width - 1] + "…"
-

@@ -182,4 +182,3 @@ def contact_remove(ctx: Ctx, who: str, yes: bool) -> None:
         with ctx.offline() as offline:
             offline.run(lambda node, now: node.remove_contact(peer_id, now=now))
     console.print(f"Removed {peer_markup(name)}.")
-

@@ -41,7 +41,6 @@ from meshmsg.errors import InvalidMessage, LocalProtocolError
 CHAT_HISTORY: Final = 10
 
 
-
 @click.command()
 @click.argument("who")
 @click.argument("message", nargs=-1, required=False)
@@ -50,7 +49,9 @@ CHAT_HISTORY: Final = 10
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
 )  # fmt: skip
 @click.option(
-    "--ttl", type=Duration(), default=None,
+    "--ttl",
+    type=Duration(),
+    default=None,
     help="How long relays keep it: 90s, 2h, 3d or seconds (default: the profile's).",
 )
 @pass_ctx
@@ -278,4 +279,3 @@ def _peers_table(peers: list[JSON]) -> None:
         table.add_row(peer_text(name), kind, peer_text(p["address"] or "-"),
                       "in" if p["inbound"] else "out", "yes" if p["synced"] else "no")  # fmt: skip
     console.print(table)
-

@@ -47,13 +47,15 @@ PAIRING_LABELS: Final = {
 
 
 def org_label(contact: JSON) -> str:
-    """", verified by X" / ", revoked by X": the organisations' word, apart from in person."""
+    """ ", verified by X" / ", revoked by X": the organisations' word, apart from in person."""
     out = ""
     if contact.get("org_verified"):
         out += f", [cyan]verified by {peer_markup(', '.join(contact['org_verified']))}[/cyan]"
     if contact.get("org_revoked"):
         out += f", [red]revoked by {peer_markup(', '.join(contact['org_revoked']))}[/red]"
     return out
+
+
 _MIN_OPS, _MIN_MEM = 1, 8192  # --kdf-fast: tests only
 
 
@@ -92,7 +94,10 @@ def org() -> None:
 
 
 admin_dir = click.option(
-    "--admin-dir", type=click.Path(path_type=Path), default=ADMIN_DIR, show_default=True,
+    "--admin-dir",
+    type=click.Path(path_type=Path),
+    default=ADMIN_DIR,
+    show_default=True,
     help="The administrator's (offline) folder.",
 )
 
@@ -165,8 +170,10 @@ def org_publish(out: Path, admin_dir: Path) -> None:
                                 limits=OrgLimits())  # fmt: skip
     out.write_bytes(directory.data)
     (admin_dir / "serial").write_text(f"{serial}\n")
-    console.print(f"Directory version {serial}: {len(directory.entries)} members, "
-                  f"{len(directory.revocations)} revoked, {len(directory.data)} bytes → {out}")
+    console.print(
+        f"Directory version {serial}: {len(directory.entries)} members, "
+        f"{len(directory.revocations)} revoked, {len(directory.data)} bytes → {out}"
+    )
 
 
 @org.command("code")
@@ -198,7 +205,9 @@ def org_import(ctx: Ctx, file: Path, org_name: str | None) -> None:
         raise DirectoryError(f"{file} is larger than any directory")
     blob = base64.b64encode(file.read_bytes()).decode()
     view = _daemon_or_offline(
-        ctx, "/orgs/directory", {"directory": blob, "org": org_name},
+        ctx,
+        "/orgs/directory",
+        {"directory": blob, "org": org_name},
         lambda n, now: ops.import_directory(n, now, blob, org_name),
     )
     console.print(f"Directory version {view['serial']}: {view['members']} members, "
@@ -253,7 +262,9 @@ def directory_search(ctx: Ctx, text: str) -> None:
 def directory_add(ctx: Ctx, peer_id: str) -> None:
     """Add a directory member as a contact: mail goes at once, by first contact."""
     view = _daemon_or_offline(
-        ctx, f"/directory/{peer_id}/contact", {},
+        ctx,
+        f"/directory/{peer_id}/contact",
+        {},
         lambda n, now: ops.contact_from_directory(n, now, peer_id),
     )
     orgs = peer_markup(", ".join(view.get("org_verified", [])))

@@ -53,9 +53,7 @@ def seal_path(store: ChunkStore, path: Path, config: AttachConfig) -> Attachment
         return seal_stream(store, source, size, path.name, config)
 
 
-def save_to(
-    store: ChunkStore, ref: AttachmentRef, out: Path, config: AttachConfig
-) -> Path:
+def save_to(store: ChunkStore, ref: AttachmentRef, out: Path, config: AttachConfig) -> Path:
     """Write the attachment's plaintext to ``out`` (a directory: ``out/<name>``); refuse to
     overwrite an existing file. Returns the path written."""
     target = out / ref.name if out.is_dir() else out

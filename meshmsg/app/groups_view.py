@@ -92,4 +92,3 @@ def _status(message: GroupMessage) -> str:
     if message.delivered:
         return f"delivered to {len(message.delivered)} of {total}"
     return "queued"
-

@@ -102,6 +102,7 @@ async def _checkpoint_loop(sink: CheckpointingStorage, interval_s: float) -> Non
 
 # --- discovery to runner -------------------------------------------------------------------------
 
+
 class PeerBridge:
     """Forwards discovered peers to the runner and reports back how the dials went."""
 

@@ -47,9 +47,7 @@ def escape_controls(text: str, *, multiline: bool = False) -> str:
     Printable text, including emoji and every script, is left as it is.
     """
     keep = _BODY_KEEPS if multiline else frozenset()
-    return "".join(
-        _escaped(c) if is_unsafe(c) and c not in keep else c for c in text
-    )
+    return "".join(_escaped(c) if is_unsafe(c) and c not in keep else c for c in text)
 
 
 def peer_text(value: object, style: str = "", *, multiline: bool = False) -> Text:

@@ -48,9 +48,7 @@ def _span(seconds: float) -> str:
     return f"about {days:.0f} days" if days >= 1.5 else f"about {abs(seconds) / 3600:.0f} hours"
 
 
-def clock_warnings(
-    node: Node, now: float, skews: Mapping[bytes, ClockSkewDetected]
-) -> list[str]:
+def clock_warnings(node: Node, now: float, skews: Mapping[bytes, ClockSkewDetected]) -> list[str]:
     """Lines for channels ahead of ``now`` and for contacts whose clock differs from ours."""
     lines: list[str] = []
     names = {c.peer_id: c.name for c in node.contacts}

@@ -111,7 +111,7 @@ async def _token_field(request: Request) -> str:
         raise Refused(400, "body is not JSON") from exc
     token = data.get("token") if isinstance(data, dict) else None
     if not isinstance(token, str) or len(token) > MAX_TOKEN_FIELD:
-        raise Refused(400, "expected {\"token\": \"...\"}")
+        raise Refused(400, 'expected {"token": "..."}')
     return token
 
 

@@ -185,8 +185,11 @@ SIM_LIMIT_TITLE: Final = (
     "no protocol"
 )
 SIM_DETAILS: Final = (
-    ("sim_window_s", "simulated:", whole_seconds), ("nodes", "nodes:", plain),
-    ("setup_s", "node setup (pre-pairing):", seconds), ("cpu_s", "CPU:", seconds),
-    ("one_process_s", "the ONE, whole process:", seconds), ("one_cpu_s", "its CPU:", seconds),
+    ("sim_window_s", "simulated:", whole_seconds),
+    ("nodes", "nodes:", plain),
+    ("setup_s", "node setup (pre-pairing):", seconds),
+    ("cpu_s", "CPU:", seconds),
+    ("one_process_s", "the ONE, whole process:", seconds),
+    ("one_cpu_s", "its CPU:", seconds),
     ("bare_sim_s_per_wall_s", "engine alone:", speedup),
 )

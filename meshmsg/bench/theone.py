@@ -54,8 +54,9 @@ def _plain_copy(source: Path, target: Path) -> Path:
     return target
 
 
-def replay_settings(router: str, contacts: Path, messages: Path, duration_s: float,
-                    reports: Path) -> str:
+def replay_settings(
+    router: str, contacts: Path, messages: Path, duration_s: float, reports: Path
+) -> str:
     """The settings file the ONE reads on top of its ``default_settings.txt``."""
     return "\n".join([
         f"Scenario.name = meshmsg_bench_{router}",

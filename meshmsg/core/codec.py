@@ -289,9 +289,7 @@ def _restore_envelope(into: NodeState, record: StoredRecord) -> None:
     if not isinstance(state, EnvelopeState):
         raise StorageError("ENVELOPE record holds another type")
     try:
-        envelope = parse_envelope(
-            state.envelope, buckets=into.config.message.envelope_size_buckets
-        )
+        envelope = parse_envelope(state.envelope, buckets=into.config.message.envelope_size_buckets)
     except InvalidMessage as exc:
         raise StorageError(f"persisted envelope is damaged: {exc}") from exc
     item = StoreItem(

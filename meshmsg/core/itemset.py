@@ -289,5 +289,3 @@ def _collect(node: _TrieNode, out: dict[int, int]) -> None:
     for child in node.kids:
         if child is not None:
             _collect(child, out)
-
-

@@ -279,7 +279,12 @@ class Reconciler:
     """
 
     def __init__(
-        self, items: ItemSet, *, initiator: bool, salt: bytes = b"", config: SyncConfig,
+        self,
+        items: ItemSet,
+        *,
+        initiator: bool,
+        salt: bytes = b"",
+        config: SyncConfig,
         budget: SyncBudget | None = None,
     ) -> None:
         if items.fanout != config.split_fanout:
@@ -850,6 +855,4 @@ def _bitmap(indices: list[int], size: int) -> bytes:
     return value.to_bytes(size, "big")
 
 
-__all__ = [
-    "ID_BYTES", "SALT_BYTES", "VERSION", "ItemSet", "Reconciler", "SyncBudget", "SyncStats"
-]
+__all__ = ["ID_BYTES", "SALT_BYTES", "VERSION", "ItemSet", "Reconciler", "SyncBudget", "SyncStats"]

@@ -179,9 +179,7 @@ class Router:
 
 def peer_routing(route: bytes, entries: Iterable[tuple[bytes, int]]) -> PeerRouting:
     """Build a peer's routing view from the table it sent (quantised values back to floats)."""
-    return PeerRouting(
-        route_id=route, predictabilities={dest: q / _P_SCALE for dest, q in entries}
-    )
+    return PeerRouting(route_id=route, predictabilities={dest: q / _P_SCALE for dest, q in entries})
 
 
 def make_router(config: RoutingConfig, own_route_id: bytes) -> Router:

@@ -36,8 +36,7 @@ class ChunkSink(Protocol):
     def put_many(self, chunks: Sequence[tuple[bytes, int, tuple[bytes, ...], bytes]]) -> None:
         """Write these chunks durably (one sync for the batch where the file system allows)."""
 
-    def get(self, attachment_id: bytes, index: int) -> tuple[tuple[bytes, ...], bytes] | None:
-        ...
+    def get(self, attachment_id: bytes, index: int) -> tuple[tuple[bytes, ...], bytes] | None: ...
 
     def delete(self, attachment_id: bytes) -> None: ...
 

@@ -95,8 +95,12 @@ class CoreFactory:
         self._prepared = {s.address: n for s, n in zip(setups, nodes, strict=True)}
 
     def _pair_some(
-        self, setups: Sequence[NodeSetup], pairs: Sequence[tuple[int, int]], seed: int,
-        *, pair: bool = True,
+        self,
+        setups: Sequence[NodeSetup],
+        pairs: Sequence[tuple[int, int]],
+        seed: int,
+        *,
+        pair: bool = True,
     ) -> None:
         """Make ``pairs`` (each ``(a, b)`` with ``a < b``) contacts, in sorted order, and pair
         them unless ``pair`` is False (they then write by first contact until they meet)."""

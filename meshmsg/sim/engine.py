@@ -609,4 +609,3 @@ class Engine:
         self._hash.update(b"\n")
         if self._event_log is not None:
             self._event_log.write(line + "\n")
-

@@ -25,6 +25,8 @@ from meshmsg.core.effects import Persist, RecordKind
 from meshmsg.sim.rng import SeededRng
 
 RecordKey = tuple[RecordKind, bytes]
+
+
 @dataclass(frozen=True, slots=True)
 class CodesOnly:
     """These pairs hold each other's contact code but never met: mail goes by first contact
@@ -113,4 +115,3 @@ class RecordStore:
 
     def __len__(self) -> int:
         return len(self._records)
-

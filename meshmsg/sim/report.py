@@ -390,7 +390,8 @@ class Recorder:
             "chunk_deliveries": self.chunk_deliveries,
             # Median time from creation to the recipient's last chunk, whole seconds.
             "attachment_latency_median_s": round(one_median(self.last_chunk_latencies))
-            if self.last_chunk_latencies else 0,
+            if self.last_chunk_latencies
+            else 0,
         }
 
     def write_messages(self, path: Path) -> None:

@@ -201,6 +201,4 @@ def sealed(
 def reassembled(node: FakeNode, ref: AttachmentRef) -> bytes:
     opener = ChunkOpener(ref.key, ref.check(node.config.attach), ref.size)
     count = chunk_count(ref.size)
-    return b"".join(
-        opener.open(i, node.disk[(ref.attachment_id, i)][1]) for i in range(count)
-    )
+    return b"".join(opener.open(i, node.disk[(ref.attachment_id, i)][1]) for i in range(count))

@@ -161,7 +161,9 @@ def test_strangers_quota_and_eviction_keeps_near_complete() -> None:
     meet(senders[1], relay, tier_ba=Tier.STRANGER)
     meet(senders[2], relay, tier_ba=Tier.CONTACT, cut_after=1)
     assert {i.attachment_id for i in relay.carrier.table.items.values()} == {
-        refs[0].attachment_id, refs[1].attachment_id, refs[2].attachment_id
+        refs[0].attachment_id,
+        refs[1].attachment_id,
+        refs[2].attachment_id,
     }
     # A verified contact's attachment needs room: a stranger's copy goes, the contact's
     # barely started one stays (a better tier), and of the strangers' the least complete goes.
@@ -258,7 +260,10 @@ def test_a_peer_cannot_make_us_keep_unbounded_holdings() -> None:
     refs = (first, second, sealed(a, payload(), seed=3))
     entries = [
         HoldingEntry(
-            attachment_id=r.attachment_id, manifest=r.manifest, expiry_at=10**12, copies=0,
+            attachment_id=r.attachment_id,
+            manifest=r.manifest,
+            expiry_at=10**12,
+            copies=0,
             bits=b"\xfc",
         )
         for r in refs

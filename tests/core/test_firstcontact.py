@@ -172,6 +172,7 @@ def test_arbitrary_bytes_after_the_header_never_open(junk: bytes, seed: int) -> 
     data[start : start + len(junk)] = junk
     original = seal(b"m", SeededRng(seed, "fc"))
     top = HEADER_BYTES + 31  # the ephemeral's top bit carries nothing
+
     def without_top(b: bytes) -> bytes:
         return b[:top] + bytes([b[top] & 0x7F]) + b[top + 1 :]
 

@@ -1004,8 +1004,12 @@ def seeds_node() -> Iterator[bytes]:
                        (OP_CONNECT, b"\x01"), (OP_ADVANCE, b"\x00\x01"))  # fmt: skip
     yield node_program(*meet, (OP_INJECT, b"\x00" + sized(transfer)), (OP_ADVANCE, b"\x01\x01"))
     share = new_key_share(SeededRng(4, "carol"), T0, MESSAGE_LIMITS)[1].to_bytes()
-    yield node_program((OP_HAND, b"\x02"), (OP_INJECT, b"\x00" + sized(encode_record(
-        KeyExchange(share=share)))), (OP_SEND, b"\x01\x02hi"), (OP_ADVANCE, b"\x00\x03"))
+    yield node_program(
+        (OP_HAND, b"\x02"),
+        (OP_INJECT, b"\x00" + sized(encode_record(KeyExchange(share=share)))),
+        (OP_SEND, b"\x01\x02hi"),
+        (OP_ADVANCE, b"\x00\x03"),
+    )
     yield node_program(*meet, (OP_RAW, b"\x00" + sized(b"\x00\x05hello")))
     yield node_program((OP_SEND, b"\x00\x03abc"), (OP_ADVANCE, b"\x03\x20"), *meet,
                        (OP_ADVANCE, b"\x03\xff"), (OP_DISCOVER, b"\x01"))  # fmt: skip

@@ -27,13 +27,13 @@ async def test_upload_send_progress_and_ranged_download(tmp_path: Path) -> None:
         bob_id = (await alice.client.post("/contacts", json={"code": bob.code})).json()["peer_id"]
         await bob.client.post("/contacts", json={"code": alice.code})
         alice_id = (await alice.get("/id"))["peer_id"]
-        upload = await alice.client.post(
-            "/attachments?name=site%20map.png", content=pieces(data)
-        )
+        upload = await alice.client.post("/attachments?name=site%20map.png", content=pieces(data))
         assert upload.status_code == 201, upload.text
         uploaded = upload.json()
         assert (uploaded["name"], uploaded["size"], uploaded["media_type"]) == (
-            "site map.png", SIZE, "image/png"
+            "site map.png",
+            SIZE,
+            "image/png",
         )
         sent = await alice.client.post(
             "/messages/files",

@@ -36,8 +36,10 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]
     site_key = secrets.token_hex(32)
     with netns_hosts(4) as hosts:
         net = hosts[0].cidr
-        lab = {name: Node(name, host, root / name, site_key, net)
-               for name, host in zip(("alice", "bobby", "carol", "dave"), hosts, strict=True)}
+        lab = {
+            name: Node(name, host, root / name, site_key, net)
+            for name, host in zip(("alice", "bobby", "carol", "dave"), hosts, strict=True)
+        }
         try:
             for node in lab.values():
                 node.cli("init", "--name", node.name)
@@ -111,8 +113,7 @@ def test_a_one_sided_contact_holds_one_link_and_reaches_them_as_a_request(
     record_property("one_sided_link_attempts_60s", attempts)
     record_property("one_sided_links_ended_60s", ended)
     record_property("one_sided_links_to_carol_60s", len(to_carol))
-    print(f"dave in 60 s: {attempts} links made or taken, {ended} ended, "
-          f"{len(to_carol)} to carol")
+    print(f"dave in 60 s: {attempts} links made or taken, {ended} ended, {len(to_carol)} to carol")
     # No link-and-drop loop: one link to carol, or two when both dialled at the same instant
     # (mDNS finds both ways at once); before the fix it was about one a second.
     assert len(to_carol) <= 2, dave.log()

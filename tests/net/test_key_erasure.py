@@ -56,8 +56,7 @@ def chunks(blob: bytes, size: int = 32) -> list[bytes]:
 def paired(storage: Storage | None, now: float) -> tuple[Node, Node]:
     ids = {n: Identity.generate(SeededRng(3, f"identity:{n}")) for n in ("alice", "bob")}
     nodes = {
-        n: Node(identity=ids[n], config=NodeConfig(), rng=SeededRng(3, n), now=now)
-        for n in ids
+        n: Node(identity=ids[n], config=NodeConfig(), rng=SeededRng(3, n), now=now) for n in ids
     }
     for me, other in (("alice", "bob"), ("bob", "alice")):
         card = ContactCard(public=ids[other].public, name=other)
@@ -84,9 +83,9 @@ def test_period_rollover_checkpoints_the_old_key_state_out_of_both_files(
         rollover = (math.floor(now / DAY) + 1) * DAY + 1.0
         alice.handle_timer(now=rollover)
         persists = drain(alice, storage, rollover)
-        assert any(
-            put.kind is RecordKind.CHANNEL for p in persists for put in p.puts
-        ), "the rollover writes the new key state"
+        assert any(put.kind is RecordKind.CHANNEL for p in persists for put in p.puts), (
+            "the rollover writes the new key state"
+        )
         (new,) = sealed_channels(db)
         assert new != old
         files = db.read_bytes() + (wal.read_bytes() if wal.exists() else b"")

@@ -34,8 +34,14 @@ def unordered(a: int, b: int) -> tuple[int, int]:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("all", "all"), ("traffic", "traffic"), ("codes", "codes"), ("none", "none"), (True, "all"),
-     (False, "none")],
+    [
+        ("all", "all"),
+        ("traffic", "traffic"),
+        ("codes", "codes"),
+        ("none", "none"),
+        (True, "all"),
+        (False, "none"),
+    ],
 )
 def test_values_and_boolean_aliases(value: object, expected: str) -> None:
     assert build({"nodes": {"pre_pair": value}}).nodes.pre_pair == expected

@@ -18,9 +18,7 @@ CONTACTS = """\
 """
 
 
-def chain(
-    tmp_path: Path, size: int, rate_bps: float = 8e6, contacts: str = CONTACTS
-) -> Scenario:
+def chain(tmp_path: Path, size: int, rate_bps: float = 8e6, contacts: str = CONTACTS) -> Scenario:
     (tmp_path / "c.txt").write_text(contacts)
     (tmp_path / "m.txt").write_text(f"1.0 C M1 n0 n3 {size}\n2.0 C M2 n0 n3 300\n")
     table: dict[str, object] = {

@@ -509,4 +509,3 @@ class AttachmentCarrier:
 
     def _save(self, item: Carried) -> None:
         self._host.persist((state_record(item),), ())
-

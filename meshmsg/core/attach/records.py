@@ -51,9 +51,7 @@ class ChunkRequest:
     """Send me these chunks of this attachment (each was advertised as held)."""
 
     attachment_id: bytes = wire(B.exact(ID_BYTES))
-    indexes: tuple[int, ...] = wire(
-        ListOf(UInt(max=MAX_CHUNKS - 1), max_items=MAX_REQUEST)
-    )
+    indexes: tuple[int, ...] = wire(ListOf(UInt(max=MAX_CHUNKS - 1), max_items=MAX_REQUEST))
 
 
 @record(0x1B)
@@ -73,9 +71,7 @@ class ChunkMissing:
     """Answer to a request for chunks the sender no longer holds (evicted, purged, damaged)."""
 
     attachment_id: bytes = wire(B.exact(ID_BYTES))
-    indexes: tuple[int, ...] = wire(
-        ListOf(UInt(max=MAX_CHUNKS - 1), max_items=MAX_REQUEST)
-    )
+    indexes: tuple[int, ...] = wire(ListOf(UInt(max=MAX_CHUNKS - 1), max_items=MAX_REQUEST))
 
 
 @record(0x1D)

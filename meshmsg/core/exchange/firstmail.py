@@ -80,7 +80,6 @@ class FirstOpening:
     def recognises(self, tag: bytes) -> bool:
         return self._state.first_index.lookup(tag) is not None
 
-
     def next_deadline(self) -> float:
         return self._state.first_index.next_deadline()
 

@@ -58,7 +58,13 @@ class Opening:
     """Opens envelopes addressed to us and applies what they carry."""
 
     __slots__ = (
-        "_attachments", "_groups", "_holdings", "_out", "_purges", "_receipts", "_state",
+        "_attachments",
+        "_groups",
+        "_holdings",
+        "_out",
+        "_purges",
+        "_receipts",
+        "_state",
     )
 
     def __init__(

@@ -145,7 +145,6 @@ class Receipts:
             )
         self._renewal.renew_if_low(contact, now)  # receipts spend the same budget (issue #17)
 
-
     def _send_first_contact(
         self, contact: Contact, kinds: dict[int, list[bytes]], now: float
     ) -> None:

@@ -57,7 +57,10 @@ class Sync:
         if session.link.initiator:
             salt = state.rng.randbytes(16)
             session.reconciler = Reconciler(
-                state.items, initiator=True, salt=salt, config=state.config.sync,
+                state.items,
+                initiator=True,
+                salt=salt,
+                config=state.config.sync,
                 budget=self._sync_budget,
             )
             self._out.transmit(session, [SyncMessage(payload=session.reconciler.start())])
@@ -90,7 +93,10 @@ class Sync:
             if session.link.initiator:
                 raise RemoteProtocolError("reconciliation answer before our request")
             session.reconciler = Reconciler(
-                state.items, initiator=False, salt=b"", config=state.config.sync,
+                state.items,
+                initiator=False,
+                salt=b"",
+                config=state.config.sync,
                 budget=self._sync_budget,
             )
         reconciler = session.reconciler
@@ -158,8 +164,10 @@ class Sync:
                 # not believe (and never spread) goes to it; its own copy lets it check it.
                 purges.append(Purge(token=stone.token, expiry_at=int(stone.expiry_at * _MS)))
             first = state.first_index  # first contact (issue #12): no purge token, so the
-            if entry.envelope_id in state.store or stone is not None or first.opened(
-                entry.envelope_id
+            if (
+                entry.envelope_id in state.store
+                or stone is not None
+                or first.opened(entry.envelope_id)
             ):  # ids of opened ones are remembered
                 have.append(entry.envelope_id)
             elif (

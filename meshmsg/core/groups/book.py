@@ -393,4 +393,3 @@ class GroupBook:
 
 def _ms(now: float) -> int:
     return max(0, round(now * _MS))
-

@@ -216,4 +216,3 @@ def _why_refused(op: GroupOp, state: GroupState, limits: GroupLimits) -> str:
     if target is not None and target not in state.members:
         return "not a member of this group"
     return f"{op.kind.name.lower()} would change nothing"
-

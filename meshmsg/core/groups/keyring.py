@@ -166,8 +166,13 @@ class GroupKeys:
     def receive_states(self) -> list[GroupReceiveState]:
         return [
             GroupReceiveState(
-                sender=sender, key=key_record(c.key), anchor=c.anchor, chain=c.chain,
-                first=c.first, next_key=c.next_key, tag_key=c.tag_key,
+                sender=sender,
+                key=key_record(c.key),
+                anchor=c.anchor,
+                chain=c.chain,
+                first=c.first,
+                next_key=c.next_key,
+                tag_key=c.tag_key,
                 received=tuple(
                     ReceivedCounters(period=p, counters=tuple(sorted(cs)))
                     for p, cs in sorted(c.received.items())

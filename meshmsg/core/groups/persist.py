@@ -151,4 +151,3 @@ def _decode(record: StoredRecord) -> Record:
 
 def _ms(seconds: float) -> int:
     return max(0, round(seconds * _MS))
-

@@ -180,9 +180,11 @@ class SenderChain:
             raise GroupError("this group's messages for today are used up; wait for tomorrow")
         tag = group_tag(self.tag_key, self.counter)
         expiry_at = expiry_from(now, ttl_s)
-        signature = nacl.signing.SigningKey(self.signing_seed).sign(
-            signed_message(tag, expiry_at, payload)
-        ).signature
+        signature = (
+            nacl.signing.SigningKey(self.signing_seed)
+            .sign(signed_message(tag, expiry_at, payload))
+            .signature
+        )
         key = kdf(PERSON_MSG, self.chain, u32(self.counter))
         envelope = seal_envelope(
             key=key, tag=tag, expiry_at=expiry_at, inner=signature + payload, rng=rng,
@@ -281,4 +283,3 @@ class ReceiveChain:
             raise InvalidMessage("group message: bad sender signature") from exc
         self.received.setdefault(period, set()).add(counter)
         return payload
-

@@ -189,4 +189,3 @@ class DirectFactory:
         self, setup: NodeSetup, *, rng: SeededRng, now: float, records: Mapping[RecordKey, bytes]
     ) -> SimulatedNode:
         return DirectNode(setup, now, records)
-

@@ -222,7 +222,7 @@ class RelayFactory:
             if policy not in RELAY_POLICIES:
                 raise ConfigError(
                     f"RelayFactory follows the ONE's rules for {', '.join(RELAY_POLICIES)}; "
-                    f"routing.policy = {policy!r} needs the core (agent = \"core\")"
+                    f'routing.policy = {policy!r} needs the core (agent = "core")'
                 )
 
     def identity(self, address: int) -> bytes:

@@ -60,11 +60,16 @@ class FirstSealing:
         self._holdings.mark_uncommitted(item.envelope_id)
         return item
 
-    def seal_text(self, contact: Contact, message: StoredMessage, now: float) -> None:
-        text = TextMessage(
-            message_id=message.message_id, sent_at=int(message.sent_at * _MS), body=message.body
-        )
-        item = self.seal(contact, [text], message.expiry_at, now)
+    def seal_text(
+        self, contact: Contact, message: StoredMessage, now: float, inner: Record | None = None
+    ) -> None:
+        """Seal one of our messages by first contact; ``inner`` is its inner record when it is
+        not plain text (a message with attachments carries their references)."""
+        if inner is None:
+            inner = TextMessage(
+                message_id=message.message_id, sent_at=int(message.sent_at * _MS), body=message.body
+            )
+        item = self.seal(contact, [inner], message.expiry_at, now)
         message.epoch = FIRST_CONTACT_EPOCH
         message.sealed = True
         message.envelope_id = item.envelope_id

@@ -85,10 +85,10 @@ class Sending:
                 ref, peer_id=peer_id, message_id=message.message_id, expiry_at=message.expiry_at
             )
         state.conversations.add(message)
-        if channel is None and self.first.room_for([[text_of(message)]]):
+        if channel is None and self.first.room_for([[inner_of(message, refs)]]):
             # Never met: first contact through relays now (issue #12); pairing at the first
-            # meeting takes over for later mail.
-            self.first.seal_text(contact, message, now)
+            # meeting takes over for later mail. Attachments' references go inside too.
+            self.first.seal_text(contact, message, now, inner_of(message, refs))
         elif channel is None:
             self._holdings.want_room(peer_id)  # our outbox is full: sealed once room frees
             self._out.persist([codec.message_record(message)])
@@ -124,10 +124,11 @@ class Sending:
     def _seal_waiting_first_contact(self, contact: Contact, now: float) -> None:
         for message in self._state.conversations.unsealed_for(contact.peer_id):
             if message.expiry_at > now:
-                if not self.first.room_for([[text_of(message)]]):
+                inner = self._inner(message)
+                if not self.first.room_for([[inner]]):
                     self._holdings.want_room(contact.peer_id)
                     return
-                self.first.seal_text(contact, message, now)
+                self.first.seal_text(contact, message, now, inner)
 
     def room_for(self, envelopes: list[list[Record]]) -> bool:
         """Whether our store takes these envelopes (each a list of inner records) of own mail."""

@@ -62,20 +62,21 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from meshmsg.app.api_files import FilesApi
 from meshmsg.app.api_firstcontact import routes as firstcontact_routes
 from meshmsg.app.api_groups import group_routes
-from meshmsg.app.contact_ops import named, rename_contact
+from meshmsg.app.api_refs import PeerRef
+from meshmsg.app.api_refs import parse_peer as _parse_peer
+from meshmsg.app.api_refs import require_contact as _require_contact
+from meshmsg.app.contact_ops import rename_contact
 from meshmsg.app.datadir import check_name, own_contact_code
 from meshmsg.app.mesh import NodeHandle
 from meshmsg.app.qr import render_svg
 from meshmsg.app.views import (
     JSON,
-    PEER_ID_HEX,
     contact_view,
     contacts_view,
     conversations_view,
     event_view,
     message_view,
     outbox_view,
-    parse_peer_id,
     sessions_view,
     store_view,
     to_json,
@@ -83,7 +84,6 @@ from meshmsg.app.views import (
 from meshmsg.app.warnings import clock_warnings, host_warnings
 from meshmsg.app.web import SecurityHeaders, ui_routes
 from meshmsg.app.webauth import SESSION_COOKIE, BrowserSessions, Guard, Refused
-from meshmsg.core.contacts import Contact
 from meshmsg.core.identity import decode_contact_code, fingerprint
 from meshmsg.core.node import Node
 from meshmsg.core.pacing import outbox_waits
@@ -451,7 +451,6 @@ def _optional(data: dict[str, Any], key: str, kind: Any) -> Any:
     return _field(data, key, kind) if data.get(key) is not None else None
 
 
-PeerRef = bytes | str  # a peer id, or a contact's name to look up in the node
 _Outgoing = tuple[PeerRef, str, float | None]  # recipient, body, ttl_s
 
 
@@ -464,16 +463,6 @@ def _outgoing(data: object, max_ttl_s: float) -> _Outgoing:
     if not body.strip():
         raise HTTPException(400, "message body is empty")
     return peer_id, body, _ttl(data, max_ttl_s)
-
-
-def _parse_peer(text: str) -> PeerRef:
-    """32 hex digits are a peer id; anything else names a contact (resolved by the node)."""
-    if len(text) == PEER_ID_HEX:
-        with contextlib.suppress(LocalProtocolError):  # 32 characters, not hex: a name
-            return parse_peer_id(text)
-    if not text.strip():
-        raise HTTPException(400, "empty peer id or contact name")
-    return text
 
 
 def _peer_param(request: Request) -> PeerRef:
@@ -507,20 +496,6 @@ def _int_query(request: Request, key: str, default: int, low: int, high: int) ->
     if not low <= value <= high:
         raise HTTPException(400, f"{key} must be within {low}..{high}")
     return value
-
-
-def _require_contact(node: Node, ref: PeerRef) -> Contact:
-    if isinstance(ref, bytes):
-        contact = node.contacts.get(ref)
-        if contact is None:
-            raise HTTPException(404, f"unknown contact {ref.hex()}")
-        return contact
-    found = named(node, ref)
-    if not found:
-        raise HTTPException(404, f"unknown contact {ref!r}")
-    if len(found) > 1:
-        raise HTTPException(409, f"several contacts are named {ref!r}: use a peer id")
-    return found[0]
 
 
 async def _json_error(request: Request, exc: Exception) -> Response:

@@ -34,10 +34,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from meshmsg.app.contact_ops import named
+from meshmsg.app.api_refs import PeerRef
+from meshmsg.app.api_refs import parse_peer as _parse_peer
+from meshmsg.app.api_refs import require_contact as _require_contact
 from meshmsg.app.groups_view import group_message_view, group_row, group_view
 from meshmsg.config import NodeConfig
-from meshmsg.core.contacts import Contact
 from meshmsg.core.groups.book import Entry
 from meshmsg.core.identity import peer_id_of
 from meshmsg.core.node import Node
@@ -45,7 +46,6 @@ from meshmsg.errors import GroupError
 
 JSON = dict[str, Any]
 T = TypeVar("T")
-PeerRef = bytes | str
 Handler = Callable[[Request], Awaitable[Any]]
 
 
@@ -68,32 +68,6 @@ def _field(data: dict[str, Any], key: str, kind: Any) -> Any:
     if value is None or not isinstance(value, kind) or isinstance(value, bool):
         raise HTTPException(400, f"missing field {key!r} or of the wrong type")
     return value
-
-
-def _parse_peer(text: str) -> PeerRef:
-    """32 hex digits are a peer id; anything else names a contact."""
-    if len(text) == 32:
-        try:
-            return bytes.fromhex(text)
-        except ValueError:
-            pass
-    if not text.strip():
-        raise HTTPException(400, "empty peer id or contact name")
-    return text
-
-
-def _require_contact(node: Node, ref: PeerRef) -> Contact:
-    if isinstance(ref, bytes):
-        contact = node.contacts.get(ref)
-        if contact is None:
-            raise HTTPException(404, f"unknown contact {ref.hex()}")
-        return contact
-    found = named(node, ref)
-    if not found:
-        raise HTTPException(404, f"unknown contact {ref!r}")
-    if len(found) > 1:
-        raise HTTPException(409, f"several contacts are named {ref!r}: use a peer id")
-    return found[0]
 
 
 def _message_id(value: object) -> bytes:

@@ -8,10 +8,11 @@ the envelopes in flight: the routing policy says how many copies we keep.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from meshmsg.core import codec
 from meshmsg.core.e2e import Match
+from meshmsg.core.effects import StoredRecord
 from meshmsg.core.envelope import Envelope, envelope_id, parse_envelope
 from meshmsg.core.events import DropReason, EnvelopeAccepted, EnvelopeDropped, MessageStatus
 from meshmsg.core.exchange.firstmail import FirstOpening
@@ -107,18 +108,10 @@ class Carrying:
         if consumed is None:
             self._acknowledge(session, refused=[env_id])
             return
-
-        def committed(_: float) -> None:
-            self._acknowledge(session, accepted=[env_id])
-            self._out.emit(
-                EnvelopeAccepted(
-                    envelope_id=env_id, link=session.link_id, hops=record.hops,
-                    copies=record.copies, for_us=True,
-                )
-            )  # fmt: skip
-            self._opening.report_consumed(match.peer_id, consumed, now)
-
-        self._out.persist(consumed.puts, then=committed)
+        self._accept_ours(
+            session, env_id, record, consumed.puts,
+            lambda: self._opening.report_consumed(match.peer_id, consumed, now),
+        )  # fmt: skip
         self._opening.after_open(match, now)
 
     def _deliver_first_contact(
@@ -129,6 +122,17 @@ class Carrying:
         if opened is None:
             self._acknowledge(session, refused=[env_id])
             return
+        self._accept_ours(session, env_id, record, opened.puts, lambda: self._first.report(opened))
+
+    def _accept_ours(
+        self,
+        session: PeerSession,
+        env_id: bytes,
+        record: Transfer,
+        puts: list[StoredRecord],
+        report: Callable[[], None],
+    ) -> None:
+        """Commit what opening mail for us wrote; only then take custody and report it."""
 
         def committed(_: float) -> None:
             self._acknowledge(session, accepted=[env_id])
@@ -138,9 +142,9 @@ class Carrying:
                     copies=record.copies, for_us=True,
                 )
             )  # fmt: skip
-            self._first.report(opened)
+            report()
 
-        self._out.persist(opened.puts, then=committed)
+        self._out.persist(puts, then=committed)
 
     def _acknowledge(
         self,

@@ -860,7 +860,7 @@ class _World:
         """
         link = conn.link_id
         if link not in self.node.sessions and any(
-            isinstance(e, CloseLink) and e.link == link for e in self.node._effects
+            isinstance(e, CloseLink) and e.link == link for e in self.node._out._effects
         ):
             return
         self.node.receive_data(link, data, now=self.now)

@@ -62,6 +62,7 @@ class Holdings:
             out.emit(EnvelopeDropped(envelope_id=env_id, reason=DropReason.EXPIRED))
             self.room_freed(now)
         for stone in state.tombstones.expire(now):
+            state.uncommitted.discard(stone.item_id)
             if not stone.believed:
                 continue  # never in the set nor on disk
             state.items.remove(stone.item_id)
@@ -77,14 +78,19 @@ class Holdings:
 
     # ============================================================ durability
 
-    def offerable(self, envelope_id: bytes) -> bool:
-        return envelope_id not in self._state.uncommitted
+    # Store items and purge tokens alike (their ids never collide: tombstones.tombstone_id):
+    # an item whose Persist the driver has not confirmed is neither offered nor pushed, so a
+    # crash before the commit cannot leave peers with what we never made durable (a purge
+    # token sent early made carriers drop copies of mail whose opening was then lost).
 
-    def mark_uncommitted(self, envelope_id: bytes) -> None:
-        self._state.uncommitted.add(envelope_id)
+    def offerable(self, item_id: bytes) -> bool:
+        return item_id not in self._state.uncommitted
 
-    def mark_committed(self, envelope_id: bytes) -> None:
-        self._state.uncommitted.discard(envelope_id)
+    def mark_uncommitted(self, item_id: bytes) -> None:
+        self._state.uncommitted.add(item_id)
+
+    def mark_committed(self, item_id: bytes) -> None:
+        self._state.uncommitted.discard(item_id)
 
     # ========================================================== purge tokens
 
@@ -94,7 +100,10 @@ class Holdings:
         the token itself was the one pushed out."""
         state = self._state
         # Only believed tokens are in the set and on disk (tombstones.judge).
-        evicted = [old for old in state.tombstones.add(stone) if old.believed]
+        pushed_out = state.tombstones.add(stone)
+        for old in pushed_out:
+            state.uncommitted.discard(old.item_id)
+        evicted = [old for old in pushed_out if old.believed]
         for old in evicted:
             state.items.remove(old.item_id)
         if evicted:

@@ -48,7 +48,6 @@ def relay_holds_a_copy(mesh: Mesh) -> None:
     mesh.connect("alice", "relay")
     mesh.disconnect("alice", "relay")
     assert len(mesh.nodes["relay"].store) == 1
-    return mid
 
 
 def purged(mesh: Mesh) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from meshmsg.core import codec
 from meshmsg.core.conversations import StoredMessage
+from meshmsg.core.deadline import Deadline
 from meshmsg.core.effects import RecordKind
 from meshmsg.core.events import DropReason, EnvelopeDropped, MessageStatus, MessageStatusChanged
 from meshmsg.core.outbox import Outbox
@@ -24,15 +25,16 @@ from meshmsg.core.tombstones import Tombstone
 class Holdings:
     """Admits and drops store items and purge tokens; advances message timelines."""
 
-    __slots__ = ("_out", "_room_check_at", "_room_wanted", "_state")
+    __slots__ = ("_out", "_room_check", "_room_wanted", "_state")
 
     def __init__(self, state: NodeState, out: Outbox) -> None:
         self._state = state
         self._out = out
         # Contacts whose waiting messages found our outbox full, and when to try them again
-        # (set when an item leaves the store; a timer, so sealing never nests in a drop).
+        # (set when an item leaves the store; a timer, so sealing never nests in a drop; one
+        # that a wall clock stepped back does not postpone, core/deadline.py).
         self._room_wanted: set[bytes] = set()
-        self._room_check_at: float | None = None
+        self._room_check = Deadline()
 
     # ============================================================ store items
 
@@ -129,17 +131,17 @@ class Holdings:
 
     def room_freed(self, now: float) -> None:
         """An item left the store: messages that found the outbox full may fit now."""
-        if self._room_wanted and self._room_check_at is None:
-            self._room_check_at = now
+        if self._room_wanted:
+            self._room_check.no_later_than(now, now)
 
     @property
     def room_check_at(self) -> float | None:
-        return self._room_check_at
+        return self._room_check.at
 
     def take_room_wanted(self, now: float) -> list[bytes]:
         """The contacts to retry, oldest check first, if the retry is due (else none)."""
-        if self._room_check_at is None or now < self._room_check_at:
+        if not self._room_check.due(now):
             return []
-        self._room_check_at = None
+        self._room_check.clear()
         waiting, self._room_wanted = sorted(self._room_wanted), set()
         return waiting

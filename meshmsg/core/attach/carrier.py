@@ -131,6 +131,7 @@ class AttachmentCarrier:
         item.held = Bitfield.full(manifest.count)
         self.table.add(item)
         self._save(item)
+        self._advertise_on_links(item)  # links already up learn of it now, not next meeting
 
     def want(
         self, ref: AttachmentRef, *, peer_id: bytes, message_id: bytes, expiry_at: float,
@@ -248,6 +249,8 @@ class AttachmentCarrier:
         )
         if item.held.complete:
             self._completed(item, now)
+        elif item.held.held % self._update_step(item) == 0:
+            self._advertise_on_links(item)  # peers pulling behind us need not wait for the end
         self._pull_all()
 
     # ------------------------------------------------------------------ time
@@ -495,6 +498,20 @@ class AttachmentCarrier:
             size += len(entry.bits) + 150
         if entries:
             self._host.send(link, ChunkHoldings(entries=tuple(entries)))
+
+    def _advertise_on_links(self, item: Carried) -> None:
+        """Tell every link that is up what we hold of ``item`` (#13, #17 item 2): holdings
+        are otherwise sent only when a link comes up. Peers that told us they hold all of it
+        have nothing to learn."""
+        for link, peer in self._links.items():
+            theirs = peer.holdings.get(item.attachment_id)
+            if theirs is None or not theirs.complete:
+                self._advertise(link, [item])
+
+    def _update_step(self, item: Carried) -> int:
+        """Chunks stored between two holdings updates of ``item`` on the links that are up."""
+        updates = self._limits.holdings_updates_per_attachment
+        return max(1, -(-item.manifest.count // updates))
 
     def _offer_copies(self, item: Carried) -> int:
         """Copies a peer may take: binary Spray-and-Wait hands half; epidemic always one."""

@@ -358,7 +358,7 @@ class Node:
     def fetch_attachment(self, attachment_id: bytes, *, now: float) -> None:
         """Fetch an attachment the automatic download rules left pending."""
         self._out.now = now
-        self._exchange.attachments.carrier.fetch(attachment_id)
+        self._exchange.attachments.carrier.fetch(attachment_id, now)
         self._flush_all(now)
 
     def discard_attachment(self, attachment_id: bytes, *, now: float) -> None:

@@ -145,7 +145,10 @@ class AttachmentCarrier:
             return existing.role  # the same message again
         if existing is None and ref.attachment_id in self._done:
             return Role.WANTED  # we completed it before (a duplicate of an old message)
-        auto = ref.size <= self._limits.auto_download_max_bytes or existing is not None
+        # A relay copy we took before the message said it is ours (its holdings came first, as
+        # on a link that is up) is still subject to the download rules: kept, not completed.
+        carried_whole = existing is not None and existing.held.complete
+        auto = ref.size <= self._limits.auto_download_max_bytes or carried_whole
         item = Carried(
             attachment_id=ref.attachment_id, manifest=manifest,
             role=Role.WANTED if auto else Role.PENDING, expiry_at=expiry_at, copies=1,
@@ -160,13 +163,15 @@ class AttachmentCarrier:
         self._pull_all()
         return item.role
 
-    def fetch(self, attachment_id: bytes) -> None:
+    def fetch(self, attachment_id: bytes, now: float) -> None:
         """The user asked for a pending attachment: start fetching it."""
         item = self.table.get(attachment_id)
         if item is None or item.role not in (Role.PENDING, Role.WANTED):
             raise LocalProtocolError("no attachment addressed to us with that id")
-        item.role = Role.WANTED
+        was_pending, item.role = item.role is Role.PENDING, Role.WANTED
         self._save(item)
+        if was_pending and item.held.complete:
+            self._completed(item, now)  # carried whole as a relay copy before it was ours
         self._pull_all()
 
     def discard(self, attachment_id: bytes) -> None:

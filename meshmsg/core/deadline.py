@@ -10,7 +10,9 @@ by the same amount, so what was left of the delay is what is left.
 Deadlines that are absolute by nature do not use this: expiries (an envelope's ``expiry_at``
 is the sender's wall-clock promise) and key periods (days since 1970; a channel's clock is
 monotonic, ``docs/protocol/e2e.md`` §2) rightly wait for the wall clock. A forward step makes
-a relative deadline due early, which only means the work is done sooner.
+a relative deadline due early, which only means the work is done sooner; so does a step back
+for the rare absolute time kept in one (receipts retried at the end of a key period): the work
+finds it is not time yet and sets the deadline again.
 """
 
 from __future__ import annotations

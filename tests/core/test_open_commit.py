@@ -17,6 +17,7 @@ from meshmsg.core.driver import apply_persist
 from meshmsg.core.effects import Persist
 from meshmsg.core.envelope import envelope_id
 from meshmsg.core.events import MessageReceived
+from meshmsg.core.identity import ContactCard
 from meshmsg.core.node import Node
 from tests.core.node_tools import AttackMesh, own_envelopes
 from tests.helpers import DictSink
@@ -94,3 +95,43 @@ def test_a_carried_envelope_leaves_the_disk_only_with_its_opening() -> None:
             kept = envelope_id(envelopes[counter]) in bob.store or sent[counter] in held
             assert kept, f"counter {counter} lost with {commits} of {cuts} commits"
 
+
+def first_contact_carried(commits: int | None) -> tuple[TornDiskMesh, bytes, bytes]:
+    """Alice, whose clock runs two key periods ahead, writes to Bob by first contact (they never
+    met); a relay hands it to Bob, who cannot recognise a tag that far ahead and carries it. A
+    period later its tag is his: he opens it from his store, his disk holding back every commit,
+    and with ``commits`` is killed after that many of them and restarted."""
+    mesh = TornDiskMesh(["alice", "bob"])
+    for who, whom in (("alice", "bob"), ("bob", "alice")):
+        card = ContactCard(public=mesh.identities[whom].public, name=whom)
+        mesh.nodes[who].add_contact(card, verified=False, now=mesh.now)
+    mesh.run()
+    ahead = mesh.now + 2 * mesh.configs["alice"].message.period_s
+    sent = mesh.nodes["alice"].send_message(mesh.peer_id("bob"), "from ahead", now=ahead)
+    mesh.run()
+    [envelope] = own_envelopes(mesh.nodes["alice"])
+    relay = mesh.inject("bob", mesh.stranger("relay"))
+    relay.transfer([envelope])
+    assert relay.custody()[0] == {envelope_id(envelope)}  # carried, custody taken
+    relay.close()
+    mesh.slow.add("bob")
+    mesh.advance(mesh.configs["bob"].message.period_s)
+    if commits is not None:
+        mesh.crash_after("bob", commits)
+        mesh.start("bob")
+    return mesh, sent, envelope_id(envelope)
+
+
+def test_first_contact_mail_carried_then_recognised_leaves_the_disk_only_with_its_opening() -> None:
+    """The same for first contact (failed before the fix: the delete of the carried envelope
+    was a Persist of its own, ahead of the opening's)."""
+    mesh, sent, _ = first_contact_carried(None)
+    received = [e.message_id for e in mesh.of_type("bob", MessageReceived)]
+    assert received == []  # not before its commit
+    cuts = len(mesh.held["bob"])
+    assert cuts >= 1
+    for commits in range(cuts + 1):
+        mesh, sent, carried = first_contact_carried(commits)
+        bob = mesh.nodes["bob"]
+        kept = carried in bob.store or bob.conversations.get(sent) is not None
+        assert kept, f"lost with {commits} of {cuts} commits"

@@ -22,6 +22,7 @@ from meshmsg.core.node import Node
 from tests.core.node_tools import AttackMesh, own_envelopes
 from tests.helpers import DictSink
 
+
 class TornDiskMesh(AttackMesh):
     """An AttackMesh whose ``slow`` nodes' Persists wait in ``held``; :meth:`crash_after` commits
     a prefix of them in order and kills the node, as a kill -9 between two commits."""

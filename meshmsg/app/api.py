@@ -516,6 +516,7 @@ def create_app(handle: NodeHandle, token: str) -> Starlette:
         raise ConfigError("the API needs a non-empty token")
     guard = Guard(token=token.encode(), sessions=BrowserSessions())
     api = Api(handle, guard)
+    files = FilesApi(handle, api)  # its uploads are sent to contacts and to groups
     e = api.endpoint
     routes = [
         Route("/status", e(api.status), methods=["GET"]),
@@ -534,10 +535,10 @@ def create_app(handle: NodeHandle, token: str) -> Starlette:
         Route("/messages/read", e(api.mark_read), methods=["POST"]),
         *firstcontact_routes(api),  # requests, organisations, directory (issue #12)
         WebSocketRoute("/events", api.events),
-        *group_routes(api, handle.config),
+        *group_routes(api, handle.config, files),
         *ui_routes(guard),
     ]
-    routes.extend(FilesApi(handle, api).routes())  # attachments: meshmsg/app/api_files.py
+    routes.extend(files.routes())  # attachments: meshmsg/app/api_files.py
     return Starlette(
         routes=routes,
         exception_handlers={HTTPException: _json_error},

@@ -1049,3 +1049,4 @@ def run_node_program(data: bytes) -> _World:
 
 # Groups (issue #14) live in their own module; importing it registers its target.
 from tests.fuzz import group_targets  # noqa: E402, F401
+from tests.fuzz import api_target  # noqa: E402, F401

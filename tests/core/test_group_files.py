@@ -105,3 +105,20 @@ def test_the_largest_group_file_message_fits_one_envelope() -> None:
     meet(mesh, "alice", "bob")
     assert bodies(mesh, "bob")[-1] == body
     assert len(complete(mesh, "bob")) == limit
+
+
+def test_a_member_restarted_after_completing_still_hands_the_file_on() -> None:
+    """Whether a file is a group's is looked up again after a restart: no receipt is sent
+    then either, and the chunks still go to the other members."""
+    mesh, gid = a_group(relay=False)
+    data = random.Random(7).randbytes(SIZE)
+    ref = seal_into(mesh, "alice", data)
+    mesh.nodes["alice"].send_group_message(gid, "plan", now=mesh.now, refs=[ref])
+    meet(mesh, "alice", "bob")
+    assert opened(mesh, "bob", ref) == data
+    mesh.stop("bob")
+    mesh.start("bob")
+    assert mesh.nodes["bob"].attachments[ref.attachment_id].role is Role.WANTED
+    mesh.stop("alice")
+    meet(mesh, "bob", "carol")
+    assert opened(mesh, "carol", ref) == data

@@ -8,6 +8,7 @@ the seeds with a 95 % confidence interval (Student's t) when there are several.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Callable, Sequence
@@ -54,6 +55,17 @@ def compare(
                 g = run.groups
                 progress(f"seed {seed} {delivery}: delivery {g.delivery_ratio:.3f}, "
                          f"relay bytes {g.relay_bytes}, wall {run.wall_s:.0f} s")  # fmt: skip
+    return results
+
+
+def load(out_dir: Path, seeds: Sequence[int]) -> dict[str, list[GroupSummary]]:
+    """The summaries :func:`compare` wrote under ``out_dir`` (runs not there are left out)."""
+    results: dict[str, list[GroupSummary]] = {"group": [], "fanout": []}
+    for seed in seeds:
+        for delivery, summaries in results.items():
+            path = out_dir / f"{delivery}-seed{seed}" / "group_traffic.json"
+            if path.is_file():
+                summaries.append(GroupSummary(**json.loads(path.read_text("utf-8"))))
     return results
 
 

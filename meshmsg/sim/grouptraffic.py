@@ -137,6 +137,8 @@ class GroupTraffic:
         gid = self._ids.get(send.group)
         if gid is None:
             raise GroupError("the group was never created")
+        if gid not in node.groups.entries:  # its operations have not reached the sender yet
+            raise GroupError("the sender has not learnt of the group yet")
         mid = node.send_group_message(gid, body, now=now, ttl_s=self._ttl_s)
         message = node.groups.find(gid).messages[mid]
         recipients = [self._address[peer_id_of(k)] for k in sorted(message.recipients)]

@@ -9,7 +9,7 @@ import pytest
 
 from meshmsg.errors import ConfigError
 from meshmsg.sim.api import run_scenario
-from meshmsg.sim.groupcompare import mean_ci, table
+from meshmsg.sim.groupcompare import load, mean_ci, table
 from meshmsg.sim.groupreport import GroupSummary
 from meshmsg.sim.grouptraffic import plan_groups, plan_sends
 from meshmsg.sim.rng import SeededRng
@@ -108,6 +108,12 @@ def test_fan_out_carries_more_relay_copies_than_group_mail(tmp_path: Path) -> No
     # up a padding bucket).
     assert fanout.relay_bytes > group.relay_bytes
     assert group.other_copies > 0  # the operations and chains that group mail needs first
+    for delivery in ("group", "fanout"):  # the folder names compare() writes, read back
+        (tmp_path / "runs" / f"{delivery}-seed{SEED}").mkdir(parents=True)
+        (tmp_path / delivery / "group_traffic.json").rename(
+            tmp_path / "runs" / f"{delivery}-seed{SEED}" / "group_traffic.json"
+        )
+    assert load(tmp_path / "runs", [SEED, SEED + 1]) == {"group": [group], "fanout": [fanout]}
     rendered = table({"group": [group], "fanout": [fanout]})
     assert "relay copies" in rendered
     assert str(fanout.relay_copies) in rendered

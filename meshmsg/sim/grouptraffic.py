@@ -63,16 +63,19 @@ def plan_groups(spec: GroupTrafficSection, *, count: int, rng: SeededRng) -> lis
 
 def plan_sends(
     spec: GroupTrafficSection, groups: list[tuple[int, ...]], *, duration_s: float,
-    rng: SeededRng,
+    rng: SeededRng, count: int,
 ) -> Iterator[GroupSend]:  # fmt: skip
-    """Messages in time order: a random group, a random member of it, a uniform size."""
+    """Messages in time order: a random group, a random writer of it (a member among
+    ``spec.senders``, or any member), a uniform size."""
     end = duration_s if spec.end_s is None else min(spec.end_s, duration_s)
+    allowed = set(parse_addresses(spec.senders, count, "group_traffic.senders"))
+    writers = [tuple(m for m in g if m in allowed) or g for g in groups]
     t = spec.start_s + rng.uniform(*spec.interval_s)
     n = 0
     while groups and t < end:
         n += 1
         group = rng.randbelow(len(groups))
-        sender = groups[group][rng.randbelow(len(groups[group]))]
+        sender = writers[group][rng.randbelow(len(writers[group]))]
         size = spec.size_bytes[0] + rng.randbelow(spec.size_bytes[1] - spec.size_bytes[0] + 1)
         yield GroupSend(sim_id=f"{spec.prefix}{n}", time=t, group=group, sender=sender, size=size)
         t += rng.uniform(*spec.interval_s)
@@ -89,7 +92,7 @@ class GroupTraffic:
         self.spec = spec
         rng = SeededRng(seed, "group_traffic")
         self.groups = plan_groups(spec, count=count, rng=rng)
-        self._sends = plan_sends(spec, self.groups, duration_s=duration_s, rng=rng)
+        self._sends = plan_sends(spec, self.groups, duration_s=duration_s, rng=rng, count=count)
         # Group mail's TTL is bounded by the latency budget; fan-out uses the same TTL.
         self._ttl_s = min(ttl_s, MessageLimits().latency_budget_s)
         self.recorder = GroupRecorder(inner, delivery=spec.delivery, groups=self.groups)

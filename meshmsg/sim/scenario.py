@@ -135,6 +135,10 @@ class GroupTrafficSection:
     count: int = 0  # groups; 0 = no group traffic
     size: tuple[int, int] = (3, 10)  # members per group, creator included (uniform)
     members: str = ""  # address spec members are drawn from; "" = all nodes
+    # Who writes: a message comes from a random member of the group among these addresses
+    # ("" = any member; a group with none of them: any member). Few writers (a coordinator,
+    # team leads) reuse their sender chains; many first-time writers each hand a chain out first.
+    senders: str = ""
     setup_s: float = 0.0  # when each group's creator creates it
     interval_s: Range = (60.0, 120.0)  # between group messages (uniform), over all groups
     size_bytes: tuple[int, int] = (100, 2_000)  # text bodies (at most a text body's 32 KiB)
@@ -477,6 +481,7 @@ def _validate_group_traffic(s: Scenario) -> None:
     _check(g.count >= 0, "group_traffic.count", "must be >= 0")
     _check_range(g.size, "group_traffic.size", low=2)
     pool = parse_addresses(g.members, s.nodes.count, "group_traffic.members")
+    parse_addresses(g.senders, s.nodes.count, "group_traffic.senders")
     _check(
         g.count == 0 or g.size[1] <= len(pool),
         "group_traffic.size",

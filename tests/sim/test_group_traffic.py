@@ -68,13 +68,26 @@ def test_the_plan_is_a_function_of_the_seed_alone() -> None:
     def plan() -> tuple[list[tuple[int, ...]], list[tuple[float, int]]]:
         rng = SeededRng(SEED, "group_traffic")
         groups = plan_groups(SPEC, count=6, rng=rng)
-        sends = [(s.time, s.sender) for s in plan_sends(SPEC, groups, duration_s=750, rng=rng)]
+        planned = plan_sends(SPEC, groups, duration_s=750, rng=rng, count=6)
+        sends = [(s.time, s.sender) for s in planned]
         return groups, sends
 
     groups, sends = plan()
     assert plan() == (groups, sends)
     assert sorted(groups[0]) == list(MEMBERS)
     assert all(sender in MEMBERS for _, sender in sends)
+    assert len({sender for _, sender in sends}) > 1
+
+
+def test_writers_can_be_a_few_of_the_members() -> None:
+    spec = GroupTrafficSection(count=2, size=(4, 4), members="0-5", senders="0,1")
+    rng = SeededRng(SEED, "group_traffic")
+    groups = plan_groups(spec, count=6, rng=rng)
+    sends = list(plan_sends(spec, groups, duration_s=3_000, rng=rng, count=6))
+    for send in sends:
+        writers = {0, 1} & set(groups[send.group]) or set(groups[send.group])
+        assert send.sender in writers
+    assert sends
 
 
 def test_group_delivery_is_counted_per_member(tmp_path: Path) -> None:

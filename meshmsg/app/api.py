@@ -69,8 +69,10 @@ from meshmsg.app.contact_ops import rename_contact
 from meshmsg.app.datadir import check_name, own_contact_code
 from meshmsg.app.mesh import NodeHandle
 from meshmsg.app.qr import render_svg
+from meshmsg.app.readmarks import ReadMarks
 from meshmsg.app.views import (
     JSON,
+    arrived_at,
     contact_view,
     contacts_view,
     conversations_view,
@@ -109,8 +111,9 @@ Handler = Callable[[Request], Awaitable[Any]]
 class Api:
     """The endpoints over one running node."""
 
-    def __init__(self, handle: NodeHandle, guard: Guard) -> None:
+    def __init__(self, handle: NodeHandle, guard: Guard, reads: ReadMarks) -> None:
         self._handle = handle
+        self._reads = reads  # how far the user read each conversation (app/readmarks.py)
         self._runner = handle.runner
         self._guard = guard
         self._net = handle.config.net
@@ -209,7 +212,7 @@ class Api:
                 "profile": handle.settings.profile,
                 "listen": self._runner.addresses,
                 "uptime_s": now - handle.started_at,
-                "peers": sessions_view(node),
+                "peers": sessions_view(node, self._runner.link_hosts()),
                 "contacts": len(node.contacts),
                 "outbox": outbox_view(node),
                 # When each wait of the outbox ends at the latest (issue #17): wall-clock time
@@ -319,7 +322,7 @@ class Api:
         await self.write(remove)
 
     async def conversations(self, request: Request) -> list[JSON]:
-        return await self.call(lambda node, _now: conversations_view(node))
+        return await self.call(lambda node, _now: conversations_view(node, self._reads.position))
 
     async def messages(self, request: Request) -> list[JSON]:
         ref = _peer_param(request)
@@ -392,11 +395,16 @@ class Api:
             raise HTTPException(400, f"at most {self._net.api_max_messages} message ids at once")
         ids = [_parse_message_id(i) for i in raw_ids]
 
-        def mark(node: Node, now: float) -> JSON:
-            node.mark_read(_require_contact(node, ref).peer_id, ids, now=now)
-            return {"marked": len(ids)}
+        def mark(node: Node, now: float) -> tuple[str, float]:
+            peer_id = _require_contact(node, ref).peer_id
+            node.mark_read(peer_id, ids, now=now)
+            found = (node.conversations.get(i) for i in ids)
+            seen = [arrived_at(m) for m in found if m and not m.outgoing and m.peer_id == peer_id]
+            return peer_id.hex(), max(seen, default=0.0)
 
-        return await self.write(mark)
+        peer, read_at = await self.write(mark)
+        await self._reads.advance(peer, read_at)  # durable before the answer, like the receipts
+        return {"marked": len(ids), "read_up_to": self._reads.position(peer)}
 
     async def events(self, websocket: WebSocket) -> None:
         """Stream every node event as JSON until the client goes or falls behind."""
@@ -510,12 +518,13 @@ def _os_error(exc: BaseException) -> OSError | None:
     return exc if isinstance(exc, OSError) else None
 
 
-def create_app(handle: NodeHandle, token: str) -> Starlette:
-    """The Starlette application over a running node."""
+def create_app(handle: NodeHandle, token: str, reads: ReadMarks | None = None) -> Starlette:
+    """The Starlette application over a running node (read marks in memory unless given)."""
     if not token:
         raise ConfigError("the API needs a non-empty token")
     guard = Guard(token=token.encode(), sessions=BrowserSessions())
-    api = Api(handle, guard)
+    marks = reads or ReadMarks.in_memory(handle.config.net.api_max_read_marks)
+    api = Api(handle, guard, marks)
     e = api.endpoint
     routes = [
         Route("/status", e(api.status), methods=["GET"]),
@@ -551,6 +560,7 @@ async def serve_api(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
+    reads: ReadMarks | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the API until cancelled; ``task_status`` gets its base URL (``http://127.0.0.1:N``).
@@ -570,7 +580,7 @@ async def serve_api(
     config.accesslog = None
     config.errorlog = logger  # our logger: no handlers of its own, quiet unless configured
     config.graceful_timeout = 1.0
-    app = create_app(handle, token)
+    app = create_app(handle, token, reads)
     started = time.monotonic()
     async with trio.open_nursery() as nursery:
         try:

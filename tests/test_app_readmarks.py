@@ -1,0 +1,71 @@
+"""Read positions of the web UI (app/readmarks.py): durable, forward only, bounded, sealed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshmsg.app.readmarks import FILE_NAME, ReadMarks, subkey
+
+KEY = bytes(range(32))
+PEER = "ab" * 16
+GROUP = "cd" * 32
+
+
+async def test_a_position_survives_a_new_instance_and_never_moves_back(tmp_path: Path) -> None:
+    marks = ReadMarks.in_data_dir(tmp_path, KEY, 10)
+    assert marks.position(PEER) == 0.0
+    assert await marks.advance(PEER, 100.5)
+    assert not await marks.advance(PEER, 99.0)  # an older message read later: no step back
+    assert await marks.advance(GROUP, 7.0)
+    again = ReadMarks.in_data_dir(tmp_path, KEY, 10)
+    assert (again.position(PEER), again.position(GROUP)) == (100.5, 7.0)
+
+
+async def test_the_file_names_no_conversation_in_clear(tmp_path: Path) -> None:
+    await ReadMarks.in_data_dir(tmp_path, KEY, 10).advance(PEER, 1.0)
+    raw = (tmp_path / FILE_NAME).read_bytes()
+    assert PEER.encode() not in raw
+    assert bytes.fromhex(PEER) not in raw
+    assert (tmp_path / FILE_NAME).stat().st_mode & 0o077 == 0
+
+
+async def test_a_file_under_another_key_is_set_aside_not_trusted(tmp_path: Path) -> None:
+    await ReadMarks.in_data_dir(tmp_path, KEY, 10).advance(PEER, 5.0)
+    other = ReadMarks.in_data_dir(tmp_path, bytes(32), 10)
+    assert other.position(PEER) == 0.0
+    assert (tmp_path / f"{FILE_NAME}.damaged").exists()
+    assert not (tmp_path / FILE_NAME).exists()
+
+
+async def test_beyond_the_bound_the_longest_read_conversation_is_forgotten(tmp_path: Path) -> None:
+    marks = ReadMarks.in_data_dir(tmp_path, KEY, 2)
+    await marks.advance("01" * 16, 1.0)
+    await marks.advance("02" * 16, 2.0)
+    await marks.advance("03" * 16, 3.0)
+    again = ReadMarks.in_data_dir(tmp_path, KEY, 2)
+    assert [again.position(f"0{i}" * 16) for i in (1, 2, 3)] == [0.0, 2.0, 3.0]
+
+
+async def test_only_conversation_ids_are_accepted() -> None:
+    marks = ReadMarks.in_memory(4)
+    for bad in ("", "xy" * 16, "ab" * 15, PEER.upper()):
+        with pytest.raises(ValueError, match="conversation id"):
+            await marks.advance(bad, 1.0)
+    assert not await marks.advance(PEER, float("nan"))
+
+
+@given(st.binary(max_size=300))
+def test_any_damaged_file_opens_as_no_marks(tmp_path_factory: pytest.TempPathFactory,
+                                            junk: bytes) -> None:  # fmt: skip
+    root = tmp_path_factory.mktemp("marks")
+    (root / FILE_NAME).write_bytes(junk)
+    assert ReadMarks.in_data_dir(root, KEY, 4).position(PEER) == 0.0
+
+
+def test_the_subkey_is_not_the_database_key() -> None:
+    assert subkey(KEY) != KEY
+    assert len(subkey(KEY)) == 32

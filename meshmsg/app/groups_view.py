@@ -60,6 +60,7 @@ def group_row(node: Node, entry: Entry) -> JSON:
         "epoch": state.epoch,
         "member": node.identity.public.identity_key in state.members,
         "last_at": last.sent_at if last else None,
+        "last": {"body": last.body, "sender": member_name(node, last.sender)} if last else None,
         "unread": sum(1 for m in entry.messages.values() if not m.outgoing and not m.read_by_me),
     }
 

@@ -88,6 +88,7 @@ def test_a_group_is_made_written_to_and_changed_in_the_browser(
             "Bob here, on my way"
         ).wait_for()
         a.get_by_text("Members (3)").click()
+        a.locator("#toast").wait_for(state="hidden")
         screenshot(a, "group")
 
         # The admin removes carol: a new epoch, two members, on alice's and bob's screens.
@@ -192,7 +193,8 @@ def test_the_directory_is_searched_and_its_mark_shown_everywhere(
         mark = "verified by Crisis Staff"
         page.get_by_role("row", name=re.compile("Kim Duty")).get_by_text(mark).first.wait_for()
         assert mark in list_item(page, "Kim Duty").inner_text()  # the conversation list
-        page.get_by_role("heading", name="Organisation directory").scroll_into_view_if_needed()
+        page.locator("main").evaluate("main => { main.scrollTop = main.scrollHeight; }")
+        page.locator("#toast").wait_for(state="hidden")
         screenshot(page, "directory")
         conversation_link(page, "Kim Duty").click()
         page.locator(".conversation header").get_by_text(mark).wait_for()

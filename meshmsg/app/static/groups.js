@@ -39,6 +39,8 @@ function membersPanel(group, contacts, actions) {
   const others = contacts.filter((c) => !c.blocked && !group.members.some((m) => m.peer_id === c.peer_id));
   const rows = group.members.map((member) => h("li", {},
     h("span", {}, member.name), member.admin ? h("span", { class: "badge verified" }, "admin") : null,
+    // As `group show`: their sender keys have not reached us, so their messages wait.
+    member.keys ? null : h("span", { class: "muted", title: "their messages can be read once you have met them" }, "keys: not yet"),
     group.admin && member.name !== "you"
       ? h("button", { type: "button", class: "link danger", "aria-label": `Remove ${member.name}`,
           onclick: () => actions.remove(group, member) }, "Remove") : null));

@@ -17,11 +17,11 @@ POST   /contacts/{peer_id}/verify          ``{"verified"?: true}``: mark (un)ver
 POST   /contacts/{peer_id}/rename          ``{"name"}``: the contact's local name
 POST   /contacts/{peer_id}/block           ``{"blocked"?: true}``: (un)block
 DELETE /contacts/{peer_id}                 remove a contact
-GET    /conversations                      one row per peer, most recent first
+GET    /conversations                      one row per peer, most recent first, ``unread``
 GET    /conversations/{peer_id}/messages   ``?limit=&before=``: messages, oldest first
 POST   /messages                           ``{"to", "body", "ttl_s"?}``: send; 201 with its id;
                                            or a list of them: sent in order, one commit
-POST   /messages/read                      ``{"peer_id", "message_ids"}``: send read receipts
+POST   /messages/read                      read receipts and the read mark (``api_reads.py``)
 WS     /events                             every node event as JSON, live
 *      /groups...                          groups (``app/api_groups.py``)
 GET    /, /ui/{file}                       the web UI (``app/web.py``), no token needed
@@ -62,6 +62,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from meshmsg.app.api_files import FilesApi
 from meshmsg.app.api_firstcontact import routes as firstcontact_routes
 from meshmsg.app.api_groups import group_routes
+from meshmsg.app.api_reads import ReadApi
 from meshmsg.app.api_refs import PeerRef
 from meshmsg.app.api_refs import parse_peer as _parse_peer
 from meshmsg.app.api_refs import require_contact as _require_contact
@@ -72,13 +73,12 @@ from meshmsg.app.qr import render_svg
 from meshmsg.app.readmarks import ReadMarks
 from meshmsg.app.views import (
     JSON,
-    arrived_at,
     contact_view,
     contacts_view,
-    conversations_view,
     event_view,
     message_view,
     outbox_view,
+    requests_quota_view,
     sessions_view,
     store_view,
     to_json,
@@ -102,7 +102,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 WS_POLICY_VIOLATION: Final = 1008  # RFC 6455: refused (bad or missing token)
 WS_TRY_LATER: Final = 1013  # RFC 6455: too many clients, or this one fell behind
-MESSAGE_ID_HEX: Final = 32
 
 
 Handler = Callable[[Request], Awaitable[Any]]
@@ -111,9 +110,8 @@ Handler = Callable[[Request], Awaitable[Any]]
 class Api:
     """The endpoints over one running node."""
 
-    def __init__(self, handle: NodeHandle, guard: Guard, reads: ReadMarks) -> None:
+    def __init__(self, handle: NodeHandle, guard: Guard) -> None:
         self._handle = handle
-        self._reads = reads  # how far the user read each conversation (app/readmarks.py)
         self._runner = handle.runner
         self._guard = guard
         self._net = handle.config.net
@@ -218,13 +216,7 @@ class Api:
                 # When each wait of the outbox ends at the latest (issue #17): wall-clock time
                 "outbox_until": {r: t for r, (_, t) in outbox_waits(node).items() if t is not None},
                 "relay": store_view(node),
-                "requests": {  # message requests (issue #12): their quota, blocks, refusals
-                    "pending": len(node.requests),
-                    "held_bytes": node.requests.held_bytes,
-                    "max_bytes": node.config.first_contact.max_request_bytes,
-                    "blocked": len(node.requests.blocked),
-                    "refused": node.requests.dropped,
-                },
+                "requests": requests_quota_view(node),
                 "warnings": clock_warnings(node, now, handle.clocks.latest),
             }
 
@@ -328,9 +320,6 @@ class Api:
 
         await self.write(remove)
 
-    async def conversations(self, request: Request) -> list[JSON]:
-        return await self.call(lambda node, _now: conversations_view(node, self._reads.position))
-
     async def messages(self, request: Request) -> list[JSON]:
         ref = _peer_param(request)
         limit = _int_query(
@@ -393,25 +382,6 @@ class Api:
             detail = getattr(refused, "detail", None) or str(refused)
             refused = HTTPException(409, f"message {len(views)} refused ({detail}); sent: {sent}")
         raise refused
-
-    async def mark_read(self, request: Request) -> JSON:
-        data = await self.body(request)
-        ref = _parse_peer(_field(data, "peer_id", str))
-        raw_ids = _field(data, "message_ids", list)
-        if len(raw_ids) > self._net.api_max_messages:
-            raise HTTPException(400, f"at most {self._net.api_max_messages} message ids at once")
-        ids = [_parse_message_id(i) for i in raw_ids]
-
-        def mark(node: Node, now: float) -> tuple[str, float]:
-            peer_id = _require_contact(node, ref).peer_id
-            node.mark_read(peer_id, ids, now=now)
-            found = (node.conversations.get(i) for i in ids)
-            seen = [arrived_at(m) for m in found if m and not m.outgoing and m.peer_id == peer_id]
-            return peer_id.hex(), max(seen, default=0.0)
-
-        peer, read_at = await self.write(mark)
-        await self._reads.advance(peer, read_at)  # durable before the answer, like the receipts
-        return {"marked": len(ids), "read_up_to": self._reads.position(peer)}
 
     async def events(self, websocket: WebSocket) -> None:
         """Stream every node event as JSON until the client goes or falls behind."""
@@ -491,15 +461,6 @@ def _ttl(data: dict[str, Any], max_ttl_s: float) -> float | None:
     return float(ttl) if ttl is not None else None
 
 
-def _parse_message_id(value: object) -> bytes:
-    if not isinstance(value, str) or len(value) != MESSAGE_ID_HEX:
-        raise HTTPException(400, "message ids are 32 hex digits")
-    try:
-        return bytes.fromhex(value)
-    except ValueError as exc:
-        raise HTTPException(400, "message ids are 32 hex digits") from exc
-
-
 def _int_query(request: Request, key: str, default: int, low: int, high: int) -> int:
     text = request.query_params.get(key)
     if text is None:
@@ -530,8 +491,9 @@ def create_app(handle: NodeHandle, token: str, reads: ReadMarks | None = None) -
     if not token:
         raise ConfigError("the API needs a non-empty token")
     guard = Guard(token=token.encode(), sessions=BrowserSessions())
-    marks = reads or ReadMarks.in_memory(handle.config.net.api_max_read_marks)
-    api = Api(handle, guard, marks)
+    api = Api(handle, guard)
+    net = handle.config.net
+    marks = reads or ReadMarks.in_memory(net.api_max_read_marks)
     e = api.endpoint
     routes = [
         Route("/status", e(api.status), methods=["GET"]),
@@ -544,10 +506,9 @@ def create_app(handle: NodeHandle, token: str, reads: ReadMarks | None = None) -
         Route("/contacts/{peer_id}/block", e(api.block_contact), methods=["POST"]),
         Route("/contacts/{peer_id}/rename", e(api.rename_contact), methods=["POST"]),
         Route("/contacts/{peer_id}", e(api.remove_contact), methods=["DELETE"]),
-        Route("/conversations", e(api.conversations), methods=["GET"]),
         Route("/conversations/{peer_id}/messages", e(api.messages), methods=["GET"]),
         Route("/messages", e(api.send, 201), methods=["POST"]),
-        Route("/messages/read", e(api.mark_read), methods=["POST"]),
+        *ReadApi(api, marks, net.api_max_messages).routes(),  # app/api_reads.py
         *firstcontact_routes(api),  # requests, organisations, directory (issue #12)
         WebSocketRoute("/events", api.events),
         *group_routes(api, handle.config),

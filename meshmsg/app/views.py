@@ -138,6 +138,17 @@ def store_view(node: Node) -> JSON:
     }
 
 
+def requests_quota_view(node: Node) -> JSON:
+    """Message requests (issue #12): their quota, blocks and refusals, for ``/status``."""
+    return {
+        "pending": len(node.requests),
+        "held_bytes": node.requests.held_bytes,
+        "max_bytes": node.config.first_contact.max_request_bytes,
+        "blocked": len(node.requests.blocked),
+        "refused": node.requests.dropped,
+    }
+
+
 def sessions_view(node: Node, hosts: Mapping[int, str] | None = None) -> list[JSON]:
     """The peers this node has a link to now (authenticated or still handshaking).
 
@@ -208,6 +219,7 @@ __all__ = [
     "message_view",
     "outbox_view",
     "parse_peer_id",
+    "requests_quota_view",
     "sessions_view",
     "store_view",
     "to_json",

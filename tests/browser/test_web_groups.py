@@ -36,6 +36,15 @@ def list_item(page: Any, name: str) -> Any:
     return page.locator("#conversation-list li").filter(has=link)
 
 
+def tab_to(page: Any, focused: str, presses: int = 40) -> None:
+    """Press Tab until the script ``focused`` is true of the focused element."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.evaluate(focused):
+            return
+    raise AssertionError(f"not reached with Tab: {focused}")
+
+
 def send(page: Any, *texts: str) -> None:
     for text in texts:
         page.get_by_role("textbox", name="Message").fill(text)
@@ -57,11 +66,19 @@ def test_a_group_is_made_written_to_and_changed_in_the_browser(
         add_contact(c, codes["a"], "alice")
         add_contact(c, codes["b"], "bob")
 
-        a.get_by_role("link", name="New group").click()
-        a.get_by_role("textbox", name="Group name").fill("North gate team")
-        a.get_by_role("checkbox", name="bob").check()
-        a.get_by_role("checkbox", name="carol").check()
-        a.get_by_role("button", name="Create group").click()
+        # Made with the keyboard only: Tab to "New group", type the name, Space on each member.
+        a.evaluate("location.hash = '#/'; document.activeElement.blur()")
+        tab_to(a, "document.activeElement.textContent === 'New group'")
+        a.keyboard.press("Enter")
+        a.get_by_role("textbox", name="Group name").wait_for()
+        assert a.evaluate("document.activeElement.id") == "group-name"
+        a.keyboard.type("North gate team")
+        for _member in ("bob", "carol"):  # the contacts in name order
+            a.keyboard.press("Tab")
+            a.keyboard.press("Space")
+        a.keyboard.press("Tab")
+        assert a.evaluate("document.activeElement.textContent") == "Create group"
+        a.keyboard.press("Enter")
         a.get_by_role("heading", name="North gate team").wait_for()
         assert "3 members" in a.locator(".conversation header").inner_text()
 
@@ -123,12 +140,21 @@ def test_unread_counts_are_the_same_after_the_daemon_restarts(browser: Any, tmp_
         f.get_by_role("link", name="Status").click()  # away from the conversation
         send(e, "message three", "message four", "message five")
         row.get_by_label("3 unread").wait_for()
+        # A group's count too (the core keeps it on each group message, not read-marks).
+        e.get_by_role("link", name="New group").click()
+        e.get_by_role("textbox", name="Group name").fill("Night shift")
+        e.get_by_role("checkbox", name="finn").check()
+        e.get_by_role("button", name="Create group").click()
+        e.get_by_role("heading", name="Night shift").wait_for()
+        send(e, "shift starts at 22:00")
+        list_item(f, "Night shift").get_by_label("1 unread").wait_for()
 
         finn.stop()
         finn.start()
         again = open_ui(browser, finn.ui_url())
         list_item(again, "erin").get_by_label("3 unread").wait_for()
         assert "message five" in list_item(again, "erin").inner_text()
+        list_item(again, "Night shift").get_by_label("1 unread").wait_for()
 
 
 def test_message_requests_are_accepted_or_blocked(browser: Any, tmp_path: Path) -> None:

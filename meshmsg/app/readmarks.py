@@ -141,7 +141,10 @@ class ReadMarks:
         if marks is None:
             damaged = path.with_name(FILE_NAME + ".damaged")
             logger.warning("read marks in %s do not open: set aside as %s", path, damaged)
-            path.replace(damaged)
+            try:
+                path.replace(damaged)
+            except OSError as exc:
+                raise StorageError(f"cannot set {path} aside: {exc}") from exc
             return {}
         return marks
 

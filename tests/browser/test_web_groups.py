@@ -98,6 +98,10 @@ def test_a_group_is_made_written_to_and_changed_in_the_browser(
             row.get_by_label("1 unread").wait_for(state="detached")
         # Both opened it: their read receipts come back, aggregated for the sender.
         sent.get_by_text("read by 2 of 2").wait_for()
+        sent.get_by_text("read by 2 of 2").click()
+        by_member = sent.get_by_role("list", name="Receipts by member").inner_text()
+        assert "bob: read" in by_member
+        assert "carol: read" in by_member
 
         b.get_by_role("textbox", name="Message").fill("Bob here, on my way")
         b.get_by_role("button", name="Send").click()
@@ -106,6 +110,8 @@ def test_a_group_is_made_written_to_and_changed_in_the_browser(
         ).wait_for()
         a.get_by_text("Members (3)").click()
         a.locator("#toast").wait_for(state="hidden")
+        sent.get_by_text("read by 2 of 2").click()
+        sent.get_by_role("list", name="Receipts by member").wait_for()
         screenshot(a, "group")
 
         # The admin removes carol: a new epoch, two members, on alice's and bob's screens.

@@ -32,7 +32,16 @@ function groupMessageItem(message) {
     h("p", { class: "body" }, message.body),
     h("p", { class: "meta" },
       h("time", { datetime: new Date(message.sent_at * 1000).toISOString() }, when(message.sent_at)),
-      message.direction === "out" ? h("span", { class: "receipts" }, ` · ${message.status}`) : null));
+      message.direction === "out" ? receipts(message) : null));
+}
+
+// "read by 2 of 3", and under it each member: read, delivered or sent.
+function receipts(message) {
+  if (!message.receipts?.length) return h("span", { class: "receipts" }, ` · ${message.status}`);
+  return h("details", { class: "timeline receipts" },
+    h("summary", {}, ` · ${message.status}`),
+    h("ul", { "aria-label": "Receipts by member" },
+      message.receipts.map((r) => h("li", { class: r.state === "sent" ? "todo" : "done" }, `${r.name}: ${r.state}`))));
 }
 
 function membersPanel(group, contacts, actions) {

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from meshmsg.app.readmarks import FILE_NAME, ReadMarks, subkey
+from meshmsg.app.views import conversations_view
+from meshmsg.core.conversations import StoredMessage
 
 KEY = bytes(range(32))
 PEER = "ab" * 16
@@ -69,3 +73,31 @@ def test_any_damaged_file_opens_as_no_marks(tmp_path_factory: pytest.TempPathFac
 def test_the_subkey_is_not_the_database_key() -> None:
     assert subkey(KEY) != KEY
     assert len(subkey(KEY)) == 32
+
+
+def test_unread_counts_compare_arrival_times_to_the_millisecond() -> None:
+    """The core keeps times in whole milliseconds: a mark taken from a message's live time must
+    still cover the same message read back after a restart (this failed before the fix)."""
+    peer = bytes.fromhex(PEER)
+    live = 1_796_636_703.5186954
+    messages = [
+        StoredMessage(
+            message_id=bytes([i]) * 16,
+            peer_id=peer,
+            outgoing=False,
+            body=str(i),
+            sent_at=at - 0.1,
+            received_at=at,
+        )
+        for i, at in enumerate((live - 1, round(live, 3), live + 1))
+    ]
+    node = SimpleNamespace(
+        conversations=SimpleNamespace(peers=lambda: [peer], with_peer=lambda _p: messages),
+        contacts=SimpleNamespace(get=lambda _p: None),
+        requests=SimpleNamespace(get=lambda _p: None),
+    )
+    (row,) = conversations_view(cast(Any, node), lambda _c: live)
+    assert row["unread"] == 1
+    assert row["read_up_to"] == live
+    (row,) = conversations_view(cast(Any, node))
+    assert row["unread"] == 3

@@ -163,7 +163,7 @@ def test_unread_counts_are_the_same_after_the_daemon_restarts(browser: Any, tmp_
         list_item(again, "Night shift").get_by_label("1 unread").wait_for()
 
 
-def test_message_requests_are_accepted_or_blocked(browser: Any, tmp_path: Path) -> None:
+def test_message_requests_are_accepted_declined_or_blocked(browser: Any, tmp_path: Path) -> None:
     with daemons(tmp_path, "gina", "hugo", "ivy") as (gina, hugo, ivy):
         g = open_ui(browser, gina.ui_url())
         u = open_ui(browser, hugo.ui_url())
@@ -181,9 +181,14 @@ def test_message_requests_are_accepted_or_blocked(browser: Any, tmp_path: Path) 
         # Neither is a conversation yet.
         assert u.locator("#conversation-list li").count() == 0
 
+        # Declined: gone, but she may write again (a new request); then blocked for good.
         spam = u.get_by_role("region").filter(has_text="buy cheap radios")
-        spam.get_by_role("button", name="Block").click()
+        spam.get_by_role("button", name="Decline").click()
         u.get_by_text("buy cheap radios").wait_for(state="detached")
+        send(i, "radios, half price")
+        again = u.get_by_role("region").filter(has_text="radios, half price")
+        again.get_by_role("button", name="Block").click()
+        u.get_by_text("radios, half price").wait_for(state="detached")
         gina_request = u.get_by_role("region").filter(has_text="Gina from logistics")
         gina_request.get_by_role("textbox", name="Their name").fill("gina")
         gina_request.get_by_role("button", name="Accept").click()

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -101,3 +102,12 @@ def test_unread_counts_compare_arrival_times_to_the_millisecond() -> None:
     assert row["read_up_to"] == live
     (row,) = conversations_view(cast(Any, node))
     assert row["unread"] == 3
+
+
+async def test_concurrent_marks_keep_the_newest(tmp_path: Path) -> None:
+    marks = ReadMarks.in_data_dir(tmp_path, KEY, 10)
+    async with trio.open_nursery() as nursery:  # each waits for the file in a worker thread
+        for at in (5.0, 3.0, 4.0):
+            nursery.start_soon(marks.advance, PEER, at)
+    assert marks.position(PEER) == 5.0
+    assert ReadMarks.in_data_dir(tmp_path, KEY, 10).position(PEER) == 5.0

@@ -90,9 +90,11 @@ class ReadMarks:
         """
         if not _is_id(conversation):
             raise ValueError("a conversation id is 32 or 64 hex digits")
-        if not math.isfinite(received_at) or received_at <= self.position(conversation):
+        if not math.isfinite(received_at):
             return False
-        async with self._lock:
+        async with self._lock:  # checked inside: an earlier call may have moved it meanwhile
+            if received_at <= self.position(conversation):
+                return False
             marks = {**self._marks, conversation: received_at}
             if len(marks) > self._max:  # forget the longest-read conversation first
                 del marks[min(marks, key=lambda k: marks[k])]

@@ -103,8 +103,14 @@ def test_a_group_is_made_written_to_and_changed_in_the_browser(
         assert "bob: read" in by_member
         assert "carol: read" in by_member
 
+        # A draft survives a live update of the conversation it is typed in.
+        c.get_by_role("textbox", name="Message").fill("draft, not sent yet")
         b.get_by_role("textbox", name="Message").fill("Bob here, on my way")
         b.get_by_role("button", name="Send").click()
+        c.get_by_role("list", name="Messages in North gate team").get_by_text(
+            "Bob here, on my way"
+        ).wait_for()
+        assert c.get_by_role("textbox", name="Message").input_value() == "draft, not sent yet"
         a.get_by_role("list", name="Messages in North gate team").get_by_text(
             "Bob here, on my way"
         ).wait_for()

@@ -15,6 +15,7 @@ const state = {
   query: "",
   directory: { query: "", results: null },
   membersOpen: false,    // the group's member panel stays open across live re-renders
+  rendered: null,        // the conversation the view shows (its composer's draft is kept)
 };
 
 const $ = (id) => document.getElementById(id);
@@ -95,6 +96,20 @@ function searchSummary(shown, all) {
     ? `${shown.length} of ${all.length} messages match “${state.query}”` : "";
 }
 
+// A live update re-renders the open conversation: what is being typed in its composer, and
+// the focus on it, must survive that (they did not: a message arriving wiped a draft).
+function showView(view) {
+  const box = $("composer");
+  const draft = box && state.rendered === state.open ? box.value : "";
+  const focused = box !== null && document.activeElement === box;
+  $("view").replaceChildren(view);
+  state.rendered = state.open;
+  const fresh = $("composer");
+  if (!fresh) return;
+  if (draft) fresh.value = draft;
+  if (focused) fresh.focus();
+}
+
 async function showConversation(peer) {
   state.open = `c/${peer}`;
   renderList();
@@ -119,7 +134,7 @@ async function showConversation(peer) {
       toast(`Sent ${file.name}`);
       await showConversation(peer);
     }));
-  $("view").replaceChildren(view);
+  showView(view);
   view.querySelector(".messages").lastElementChild?.scrollIntoView({ block: "end" });
   await markRead(peer, messages);
 }
@@ -192,7 +207,7 @@ async function showGroup(id) {
   view.querySelector("details.members").addEventListener("toggle", (event) => {
     state.membersOpen = event.target.open;
   });
-  $("view").replaceChildren(view);
+  showView(view);
   view.querySelector(".messages").lastElementChild?.scrollIntoView({ block: "end" });
   const unread = messages.filter((m) => m.direction === "in").map((m) => m.message_id);
   const row = state.groups.find((g) => g.group_id === id);
@@ -303,6 +318,7 @@ async function route() {
   if (hash.startsWith("#/c/")) return showConversation(hash.slice(4));
   if (hash.startsWith("#/g/")) return showGroup(hash.slice(4));
   state.open = null;
+  state.rendered = null;
   renderList();
   if (hash.startsWith("#/groups/new")) showNewGroup();
   else if (hash.startsWith("#/contacts")) await contactsPage();

@@ -130,6 +130,14 @@ def test_a_group_is_made_written_to_and_changed_in_the_browser(
         a.get_by_role("combobox", name="Contact to add").select_option(label="carol")
         a.get_by_role("button", name="Add member").click()
         a.get_by_text("Members (3)").wait_for()
+        a.get_by_role("button", name="Make bob an admin").click()
+        # (admins are listed in key order: either may come first)
+        a.locator(".conversation header").get_by_text(
+            re.compile("admins: (you, bob|bob, you) ")
+        ).wait_for()
+        b.locator(".conversation header").get_by_text(
+            re.compile("admins: (alice, you|you, alice) ")
+        ).wait_for()
         accept_dialogs(b)
         b.get_by_role("button", name="Leave group").click()
         b.get_by_text("You are no longer a member of this group.").wait_for()

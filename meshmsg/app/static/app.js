@@ -186,6 +186,12 @@ const groupActions = {
     await api.removeMember(group.group_id, member.peer_id);
     await showGroup(group.group_id);
   }),
+  admin: (group, member, admin) => guarded(async () => {
+    state.membersOpen = true;
+    if (admin) await api.promote(group.group_id, member.peer_id);
+    else await api.demote(group.group_id, member.peer_id);
+    await showGroup(group.group_id);
+  }),
   leave: (group) => guarded(async () => {
     if (!confirm(`Leave ${group.name}? You will not read what is sent from now on.`)) return;
     await api.leaveGroup(group.group_id);

@@ -51,8 +51,11 @@ function membersPanel(group, contacts, actions) {
     // As `group show`: their sender keys have not reached us, so their messages wait.
     member.keys ? null : h("span", { class: "muted", title: "their messages can be read once you have met them" }, "keys: not yet"),
     group.admin && member.name !== "you"
-      ? h("button", { type: "button", class: "link danger", "aria-label": `Remove ${member.name}`,
-          onclick: () => actions.remove(group, member) }, "Remove") : null));
+      ? [h("button", { type: "button", class: "link", "aria-label": member.admin
+            ? `Take admin rights from ${member.name}` : `Make ${member.name} an admin`,
+          onclick: () => actions.admin(group, member, !member.admin) }, member.admin ? "Take admin rights" : "Make admin"),
+        h("button", { type: "button", class: "link danger", "aria-label": `Remove ${member.name}`,
+          onclick: () => actions.remove(group, member) }, "Remove")] : null));
   const pick = h("select", { id: "member-to-add", "aria-label": "Contact to add" },
     others.map((c) => h("option", { value: c.peer_id }, c.name)));
   const add = h("form", { class: "add-member", "aria-label": "Add a member" }, pick,

@@ -196,7 +196,8 @@ class NodeRunner(Generic[N]):
     def link_hosts(self) -> dict[LinkId, str]:
         """The remote host of each live connection by link: an inbound link's only address
         (the core knows only the dialled ``host:port`` of links we opened)."""
-        return {link: c.host for link, c in self._conns.items() if not c.retired}
+        conns = self._connections.conns.items()
+        return {link: c.host for link, c in conns if not c.retired}
 
     async def call(self, fn: Callable[[N, float], T]) -> T:
         """Run ``fn(node, now)`` in the pump and return its result (or raise its exception).

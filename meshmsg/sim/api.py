@@ -3,6 +3,8 @@
 One run writes one folder::
 
     MessageStatsReport.txt   the ONE's report, same fields and format
+    relay_privacy.txt        with output.relay_privacy: a curious relay's guesses of sender and
+                             recipient beside random guessing (meshmsg/sim/observer.py)
     messages.jsonl           one record per message: created, each hop, delivered, drops and why
     contacts.txt             the contact log in the ONE's format (replayable)
     scenario.toml            the resolved scenario (defaults filled in, absolute paths)
@@ -35,6 +37,7 @@ from meshmsg.sim.failures import Failure, find_failures
 from meshmsg.sim.host import CodesOnly, NodeFactory, NodeSetup, PrePairing
 from meshmsg.sim.links import LinkParams
 from meshmsg.sim.mobility import presence_contacts, random_waypoint_contacts
+from meshmsg.sim.observer import RelayObserver
 from meshmsg.sim.report import MessageStats, Recorder
 from meshmsg.sim.rng import SeededRng
 from meshmsg.sim.scenario import (
@@ -235,6 +238,9 @@ def run_scenario(
     stats = recorder.stats(s.run.duration_s)
     (out_dir / "MessageStatsReport.txt").write_text(stats.to_text(s.run.name), encoding="utf-8")
     recorder.write_messages(out_dir / "messages.jsonl")
+    if recorder.relay_observer is not None:
+        guesses = recorder.relay_observer.guesses(recorder.message_ends)
+        (out_dir / "relay_privacy.txt").write_text(guesses.to_text(s.run.name), encoding="utf-8")
     if s.output.plots:
         from meshmsg.sim.plots import write_plots  # matplotlib is slow to load
 
@@ -279,10 +285,14 @@ def _execute(
         default_interface=s.links.default_interface,
         strict=s.run.strict,
     )
+    observer = None
+    if s.output.relay_privacy:
+        observer = RelayObserver(ttl_s=s.nodes.ttl_s, copies=s.routing.copies)
     recorder = Recorder(
         sample_interval_s=s.output.sample_interval_s,
         contact_log=contact_log,
         contact_log_interfaces=s.output.contact_log_interfaces,
+        relay_observer=observer,
     )
     engine = Engine(
         config, node_setups(s), factory, external_sources(s), recorder,

@@ -39,7 +39,7 @@ from typing import Protocol, TextIO, assert_never
 
 from meshmsg.core import effects as fx
 from meshmsg.core.effects import CloseLink, Dial, Persist, Transmit
-from meshmsg.core.events import EnvelopeAccepted, Event, MessageReceived
+from meshmsg.core.events import EnvelopeAccepted, EnvelopeHandedOver, Event, MessageReceived
 from meshmsg.errors import InvalidAttachment, InvalidMessage, LocalProtocolError
 from meshmsg.sim.faults import NodeCrash, NodeRestart, Partition
 from meshmsg.sim.files import ChunkBodies, ChunkStore, carry_out_chunk, send_as_file
@@ -56,6 +56,7 @@ External = ContactEvent | MessageEvent | NodeCrash | NodeRestart | Partition
 _EXT, _TIMER, _ARRIVE, _DONE, _STEP, _CLOSE, _DIAL = range(7)
 _P_EXT, _P_INTERNAL, _P_STEP = 0, 1, 2
 _DUE_TIMER, _DUE_UNIT = 0, 1
+_PEER_EVENTS = (EnvelopeAccepted, EnvelopeHandedOver)  # events the observer gets the peer of
 MAX_SAME_INSTANT_TIMERS = 10_000  # a node re-arming for "now" forever is a bug, not a workload
 
 
@@ -526,7 +527,7 @@ class Engine:
             self._log(f"{now!r} ev {address} {event!r}")
             self._check_event(address, event)
             peer = None
-            if isinstance(event, EnvelopeAccepted) and event.link in slot.links:
+            if isinstance(event, _PEER_EVENTS) and event.link in slot.links:
                 peer = slot.links[event.link].peer_of(address)
             self._observer.node_event(now, address, event, peer)
             event = node.next_event()

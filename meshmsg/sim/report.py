@@ -33,11 +33,13 @@ from meshmsg.core.events import (
     DropReason,
     EnvelopeAccepted,
     EnvelopeDropped,
+    EnvelopeHandedOver,
     Event,
     MessageQueued,
     MessageReceived,
 )
 from meshmsg.errors import LocalProtocolError
+from meshmsg.sim.observer import RelayObserver
 from meshmsg.sim.traces import ContactEvent, ContactLogWriter, MessageEvent
 
 DROPPED_REASONS = (DropReason.EXPIRED, DropReason.EVICTED)
@@ -188,8 +190,10 @@ class Recorder:
         sample_interval_s: float,
         contact_log: TextIO | None = None,
         contact_log_interfaces: bool = False,
+        relay_observer: RelayObserver | None = None,
     ) -> None:
         self.records: dict[str, MessageRecord] = {}
+        self.relay_observer = relay_observer  # what curious relays learn (issue #11, 4)
         self._by_message: dict[bytes, str] = {}
         self._by_envelope: dict[bytes, str] = {}
         self._held: dict[tuple[int, bytes], float] = {}  # (node, envelope) -> arrival time
@@ -236,6 +240,8 @@ class Recorder:
         if event.up:
             self.contacts += 1
             self.in_contact.update((event.a, event.b))
+            if self.relay_observer is not None:
+                self.relay_observer.contact(event.a, event.b)
         if self._contact_log is not None:
             self._contact_log.write(event)
 
@@ -281,6 +287,10 @@ class Recorder:
                     self._held[(address, event.envelope_id)] = now
             case EnvelopeAccepted():
                 self._accepted(now, address, event, peer)
+                if self.relay_observer is not None:
+                    self.relay_observer.accepted(now, address, event, peer)
+            case EnvelopeHandedOver() if self.relay_observer is not None:
+                self.relay_observer.handed_over(now, address, event, peer)
             case MessageReceived():
                 self._message_received(now, event)
             case EnvelopeDropped():
@@ -291,6 +301,14 @@ class Recorder:
                 self._attachment_complete(now, address, aid)
             case _:
                 pass
+
+    def message_ends(self, envelope_id: bytes) -> tuple[int, int] | None:
+        """(sender, recipient) of a traffic message's envelope; None for other envelopes."""
+        sim_id = self._by_envelope.get(envelope_id)
+        if sim_id is None:
+            return None
+        record = self.records[sim_id]
+        return record.source, record.destination
 
     def _attachment_complete(self, now: float, address: int, attachment_id: bytes) -> None:
         sim_id, created = self._attachments[attachment_id]

@@ -14,7 +14,13 @@ from meshmsg.core import codec
 from meshmsg.core.e2e import Match
 from meshmsg.core.effects import StoredRecord
 from meshmsg.core.envelope import Envelope, envelope_id, parse_envelope
-from meshmsg.core.events import DropReason, EnvelopeAccepted, EnvelopeDropped, MessageStatus
+from meshmsg.core.events import (
+    DropReason,
+    EnvelopeAccepted,
+    EnvelopeDropped,
+    EnvelopeHandedOver,
+    MessageStatus,
+)
 from meshmsg.core.exchange.firstmail import FirstOpening
 from meshmsg.core.exchange.holdings import Holdings
 from meshmsg.core.exchange.opening import Opening
@@ -111,7 +117,7 @@ class Carrying:
             self._out.emit(
                 EnvelopeAccepted(
                     envelope_id=env_id, link=session.link_id, hops=item.hops,
-                    copies=item.copies, for_us=False,
+                    copies=item.copies, for_us=False, lifetime_s=item.expiry_at - now,
                 )
             )  # fmt: skip
             if env_id in state.store:
@@ -197,6 +203,12 @@ class Carrying:
                 raise RemoteProtocolError("custody for an envelope we did not send")
             session.peer_has.add(env_id)
             delivered = delivered or flight.to_recipient
+            self._out.emit(
+                EnvelopeHandedOver(
+                    envelope_id=env_id, link=session.link_id, copies=flight.copies,
+                    claimed=flight.to_recipient,
+                )
+            )  # fmt: skip
             self._handed_over(env_id, flight, now)
         if delivered and session.declined:
             # The peer recognises only a window of its next counters; having taken mail for

@@ -197,6 +197,10 @@ class Recorder:
         self._by_message: dict[bytes, str] = {}
         self._by_envelope: dict[bytes, str] = {}
         self._held: dict[tuple[int, bytes], float] = {}  # (node, envelope) -> arrival time
+        # (node, envelope) -> transfers on the path that brought it there: hop counts measured
+        # here, not read from the transfers, whose initial hop count is random (issue #11, 4).
+        self._path_hops: dict[tuple[int, bytes], int] = {}
+        self._envelope_of: dict[str, bytes] = {}  # message's sim id -> its envelope id
         self._received: dict[str, int] = {}
         self._violation: Callable[[str], None] = _raise_violation
         self._progress: Callable[[float], None] | None = None
@@ -284,7 +288,9 @@ class Recorder:
                 sim_id = self._by_message.get(event.message_id)
                 if sim_id is not None:
                     self._by_envelope[event.envelope_id] = sim_id
+                    self._envelope_of[sim_id] = event.envelope_id
                     self._held[(address, event.envelope_id)] = now
+                    self._path_hops[(address, event.envelope_id)] = 0
             case EnvelopeAccepted():
                 self._accepted(now, address, event, peer)
                 if self.relay_observer is not None:
@@ -292,7 +298,7 @@ class Recorder:
             case EnvelopeHandedOver() if self.relay_observer is not None:
                 self.relay_observer.handed_over(now, address, event, peer)
             case MessageReceived():
-                self._message_received(now, event)
+                self._message_received(now, address, event)
             case EnvelopeDropped():
                 self._dropped(now, address, event)
             case AttachmentProgress():
@@ -328,20 +334,25 @@ class Recorder:
         self.relayed += 1
         record = self.records[sim_id]
         record.hops.append((now, peer, address))
+        before = None if peer is None else self._path_hops.get((peer, event.envelope_id))
+        hops = event.hops if before is None else before + 1
+        self._path_hops[(address, event.envelope_id)] = hops
         if event.for_us:
-            self._delivered(now, record, event.hops)
+            self._delivered(now, record, hops)
         else:
             self._held[(address, event.envelope_id)] = now
 
-    def _message_received(self, now: float, event: MessageReceived) -> None:
+    def _message_received(self, now: float, address: int, event: MessageReceived) -> None:
         sim_id = self._by_message.get(event.message_id)
         if sim_id is None:
             return
+        envelope = self._envelope_of.get(sim_id)
+        measured = None if envelope is None else self._path_hops.get((address, envelope))
         count = self._received.get(sim_id, 0) + 1
         self._received[sim_id] = count
         if count > 1:
             self._violation(f"t={now}: message {sim_id} delivered to the application twice")
-        self._delivered(now, self.records[sim_id], event.hops)
+        self._delivered(now, self.records[sim_id], event.hops if measured is None else measured)
 
     def _delivered(self, now: float, record: MessageRecord, hops: int) -> None:
         if record.delivered_at is not None:

@@ -20,6 +20,8 @@ Guesses (each a rule a real relay could run):
   waits at its sender before the first meeting, so a full TTL is rare and adds nothing to the
   two fields) — else a random peer met. Its *precision* (right among the copies it was sure
   of) is what hiding the originator's fields lowers.
+* **sender, hops = 1**: the share of copies that came with ``hops == 1``, and how often their
+  giver was the sender (the hop count alone, whatever the copies).
 * **recipient, rule**: the peer that claimed the copy; else a peer the copy went to that sent
   us a fresh envelope (``hops == 1``) within ``receipt_window_s`` (a receipt); else a random
   peer met.
@@ -61,6 +63,8 @@ class Guesses:
     sender_rule: float
     sender_rule_sure: float  # share of observations the rule was sure of
     sender_rule_precision: float  # right among those (nan if none)
+    sender_hops1_sure: float  # share with hops == 1 (whatever the copies)
+    sender_hops1_precision: float  # the giver was the sender among those
     recipient_random: float
     recipient_rule: float
     recipient_claimed: float  # share of observations where the recipient claimed it
@@ -148,6 +152,9 @@ class RelayObserver:
         score.n += 1
         score.sender_random += chance
         score.sender_giver += carried.giver == sender
+        if carried.hops == 1:
+            score.hops1 += 1
+            score.hops1_right += carried.giver == sender
         if self._looks_original(carried):
             score.sender_sure += 1
             score.sender_sure_right += carried.giver == sender
@@ -191,6 +198,8 @@ class _Score:
     sender_rule: float = 0.0
     sender_sure: int = 0
     sender_sure_right: int = 0
+    hops1: int = 0
+    hops1_right: int = 0
     recipient_random: float = 0.0
     recipient_rule: float = 0.0
     recipient_sure: int = 0
@@ -207,6 +216,8 @@ class _Score:
             sender_rule=self.sender_rule / n,
             sender_rule_sure=self.sender_sure / n,
             sender_rule_precision=_ratio(self.sender_sure_right, self.sender_sure),
+            sender_hops1_sure=self.hops1 / n,
+            sender_hops1_precision=_ratio(self.hops1_right, self.hops1),
             recipient_random=self.recipient_random / n,
             recipient_rule=self.recipient_rule / n,
             recipient_claimed=self.claimed / n,

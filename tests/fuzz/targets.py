@@ -1047,5 +1047,6 @@ def run_node_program(data: bytes) -> _World:
     return w
 
 
-# Groups (issue #14) live in their own module; importing it registers its target.
-from tests.fuzz import group_targets  # noqa: E402, F401
+# Groups (issue #14) and the local API live in their own modules; importing one registers
+# its target.
+from tests.fuzz import api_target, group_targets  # noqa: E402, F401

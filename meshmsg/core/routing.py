@@ -20,12 +20,6 @@ spray-and-wait      floor(n/2) if n > 1 (binary),    ceil(n/2) (binary), n - 1 (
 prophet             1 if P(peer, dest) > P(me, dest) all
 ==================  ==============================  ===========================================
 
-Binary Spray-and-Wait splits our *own* mail as a first-generation relay would (as if holding
-``ceil(L/2)``, at least 2): only the originator ever held more, so its first split of ``L/2``
-copies named it to the relay (issue #11, finding 4). Every copy is still handed out; the
-originator spreads from the two halves in turn. ONE mode (``hide_origin=False``) keeps the ONE's
-split.
-
 After a delivery to the recipient, ``drop_after_delivery`` (default on) drops the carrier's copy;
 the ONE keeps it, so ONE-mode scenarios turn it off and then Spray-and-Wait halves as the ONE
 does (``SprayAndWaitRouter.transferDone``).
@@ -46,7 +40,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from meshmsg.config import RoutingConfig
-from meshmsg.core.store import StoreItem, Tier
+from meshmsg.core.store import StoreItem
 from meshmsg.errors import ConfigError
 
 ROUTE_ID_BYTES = 8
@@ -72,9 +66,7 @@ class PeerRouting:
 class Router:
     """One node's routing state and decisions. Construct with :func:`make_router`."""
 
-    def __init__(
-        self, config: RoutingConfig, own_route_id: bytes, *, hide_origin: bool = True
-    ) -> None:
+    def __init__(self, config: RoutingConfig, own_route_id: bytes) -> None:
         if config.policy not in POLICIES:
             raise ConfigError(f"unknown routing policy {config.policy!r}; use one of {POLICIES}")
         if config.copies < 1:
@@ -82,8 +74,6 @@ class Router:
         self.config = config
         self.policy = config.policy
         self.own_route_id = own_route_id
-        # Binary Spray-and-Wait: split our own mail as a first-generation relay would (below).
-        self.hide_origin = hide_origin
         self._preds: dict[bytes, float] = {}
         self._aged_at: float | None = None
 
@@ -106,12 +96,6 @@ class Router:
             case "spray-and-wait":
                 # Copies promised to transfers still in flight are not ours to give again.
                 available = item.copies - item.reserved
-                if self.hide_origin and self.config.binary and item.tier is Tier.OWN:
-                    # Only the originator ever holds more than ceil(L/2), so its first split
-                    # (L/2 copies) named it to the relay (issue #11, finding 4): it gives what
-                    # a relay holding the other half would, and so spreads from two halves.
-                    # (With L <= 3 only the originator ever splits: nothing to hide, keep 2.)
-                    available = min(available, max(2, (self.config.copies + 1) // 2))
                 if available <= 1:
                     return 0
                 # Binary: the receiver gets floor(n/2), as in Spyropoulos et al. and the ONE
@@ -198,6 +182,5 @@ def peer_routing(route: bytes, entries: Iterable[tuple[bytes, int]]) -> PeerRout
     return PeerRouting(route_id=route, predictabilities={dest: q / _P_SCALE for dest, q in entries})
 
 
-def make_router(config: RoutingConfig, own_route_id: bytes, *, hide_origin: bool = True) -> Router:
-    """A router; ``hide_origin=False`` (ONE mode) splits our own mail exactly as the ONE does."""
-    return Router(config, own_route_id, hide_origin=hide_origin)
+def make_router(config: RoutingConfig, own_route_id: bytes) -> Router:
+    return Router(config, own_route_id)

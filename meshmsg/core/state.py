@@ -74,9 +74,7 @@ class NodeState:
             store=RelayStore(config.store, one_mode=one_mode),
             items=ItemSet(),
             tombstones=Tombstones(config.message.dedup_entries, config.store),
-            router=make_router(
-                config.routing, route_id(identity.public.identity_key), hide_origin=not one_mode
-            ),
+            router=make_router(config.routing, route_id(identity.public.identity_key)),
             conversations=Conversations(),
             groups=GroupBook(identity, config, rng),
             requests=RequestBook(config.first_contact),

@@ -11,7 +11,6 @@ then, a receipt sealed then, a purge token learnt then.
 from __future__ import annotations
 
 from meshmsg.app.views import sessions_view
-from meshmsg.config import NodeConfig, RoutingConfig
 from meshmsg.core.effects import Transmit
 from meshmsg.core.events import (
     DropReason,
@@ -28,8 +27,8 @@ from tests.helpers import Mesh
 class HeldMesh(Mesh):
     """A Mesh whose transmissions between two named nodes wait in a queue until stepped."""
 
-    def __init__(self, names: list[str], config: NodeConfig | None = None) -> None:
-        super().__init__(names, config=config)
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(names)
         self.held: tuple[str, str] | None = None
         self.queue: list[tuple[str, Transmit]] = []
 
@@ -77,11 +76,8 @@ def statuses(mesh: Mesh, name: str) -> dict[bytes, MessageStatus]:
     return result
 
 
-EIGHT_COPIES = NodeConfig().replace(routing=RoutingConfig(copies=8))
-
-
-def paired(names: list[str], config: NodeConfig | None = None) -> HeldMesh:
-    mesh = HeldMesh(names, config=config)
+def paired(names: list[str]) -> HeldMesh:
+    mesh = HeldMesh(names)
     mesh.befriend("alice", "bob", pair=True)
     return mesh
 
@@ -136,9 +132,7 @@ def test_a_purge_learnt_while_the_link_reconciles_goes_when_it_ends() -> None:
     """Carol and dave carry alice's mail for bob. While carol-dave reconciles, bob takes it
     from carol; carol learns the purge token then, and dave must drop his copy on that link."""
     for initiator, responder in (("carol", "dave"), ("dave", "carol")):
-        # L = 8: alice splits her own mail as a relay would (2 copies to carol, issue #11
-        # finding 4), so carol can spray one on to dave.
-        mesh = paired(["alice", "bob", "carol", "dave"], config=EIGHT_COPIES)
+        mesh = paired(["alice", "bob", "carol", "dave"])
         mesh.nodes["alice"].send_message(mesh.peer_id("bob"), "carried", now=mesh.now)
         mesh.connect("alice", "carol")  # carol takes copies (spray)
         mesh.connect("carol", "dave")  # dave takes some from carol

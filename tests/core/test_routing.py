@@ -12,13 +12,10 @@ from meshmsg.errors import ConfigError
 PEER = PeerRouting(route_id=b"P" * 8, predictabilities={})
 
 
-def item(
-    copies: int, route_hint: bytes | None = None, seq: int = 0, tier: Tier = Tier.VERIFIED
-) -> StoreItem:
-    """A copy we carry (a relay's: the ONE's semantics); ``tier=Tier.OWN`` for our own mail."""
+def item(copies: int, route_hint: bytes | None = None, seq: int = 0) -> StoreItem:
     it = StoreItem(
         envelope_id=bytes(16), envelope=b"e", tag=bytes(16), expiry_at=1e9, copies=copies,
-        hops=0, tier=tier, source=None, received_at=0.0, route_hint=route_hint,
+        hops=0, tier=Tier.OWN, source=None, received_at=0.0, route_hint=route_hint,
     )  # fmt: skip
     it.seq = seq
     return it
@@ -110,25 +107,3 @@ def test_copies_in_flight_are_not_given_twice(copies: int, reserved: int, give: 
     # What a peer took custody of leaves with it; the rest stays (conservation).
     if give:
         assert router("spray-and-wait").copies_kept(it, give, to_recipient=False) == copies - give
-
-
-@pytest.mark.parametrize("copies", [2, 3, 4, 6, 8, 9, 16])
-def test_own_mail_is_split_as_a_first_generation_relay_would(copies: int) -> None:
-    """Issue #11, finding 4: only the originator held more than ceil(L/2), so its first split
-    (floor(L/2) copies) named it to the relay. Now no split of our own mail gives more than a
-    relay holding ceil(L/2) would, every copy is still handed out down to the wait phase, and
-    ONE mode (``hide_origin=False``) splits as the ONE does."""
-    r = make_router(RoutingConfig(policy="spray-and-wait", copies=copies), b"M" * 8)
-    relay_max = ((copies + 1) // 2) // 2
-    own = item(copies, tier=Tier.OWN)
-    gifts = []
-    while (give := r.copies_to_give(own, PEER, now=0)) > 0:
-        gifts.append(give)
-        own.copies = r.copies_kept(own, give, to_recipient=False)
-    assert gifts
-    assert max(gifts) <= max(1, relay_max)
-    assert sum(gifts) + own.copies == copies
-    assert own.copies == 1
-    one = make_router(RoutingConfig(policy="spray-and-wait", copies=copies), b"M" * 8,
-                      hide_origin=False)  # fmt: skip
-    assert one.copies_to_give(item(copies, tier=Tier.OWN), PEER, now=0) == copies // 2

@@ -579,6 +579,12 @@ class NetConfig:
     api_max_messages: int = limit(
         1_000, "messages", "most messages one GET returns; older ones are paged with ?before="
     )
+    api_max_read_marks: int = limit(
+        4_096,
+        "conversations",
+        "read positions the web UI keeps (app/readmarks.py): every contact (1,024) and group (64) "
+        "with room for past ones; beyond it the longest-read one is forgotten (shown unread once)",
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -405,12 +405,20 @@ class Node:
         self._exchange.groups.change(entry.group.id, action, member=member, name=name, now=now)
 
     def send_group_message(
-        self, group: bytes | str, body: str, *, now: float, ttl_s: float | None = None
-    ) -> bytes:
-        """Seal one envelope for every member; return the message id. Raises GroupError."""
+        self, group: bytes | str, body: str, *, now: float, ttl_s: float | None = None,
+        refs: Sequence[AttachmentRef] = (),
+    ) -> bytes:  # fmt: skip
+        """Seal one envelope for every member; return the message id. ``refs``: attachments
+        sealed into the chunk store, one encrypted copy for the whole group.
+
+        Raises:
+            GroupError: see the group limits. InvalidAttachment: a reference fails its checks.
+        """
         self._out.now = now
         entry = self.groups.find(group)
-        return self._exchange.groups.send_text(entry.group.id, body, now, ttl_s)
+        message_id = self._exchange.groups.send_text(entry.group.id, body, now, ttl_s, refs)
+        self._flush_all(now)
+        return message_id
 
     def mark_group_read(
         self, group: bytes | str, message_ids: Iterable[bytes], *, now: float

@@ -73,7 +73,9 @@ class Exchange:
         self.sending = Sending(state, out, self._holdings, self._sync, renewal, self.attachments)
         self.receipts = Receipts(state, out, self.sending, renewal)
         self._purges = Purges(state, out, self._holdings, self._sync)
-        self.groups = GroupMail(state, out, self._holdings, self._sync, self.sending)
+        self.groups = GroupMail(
+            state, out, self._holdings, self._sync, self.sending, self.attachments
+        )
         opening = Opening(
             state, out, self._holdings, self._purges, self.receipts, self.groups, self.attachments
         )

@@ -47,6 +47,7 @@ from meshmsg.core.effects import DeleteChunks, Effect, LinkId, RecordKind, Store
 from meshmsg.core.events import Event, LinkClosed, PeerConnected
 from meshmsg.core.exchange.dispatch import Exchange
 from meshmsg.core.exchange.receipts import RECEIPT_DELIVERED
+from meshmsg.core.exchange.sync import TIMED_TRANSFER
 from meshmsg.core.groups.book import GroupBook
 from meshmsg.core.identity import ContactCard, Identity
 from meshmsg.core.itemset import ItemSet
@@ -68,8 +69,9 @@ from meshmsg.core.wire import Record
 from meshmsg.errors import CloseReason, LocalProtocolError, RemoteProtocolError
 
 # 1 = sync v1 (reconciliation, offer/reply, transfer, custody, purge); 2 = LIVE_HEAL: a
-# KeyExchange after the meeting's exchange is answered (core/pacing.py, issue #17)
-CAPABILITIES = (1, LIVE_HEAL)
+# KeyExchange after the meeting's exchange is answered (core/pacing.py, issue #17); 3 =
+# TIMED_TRANSFER: transfers carry a relative lifetime (core/exchange/sync.py, issue #11)
+CAPABILITIES = (1, LIVE_HEAL, TIMED_TRANSFER)
 
 
 class Node:

@@ -40,7 +40,7 @@ from typing import Protocol, TextIO, assert_never
 from meshmsg.config import NetConfig, WireLimits
 from meshmsg.core import effects as fx
 from meshmsg.core.effects import CloseLink, Dial, Persist, Transmit
-from meshmsg.core.events import EnvelopeAccepted, Event, MessageReceived
+from meshmsg.core.events import EnvelopeAccepted, EnvelopeHandedOver, Event, MessageReceived
 from meshmsg.errors import InvalidAttachment, InvalidMessage, LocalProtocolError
 from meshmsg.sim.commands import REFUSALS, NodeCommand
 from meshmsg.sim.faults import NodeCrash, NodeRestart, Partition
@@ -58,6 +58,7 @@ External = ContactEvent | MessageEvent | NodeCommand | NodeCrash | NodeRestart |
 _EXT, _TIMER, _ARRIVE, _DONE, _STEP, _CLOSE, _DIAL = range(7)
 _P_EXT, _P_INTERNAL, _P_STEP = 0, 1, 2
 _DUE_TIMER, _DUE_UNIT = 0, 1
+_PEER_EVENTS = (EnvelopeAccepted, EnvelopeHandedOver)  # events the observer gets the peer of
 _WHOLE_FRAME_BYTES = WireLimits().max_receive_buffer_bytes  # larger: read in pieces (deliver)
 _READ_BYTES = NetConfig().read_chunk_bytes
 MAX_SAME_INSTANT_TIMERS = 10_000  # a node re-arming for "now" forever is a bug, not a workload
@@ -556,7 +557,7 @@ class Engine:
             self._log(f"{now!r} ev {address} {event!r}")
             self._check_event(address, event)
             peer = None
-            if isinstance(event, EnvelopeAccepted) and event.link in slot.links:
+            if isinstance(event, _PEER_EVENTS) and event.link in slot.links:
                 peer = slot.links[event.link].peer_of(address)
             self._observer.node_event(now, address, event, peer)
             event = node.next_event()

@@ -50,6 +50,7 @@ from meshmsg.core.records import (
     Reply,
     RouteTable,
     SyncMessage,
+    TimedTransfer,
     Transfer,
 )
 from meshmsg.core.session import PeerSession
@@ -105,6 +106,8 @@ class Exchange:
                 self._sync.on_reply(session, for_me, have, now)
             case Transfer():
                 self._carrying.on_transfer(session, record, now)
+            case TimedTransfer():
+                self._carrying.on_timed_transfer(session, record, now)
             case Custody(accepted=accepted, refused=refused):
                 self._carrying.on_custody(session, accepted, refused, now)
             case Purge(token=token, expiry_at=expiry_at):

@@ -47,10 +47,12 @@ class LinkParams:
 class Frame:
     """One ``Transmit``: its bytes and the envelope transfers inside."""
 
-    __slots__ = ("altered", "data", "envelopes", "started_at", "unit_due", "units_left")
+    __slots__ = ("altered", "data", "envelopes", "size", "started_at", "unit_due", "units_left")
 
-    def __init__(self, data: bytes, envelopes: int) -> None:
+    def __init__(self, data: bytes, envelopes: int, one_bytes: int = 0) -> None:
         self.data = data
+        # ONE mode charges the payload the envelopes stand for (``Transmit.one_bytes``).
+        self.size = max(len(data), one_bytes)
         self.altered = False  # the link changed the bytes on the way (corruption)
         self.envelopes = envelopes
         self.started_at: float | None = None
@@ -228,7 +230,7 @@ class OneLinks:
 
     @staticmethod
     def _unit_s(link: Link, frame: Frame) -> float:
-        return len(frame.data) / max(frame.envelopes, 1) / link.params.rate_bps
+        return frame.size / max(frame.envelopes, 1) / link.params.rate_bps
 
     def _wait(self, link: Link, d: Direction) -> None:
         key = (link.id, d.index)

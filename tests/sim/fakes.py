@@ -77,8 +77,9 @@ class ScriptNode:
         self.committed.append(token)
 
     def send_message(
-        self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None
-    ) -> bytes:
+        self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None,
+        one_size: int = 0,
+    ) -> bytes:  # fmt: skip
         return body.encode()
 
     def push_effect(self, effect: Effect) -> None:

@@ -17,6 +17,7 @@ from meshmsg.core.reconcile import Reconciler, SyncBudget
 from meshmsg.core.records import (
     Offer,
     OfferEntry,
+    OneModeSize,
     Purge,
     Reply,
     RouteEntry,
@@ -223,10 +224,16 @@ class Sync:
     ) -> None:
         per_transmit = max(1, self._state.config.sync.envelopes_per_transmit)
         batch: list[Record] = []
+        count = one_bytes = 0
         for item, copies, to_recipient in transfers:
             session.in_flight[item.envelope_id] = InFlight(copies=copies, to_recipient=to_recipient)
             if not to_recipient:
                 item.reserved += copies  # until custody, refusal or the link's end
+            if item.one_size:  # ONE mode: announced ahead (the receiver makes room), charged
+                item.sending += 1
+                self._out.transmit(session, [OneModeSize(size=item.one_size)])
+                self._out.flush(session, self._out.now)  # its own control frame, sent first
+                one_bytes += item.one_size
             batch.append(
                 Transfer(
                     envelope=item.envelope,
@@ -235,11 +242,12 @@ class Sync:
                     route_hint=item.route_hint,
                 )
             )
-            if len(batch) >= per_transmit:
-                self._out.transmit(session, batch, envelopes=len(batch))
-                batch = []
+            count += 1
+            if count >= per_transmit:
+                self._out.transmit(session, batch, envelopes=count, one_bytes=one_bytes)
+                batch, count, one_bytes = [], 0, 0
         if batch:
-            self._out.transmit(session, batch, envelopes=len(batch))
+            self._out.transmit(session, batch, envelopes=count, one_bytes=one_bytes)
 
 
 def _offer_entry(item: StoreItem) -> OfferEntry:

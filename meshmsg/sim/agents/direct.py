@@ -148,11 +148,12 @@ class DirectNode:
         pass
 
     def send_message(
-        self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None
-    ) -> bytes:
+        self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None,
+        one_size: int = 0,
+    ) -> bytes:  # fmt: skip
         mid, _, _ = body.partition(":")
         dest = address_of(peer_id)
-        msg = _Msg(mid=mid, source=self.address, dest=dest, created=now, size=len(body))
+        msg = _Msg(mid=mid, source=self.address, dest=dest, created=now, size=one_size or len(body))
         self._make_room(msg.size)  # the ONE adds a created message even when it did not fit
         self.buffer[mid] = msg
         value = json.dumps(

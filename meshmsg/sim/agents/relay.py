@@ -204,17 +204,19 @@ class RelayNode:
         pass
 
     def send_message(
-        self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None
-    ) -> bytes:
+        self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None,
+        one_size: int = 0,
+    ) -> bytes:  # fmt: skip
         mid = body.partition(":")[0]
         dest = address_of(peer_id)
         copies = self.initial_copies if self.binary else 1
-        self._make_room(len(body))  # the ONE adds a created message even when it did not fit
+        size = one_size or len(body)
+        self._make_room(size)  # the ONE adds a created message even when it did not fit
         self.buffer[mid] = {
             "mid": mid, "source": self.address, "dest": dest, "created": now,
-            "size": len(body), "copies": copies, "hops": 0, "received": now,
+            "size": size, "copies": copies, "hops": 0, "received": now,
         }  # fmt: skip
-        self.used += len(body)
+        self.used += size
         self._events.append(
             MessageQueued(message_id=mid.encode(), peer_id=peer_id, envelope_id=mid.encode())
         )

@@ -105,11 +105,12 @@ class Outbox:
                     )
                 )
 
-    def flush(self, session: PeerSession, now: float) -> None:
-        """Hand the driver whatever the link has ready to send."""
+    def flush(self, session: PeerSession, now: float, announces: int = 0) -> None:
+        """Hand the driver whatever the link has ready to send; ``announces`` (ONE mode) marks
+        it as the announcement of a transfer of that many bytes (``Transmit.one_bytes``)."""
         data = session.link.data_to_send(now)
         if data:
-            self._effects.append(Transmit(link=session.link_id, data=data))
+            self._effects.append(Transmit(link=session.link_id, data=data, one_bytes=announces))
 
     def chunk(self, effect: ChunkEffect) -> None:
         """Queue a chunk for the driver's chunk store (docs/architecture.md, chunk bodies)."""

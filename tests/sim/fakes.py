@@ -24,6 +24,7 @@ class Send:
     to: int
     data: bytes
     envelopes: int = 1
+    one_bytes: int = 0  # ONE mode: the payload it stands for, or (control) announces
 
 
 class ScriptNode:
@@ -62,7 +63,12 @@ class ScriptNode:
             for send in self.script:
                 if send.to == peer:
                     self._effects.append(
-                        Transmit(link=link, data=send.data, envelopes=send.envelopes)
+                        Transmit(
+                            link=link,
+                            data=send.data,
+                            envelopes=send.envelopes,
+                            one_bytes=send.one_bytes,
+                        )
                     )
 
     def link_lost(self, link: LinkId, *, now: float) -> None:

@@ -59,9 +59,7 @@ def test_a_full_buffer_drops_its_oldest_message(tmp_path: Path, agent: str) -> N
     # Three 600 kB messages in a 1.5 MB buffer: the third drops the first.
     messages = "".join(f"{t}.0 C M{t} n0 n1 {SIZE}\n" for t in (1, 2, 3))
     contacts = "10.0 CONN 0 1 up\n60.0 CONN 0 1 down\n"
-    s = run_scenario(
-        scenario(tmp_path, agent, contacts, messages, 1_500_000), tmp_path / "o"
-    ).stats
+    s = run_scenario(scenario(tmp_path, agent, contacts, messages, 1_500_000), tmp_path / "o").stats
     assert (s.created, s.delivered, s.dropped) == (3, 2, 1)
 
 

@@ -232,7 +232,7 @@ class Sync:
             if item.one_size:  # ONE mode: announced ahead (the receiver makes room), charged
                 item.sending += 1
                 self._out.transmit(session, [OneModeSize(size=item.one_size)])
-                self._out.flush(session, self._out.now)  # its own control frame, sent first
+                self._out.flush(session, self._out.now, announces=item.one_size)  # its own frame
                 one_bytes += item.one_size
             batch.append(
                 Transfer(

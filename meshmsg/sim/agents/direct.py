@@ -14,11 +14,11 @@ it keeps nothing it receives (``ActiveRouter.checkReceiving``), and a cut transf
 give the dropped messages back.
 
 Frames: ``H<json>`` (hello, control), ``P<id> <size>`` (a transfer is coming: make room;
-control), ``M<json><padding>`` (one message, ``size`` bytes) and ``K<id>`` (it arrived, so it
-is no longer being sent; control).
-Its committed records (one per message carried, one tombstone per message received) rebuild it
-after a crash, so it also serves crash/restart scenarios.
-"""
+control; for a message over a text body it is an announcement that the ONE link model delivers
+when the transfer can start, ``Transmit.one_bytes``), ``M<json><padding>`` (one message,
+``size`` bytes) and ``K<id>`` (it arrived, so it is no longer being sent; control). Its
+committed records (one per message carried, one tombstone per message received) rebuild it after
+a crash, so it also serves crash/restart scenarios."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ from meshmsg.core.events import (
 )
 from meshmsg.sim.agents.common import TTL_CHECK_INTERVAL_S, address_of, ident, make_room
 from meshmsg.sim.host import NodeSetup, PrePairing, RecordKey, SimulatedNode
+from meshmsg.sim.onesize import TEXT_BODY_BYTES
 from meshmsg.sim.rng import SeededRng
 
 
@@ -177,7 +178,8 @@ class DirectNode:
                 sent.add(msg.mid)
                 self.sending[link].add(msg.mid)
                 announce = f"P{msg.mid} {msg.size}".encode()
-                self._effects.append(Transmit(link=link, data=announce))
+                declared = msg.size if msg.size > TEXT_BODY_BYTES else 0  # held to its start
+                self._effects.append(Transmit(link=link, data=announce, one_bytes=declared))
                 header = json.dumps(
                     {
                         "mid": msg.mid,

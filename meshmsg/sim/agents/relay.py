@@ -23,6 +23,7 @@ from meshmsg.core.events import (
 from meshmsg.errors import ConfigError
 from meshmsg.sim.agents.common import TTL_CHECK_INTERVAL_S, address_of, ident, make_room
 from meshmsg.sim.host import NodeSetup, PrePairing, RecordKey, SimulatedNode
+from meshmsg.sim.onesize import TEXT_BODY_BYTES
 from meshmsg.sim.rng import SeededRng
 
 RELAY_POLICIES = ("epidemic", "spray-and-wait", "direct")
@@ -35,12 +36,13 @@ class RelayNode:
 
     On a new link both sides send a hello listing what they hold or received (Vahdat and
     Becker's summary vector). Then a small offer/reply handshake stands in for the ONE's
-    ``startTransfer`` check
-    (a destination refuses what it already received; a node refuses what it holds or is
-    receiving, and makes room for it as the ONE's ``checkReceiving`` does): ``O<id> <size>``
-    offer, ``Y<id>``/``N<id>`` reply (control frames), then the envelope ``M<json>`` (one
-    envelope, ``size`` bytes), then ``K<id>`` ack; ``X<id>`` withdraws an accepted offer whose
-    message the sender dropped meanwhile. One offer is outstanding per
+    ``startTransfer`` check (a destination refuses what it already received; a node refuses what
+    it holds or is receiving, and makes room for it as the ONE's ``checkReceiving`` does):
+    ``O<id> <size>`` offer, ``Y<id>``/``N<id>`` reply (control frames), then the envelope
+    ``M<json>`` (one envelope, ``size`` bytes), then ``K<id>`` ack; a message larger than a text
+    body is announced by ``A<id> <size>``, which the ONE link model delivers when its transfer
+    can start, and the receiver makes room then rather than at the offer; ``X<id>`` withdraws an
+    accepted offer whose message the sender dropped meanwhile. One offer is outstanding per
     link. Mail for the peer goes first, then (Epidemic) every other message or (Spray-and-Wait)
     those with more than one copy. Binary spraying hands ``floor(n/2)`` copies and keeps
     ``ceil(n/2)``, as in Spyropoulos et al. and in the ONE's ``SprayAndWaitRouter`` since 2017
@@ -49,11 +51,10 @@ class RelayNode:
     sender ``ceil(n/2)``. Carriers keep delivered messages (``deleteDelivered = false``); TTL as
     in :class:`DirectNode`. Buffers are the ONE's: ``size`` bytes per message in
     ``buffer_bytes``; a created message, and an accepted offer (before its transfer starts, even
-    if it is then cut, and also at the destination, which keeps nothing), drop the oldest received
-    messages not being sent until it fits (:func:`~meshmsg.sim.agents.common.make_room`); an
-    offer that cannot fit is refused. 1-2 kB messages never fill 5 MB, so on the reference trace
-    nothing is dropped for room.
-    """
+    if it is then cut, and also at the destination, which keeps nothing), drop the oldest
+    received messages not being sent until it fits
+    (:func:`~meshmsg.sim.agents.common.make_room`); an offer that cannot fit is refused. 1-2 kB
+    messages never fill 5 MB, so on the reference trace nothing is dropped for room."""
 
     def __init__(self, setup: NodeSetup, now: float, policy: str, copies: int) -> None:
         self.address = setup.address
@@ -95,10 +96,13 @@ class RelayNode:
         elif kind == b"O":
             mid, _, size = rest.decode().partition(" ")
             ok = mid not in self.buffer and mid not in self.delivered and mid not in self.incoming
-            ok = ok and self._make_room(int(size))  # the ONE's DENIED_NO_SPACE otherwise
+            if int(size) <= TEXT_BODY_BYTES:  # a larger one makes room when announced (A)
+                ok = ok and self._make_room(int(size))  # the ONE's DENIED_NO_SPACE otherwise
             if ok:
                 self.incoming[mid] = link
             self._effects.append(Transmit(link=link, data=(b"Y" if ok else b"N") + mid.encode()))
+        elif kind == b"A":
+            self._make_room(int(rest.decode().rpartition(" ")[2]))
         elif kind == b"X":
             self.incoming.pop(rest.decode(), None)
         elif kind in (b"Y", b"N"):
@@ -121,6 +125,9 @@ class RelayNode:
         header = json.dumps({**msg, "copies": copies // 2 if self.binary else copies})
         size = int(str(msg["size"]))
         self.sending[link] = mid
+        if size > TEXT_BODY_BYTES:  # announced when the transfer can start: make room then
+            announce = f"A{mid} {size}".encode()
+            self._effects.append(Transmit(link=link, data=announce, one_bytes=size))
         data = b"M" + header.encode()
         self._effects.append(Transmit(link=link, data=data + b"\0" * max(0, size - len(data)),
                                       envelopes=1))  # fmt: skip

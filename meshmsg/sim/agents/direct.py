@@ -26,6 +26,7 @@ import json
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from meshmsg.core.effects import Effect, LinkId, Persist, RecordKind, StoredRecord, Transmit
 from meshmsg.core.events import (
@@ -53,6 +54,10 @@ class _Msg:
 
 class DirectNode:
     """A direct-delivery agent with the ONE's TTL rules."""
+
+    # Its frames are whole messages, not a byte stream: the engine hands each Transmit over in
+    # one piece, where it reads a large one in socket-sized pieces for a real Node.
+    frames_whole: ClassVar[bool] = True
 
     def __init__(
         self, setup: NodeSetup, now: float, records: Mapping[RecordKey, bytes] | None = None

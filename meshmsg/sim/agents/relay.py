@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 from meshmsg.core.effects import Effect, LinkId, Transmit
 from meshmsg.core.events import (
@@ -55,6 +56,10 @@ class RelayNode:
     received messages not being sent until it fits
     (:func:`~meshmsg.sim.agents.common.make_room`); an offer that cannot fit is refused. 1-2 kB
     messages never fill 5 MB, so on the reference trace nothing is dropped for room."""
+
+    # Its frames are whole messages, not a byte stream: the engine hands each Transmit over in
+    # one piece, where it reads a large one in socket-sized pieces for a real Node.
+    frames_whole: ClassVar[bool] = True
 
     def __init__(self, setup: NodeSetup, now: float, policy: str, copies: int) -> None:
         self.address = setup.address

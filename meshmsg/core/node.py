@@ -47,6 +47,7 @@ from meshmsg.core.effects import DeleteChunks, Effect, LinkId, RecordKind, Store
 from meshmsg.core.events import Event, LinkClosed, PeerConnected
 from meshmsg.core.exchange.dispatch import Exchange
 from meshmsg.core.exchange.receipts import RECEIPT_DELIVERED
+from meshmsg.core.exchange.sync import TIMED_TRANSFER
 from meshmsg.core.groups.book import GroupBook
 from meshmsg.core.identity import ContactCard, Identity
 from meshmsg.core.itemset import ItemSet
@@ -68,8 +69,9 @@ from meshmsg.core.wire import Record
 from meshmsg.errors import CloseReason, LocalProtocolError, RemoteProtocolError
 
 # 1 = sync v1 (reconciliation, offer/reply, transfer, custody, purge); 2 = LIVE_HEAL: a
-# KeyExchange after the meeting's exchange is answered (core/pacing.py, issue #17)
-CAPABILITIES = (1, LIVE_HEAL)
+# KeyExchange after the meeting's exchange is answered (core/pacing.py, issue #17); 3 =
+# TIMED_TRANSFER: transfers carry a relative lifetime (core/exchange/sync.py, issue #11)
+CAPABILITIES = (1, LIVE_HEAL, TIMED_TRANSFER)
 
 
 class Node:
@@ -320,19 +322,24 @@ class Node:
         return self._exchange.orgs.accept(org_id, data, source=None)
 
     def send_message(
-        self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None
-    ) -> bytes:
+        self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None,
+        one_size: int = 0,
+    ) -> bytes:  # fmt: skip
         """Queue a text message to a contact; return its 16-byte message id.
 
         The message is sealed at once if the contact is paired, else when the first direct
         meeting pairs it. Its timeline is reported by ``MessageStatusChanged`` events.
+        ``one_size`` is for the simulator's ONE mode only: the payload bytes the message stands
+        for, counted by stores and links in place of its envelope (docs/simulator.md).
 
         Raises:
-            LocalProtocolError: unknown contact, or a TTL over the configured maximum.
+            LocalProtocolError: unknown contact, a TTL over the configured maximum, or
+                ``one_size`` outside ONE mode.
             InvalidMessage: the body is larger than ``max_body_bytes``.
         """
         self._out.now = now
-        return self._exchange.sending.send_text(peer_id, body, now=now, ttl_s=ttl_s)
+        sending = self._exchange.sending
+        return sending.send_text(peer_id, body, now=now, ttl_s=ttl_s, one_size=one_size)
 
     def send_files(
         self, peer_id: bytes, body: str, refs: Sequence[AttachmentRef], *, now: float,

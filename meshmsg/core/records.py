@@ -189,6 +189,26 @@ class Transfer:
     route_hint: bytes | None = wire(Optional(Bytes.exact(8)))
 
 
+MAX_LIFETIME_MS: Final = 0xFFFF_FFFF  # ~49.7 days in ms, over any max_ttl_s; the receiver caps it
+
+
+@record(0x1E)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimedTransfer:
+    """A ``Transfer`` whose lifetime is relative (Hello capability 3; issue #11, finding 2).
+
+    ``lifetime_ms`` is what the sender's own clock leaves of the envelope's life when it sends:
+    the receiver keeps it until ``now + min(lifetime_ms, max_ttl_s)`` by its own clock, so no
+    two clocks are compared (the envelope's absolute ``expiry_at`` is the originator's clock).
+    """
+
+    envelope: bytes = wire(Bytes(min_len=1, max_len=65_000))
+    copies: int = wire(UInt(max=65_535))
+    hops: int = wire(UInt(max=255))
+    route_hint: bytes | None = wire(Optional(Bytes.exact(8)))
+    lifetime_ms: int = wire(UInt(max=MAX_LIFETIME_MS))
+
+
 @record(0x16)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Custody:
@@ -237,6 +257,23 @@ class DirectoryChunk:
     data: bytes = wire(Bytes(min_len=1, max_len=60_000))
 
 
+# --- Simulator only (ignorable) ----------------------------------------------------------------
+
+
+@record(0xF0)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OneModeSize:
+    """ONE mode only: the payload size the next ``Transfer``'s envelope stands for.
+
+    The simulator compares the core with the ONE, whose messages are 500 kB-1 MB of payload the
+    core does not carry (its text cap is 32 KiB). A ONE-mode node sends this just before such a
+    Transfer, in the same frame, so the receiver's store counts the declared size as the ONE's
+    buffer does; real nodes never send it and skip it (docs/simulator.md).
+    """
+
+    size: int = wire(UInt(max=1 << 31))  # the ONE's Message.getSize() is an int
+
+
 # --- Inside an envelope (end-to-end encrypted; never seen by relays) ----------------------------
 
 
@@ -278,6 +315,22 @@ class EnvelopeState:
     source: bytes | None = wire(Optional(Bytes.exact(16)))
     received_at: int = wire(UInt())
     route_hint: bytes | None = wire(Optional(Bytes.exact(8)))
+
+
+@record(0x67)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CarriedEnvelopeState:
+    """``EnvelopeState`` and when the copy expires by our clock (issue #11, finding 2): a copy
+    taken by ``TimedTransfer`` lives by its relative lifetime, not the envelope's expiry."""
+
+    envelope: bytes = wire(Bytes(min_len=1, max_len=65_000))
+    copies: int = wire(UInt(max=65_535))
+    hops: int = wire(UInt(max=255))
+    tier: int = wire(UInt(max=3))
+    source: bytes | None = wire(Optional(Bytes.exact(16)))
+    received_at: int = wire(UInt())
+    route_hint: bytes | None = wire(Optional(Bytes.exact(8)))
+    expiry_at: int = wire(UInt())  # ms since the epoch, our clock
 
 
 @struct
@@ -330,8 +383,9 @@ HANDSHAKE_RECORDS: Final = RecordRegistry([Hello, IdentityProof])
 """Records carried in Noise handshake messages 2 and 3."""
 
 SESSION_RECORDS: Final = LINK_RECORDS.extend(
-    [KeyExchange, KeyConfirm, RouteTable, SyncMessage, Offer, Reply, Transfer, Custody, Purge,
-     *ATTACH_SESSION_RECORDS, DirectoryHave, DirectoryChunk]
+    [KeyExchange, KeyConfirm, RouteTable, SyncMessage, Offer, Reply, Transfer, TimedTransfer,
+     Custody, Purge,
+     *ATTACH_SESSION_RECORDS, DirectoryHave, DirectoryChunk, OneModeSize]
 )  # fmt: skip
 """Records a node reads from an established session: the link layer plus the meeting protocol."""
 
@@ -341,7 +395,7 @@ INNER_RECORDS: Final = RecordRegistry(
 """Records inside an end-to-end envelope."""
 
 STORAGE_RECORDS: Final = RecordRegistry(
-    [ContactState, EnvelopeState, MessageState, TombstoneState, RouterState,
-     *ATTACH_STORAGE_RECORDS]
+    [ContactState, EnvelopeState, CarriedEnvelopeState, MessageState, TombstoneState,
+     RouterState, *ATTACH_STORAGE_RECORDS]
 )  # fmt: skip
 """Values of persisted records (never sent on a link)."""

@@ -3,6 +3,8 @@
 One run writes one folder::
 
     MessageStatsReport.txt   the ONE's report, same fields and format
+    relay_privacy.txt        with output.relay_privacy: a curious relay's guesses of sender and
+                             recipient beside random guessing (meshmsg/sim/observer.py)
     messages.jsonl           one record per message: created, each hop, delivered, drops and why
     contacts.txt             the contact log in the ONE's format (replayable)
     scenario.toml            the resolved scenario (defaults filled in, absolute paths)
@@ -39,6 +41,7 @@ from meshmsg.sim.grouptraffic import GroupTraffic
 from meshmsg.sim.host import CodesOnly, NodeFactory, NodeSetup, PrePairing
 from meshmsg.sim.links import LinkParams
 from meshmsg.sim.mobility import presence_contacts, random_waypoint_contacts
+from meshmsg.sim.observer import RelayObserver
 from meshmsg.sim.report import MessageStats, Recorder
 from meshmsg.sim.rng import SeededRng
 from meshmsg.sim.scenario import (
@@ -242,6 +245,9 @@ def run_scenario(
     groups = group.write(out_dir / "group_traffic.json") if group is not None else None
     (out_dir / "MessageStatsReport.txt").write_text(stats.to_text(s.run.name), encoding="utf-8")
     recorder.write_messages(out_dir / "messages.jsonl")
+    if recorder.relay_observer is not None:
+        guesses = recorder.relay_observer.guesses(recorder.message_ends)
+        (out_dir / "relay_privacy.txt").write_text(guesses.to_text(s.run.name), encoding="utf-8")
     if s.output.plots:
         from meshmsg.sim.plots import write_plots  # matplotlib is slow to load
 
@@ -286,10 +292,14 @@ def _execute(
         default_interface=s.links.default_interface,
         strict=s.run.strict,
     )
+    curious = None
+    if s.output.relay_privacy:
+        curious = RelayObserver(ttl_s=s.nodes.ttl_s, copies=s.routing.copies)
     recorder = Recorder(
         sample_interval_s=s.output.sample_interval_s,
         contact_log=contact_log,
         contact_log_interfaces=s.output.contact_log_interfaces,
+        relay_observer=curious,
     )
     sources = external_sources(s)
     observer: Recorder | GroupRecorder = recorder

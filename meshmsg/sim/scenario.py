@@ -179,6 +179,9 @@ class OutputSection:
     contact_log: bool = True
     contact_log_interfaces: bool = True  # append the interface, so multi-interface runs replay
     sample_interval_s: float = 60.0  # time-series resolution (copies in flight)
+    # Score an honest-but-curious relay's guesses of sender and recipient (relay_privacy.txt,
+    # meshmsg/sim/observer.py; issue #11, finding 4). Off by default: it logs every copy.
+    relay_privacy: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

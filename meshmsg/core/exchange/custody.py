@@ -14,23 +14,31 @@ from meshmsg.core import codec
 from meshmsg.core.e2e import Match
 from meshmsg.core.effects import StoredRecord
 from meshmsg.core.envelope import Envelope, envelope_id, parse_envelope
-from meshmsg.core.events import DropReason, EnvelopeAccepted, EnvelopeDropped, MessageStatus
+from meshmsg.core.events import (
+    DropReason,
+    EnvelopeAccepted,
+    EnvelopeDropped,
+    EnvelopeHandedOver,
+    MessageStatus,
+)
 from meshmsg.core.exchange.firstmail import FirstOpening
 from meshmsg.core.exchange.holdings import Holdings
 from meshmsg.core.exchange.opening import Opening
 from meshmsg.core.exchange.sync import Sync
 from meshmsg.core.outbox import Outbox
-from meshmsg.core.records import Custody, Transfer
+from meshmsg.core.records import Custody, TimedTransfer, Transfer
 from meshmsg.core.session import InFlight, PeerSession
 from meshmsg.core.state import NodeState
 from meshmsg.core.store import StoreItem, Tier
 from meshmsg.errors import InvalidMessage, RemoteProtocolError
 
+_MS = 1000.0
+
 
 class Carrying:
     """Receives transfers (``Transfer``) and acknowledgements (``Custody``)."""
 
-    __slots__ = ("_first", "_holdings", "_opening", "_out", "_state", "_sync")
+    __slots__ = ("_declared", "_first", "_holdings", "_opening", "_out", "_state", "_sync")
 
     def __init__(
         self, state: NodeState, out: Outbox, holdings: Holdings, sync: Sync, opening: Opening,
@@ -42,11 +50,41 @@ class Carrying:
         self._sync = sync
         self._opening = opening
         self._first = first
+        # ONE mode: the size the next Transfer on a link stands for (``OneModeSize``).
+        self._declared: dict[int, int] = {}
 
     # ============================================================ receiving
 
-    def on_transfer(self, session: PeerSession, record: Transfer, now: float) -> None:
+    def on_one_size(self, session: PeerSession, size: int) -> None:
+        """ONE mode: the next Transfer stands for ``size`` bytes; outside it, skipped."""
+        if self._state.store.one_mode:
+            self._declared[session.link_id] = size
+            self._holdings.make_room(size)  # when the transfer starts, as the ONE does
+
+    def on_timed_transfer(self, session: PeerSession, record: TimedTransfer, now: float) -> None:
+        """A transfer with a relative lifetime: the copy lives that long by our clock, at most
+        ``max_ttl_s`` whatever the peer claims (issue #11, finding 2).
+
+        ONE mode keeps the envelope's absolute expiry: the ONE has one global clock, and a
+        lifetime re-based at each hop would add every hop's transfer time to it.
+        """
+        plain = Transfer(
+            envelope=record.envelope, copies=record.copies, hops=record.hops,
+            route_hint=record.route_hint,
+        )  # fmt: skip
+        if self._state.store.one_mode:
+            self.on_transfer(session, plain, now)
+            return
+        lifetime = min(record.lifetime_ms / _MS, self._state.config.message.max_ttl_s)
+        self.on_transfer(session, plain, now, expiry_at=now + lifetime)
+
+    def on_transfer(
+        self, session: PeerSession, record: Transfer, now: float, *, expiry_at: float | None = None
+    ) -> None:
+        """A transfer; ``expiry_at`` is when our copy expires by our clock (None: the
+        envelope's own expiry, for a ``Transfer`` from a peer without capability 3)."""
         state = self._state
+        one_size = self._declared.pop(session.link_id, 0) if self._declared else 0
         try:
             envelope = parse_envelope(
                 record.envelope, buckets=state.config.message.envelope_size_buckets
@@ -66,14 +104,15 @@ class Carrying:
             return
         duplicate = env_id in state.store or state.tombstones.has_tag(envelope.tag)
         too_far = record.hops > state.config.message.max_hops
-        if duplicate or too_far or envelope.expiry_at <= now:
+        expiry = float(envelope.expiry_at) if expiry_at is None else expiry_at
+        if duplicate or too_far or expiry <= now:
             self._acknowledge(session, refused=[env_id])
             return
         item = StoreItem(
             envelope_id=env_id, envelope=record.envelope, tag=envelope.tag,
-            expiry_at=envelope.expiry_at, copies=record.copies, hops=record.hops,
+            expiry_at=expiry, copies=record.copies, hops=record.hops,
             tier=session.tier, source=session.peer_id, received_at=now,
-            route_hint=record.route_hint,
+            route_hint=record.route_hint, one_size=one_size,
         )  # fmt: skip
         if not self._holdings.admit_item(item, now):
             self._out.emit(EnvelopeDropped(envelope_id=env_id, reason=DropReason.REFUSED))
@@ -87,7 +126,7 @@ class Carrying:
             self._out.emit(
                 EnvelopeAccepted(
                     envelope_id=env_id, link=session.link_id, hops=item.hops,
-                    copies=item.copies, for_us=False,
+                    copies=item.copies, for_us=False, lifetime_s=item.expiry_at - now,
                 )
             )  # fmt: skip
             if env_id in state.store:
@@ -173,6 +212,12 @@ class Carrying:
                 raise RemoteProtocolError("custody for an envelope we did not send")
             session.peer_has.add(env_id)
             delivered = delivered or flight.to_recipient
+            self._out.emit(
+                EnvelopeHandedOver(
+                    envelope_id=env_id, link=session.link_id, copies=flight.copies,
+                    claimed=flight.to_recipient,
+                )
+            )  # fmt: skip
             self._handed_over(env_id, flight, now)
         if delivered and session.declined:
             # The peer recognises only a window of its next counters; having taken mail for
@@ -206,6 +251,7 @@ class Carrying:
 
     def release_in_flight(self, session: PeerSession) -> None:
         """The link ended: what it had in flight was not taken."""
+        self._declared.pop(session.link_id, None)
         for env_id in list(session.in_flight):
             self._land(session, env_id)
 
@@ -213,6 +259,8 @@ class Carrying:
         """The transfer of ``env_id`` on this link is over: release its reserved copies."""
         flight = session.in_flight.pop(env_id, None)
         item = self._state.store.get(env_id)
+        if flight is not None and item is not None and item.sending:
+            item.sending -= 1
         if flight is not None and item is not None and not flight.to_recipient:
             item.reserved = max(0, item.reserved - flight.copies)  # the item may be a newer copy
         return flight

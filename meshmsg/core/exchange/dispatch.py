@@ -46,10 +46,12 @@ from meshmsg.core.records import (
     KeyConfirm,
     KeyExchange,
     Offer,
+    OneModeSize,
     Purge,
     Reply,
     RouteTable,
     SyncMessage,
+    TimedTransfer,
     Transfer,
 )
 from meshmsg.core.session import PeerSession
@@ -103,8 +105,12 @@ class Exchange:
                 self._sync.on_offer(session, entries)
             case Reply(for_me=for_me, have=have):
                 self._sync.on_reply(session, for_me, have, now)
+            case OneModeSize(size=size):
+                self._carrying.on_one_size(session, size)
             case Transfer():
                 self._carrying.on_transfer(session, record, now)
+            case TimedTransfer():
+                self._carrying.on_timed_transfer(session, record, now)
             case Custody(accepted=accepted, refused=refused):
                 self._carrying.on_custody(session, accepted, refused, now)
             case Purge(token=token, expiry_at=expiry_at):

@@ -53,6 +53,11 @@ class Holdings:
         state.items.add(item.envelope_id, int(item.expiry_at))
         return True
 
+    def make_room(self, size: int) -> None:
+        """ONE mode: a transfer of ``size`` bytes was announced; drop as the ONE does."""
+        for victim in self._state.store.make_room(size):
+            self._forget_item(victim, DropReason.EVICTED)
+
     def drop_item(self, envelope_id: bytes, reason: DropReason) -> None:
         deletes = self.release_item(envelope_id, reason)
         if deletes:

@@ -14,11 +14,16 @@ from collections.abc import Sequence
 
 from meshmsg.config import NodeConfig
 from meshmsg.core.driver import apply_persist
-from meshmsg.core.effects import Persist
+from meshmsg.core.effects import Persist, RecordKind
 from meshmsg.core.envelope import envelope_id
 from meshmsg.core.events import MessageReceived
-from meshmsg.core.identity import ContactCard
+from meshmsg.core.exchange.holdings import Holdings
+from meshmsg.core.identity import ContactCard, Identity
 from meshmsg.core.node import Node
+from meshmsg.core.outbox import Outbox
+from meshmsg.core.state import NodeState
+from meshmsg.core.store import StoreItem, Tier
+from meshmsg.sim.rng import SeededRng
 from tests.core.node_tools import AttackMesh, own_envelopes
 from tests.helpers import DictSink
 
@@ -136,3 +141,30 @@ def test_first_contact_mail_carried_then_recognised_leaves_the_disk_only_with_it
         bob = mesh.nodes["bob"]
         kept = carried in bob.store or bob.conversations.get(sent) is not None
         assert kept, f"lost with {commits} of {cuts} commits"
+
+
+def test_an_item_dropped_to_make_room_leaves_the_disk_too() -> None:
+    """ONE mode's make_room drops carried items: each drop deletes its record, or a restart
+    would bring back what the store let go (a merge of main had lost this delete)."""
+    identity = Identity.generate(SeededRng(1, "identity"))
+    config = NodeConfig()
+    state = NodeState.empty(identity=identity, config=config, rng=SeededRng(1, "node"),
+                            one_mode=True)  # fmt: skip
+    out = Outbox(0.0)
+    holdings = Holdings(state, out)
+    size = config.store.max_store_bytes // 2
+    for n in (1, 2):
+        env_id = bytes([n]) * 16
+        item = StoreItem(
+            envelope_id=env_id, envelope=b"x" * 64, tag=bytes([n]) * 16, expiry_at=1e9,
+            copies=1, hops=1, tier=Tier.STRANGER, source=b"p" * 16, received_at=0.0,
+            one_size=size,
+        )  # fmt: skip
+        assert holdings.admit_item(item, 0.0)
+    holdings.make_room(size)
+    deletes: list[bytes] = []
+    while (effect := out.next_effect()) is not None:
+        if isinstance(effect, Persist):
+            deletes += [key for kind, key in effect.deletes if kind is RecordKind.ENVELOPE]
+    assert deletes, "make_room dropped items but deleted no record"
+    assert all(key not in state.store for key in deletes)

@@ -47,7 +47,7 @@ class Holdings:
         for victim in result.evicted:
             # The store already removed the victims: drop_item would find nothing and skip
             # the reconciliation set, the stored record and the event.
-            self._out.persist([], deletes=self._forget_item(victim, DropReason.EVICTED))
+            self._forget_item(victim, DropReason.EVICTED)
         if result.admission.value != "accepted":
             return False
         state.items.add(item.envelope_id, int(item.expiry_at))
@@ -69,7 +69,7 @@ class Holdings:
         between two commits cannot leave the record gone and the opening unwritten."""
         if self._state.store.remove(envelope_id) is None:
             return []
-        return self._forget_item(envelope_id, reason)
+        return self._let_go(envelope_id, reason)
 
     def expire_items(self, now: float) -> None:
         """Drop the store items and purge tokens whose time is up."""
@@ -86,9 +86,12 @@ class Holdings:
             state.items.remove(stone.item_id)
             out.persist([], deletes=[(RecordKind.TOMBSTONE, stone.tag)])
 
-    def _forget_item(self, envelope_id: bytes, reason: DropReason) -> list[Delete]:
-        """Everything but the store and the disk lets go of an item that left the store; the
-        delete of its record is the caller's to persist."""
+    def _forget_item(self, envelope_id: bytes, reason: DropReason) -> None:
+        """Everything but the store itself lets go of an item that left the store."""
+        self._out.persist([], deletes=self._let_go(envelope_id, reason))
+
+    def _let_go(self, envelope_id: bytes, reason: DropReason) -> list[Delete]:
+        """As :meth:`_forget_item`, but the delete of its record is the caller's to persist."""
         self._state.items.remove(envelope_id)
         self._state.uncommitted.discard(envelope_id)
         self._out.emit(EnvelopeDropped(envelope_id=envelope_id, reason=reason))

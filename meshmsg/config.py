@@ -615,6 +615,13 @@ class AttachConfig:
         "attachments",
         "attachments described in one ChunkHoldings record; more continue in the next record",
     )
+    holdings_updates_per_attachment: int = limit(
+        32,
+        "updates",
+        "while an attachment's chunks arrive, each link that is up hears of them this often "
+        "(and once more when complete): an entry is at most ~400 B, so at most 13 KB per link "
+        "and attachment however large, and a peer pulling behind us lags by 1/32 of the file",
+    )
     max_store_bytes: int = limit(
         1 << 30,
         "bytes",
@@ -655,6 +662,8 @@ class AttachConfig:
             raise ConfigError("requests_in_flight and max_have_entries are 1 to 64")
         if not 1 <= self.max_attachments_per_message <= 16:
             raise ConfigError("max_attachments_per_message is 1 to 16")
+        if self.holdings_updates_per_attachment < 1:
+            raise ConfigError("holdings_updates_per_attachment is at least 1")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -112,7 +112,8 @@ from meshmsg.core.effects import (  # noqa: E402
 )
 from meshmsg.core.events import Event  # noqa: E402
 from meshmsg.core.identity import ContactCard, Identity  # noqa: E402
-from meshmsg.core.node import Node, pair_offline  # noqa: E402
+from meshmsg.core.node import Node  # noqa: E402
+from meshmsg.core.offlinepair import pair_offline  # noqa: E402
 
 T0 = 1_800_000_000.0  # a realistic wall-clock epoch: key periods are days since 1970
 

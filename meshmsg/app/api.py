@@ -215,6 +215,13 @@ class Api:
                 # When each wait of the outbox ends at the latest (issue #17): wall-clock time
                 "outbox_until": {r: t for r, (_, t) in outbox_waits(node).items() if t is not None},
                 "relay": store_view(node),
+                "requests": {  # message requests (issue #12): their quota, blocks, refusals
+                    "pending": len(node.requests),
+                    "held_bytes": node.requests.held_bytes,
+                    "max_bytes": node.config.first_contact.max_request_bytes,
+                    "blocked": len(node.requests.blocked),
+                    "refused": node.requests.dropped,
+                },
                 "warnings": clock_warnings(node, now, handle.clocks.latest),
             }
 

@@ -57,7 +57,7 @@ from meshmsg.core.events import (
 from meshmsg.core.identity import ContactCard, decode_contact_code, fingerprint
 from meshmsg.core.node import Node
 from meshmsg.errors import MeshError
-from meshmsg.net.runner import RunnerEvent
+from meshmsg.net.runnerevents import RunnerEvent
 from meshmsg.net.storage import DataDir
 
 BUDGET_S: Final = 30.0  # the promise: done, or failed, within this

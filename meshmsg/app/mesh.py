@@ -43,7 +43,8 @@ from meshmsg.errors import CloseReason, StorageError, TransportError
 from meshmsg.net.chunkstore import ChunkStore
 from meshmsg.net.discovery import Discovery, open_discovery
 from meshmsg.net.peers import DiscoveredPeer, PeerHandout, StaticPeers, TrustedNetworks
-from meshmsg.net.runner import DialFailed, NodeRunner, open_node
+from meshmsg.net.runner import NodeRunner, open_node
+from meshmsg.net.runnerevents import DialFailed
 from meshmsg.net.storage import DataDir, Storage
 from meshmsg.sysrng import SystemRng
 

@@ -21,7 +21,8 @@ from meshmsg.bench.measure import PAYLOAD_BYTES, noise_transport_rate
 from meshmsg.config import NodeConfig
 from meshmsg.core.events import AttachmentComplete
 from meshmsg.core.identity import ContactCard, Identity
-from meshmsg.core.node import Node, pair_offline
+from meshmsg.core.node import Node
+from meshmsg.core.offlinepair import pair_offline
 from meshmsg.errors import TransportError
 from meshmsg.net.chunkstore import ChunkStore
 from meshmsg.net.runner import open_node

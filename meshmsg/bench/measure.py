@@ -49,7 +49,8 @@ from meshmsg.core.noise import NoiseHandshake, NoiseTransport, StaticKey
 from meshmsg.core.records import LINK_RECORDS, Hello, Transfer
 from meshmsg.core.wire import Record
 from meshmsg.errors import CloseReason, RemoteProtocolError, TransportError
-from meshmsg.net.runner import RunnerEvent, open_node
+from meshmsg.net.runner import open_node
+from meshmsg.net.runnerevents import RunnerEvent
 from meshmsg.net.tcp import format_address
 from meshmsg.sysrng import SystemRng
 

@@ -50,18 +50,15 @@ transaction as the envelope it sealed, before transmitting).
 from __future__ import annotations
 
 import hmac
-import math
-import struct
 from dataclasses import dataclass
-from typing import Final
 
 import nacl.bindings
 
 from meshmsg.config import MessageLimits
-from meshmsg.core.cursor import ByteCursor
+from meshmsg.core.e2ecodec import decode_state, encode_state
+from meshmsg.core.e2estate import ChannelState, FinalReport, RecvEpoch, SendChain, Slot, trail_depth
 from meshmsg.core.envelope import (
     Envelope,
-    check_limits,
     envelope_id,
     expiry_from,
     open_envelope,
@@ -69,7 +66,6 @@ from meshmsg.core.envelope import (
     tag_of_token,
 )
 from meshmsg.core.keyschedule import (
-    CONFIRM_BYTES,
     PERSON_HEAL,
     PERSON_PAIR,
     KeyShare,
@@ -89,30 +85,20 @@ from meshmsg.core.keyschedule import (
     x25519,
 )
 from meshmsg.core.rng import Rng
-from meshmsg.core.tagindex import Match, MatchKind, TagEntry, TagIndex
+from meshmsg.core.tagindex import Match, MatchKind, TagIndex
 from meshmsg.errors import (
     DecodeError,
     HandshakeError,
     InvalidMessage,
-    KeystoreError,
     LocalProtocolError,
 )
 
 
 def tag_budget(limits: MessageLimits) -> int:
     """Most TagIndex entries one contact can hold (live, received, skipped and expired)."""
-    per_slot = limits.tag_window + limits.max_skipped_per_period + _trail_depth(limits)
+    per_slot = limits.tag_window + limits.max_skipped_per_period + trail_depth(limits)
     slots = receive_window(limits) + future_periods(limits)
     return limits.max_epochs_retained * slots * per_slot + limits.max_expired_tags
-
-
-def _trail_depth(limits: MessageLimits) -> int:
-    """Received counters just below a window's base that stay recognised as duplicates.
-
-    Not deeper than ``max_skipped_per_period``: then every counter in the trail is either
-    received or still skipped, so the trail is derived from (base, skipped) on restore.
-    """
-    return min(limits.tag_window, limits.max_skipped_per_period)
 
 
 def new_key_share(
@@ -184,93 +170,14 @@ class HealResult:
     abandoned_epoch: int | None
 
 
-# ----------------------------------------------------------------------------- state
-
-
-class _Slot:
-    """Receive keys and recognition window of one (epoch, period)."""
-
-    __slots__ = ("base", "key", "limit", "period", "seen", "skipped", "tag_key", "tags", "trail")
-
-    def __init__(self, period: int, key: bytes, tag_key: bytes, limit: int) -> None:
-        self.period = period
-        self.key = key
-        self.tag_key = tag_key
-        self.base = 0  # lowest counter still in the window (every lower one was received/skipped)
-        self.limit = limit  # counters >= limit never exist (cap, or the sender's final count)
-        self.seen = 0  # bit i: counter base + i was received
-        self.tags: list[bytes] = []  # tags of counters base .. base + len - 1 (derived)
-        self.skipped: dict[int, bytes] = {}  # counter -> tag: overtaken, never received
-        self.trail: dict[int, bytes] = {}  # counter -> tag: received, just below base
-
-    def complete(self) -> bool:
-        return self.base >= self.limit and not self.skipped
-
-
-@dataclass(slots=True, kw_only=True)
-class _Final:
-    """A peer's report on an epoch it is leaving: applied once it is known to have left."""
-
-    last: int
-    counts_from: int
-    counts: dict[int, int]
-
-
-@dataclass(slots=True, kw_only=True)
-class _RecvEpoch:
-    epoch: int
-    start: int
-    last: int | None = None  # the peer's last period in this epoch, once final
-    pending: _Final | None = None
-    slots: dict[int, _Slot]  # period -> slot, ascending
-
-
-@dataclass(slots=True, kw_only=True)
-class _SendChain:
-    epoch: int
-    start: int
-    period: int
-    key: bytes
-    tag_key: bytes
-    counter: int = 0
-    counts: dict[int, int]  # period -> messages sealed, for the final-count report
-
-
-@dataclass(slots=True, kw_only=True)
-class _ExpiredTag:
-    until: float
-    epoch: int
-    period: int
-    counter: int
-    reported: bool = False
-
-
-class ContactChannel:
+class ContactChannel(ChannelState):
     """End-to-end key state shared with one contact (see the module docstring).
 
     Create with :meth:`pair` or :meth:`from_bytes`, attach to the node's index with
     :meth:`register`. Every method that takes ``now`` first moves the monotonic clock.
     """
 
-    __slots__ = (
-        "_clock", "_confirmation", "_epoch", "_expired", "_heal_keys", "_index", "_is_a",
-        "_limits", "_peer_id", "_period", "_recv", "_send",
-    )  # fmt: skip
-
-    def __init__(self, limits: MessageLimits, *, is_a: bool, clock: float) -> None:
-        check_limits(limits)
-        self._limits = limits
-        self._is_a = is_a
-        self._clock = max(0.0, clock)
-        self._period = period_of(self._clock, limits)
-        self._index = TagIndex()
-        self._peer_id = b""
-        self._epoch = 0
-        self._confirmation = bytes(CONFIRM_BYTES)
-        self._heal_keys: dict[int, bytes] = {}
-        self._recv: dict[int, _RecvEpoch] = {}
-        self._expired: dict[bytes, _ExpiredTag] = {}
-        self._send = _SendChain(epoch=0, start=0, period=0, key=b"", tag_key=b"", counts={})
+    __slots__ = ()
 
     # --------------------------------------------------------------- pairing and healing
 
@@ -358,7 +265,9 @@ class ContactChannel:
         left = self._recv.get(peer)
         if left is not None and left.last is None:
             counts = dict(theirs.final_counts)
-            left.pending = _Final(last=theirs.period, counts_from=theirs.counts_from, counts=counts)
+            left.pending = FinalReport(
+                last=theirs.period, counts_from=theirs.counts_from, counts=counts
+            )
         self._install_epoch(root, new, min(ours.period, theirs.period), base=base)
         return HealResult(epoch=new, abandoned_epoch=abandoned)
 
@@ -415,13 +324,13 @@ class ContactChannel:
             self._clock = max(self._clock, start * self._limits.period_s)
             self._period = start
         keys = epoch_keys(root, epoch, start, we_are_a=self._is_a)
-        self._send = _SendChain(
+        self._send = SendChain(
             epoch=epoch, start=start, period=start, key=keys.send_key,
             tag_key=keys.send_tag_key, counts={},
         )  # fmt: skip
         limit = self._limits.max_messages_per_period
-        first = _Slot(start, keys.recv_key, keys.recv_tag_key, limit)
-        self._recv[epoch] = _RecvEpoch(epoch=epoch, start=start, slots={start: first})
+        first = Slot(start, keys.recv_key, keys.recv_tag_key, limit)
+        self._recv[epoch] = RecvEpoch(epoch=epoch, start=start, slots={start: first})
         heal_keys = {epoch: keys.heal_key}
         if base is not None:
             heal_keys[base] = self._heal_keys[base]  # a peer that missed this heal can redo it
@@ -501,12 +410,6 @@ class ContactChannel:
         """The current epoch: the one we seal in."""
         return self._epoch
 
-    def _span(self) -> int:
-        return receive_window(self._limits) + future_periods(self._limits)
-
-    def _future(self) -> int:
-        return future_periods(self._limits)
-
     def _advance_send(self) -> None:
         send = self._send
         while send.period < self._period:
@@ -516,25 +419,6 @@ class ContactChannel:
         floor = self._period - self._span()
         for p in [p for p in send.counts if p < floor]:
             del send.counts[p]
-
-    def _refresh(self, epoch: _RecvEpoch) -> None:
-        """Derive slots up to the top of the window, delete slots below it."""
-        limits = self._limits
-        low = max(epoch.start, self._period - receive_window(limits) + 1)
-        high = self._period + future_periods(limits) if epoch.last is None else epoch.last
-        if epoch.slots:
-            top = epoch.slots[next(reversed(epoch.slots))]
-            key, tag_key = top.key, top.tag_key
-            for period in range(top.period, high):
-                key, tag_key = ratchet(key, tag_key, period)
-                if period + 1 >= low:
-                    slot = _Slot(period + 1, key, tag_key, limits.max_messages_per_period)
-                    epoch.slots[period + 1] = slot
-                    self._fill(epoch, slot)
-        for period in [p for p in epoch.slots if p < low]:
-            self._drop_slot(epoch, epoch.slots[period], expire=True)
-        if not epoch.slots and epoch.epoch != self._epoch:
-            del self._recv[epoch.epoch]
 
     # --------------------------------------------------------------- sealing
 
@@ -626,210 +510,14 @@ class ContactChannel:
 
     # --------------------------------------------------------------- windows
 
-    def _entry(self, epoch: int, period: int, counter: int, kind: MatchKind) -> TagEntry:
-        return (self._peer_id, epoch, period, counter, kind)
-
-    def _fill(self, epoch: _RecvEpoch, slot: _Slot) -> None:
-        """Derive and index the window's tags up to ``min(base + tag_window, limit)``."""
-        end = min(slot.base + self._limits.tag_window, slot.limit)
-        for counter in range(slot.base + len(slot.tags), end):
-            tag = tag_of_token(token(slot.tag_key, counter))
-            slot.tags.append(tag)
-            seen = (slot.seen >> (counter - slot.base)) & 1
-            kind = MatchKind.RECEIVED if seen else MatchKind.LIVE
-            self._index.put(tag, self._entry(epoch.epoch, slot.period, counter, kind))
-
-    def _mark_received(self, epoch: _RecvEpoch, slot: _Slot, counter: int) -> None:
-        skipped = slot.skipped.pop(counter, None)
-        if skipped is not None:
-            if counter >= slot.base - _trail_depth(self._limits):
-                slot.trail[counter] = skipped
-                entry = self._entry(epoch.epoch, slot.period, counter, MatchKind.RECEIVED)
-                self._index.put(skipped, entry)
-            else:
-                self._index.drop(skipped, self._peer_id)
-            return
-        offset = counter - slot.base
-        slot.seen |= 1 << offset
-        entry = self._entry(epoch.epoch, slot.period, counter, MatchKind.RECEIVED)
-        self._index.put(slot.tags[offset], entry)
-        # Keep at least half a window of tags above the highest counter received (Briar's
-        # rule), then move the base past counters already received.
-        shift = max(0, offset + 1 - self._limits.tag_window // 2)
-        while shift < len(slot.tags) and (slot.seen >> shift) & 1:
-            shift += 1
-        self._shift(epoch, slot, shift)
-
-    def _shift(self, epoch: _RecvEpoch, slot: _Slot, n: int) -> None:
-        for i, tag in enumerate(slot.tags[:n]):
-            if (slot.seen >> i) & 1:
-                slot.trail[slot.base + i] = tag  # still RECEIVED: a late duplicate is a no-op
-            else:
-                slot.skipped[slot.base + i] = tag  # overtaken: still decryptable, still LIVE
-        del slot.tags[:n]
-        slot.seen >>= n
-        depth = _trail_depth(self._limits)
-        for counter in range(max(0, slot.base - depth), slot.base + n - depth):
-            gone = slot.trail.pop(counter, None)
-            if gone is not None:
-                self._index.drop(gone, self._peer_id)
-        slot.base += n
-        while len(slot.skipped) > self._limits.max_skipped_per_period:
-            counter = next(iter(slot.skipped))
-            self._expire(slot.skipped.pop(counter), epoch.epoch, slot.period, counter)
-        self._fill(epoch, slot)
-
-    def _expire(self, tag: bytes, epoch: int, period: int, counter: int) -> None:
-        """Keep a tag whose key is going away, so its envelope is reported, not lost."""
-        limits = self._limits
-        self._expired[tag] = _ExpiredTag(
-            until=self._clock + limits.expired_tag_grace_s, epoch=epoch,
-            period=period, counter=counter,
-        )  # fmt: skip
-        self._index.put(tag, self._entry(epoch, period, counter, MatchKind.EXPIRED))
-        while len(self._expired) > limits.max_expired_tags:
-            oldest = next(iter(self._expired))
-            del self._expired[oldest]
-            self._index.drop(oldest, self._peer_id)
-
-    def _drop_slot(self, epoch: _RecvEpoch, slot: _Slot, *, expire: bool) -> None:
-        """Delete a slot's keys; with ``expire`` its unreceived tags stay recognisable.
-
-        Kept are the counters certainly sealed but never received (skipped ones, gaps below
-        the highest received) and ``expired_tail_counters`` just above it: most of a window
-        lies beyond what the sender ever used, and would only crowd the expired-tag pool.
-        """
-        for tag in slot.trail.values():
-            self._index.drop(tag, self._peer_id)
-        for counter, tag in slot.skipped.items():
-            if expire:
-                self._expire(tag, epoch.epoch, slot.period, counter)
-            else:
-                self._index.drop(tag, self._peer_id)
-        keep = slot.seen.bit_length() + self._limits.expired_tail_counters if expire else 0
-        for i, tag in enumerate(slot.tags):
-            if i < keep and not (slot.seen >> i) & 1:
-                self._expire(tag, epoch.epoch, slot.period, slot.base + i)
-            else:
-                self._index.drop(tag, self._peer_id)
-        del epoch.slots[slot.period]
-
-    def _drop_epoch(self, epoch_no: int, *, expire: bool) -> None:
-        epoch = self._recv.pop(epoch_no)
-        for slot in list(epoch.slots.values()):
-            self._drop_slot(epoch, slot, expire=expire)
-
-    def _close_left_epochs(self, peer: int, last: int) -> None:
-        """At a heal, before the new epoch: close every receive epoch the peer has left.
-
-        The peer's share says it is in epoch ``peer``. If that is our newest epoch, it completed
-        our last heal (an implicit confirmation, even if its KeyConfirm was lost): the counts it
-        reported then are final. Every epoch below ``peer`` it has left for good, so none may
-        stay open (an open epoch derives keys for every later period: a state stolen before
-        the heals could forge in it for ever). Reports older than the epoch the peer is leaving
-        now are discarded: they may predate messages it sealed after a heal we did alone.
-        """
-        if peer == self._epoch:
-            self._finalise_older()
-        for epoch in list(self._recv.values()):
-            epoch.pending = None
-            if epoch.epoch < peer and epoch.last is None:
-                self._close_epoch(epoch, last, None)
-
-    def _finalise_older(self) -> None:
-        """The peer is in our newest epoch, so it has left every older one: apply the final
-        counts it reported, and close an epoch without a report at our period + F (the peer
-        sealed nothing in it later than that)."""
-        cap = self._period + self._future()
-        for epoch in list(self._recv.values()):
-            final = epoch.pending
-            if epoch.epoch >= self._epoch or (final is None and epoch.last is not None):
-                continue
-            epoch.pending = None
-            self._close_epoch(epoch, cap if final is None else min(final.last, cap), final)
-
-    def _close_epoch(self, epoch: _RecvEpoch, last: int, final: _Final | None) -> None:
-        """No slot after ``last`` (the peer's last period in the epoch); with ``final``, each
-        slot recognises only the counters the peer reported sealing."""
-        epoch.last = last
-        self._refresh(epoch)
-        if epoch.epoch not in self._recv:
-            return
-        for slot in list(epoch.slots.values()):
-            if slot.period > last:
-                self._drop_slot(epoch, slot, expire=False)
-            elif final is not None and slot.period >= final.counts_from:
-                self._set_limit(epoch, slot, final.counts.get(slot.period, 0))
-        self._retire_if_complete(epoch)
-
-    def _set_limit(self, epoch: _RecvEpoch, slot: _Slot, count: int) -> None:
-        """Counters at or above the sender's final count never exist: stop recognising them."""
-        slot.limit = max(min(count, slot.limit), slot.base)
-        keep = slot.limit - slot.base
-        for tag in slot.tags[keep:]:
-            self._index.drop(tag, self._peer_id)
-        del slot.tags[keep:]
-        slot.seen &= (1 << keep) - 1
-
-    def _retire_if_complete(self, epoch: _RecvEpoch) -> None:
-        """Drop an old epoch early once every message the peer reported has arrived."""
-        if epoch.last is None or epoch.epoch == self._epoch:
-            return
-        if all(slot.complete() for slot in epoch.slots.values()):
-            self._drop_epoch(epoch.epoch, expire=False)
-
     # --------------------------------------------------------------- index and persistence
-
-    def _reindex(self) -> None:
-        """Recompute every slot's tags into the index (after a restore)."""
-        depth = _trail_depth(self._limits)
-        for epoch in self._recv.values():
-            for slot in epoch.slots.values():
-                for counter in range(max(0, slot.base - depth), slot.base):
-                    kind = MatchKind.LIVE if counter in slot.skipped else MatchKind.RECEIVED
-                    tag = tag_of_token(token(slot.tag_key, counter))
-                    (slot.skipped if kind is MatchKind.LIVE else slot.trail)[counter] = tag
-                    self._index.put(tag, self._entry(epoch.epoch, slot.period, counter, kind))
-                for counter in [c for c in slot.skipped if c < slot.base - depth]:
-                    tag = tag_of_token(token(slot.tag_key, counter))
-                    slot.skipped[counter] = tag
-                    entry = self._entry(epoch.epoch, slot.period, counter, MatchKind.LIVE)
-                    self._index.put(tag, entry)
-                self._fill(epoch, slot)
-        for tag, e in self._expired.items():
-            self._index.put(tag, self._entry(e.epoch, e.period, e.counter, MatchKind.EXPIRED))
-
-    def openable_tags(self) -> list[bytes]:
-        """Tags of every counter this channel may still open: each window and each skipped
-        counter (a few dozen; some may already be RECEIVED, so check the index)."""
-        tags: list[bytes] = []
-        for epoch in self._recv.values():
-            for slot in epoch.slots.values():
-                tags += slot.tags
-                tags += slot.skipped.values()
-        return tags
-
-    def register(self, index: TagIndex, peer_id: bytes) -> None:
-        """Attach the channel to the node-wide ``index`` under ``peer_id``.
-
-        Moves its tags there (replacing any tags ``peer_id`` had before, e.g. after a re-pair).
-        """
-        if index is self._index and peer_id == self._peer_id:
-            return
-        index.forget_contact(peer_id)
-        entries = self._index.entries_of(self._peer_id)
-        for tag, entry in entries:  # the first put raises if the index is full: nothing moved
-            index.put(tag, (peer_id, *entry[1:]))
-        for tag, _ in entries:
-            self._index.drop(tag, self._peer_id)
-        self._index, self._peer_id = index, peer_id
 
     def to_bytes(self) -> bytes:
         """The whole key state, strictly encoded (format version 1; see docs/protocol/e2e.md).
 
         Holds only keys that are still live: deleted period keys and the roots are absent.
         """
-        return _encode(self)
+        return encode_state(self)
 
     @classmethod
     def from_bytes(cls, data: bytes, *, limits: MessageLimits) -> ContactChannel:
@@ -838,173 +526,7 @@ class ContactChannel:
         Raises:
             KeystoreError: the bytes are damaged, of another version, or exceed the limits.
         """
-        return _decode(cls, data, limits)
-
-
-# ----------------------------------------------------------------------------- persistence
-
-# Channel state format, version 1 (all integers big-endian; docs/protocol/e2e.md lists it):
-#   "MMch" u8 version u8 flags(bit0: we are A) f64 clock u32 epoch 16 confirmation
-#   u8 n, n x (u32 epoch, 32 heal key)
-#   send: u32 epoch u64 start u64 period 32 key 32 tag key u32 counter u8 n, n x (u64 p, u32 c)
-#   u8 n epochs, each: u32 epoch u64 start u64 last(all ones: open)
-#       u8 pending, if 1: u64 last u64 counts_from u8 n, n x (u64 p, u32 c)
-#       u8 n slots, each: u64 period 32 key 32 tag key u32 base u32 limit
-#           u16 n, n bytes seen bitmap (little-endian, bit i = counter base + i)
-#           u16 n, n x u32 skipped counter
-#   u16 n expired, each: 16 tag f64 until u32 epoch u64 period u32 counter u8 reported
-# Window tags are not stored: they are recomputed from the slot keys on restore.
-_MAGIC: Final = b"MMch"
-_STATE_VERSION: Final = 1
-_OPEN: Final = (1 << 64) - 1
-
-
-class _Writer:
-    __slots__ = ("parts",)
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def put(self, fmt: str, *values: int | float | bytes) -> None:
-        self.parts.append(struct.pack(">" + fmt, *values))
-
-    def counts(self, counts: dict[int, int]) -> None:
-        self.put("B", len(counts))
-        for period, count in sorted(counts.items()):
-            self.put("QI", period, count)
-
-
-class _Reader(ByteCursor):
-    """Strict cursor over state bytes: every short read or bound is a KeystoreError."""
-
-    __slots__ = ()
-
-    def __init__(self, data: bytes) -> None:
-        super().__init__(data, error=KeystoreError, truncated="channel state is truncated")
-
-    def real(self) -> float:
-        value: float = struct.unpack(">d", self.take(8))[0]
-        if not math.isfinite(value) or value < 0:
-            raise KeystoreError("channel state holds a bad time")
-        return value
-
-    def count(self, size: int, bound: int, what: str) -> int:
-        n = self.uint(size)
-        if n > bound:
-            raise KeystoreError(f"channel state holds {n} {what}, over the limit of {bound}")
-        return n
-
-    def counts(self, bound: int, cap: int) -> dict[int, int]:
-        pairs = [(self.uint(8), self.uint(4)) for _ in range(self.count(1, bound, "periods"))]
-        if [p for p, _ in pairs] != sorted({p for p, _ in pairs}):
-            raise KeystoreError("channel state counts are out of order")
-        if any(not 1 <= c <= cap for _, c in pairs):
-            raise KeystoreError("channel state count out of range")
-        return dict(pairs)
-
-
-def _encode(ch: ContactChannel) -> bytes:
-    w = _Writer()
-    w.parts.append(_MAGIC)
-    w.put("BBdI", _STATE_VERSION, int(ch._is_a), ch._clock, ch._epoch)
-    w.parts.append(ch._confirmation)
-    w.put("B", len(ch._heal_keys))
-    for epoch_no, key in ch._heal_keys.items():
-        w.put("I32s", epoch_no, key)
-    s = ch._send
-    w.put("IQQ32s32sI", s.epoch, s.start, s.period, s.key, s.tag_key, s.counter)
-    w.counts(s.counts)
-    w.put("B", len(ch._recv))
-    for epoch in ch._recv.values():
-        w.put("IQQB", epoch.epoch, epoch.start, _OPEN if epoch.last is None else epoch.last,
-              epoch.pending is not None)  # fmt: skip
-        if epoch.pending is not None:
-            w.put("QQ", epoch.pending.last, epoch.pending.counts_from)
-            w.counts(epoch.pending.counts)
-        w.put("B", len(epoch.slots))
-        for slot in epoch.slots.values():
-            seen = slot.seen.to_bytes((slot.seen.bit_length() + 7) // 8, "little")
-            w.put("Q32s32sIIH", slot.period, slot.key, slot.tag_key, slot.base, slot.limit,
-                  len(seen))  # fmt: skip
-            w.parts.append(seen)
-            w.put("H" + "I" * len(slot.skipped), len(slot.skipped), *slot.skipped)
-    w.put("H", len(ch._expired))
-    for tag, e in ch._expired.items():
-        w.put("16sdIQIB", tag, e.until, e.epoch, e.period, e.counter, e.reported)
-    return b"".join(w.parts)
-
-
-def _decode(cls: type[ContactChannel], data: bytes, limits: MessageLimits) -> ContactChannel:
-    r = _Reader(data)
-    if r.take(4) != _MAGIC or r.uint(1) != _STATE_VERSION:
-        raise KeystoreError("not a channel state of format version 1")
-    flags = r.uint(1)
-    if flags > 1:
-        raise KeystoreError("channel state has unknown flags")
-    ch = cls(limits, is_a=bool(flags), clock=r.real())
-    ch._epoch = r.uint(4)
-    ch._confirmation = r.take(CONFIRM_BYTES)
-    n_heal = r.count(1, 2, "heal keys")
-    ch._heal_keys = {r.uint(4): r.take(32) for _ in range(n_heal)}
-    span = ch._span() + 1
-    cap = limits.max_messages_per_period
-    ch._send = _SendChain(
-        epoch=r.uint(4), start=r.uint(8), period=r.uint(8), key=r.take(32), tag_key=r.take(32),
-        counter=r.uint(4), counts=r.counts(span, cap),
-    )  # fmt: skip
-    send = ch._send
-    if len(ch._heal_keys) != n_heal or ch._epoch not in ch._heal_keys or send.epoch != ch._epoch:
-        raise KeystoreError("channel state epochs are inconsistent")
-    if not send.start <= send.period <= ch._period or send.counter > cap:
-        raise KeystoreError("channel state send counter or period out of range")
-    for _ in range(r.count(1, limits.max_epochs_retained, "epochs")):
-        epoch = _decode_epoch(r, limits, span)
-        if (ch._recv and epoch.epoch <= next(reversed(ch._recv))) or epoch.epoch > ch._epoch:
-            raise KeystoreError("channel state epochs are out of order")
-        ch._recv[epoch.epoch] = epoch
-    if ch._epoch not in ch._recv:
-        raise KeystoreError("channel state lacks its current receive epoch")
-    n_expired = r.count(2, limits.max_expired_tags, "expired tags")
-    for _ in range(n_expired):
-        tag, until = r.take(16), r.real()
-        epoch_no, period, counter, reported = r.uint(4), r.uint(8), r.uint(4), r.uint(1)
-        if reported > 1:
-            raise KeystoreError("channel state has a bad reported flag")
-        ch._expired[tag] = _ExpiredTag(
-            until=until, epoch=epoch_no, period=period, counter=counter, reported=bool(reported)
-        )
-    if len(ch._expired) != n_expired or not r.at_end():
-        raise KeystoreError("channel state has duplicate tags or trailing bytes")
-    ch._reindex()
-    return ch
-
-
-def _decode_epoch(r: _Reader, limits: MessageLimits, span: int) -> _RecvEpoch:
-    cap = limits.max_messages_per_period
-    epoch_no, start, last, has_pending = r.uint(4), r.uint(8), r.uint(8), r.uint(1)
-    epoch = _RecvEpoch(epoch=epoch_no, start=start, last=None if last == _OPEN else last, slots={})
-    if has_pending > 1:
-        raise KeystoreError("channel state has a bad pending flag")
-    if has_pending:
-        p_last, counts_from = r.uint(8), r.uint(8)
-        epoch.pending = _Final(last=p_last, counts_from=counts_from, counts=r.counts(span, cap))
-    for _ in range(r.count(1, span, "periods")):
-        period, key, tag_key = r.uint(8), r.take(32), r.take(32)
-        slot = _Slot(period, key, tag_key, limit=0)
-        slot.base, slot.limit = r.uint(4), r.uint(4)
-        slot.seen = int.from_bytes(r.take(r.uint(2)), "little")
-        n_skipped = r.count(2, limits.max_skipped_per_period, "skipped counters")
-        skipped = [r.uint(4) for _ in range(n_skipped)]
-        window = min(limits.tag_window, slot.limit - slot.base)
-        if not slot.base <= slot.limit <= cap or slot.seen >> max(window, 0):
-            raise KeystoreError("channel state window out of range")
-        if skipped != sorted(set(skipped)) or any(c >= slot.base for c in skipped):
-            raise KeystoreError("channel state skipped counters out of range")
-        if period < start or (epoch.slots and period <= next(reversed(epoch.slots))):
-            raise KeystoreError("channel state periods out of order")
-        slot.skipped = dict.fromkeys(skipped, b"")
-        epoch.slots[period] = slot
-    return epoch
+        return decode_state(cls, data, limits)
 
 
 __all__ = [

@@ -116,6 +116,7 @@ class Link:
         self._last_sent_at = now
         self._rekeyed_out_at = now
         self._rekeyed_in_at = now
+        self._seen_now = now  # the last ``now`` given: a later, smaller one is a step back
         self._frames_out_since_rekey = 0
         self._frames_in_since_rekey = 0
         self._rekey_requested = False
@@ -132,6 +133,7 @@ class Link:
             LocalProtocolError: the link was already closed.
         """
         self._require_open()
+        self._follow_clock(now)
         try:
             frames = self._reader.feed(data)
             received: list[Record] = []
@@ -167,6 +169,7 @@ class Link:
         """
         if self.state is LinkState.CLOSED:
             return
+        self._follow_clock(now)
         link = self._config.link
         if self.state is LinkState.HANDSHAKE and now >= self._handshake_deadline:
             self._enter_closed(CloseReason.TIMEOUT)
@@ -181,6 +184,18 @@ class Link:
         if now >= self._rekeyed_out_at + link.rekey_interval_s:
             self._rekey_requested = True
 
+    def _follow_clock(self, now: float) -> None:
+        """A wall clock stepped back moves every timer back with it (core/deadline.py): else
+        no keepalive leaves for the size of the step and the peer's idle timeout closes us."""
+        step = self._seen_now - now
+        if step > 0:
+            self._handshake_deadline -= step
+            self._last_received_at -= step
+            self._last_sent_at -= step
+            self._rekeyed_out_at -= step
+            self._rekeyed_in_at -= step
+        self._seen_now = now
+
     def close(self, reason: CloseReason = CloseReason.NORMAL, detail: str = "") -> None:
         """Close the link; an established link first queues a ``Close`` record for the peer."""
         if self.state is LinkState.CLOSED:
@@ -194,6 +209,7 @@ class Link:
 
     def data_to_send(self, now: float) -> bytes:
         """Return (and forget) the bytes to write to the transport, queued records included."""
+        self._follow_clock(now)
         if self.state is LinkState.ESTABLISHED and (self._pending or self._rekey_requested):
             self._flush_pending(now)
         data = bytes(self._out)

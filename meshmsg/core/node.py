@@ -32,7 +32,6 @@ driver or application misused the node.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 
@@ -43,7 +42,7 @@ from meshmsg.core.attach.table import Carried
 from meshmsg.core.contacts import Contact, ContactBook
 from meshmsg.core.conversations import Conversations
 from meshmsg.core.driver import DriverInterface
-from meshmsg.core.e2e import ContactChannel, TagIndex, new_key_share
+from meshmsg.core.e2e import ContactChannel, TagIndex
 from meshmsg.core.effects import DeleteChunks, Effect, LinkId, RecordKind, StoredRecord
 from meshmsg.core.events import Event, LinkClosed, PeerConnected
 from meshmsg.core.exchange.dispatch import Exchange
@@ -358,7 +357,7 @@ class Node:
     def fetch_attachment(self, attachment_id: bytes, *, now: float) -> None:
         """Fetch an attachment the automatic download rules left pending."""
         self._out.now = now
-        self._exchange.attachments.carrier.fetch(attachment_id)
+        self._exchange.attachments.carrier.fetch(attachment_id, now)
         self._flush_all(now)
 
     def discard_attachment(self, attachment_id: bytes, *, now: float) -> None:
@@ -575,37 +574,10 @@ class Node:
     def _install_offline_channel(
         self, contact: Contact, channel: ContactChannel, now: float
     ) -> None:
-        """Install keys agreed outside a meeting (:func:`pair_offline`)."""
+        """Install keys agreed outside a meeting (``core/offlinepair.py``, its one caller)."""
         self._out.now = now
         self._exchange.keys.install(contact, channel, now, healed=False)
 
 
 # The drivers hold a Node as a DriverInterface: mypy --strict checks here that it is one.
 _IS_A_DRIVER_INTERFACE: type[DriverInterface] = Node
-
-
-def pair_offline(a: Node, b: Node, *, now: float) -> None:
-    """Give two nodes pairwise keys as if they had met (simulation and tests only).
-
-    Real users pair at their first direct meeting. The simulator starts scenarios with every
-    pair of contacts already paired; this runs the same pairing computation both nodes would
-    run inside a Noise session, with each node's own randomness, and installs the result. Both
-    nodes must already have each other as contacts.
-    """
-    contact_b = a.contacts.require(b.identity.peer_id)
-    contact_a = b.contacts.require(a.identity.peer_id)
-    secret_a, share_a = new_key_share(a._state.rng, now, a.config.message, None)
-    secret_b, share_b = new_key_share(b._state.rng, now, b.config.message, None)
-    binding = hashlib.blake2b(
-        a.identity.peer_id + b.identity.peer_id, digest_size=64, person=b"meshmsg-offline"
-    ).digest()
-    for node, contact, secret, ours, theirs in (
-        (a, contact_b, secret_a, share_a, share_b),
-        (b, contact_a, secret_b, share_b, share_a),
-    ):
-        channel = ContactChannel.pair(
-            our_ik=node.identity.public.identity_key, their_ik=contact.public.identity_key,
-            our_secret=secret, ours=ours, theirs=theirs, handshake_hash=binding, now=now,
-            limits=node.config.message, index=node.tags, peer_id=contact.peer_id,
-        )  # fmt: skip
-        node._install_offline_channel(contact, channel, now)

@@ -99,6 +99,11 @@ class RequestBook:
     def blocked(self) -> list[bytes]:
         return list(self._blocked)
 
+    @property
+    def held_bytes(self) -> int:
+        """Body bytes the pending requests hold (bounded by ``max_request_bytes``)."""
+        return self._bytes
+
     def admit(self, sender: PublicIdentity, size: int) -> Admission:
         """May a message of ``size`` body bytes from this stranger be kept? (no change)"""
         if sender.peer_id in self._blocked:

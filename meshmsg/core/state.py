@@ -48,8 +48,9 @@ class NodeState:
     conversations: Conversations
     groups: GroupBook  # our groups: membership, sender chains, group messages
     sessions: dict[LinkId, PeerSession] = field(default_factory=dict)
-    # Envelope ids admitted to the store whose Persist the driver has not confirmed yet: they
-    # are neither offered nor acknowledged until it has.
+    # Envelope ids admitted to the store, and ids of purge tokens of mail we opened, whose
+    # Persist the driver has not confirmed yet: neither offered, pushed nor acknowledged until
+    # it has (exchange/holdings.py).
     uncommitted: set[bytes] = field(default_factory=set)
     # The last written key state of each contact, to mark writes that erase keys (erasure.py).
     erasure: KeyErasure = field(default_factory=KeyErasure)

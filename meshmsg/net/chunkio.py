@@ -146,3 +146,14 @@ class ChunkWorker:
             case [DeleteChunks(attachment_id=aid)]:
                 self._sink.delete(aid)
         return []
+
+
+def hand_chunk_result(node: ChunkInputs, result: ChunkResult, *, now: float) -> None:
+    """Feed one result of the worker to the Node's chunk inputs (the pump calls this)."""
+    match result:
+        case Stored(attachment_id=aid, index=index):
+            node.chunk_stored(aid, index, now=now)
+        case Loaded(link=link, attachment_id=aid, index=index, body=None):
+            node.chunk_load_failed(link, aid, index, now=now)
+        case Loaded(link=link, attachment_id=aid, index=index, body=(proof, data)):
+            node.chunk_loaded(link, aid, index, proof, data, now=now)

@@ -5,10 +5,10 @@ own randomness (``node:<address>``). A scenario's ``[nodes]`` and ``[routing]`` 
 node's ``NodeConfig``: the relay store's cap is ``buffer_bytes``; ONE mode selects the core's
 ONE-compatible store (drop-oldest, no tiers) and, unless the scenario says otherwise, keeps
 delivered copies as the ONE does. Pre-paired nodes have each other as verified contacts with
-pairwise keys already agreed (``meshmsg.core.node.pair_offline``), as if they had met before the
-run: every pair of nodes, or only the given pairs (those that write to each other); a node
-writes only to its contacts, so traffic to anyone else fails to queue. Relays need no pairing:
-they carry sealed envelopes they cannot read.
+pairwise keys already agreed (``meshmsg.core.offlinepair.pair_offline``), as if they had met
+before the run: every pair of nodes, or only the given pairs (those that write to each
+other); a node writes only to its contacts, so traffic to anyone else fails to queue. Relays
+need no pairing: they carry sealed envelopes they cannot read.
 A restarted node is rebuilt from exactly the records it had committed.
 """
 
@@ -21,7 +21,8 @@ from collections.abc import Mapping, Sequence
 from meshmsg.config import NodeConfig, RoutingConfig
 from meshmsg.core.effects import StoredRecord
 from meshmsg.core.identity import ContactCard, Identity
-from meshmsg.core.node import Node, pair_offline
+from meshmsg.core.node import Node
+from meshmsg.core.offlinepair import pair_offline
 from meshmsg.errors import ConfigError
 from meshmsg.sim.host import CodesOnly, NodeSetup, PrePairing, RecordKey, SimulatedNode
 from meshmsg.sim.rng import SeededRng

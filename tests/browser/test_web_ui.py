@@ -141,11 +141,6 @@ def test_a_page_without_the_token_is_not_signed_in(browser: Any, tmp_path: Path)
         page.get_by_text("meshmsg ui").first.wait_for()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="#13: a received attachment's chunks are pulled at the next meeting, not on the "
-    "link that is already up when its message arrives (held stays 0 while linked)",
-)
 def test_a_photo_is_sent_and_previewed(browser: Any, tmp_path: Path) -> None:
     with daemons(tmp_path, "gina", "hugo") as (gina, hugo):
         g = open_ui(browser, gina.ui_url())

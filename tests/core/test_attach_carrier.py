@@ -196,7 +196,7 @@ def test_large_attachments_wait_for_the_user() -> None:
         Role.PENDING
     )
     assert meet(a, c) == 0  # refused before any chunk is fetched
-    c.carrier.fetch(ref.attachment_id)
+    c.carrier.fetch(ref.attachment_id, 0.0)
     assert meet(a, c) == 6
 
 
@@ -219,6 +219,34 @@ def test_a_relay_copy_that_turns_out_to_be_ours_completes_as_ours() -> None:
     assert reassembled(c, ref) == data
     assert c.stored == 6
     assert AttachmentComplete(attachment_id=ref.attachment_id) in c.events
+
+
+def test_a_relay_copy_over_the_download_limit_that_turns_out_to_be_ours_waits() -> None:
+    """Holdings may come before the message (on a link that is up they do): C takes a relay
+    copy, then learns the file is its own and over its automatic download size. It keeps the
+    chunks it has and fetches no more until the user asks."""
+    config = NodeConfig(attach=AttachConfig(auto_download_max_bytes=CHUNK_BYTES))
+    a, c = FakeNode("a"), FakeNode("c", config=config)
+    data = payload()
+    ref = sealed(a, data)
+    meet(a, c, cut_after=2)
+    assert c.carrier.want(ref, peer_id=a.peer_id, message_id=b"m" * 16, expiry_at=1e9, now=0) is (
+        Role.PENDING
+    )
+    assert meet(a, c) == 0
+    c.carrier.fetch(ref.attachment_id, 0.0)
+    assert meet(a, c) == 4
+    assert reassembled(c, ref) == data
+    assert AttachmentComplete(attachment_id=ref.attachment_id) in c.events
+
+
+def test_a_file_carried_whole_before_it_was_ours_completes_when_the_user_asks() -> None:
+    config = NodeConfig(attach=AttachConfig(auto_download_max_bytes=CHUNK_BYTES))
+    a, c = FakeNode("a"), FakeNode("c", config=config)
+    ref = sealed(a, payload())
+    meet(a, c)  # all six chunks, as a relay copy
+    c.carrier.want(ref, peer_id=a.peer_id, message_id=b"m" * 16, expiry_at=1e9, now=0)
+    assert AttachmentComplete(attachment_id=ref.attachment_id) in c.events  # whole: it is done
 
 
 def test_a_slow_disk_holds_back_requests() -> None:

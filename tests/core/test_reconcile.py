@@ -457,9 +457,9 @@ def test_an_empty_push_is_rejected() -> None:
 def test_a_split_below_the_last_level_is_rejected() -> None:
     """A node at the last trie level is one id: splitting it is out of protocol. (Reaching
     that depth through the wire takes a 16-level conversation; the check is hit directly.)"""
-    from meshmsg.core.reconcile import _Kind, _reader
+    from meshmsg.core.syncwire import EntryKind, message_reader
 
     config = SyncConfig(split_fanout=256)
     responder = Reconciler(item_set(ids(10), config), initiator=False, config=config)
     with pytest.raises(DecodeError, match="single id"):
-        responder._read_node((16, 0), _Kind.SPLIT, _reader(bytes(256 * 4)))
+        responder._reader._read_node((16, 0), EntryKind.SPLIT, message_reader(bytes(256 * 4)))

@@ -34,8 +34,9 @@ from meshmsg.core.identity import (
 from meshmsg.core.itemset import ItemSet
 from meshmsg.core.keyschedule import MAX_EPOCH, KeyShare, can_heal, heal_base
 from meshmsg.core.link import Link, LinkState, PeerHandshake, PeerVerdict
-from meshmsg.core.node import Node, pair_offline
+from meshmsg.core.node import Node
 from meshmsg.core.noise import NoiseHandshake
+from meshmsg.core.offlinepair import pair_offline
 from meshmsg.core.reconcile import SALT_BYTES, Reconciler
 from meshmsg.core.records import (
     HANDSHAKE_RECORDS,
@@ -1047,5 +1048,6 @@ def run_node_program(data: bytes) -> _World:
     return w
 
 
-# Groups (issue #14) live in their own module; importing it registers its target.
-from tests.fuzz import group_targets  # noqa: E402, F401
+# Groups (issue #14) and the local API live in their own modules; importing one registers
+# its target.
+from tests.fuzz import api_target, group_targets  # noqa: E402, F401

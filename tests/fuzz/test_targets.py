@@ -30,7 +30,7 @@ from tests.fuzz.targets import (
 )
 
 EXPECTED_TARGETS = {"frames", "records", "key_share", "envelope", "sync", "identity", "link",
-                    "node", "group_ops"}  # fmt: skip
+                    "node", "group_ops", "api"}  # fmt: skip
 CORPUS_INPUTS = [(name, path) for name, spec in TARGETS.items() for path in spec.corpus_inputs()]
 
 

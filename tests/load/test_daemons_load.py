@@ -88,7 +88,6 @@ async def test_a_to_b_past_the_daily_cap(
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.xfail(strict=True, reason=CAP_REASON)
 async def test_a_to_b_10000_through_the_api(
     tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:

@@ -28,9 +28,12 @@ from meshmsg.core.attach.assembly import AttachmentRef
 from meshmsg.core.effects import Persist
 from meshmsg.core.events import AttachmentComplete, AttachmentProgress
 from meshmsg.core.identity import ContactCard, Identity
-from meshmsg.core.node import Node, pair_offline
+from meshmsg.core.node import Node
+from meshmsg.core.offlinepair import pair_offline
 from meshmsg.net.chunkstore import ChunkStore
-from meshmsg.net.runner import MemoryStorage, NodeRunner, RunnerEvent, open_node
+from meshmsg.net.persistence import MemoryStorage
+from meshmsg.net.runner import NodeRunner, open_node
+from meshmsg.net.runnerevents import RunnerEvent
 from meshmsg.net.tcp import format_address
 from meshmsg.sysrng import SystemRng
 

@@ -11,7 +11,7 @@ import trio.testing
 from meshmsg.app.datadir import Settings, init_data_dir, unlock
 from meshmsg.app.mesh import CheckpointingStorage, open_mesh_node
 from meshmsg.core.effects import Persist, RecordKind, StoredRecord
-from meshmsg.net.runner import DialFailed
+from meshmsg.net.runnerevents import DialFailed
 from meshmsg.net.storage import DataDir, Storage, new_db_key
 
 

@@ -19,7 +19,8 @@ from meshmsg.config import NodeConfig
 from meshmsg.core.effects import Persist, RecordKind
 from meshmsg.core.envelope import parse_envelope
 from meshmsg.core.identity import ContactCard, Identity
-from meshmsg.core.node import Node, pair_offline
+from meshmsg.core.node import Node
+from meshmsg.core.offlinepair import pair_offline
 from meshmsg.errors import InvalidMessage
 from meshmsg.net.storage import Storage
 from meshmsg.sim.rng import SeededRng

@@ -36,15 +36,9 @@ from meshmsg.core.effects import (
 )
 from meshmsg.core.events import Event, LinkClosed, PeerConnected
 from meshmsg.errors import CloseReason, LocalProtocolError, StorageError, TransportError
-from meshmsg.net.runner import (
-    DialFailed,
-    MemoryStorage,
-    NodeRunner,
-    RunnerEvent,
-    merge_persists,
-    open_node,
-    serve_node,
-)
+from meshmsg.net.persistence import MemoryStorage, merge_persists
+from meshmsg.net.runner import NodeRunner, open_node, serve_node
+from meshmsg.net.runnerevents import DialFailed, RunnerEvent
 from meshmsg.net.tcp import format_address, parse_address
 
 HELLO = b"HELLO\n"

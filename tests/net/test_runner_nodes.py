@@ -12,7 +12,9 @@ from meshmsg.config import NodeConfig
 from meshmsg.core.events import MessageReceived, MessageStatus, MessageStatusChanged, PeerConnected
 from meshmsg.core.identity import ContactCard, Identity
 from meshmsg.core.node import Node
-from meshmsg.net.runner import MemoryStorage, NodeRunner, RunnerEvent, open_node
+from meshmsg.net.persistence import MemoryStorage
+from meshmsg.net.runner import NodeRunner, open_node
+from meshmsg.net.runnerevents import RunnerEvent
 from meshmsg.net.tcp import format_address
 from meshmsg.sysrng import SystemRng
 

@@ -34,7 +34,7 @@ from meshmsg.config import NetConfig
 from meshmsg.core.events import ContactPaired, DropReason, EnvelopeDropped, PeerConnected
 from meshmsg.core.identity import decode_contact_code, encode_contact_code
 from meshmsg.core.node import Node
-from meshmsg.net.runner import RunnerEvent
+from meshmsg.net.runnerevents import RunnerEvent
 from meshmsg.net.storage import DataDir
 
 pytestmark = pytest.mark.skipif(

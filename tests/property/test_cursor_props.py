@@ -100,14 +100,14 @@ def test_trailing_bytes_raise_the_callers_message() -> None:
 
 
 def test_each_user_keeps_its_error_type_and_message() -> None:
-    from meshmsg.core import e2e, identity, reconcile
+    from meshmsg.core import e2ecodec, identity, syncwire
 
     with pytest.raises(KeystoreError, match=r"^channel state is truncated$"):
-        e2e._Reader(b"abc").take(4)
+        e2ecodec._Reader(b"abc").take(4)
     with pytest.raises(DecodeError, match=r"^sync message truncated in version$"):
-        reconcile._reader(b"").u8("version")
+        syncwire.message_reader(b"").u8("version")
     with pytest.raises(DecodeError) as caught:
-        reconcile._reader(leb128(300)).varint(299, "count")
+        syncwire.message_reader(leb128(300)).varint(299, "count")
     assert caught.value.reason is CloseReason.TOO_LARGE
     name_of_five_bytes_but_two_given = bytes(identity.PUBLIC_BYTES) + b"\x05ab"
     with pytest.raises(InvalidContactCode, match=r"^contact code is truncated$"):

@@ -53,7 +53,7 @@ SMALL_BUCKETS = LIMITS.envelope_size_buckets[:2]
 
 
 def state_budget_bytes(limits: MessageLimits) -> int:
-    """Largest ``to_bytes()`` the bounds allow (the layout in e2e.py's persistence section)."""
+    """Largest ``to_bytes()`` the bounds allow (the layout at the top of e2ecodec.py)."""
     span = receive_window(limits) + future_periods(limits) + 1
     counts = 1 + span * 12
     slot = 8 + 32 + 32 + 4 + 4 + 2 + math.ceil(limits.tag_window / 8) + 2

@@ -12,7 +12,8 @@ from meshmsg.bench.sync import SessionResult, run_session
 from meshmsg.config import SyncConfig
 from meshmsg.core.cursor import ByteCursor
 from meshmsg.core.itemset import ItemSet
-from meshmsg.core.reconcile import Reconciler, _reader
+from meshmsg.core.reconcile import Reconciler
+from meshmsg.core.syncwire import message_reader
 from meshmsg.errors import DecodeError
 
 # Ids from a few shared prefixes as well as uniform ones, so that small sets still reach deep
@@ -229,10 +230,10 @@ def test_changes_during_a_session_keep_stable_items_exact(
 def reference_read_ascending(
     side: Reconciler, addr: tuple[int, int], n: int, last: int, r: ByteCursor
 ) -> list[int]:
-    """The id-at-a-time decoder that the bulk ``_read_ascending`` replaced."""
+    """The id-at-a-time decoder that the bulk ``NodeCodec.read_ascending`` replaced."""
     out: list[int] = []
     for _ in range(n):
-        x = side._read_id(addr, r)
+        x = side._codec.read_id(addr, r)
         if x <= last:
             raise DecodeError("ids not in strictly ascending order")
         out.append(x)
@@ -278,8 +279,8 @@ def test_bulk_id_decoding_matches_one_at_a_time(
         ItemSet(fanout=fanout), initiator=False, config=SyncConfig(split_fanout=fanout)
     )
     outcomes: list[tuple[list[int], bool] | None] = []
-    for decode in (side._read_ascending, partial(reference_read_ascending, side)):
-        reader = _reader(data)
+    for decode in (side._codec.read_ascending, partial(reference_read_ascending, side)):
+        reader = message_reader(data)
         try:
             outcomes.append((decode(addr, n, last, reader), reader.at_end()))
         except DecodeError:

@@ -4,11 +4,10 @@ The soak steps daemons' wall clocks within ±12 h. A recipient whose clock was s
 it owed receipts kept them for the size of the step (hours): its senders stayed ``relayed`` for
 the rest of the run although every link was up. Reproduced here in virtual time on two real
 Nodes (``tests/helpers.Mesh``), both clocks stepped back together as NTP would step a machine.
+Fixed by ``core/deadline.py``: the batch's due time moves back with the clock.
 """
 
 from __future__ import annotations
-
-import pytest
 
 from meshmsg.core.events import MessageStatus
 from tests.helpers import Mesh
@@ -36,13 +35,6 @@ def test_receipts_flow_without_a_clock_step() -> None:
     assert delivered_after_step(0.0) == (MessageStatus.DELIVERED, MessageStatus.DELIVERED)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="receipts wait for the wall clock to come back: Exchange.owe_receipt sets "
-    "_receipts_due_at = now + receipt_delay_s only when it is None, and handle_timer sends the "
-    "batch only once now >= _receipts_due_at (core/exchange.py); after a 12 h step back the "
-    "batch, and every receipt owed later, waits 12 h",
-)
 def test_receipts_flow_after_the_clock_steps_back() -> None:
     assert delivered_after_step(STEP_BACK_S) == (MessageStatus.DELIVERED,
                                                  MessageStatus.DELIVERED)  # fmt: skip

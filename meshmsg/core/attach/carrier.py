@@ -131,6 +131,7 @@ class AttachmentCarrier:
         item.held = Bitfield.full(manifest.count)
         self.table.add(item)
         self._save(item)
+        self._advertise_on_links(item)  # links already up learn of it now, not next meeting
 
     def want(
         self, ref: AttachmentRef, *, peer_id: bytes, message_id: bytes, expiry_at: float,
@@ -144,7 +145,10 @@ class AttachmentCarrier:
             return existing.role  # the same message again
         if existing is None and ref.attachment_id in self._done:
             return Role.WANTED  # we completed it before (a duplicate of an old message)
-        auto = ref.size <= self._limits.auto_download_max_bytes or existing is not None
+        # A relay copy we took before the message said it is ours (its holdings came first, as
+        # on a link that is up) is still subject to the download rules: kept, not completed.
+        carried_whole = existing is not None and existing.held.complete
+        auto = ref.size <= self._limits.auto_download_max_bytes or carried_whole
         item = Carried(
             attachment_id=ref.attachment_id, manifest=manifest,
             role=Role.WANTED if auto else Role.PENDING, expiry_at=expiry_at, copies=1,
@@ -159,13 +163,15 @@ class AttachmentCarrier:
         self._pull_all()
         return item.role
 
-    def fetch(self, attachment_id: bytes) -> None:
+    def fetch(self, attachment_id: bytes, now: float) -> None:
         """The user asked for a pending attachment: start fetching it."""
         item = self.table.get(attachment_id)
         if item is None or item.role not in (Role.PENDING, Role.WANTED):
             raise LocalProtocolError("no attachment addressed to us with that id")
-        item.role = Role.WANTED
+        was_pending, item.role = item.role is Role.PENDING, Role.WANTED
         self._save(item)
+        if was_pending and item.held.complete:
+            self._completed(item, now)  # carried whole as a relay copy before it was ours
         self._pull_all()
 
     def discard(self, attachment_id: bytes) -> None:
@@ -248,6 +254,8 @@ class AttachmentCarrier:
         )
         if item.held.complete:
             self._completed(item, now)
+        elif item.held.held % self._update_step(item) == 0:
+            self._advertise_on_links(item)  # peers pulling behind us need not wait for the end
         self._pull_all()
 
     # ------------------------------------------------------------------ time
@@ -495,6 +503,20 @@ class AttachmentCarrier:
             size += len(entry.bits) + 150
         if entries:
             self._host.send(link, ChunkHoldings(entries=tuple(entries)))
+
+    def _advertise_on_links(self, item: Carried) -> None:
+        """Tell every link that is up what we hold of ``item`` (#13, #17 item 2): holdings
+        are otherwise sent only when a link comes up. Peers that told us they hold all of it
+        have nothing to learn."""
+        for link, peer in self._links.items():
+            theirs = peer.holdings.get(item.attachment_id)
+            if theirs is None or not theirs.complete:
+                self._advertise(link, [item])
+
+    def _update_step(self, item: Carried) -> int:
+        """Chunks stored between two holdings updates of ``item`` on the links that are up."""
+        updates = self._limits.holdings_updates_per_attachment
+        return max(1, -(-item.manifest.count // updates))
 
     def _offer_copies(self, item: Carried) -> int:
         """Copies a peer may take: binary Spray-and-Wait hands half; epidemic always one."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from meshmsg.core import codec
 from meshmsg.core.conversations import StoredMessage
+from meshmsg.core.deadline import Deadline
 from meshmsg.core.effects import RecordKind
 from meshmsg.core.events import DropReason, EnvelopeDropped, MessageStatus, MessageStatusChanged
 from meshmsg.core.outbox import Outbox
@@ -24,15 +25,16 @@ from meshmsg.core.tombstones import Tombstone
 class Holdings:
     """Admits and drops store items and purge tokens; advances message timelines."""
 
-    __slots__ = ("_out", "_room_check_at", "_room_wanted", "_state")
+    __slots__ = ("_out", "_room_check", "_room_wanted", "_state")
 
     def __init__(self, state: NodeState, out: Outbox) -> None:
         self._state = state
         self._out = out
         # Contacts whose waiting messages found our outbox full, and when to try them again
-        # (set when an item leaves the store; a timer, so sealing never nests in a drop).
+        # (set when an item leaves the store; a timer, so sealing never nests in a drop; one
+        # that a wall clock stepped back does not postpone, core/deadline.py).
         self._room_wanted: set[bytes] = set()
-        self._room_check_at: float | None = None
+        self._room_check = Deadline()
 
     # ============================================================ store items
 
@@ -62,6 +64,7 @@ class Holdings:
             out.emit(EnvelopeDropped(envelope_id=env_id, reason=DropReason.EXPIRED))
             self.room_freed(now)
         for stone in state.tombstones.expire(now):
+            state.uncommitted.discard(stone.item_id)
             if not stone.believed:
                 continue  # never in the set nor on disk
             state.items.remove(stone.item_id)
@@ -77,14 +80,19 @@ class Holdings:
 
     # ============================================================ durability
 
-    def offerable(self, envelope_id: bytes) -> bool:
-        return envelope_id not in self._state.uncommitted
+    # Store items and purge tokens alike (their ids never collide: tombstones.tombstone_id):
+    # an item whose Persist the driver has not confirmed is neither offered nor pushed, so a
+    # crash before the commit cannot leave peers with what we never made durable (a purge
+    # token sent early made carriers drop copies of mail whose opening was then lost).
 
-    def mark_uncommitted(self, envelope_id: bytes) -> None:
-        self._state.uncommitted.add(envelope_id)
+    def offerable(self, item_id: bytes) -> bool:
+        return item_id not in self._state.uncommitted
 
-    def mark_committed(self, envelope_id: bytes) -> None:
-        self._state.uncommitted.discard(envelope_id)
+    def mark_uncommitted(self, item_id: bytes) -> None:
+        self._state.uncommitted.add(item_id)
+
+    def mark_committed(self, item_id: bytes) -> None:
+        self._state.uncommitted.discard(item_id)
 
     # ========================================================== purge tokens
 
@@ -94,7 +102,10 @@ class Holdings:
         the token itself was the one pushed out."""
         state = self._state
         # Only believed tokens are in the set and on disk (tombstones.judge).
-        evicted = [old for old in state.tombstones.add(stone) if old.believed]
+        pushed_out = state.tombstones.add(stone)
+        for old in pushed_out:
+            state.uncommitted.discard(old.item_id)
+        evicted = [old for old in pushed_out if old.believed]
         for old in evicted:
             state.items.remove(old.item_id)
         if evicted:
@@ -120,17 +131,17 @@ class Holdings:
 
     def room_freed(self, now: float) -> None:
         """An item left the store: messages that found the outbox full may fit now."""
-        if self._room_wanted and self._room_check_at is None:
-            self._room_check_at = now
+        if self._room_wanted:
+            self._room_check.no_later_than(now, now)
 
     @property
     def room_check_at(self) -> float | None:
-        return self._room_check_at
+        return self._room_check.at
 
     def take_room_wanted(self, now: float) -> list[bytes]:
         """The contacts to retry, oldest check first, if the retry is due (else none)."""
-        if self._room_check_at is None or now < self._room_check_at:
+        if not self._room_check.due(now):
             return []
-        self._room_check_at = None
+        self._room_check.clear()
         waiting, self._room_wanted = sorted(self._room_wanted), set()
         return waiting

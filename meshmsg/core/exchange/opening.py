@@ -140,6 +140,8 @@ class Opening:
         stone = token if self._holdings.remember(token) else None  # None: pushed straight out
         if stone is not None:
             puts.append(codec.tombstone_record(stone))
+            # Not sent to anyone (Purge, offers) before this Persist commits: report_consumed.
+            self._holdings.mark_uncommitted(stone.item_id)
         try:
             inner = decode_records(result.inner, INNER_RECORDS, state.config.wire)
         except DecodeError:
@@ -171,6 +173,8 @@ class Opening:
                 )
             )  # fmt: skip
         stone = consumed.stone
+        if stone is not None:
+            self._holdings.mark_committed(stone.item_id)
         held = stone is not None and state.tombstones.by_id(stone.item_id) is not None
         if stone is not None and held and state.config.message.purge_on_delivery:
             state.items.add(stone.item_id, int(stone.expiry_at))

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 
 from meshmsg.core import codec
 from meshmsg.core.contacts import Contact
+from meshmsg.core.deadline import Deadline
 from meshmsg.core.effects import RecordKind, StoredRecord
 from meshmsg.core.exchange.renewal import Renewal
 from meshmsg.core.exchange.sending import Sending
@@ -35,7 +36,7 @@ _RECEIPTS_PER_ENVELOPE = 16  # 16 full Receipts (~17 kB) fit max_inner_bytes wit
 class Receipts:
     """Receipts owed to contacts, batched and sealed when due."""
 
-    __slots__ = ("_due_at", "_out", "_pending", "_renewal", "_sealed", "_sending", "_state")
+    __slots__ = ("_due", "_out", "_pending", "_renewal", "_sealed", "_sending", "_state")
 
     def __init__(self, state: NodeState, out: Outbox, sending: Sending, renewal: Renewal) -> None:
         self._state = state
@@ -43,13 +44,15 @@ class Receipts:
         self._sending = sending
         self._renewal = renewal
         self._pending: dict[bytes, dict[int, list[bytes]]] = {}  # peer -> kind -> ids
-        self._due_at: float | None = None
+        # When the batch is sealed: relative to when it was owed, so a wall clock stepped back
+        # does not hold receipts for the size of the step (core/deadline.py).
+        self._due = Deadline()
         # Sealed, not yet known readable: peer -> [(epoch, kind, message id)] (durable too)
         self._sealed: dict[bytes, list[tuple[int, int, bytes]]] = {}
 
     @property
     def due_at(self) -> float | None:
-        return self._due_at
+        return self._due.at
 
     def queue(self, peer_id: bytes, kind: int, message_id: bytes, now: float) -> None:
         """Owe a receipt if receipts are on (the caller persists the owed record)."""
@@ -59,8 +62,7 @@ class Receipts:
     def owe(self, peer_id: bytes, kind: int, message_id: bytes, now: float) -> None:
         """Queue a receipt for the next batch (also: restoring one owed before a restart)."""
         self._pending.setdefault(peer_id, {}).setdefault(kind, []).append(message_id)
-        if self._due_at is None:
-            self._due_at = now + self._state.config.message.receipt_delay_s
+        self._due.no_later_than(now + self._state.config.message.receipt_delay_s, now)
 
     def note_sealed(self, peer_id: bytes, epoch: int, kind: int, message_id: bytes) -> None:
         """A receipt sealed in our sending ``epoch`` (also: restoring one after a restart)."""
@@ -96,9 +98,10 @@ class Receipts:
 
     def send_due(self, now: float) -> None:
         """Seal the batched receipts if their delay is over."""
-        if self._due_at is None or now < self._due_at:
+        if not self._due.due(now):
             return
-        pending, self._pending, self._due_at = self._pending, {}, None
+        pending, self._pending = self._pending, {}
+        self._due.clear()
         for peer_id, kinds in pending.items():
             self._send_to(peer_id, kinds, now)
 
@@ -115,7 +118,7 @@ class Receipts:
             return
         if contact.exchanging:
             self._pending.setdefault(peer_id, kinds)  # retry after the exchange
-            self._due_at = now + delay
+            self._due.no_later_than(now + delay, now)
             return
         groups = _envelopes_of(kinds)
         channel = contact.channel
@@ -127,8 +130,7 @@ class Receipts:
             self._renewal.renew_if_low(contact, now)
             period_end = channel.next_deadline()
             retry = now + delay if contact.exchanging else max(now + delay, period_end)
-            due = self._due_at
-            self._due_at = retry if due is None else min(due, retry)
+            self._due.no_later_than(retry, now)
             return
         for group in groups:
             expiry = now + state.config.message.default_ttl_s
@@ -153,7 +155,7 @@ class Receipts:
         groups = _envelopes_of(kinds)
         if not first.room_for(groups):
             self._pending.setdefault(contact.peer_id, kinds)  # owed (durable) meanwhile
-            self._due_at = now + self._state.config.message.receipt_delay_s
+            self._due.no_later_than(now + self._state.config.message.receipt_delay_s, now)
             return
         for group in groups:
             expiry = now + self._state.config.message.default_ttl_s

@@ -128,7 +128,7 @@ class Sync:
                 session.offered[item_id] = None
                 continue
             stone = state.tombstones.by_id(item_id)
-            if stone is not None and state.config.message.purge_on_delivery:
+            if stone is not None and self._pushable(stone.item_id):
                 purges.append(Purge(token=stone.token, expiry_at=int(stone.expiry_at * _MS)))
         # Oldest first: one sender's mail then arrives in counter order, which keeps it inside
         # the recipient's tag window (a recipient recognises only tag_window counters ahead).
@@ -159,9 +159,10 @@ class Sync:
         purges: list[Record] = []
         for entry in entries:
             stone = state.tombstones.by_tag(entry.tag)
-            if stone is not None and state.config.message.purge_on_delivery:
+            if stone is not None and self._pushable(stone.item_id):
                 # The peer carries what the token purges, so it lacks the token: even one we do
                 # not believe (and never spread) goes to it; its own copy lets it check it.
+                # One whose opening is not durable yet waits: it is pushed once it is.
                 purges.append(Purge(token=stone.token, expiry_at=int(stone.expiry_at * _MS)))
             first = state.first_index  # first contact (issue #12): no purge token, so the
             if (
@@ -177,6 +178,10 @@ class Sync:
             ):
                 for_me.append(entry.envelope_id)
         self._out.transmit(session, [Reply(for_me=tuple(for_me), have=tuple(have)), *purges])
+
+    def _pushable(self, token_id: bytes) -> bool:
+        """A purge token may go to a peer: purging is on and the token is durable."""
+        return self._state.config.message.purge_on_delivery and self._holdings.offerable(token_id)
 
     # ============================================================ transfers
 

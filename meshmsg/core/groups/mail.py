@@ -32,6 +32,7 @@ from typing import Protocol
 from meshmsg.config import NodeConfig
 from meshmsg.core import codec
 from meshmsg.core.contacts import Contact, ContactBook
+from meshmsg.core.deadline import Deadline
 from meshmsg.core.effects import LinkId, RecordKind, StoredRecord
 from meshmsg.core.envelope import Envelope, envelope_id, parse_envelope
 from meshmsg.core.events import (
@@ -119,7 +120,7 @@ class GroupMail:
     """See the module docstring."""
 
     __slots__ = (
-        "_holdings", "_key_deletes_pending", "_out", "_persisted", "_queue", "_retry_at",
+        "_holdings", "_key_deletes_pending", "_out", "_persisted", "_queue", "_retry",
         "_sending", "_seq", "_state", "_sync",
     )  # fmt: skip
 
@@ -133,7 +134,7 @@ class GroupMail:
         self._sending = sending
         self._queue: dict[bytes, dict[bytes, tuple[Record, ...]]] = {}  # peer -> key -> records
         self._seq = 0
-        self._retry_at: float | None = None
+        self._retry = Deadline()  # follows a wall clock stepped back (core/deadline.py)
         self._persisted: set[bytes] = set()  # GROUP_KEY record keys on disk
         self._key_deletes_pending: list[tuple[RecordKind, bytes]] = []
 
@@ -152,7 +153,7 @@ class GroupMail:
                 self._queue.setdefault(record.key[:16], {})[record.key] = queued
                 self._seq = max(self._seq, int.from_bytes(record.key[16:], "big") + 1)
         if self._queue:
-            self._retry_at = now
+            self._retry.no_later_than(now, now)
 
     # ================================================================ commands
 
@@ -329,7 +330,7 @@ class GroupMail:
     # ================================================================ timers
 
     def next_deadline(self) -> float | None:
-        due = [self._retry_at]
+        due = [self._retry.at]
         due += [e.keys.next_deadline() for e in self._state.groups.entries.values()]
         present = [d for d in due if d is not None]
         return min(present) if present else None
@@ -339,8 +340,8 @@ class GroupMail:
             deadline = entry.keys.next_deadline()
             if deadline is not None and now >= deadline and entry.keys.advance(now):
                 self._out.persist(self._key_puts(entry), deletes=self._key_deletes)
-        if self._retry_at is not None and now >= self._retry_at:
-            self._retry_at = None
+        if self._retry.due(now):
+            self._retry.clear()
             for peer_id in sorted(self._queue):
                 self._flush(peer_id, now)
 
@@ -392,8 +393,7 @@ class GroupMail:
                 then=functools.partial(self._sending.offer_when_committed, item),
             )
         if queue:
-            retry = now + self._state.config.groups.queue_retry_s
-            self._retry_at = retry if self._retry_at is None else min(self._retry_at, retry)
+            self._retry.no_later_than(now + self._state.config.groups.queue_retry_s, now)
         else:
             del self._queue[peer_id]
 

@@ -71,7 +71,7 @@ def test_a_file_completed_before_is_not_fetched_again_for_a_duplicate_message() 
     assert ref.attachment_id not in c.carrier.table
     assert meet(a, c) == 0
     with pytest.raises(LocalProtocolError, match="no attachment addressed to us"):
-        c.carrier.fetch(ref.attachment_id)
+        c.carrier.fetch(ref.attachment_id, now=0)
 
 
 def test_a_chunk_the_relay_lost_is_reported_missing_and_fetched_elsewhere() -> None:

@@ -50,6 +50,25 @@ def test_with_receipts_off_nothing_is_owed_even_across_a_restart() -> None:
     assert MessageStatus.READ not in _statuses(mesh, "alice", mid)
 
 
+def test_receipts_owed_before_they_were_switched_off_are_deleted_not_sent() -> None:
+    """Bob owed a delivered receipt when he stopped; he restarts with receipts off: it is not
+    sent, and its record is deleted (failed before: restoring owed receipts ignored the flag)."""
+    mesh = Mesh(["alice", "bob"])
+    mesh.befriend("alice", "bob", pair=True)
+    mid = mesh.nodes["alice"].send_message(mesh.peer_id("bob"), "hi", now=mesh.now)
+    mesh.connect("alice", "bob")
+    assert [e.body for e in mesh.of_type("bob", MessageReceived)] == ["hi"]
+    mesh.stop("bob")  # before the 2 s receipt batch: the receipt is owed on disk
+    assert len(_owed(mesh, "bob")) == 1
+    mesh.configs["bob"] = _config(send_receipts=False)
+    mesh.start("bob")
+    mesh.run()
+    assert _owed(mesh, "bob") == []
+    mesh.connect("alice", "bob")
+    mesh.advance(10)
+    assert MessageStatus.DELIVERED not in _statuses(mesh, "alice", mid)
+
+
 def test_with_receipts_off_first_contact_mail_owes_nothing_either() -> None:
     quiet = _config(send_receipts=False)
     mesh = Mesh(["alice", "bob"], configs={"bob": quiet})

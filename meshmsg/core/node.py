@@ -129,8 +129,7 @@ class Node:
         orphans = carrier.restore(restored.attachments, restored.attachments_done, chunks or {})
         for attachment_id in orphans:  # chunks written before a crash, their record never was
             self._out.chunk(DeleteChunks(attachment_id=attachment_id))
-        for owed in restored.owed_receipts:
-            self._exchange.receipts.owe(owed.peer_id, owed.kind, owed.message_id, now)
+        self._exchange.receipts.restore_owed(restored.owed_receipts, now)
         for sealed in restored.sealed_receipts:
             receipts = self._exchange.receipts
             receipts.note_sealed(sealed.peer_id, sealed.epoch, sealed.kind, sealed.message_id)

@@ -146,8 +146,9 @@ class FirstOpening:
         for record in inner:
             for message in self._opening.apply_inner(contact, record, hops, now):
                 result.puts.append(codec.message_record(message))
-                result.puts.append(codec.owed_receipt_record(
-                    contact.peer_id, RECEIPT_DELIVERED, message.message_id))  # fmt: skip
+                if self._state.config.message.send_receipts:  # else none is owed (opening.py)
+                    result.puts.append(codec.owed_receipt_record(
+                        contact.peer_id, RECEIPT_DELIVERED, message.message_id))  # fmt: skip
                 result.events.append(
                     MessageReceived(
                         message_id=message.message_id, peer_id=contact.peer_id,

@@ -157,10 +157,12 @@ class Opening:
         puts.extend(codec.message_record(m) for m in received)
         # The delivered receipts _apply_inner queued: committed with the messages, so a crash
         # before their batch is sealed cannot lose them (the sender would stay at RELAYED).
-        puts.extend(
-            codec.owed_receipt_record(contact.peer_id, RECEIPT_DELIVERED, m.message_id)
-            for m in received
-        )
+        # With receipts off none was queued, and none may be written: a restart would send it.
+        if state.config.message.send_receipts:
+            puts.extend(
+                codec.owed_receipt_record(contact.peer_id, RECEIPT_DELIVERED, m.message_id)
+                for m in received
+            )
         return Consumed(puts=puts, received=received, stone=stone, expired=False)
 
     def report_consumed(self, peer_id: bytes, consumed: Consumed, now: float) -> None:

@@ -26,6 +26,10 @@ import pytest
 
 from meshmsg.sim.api import run_scenario
 
+# A whole 12 h replay with real crypto: 1.5-3 min on a quiet 2-core machine, up to 5 under load
+# (the suite-wide 300 s timeout stopped one in a loaded run).
+pytestmark = pytest.mark.timeout(900)
+
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "simulations" / "reference" / "one-reference.toml"
 GOLDEN = Path(__file__).resolve().parent / "data" / "reference_stats.json"

@@ -10,8 +10,8 @@ wait in a queue for the pump, which feeds them to the Node (``chunk_stored``, ``
 
 Memory: the effects waiting here are bounded by the protocol, not by this queue: a peer may
 have at most 64 chunks asked of us (``attach.records.MAX_REQUEST``) and we ask at most
-``attach.requests_in_flight`` per link, so at most ``links x (64 + window)`` chunk bodies wait,
-about 4.4 MB per link.
+``attach.chunks_unstored`` per link until they are stored, so at most
+``links x (64 + chunks_unstored)`` chunk bodies wait, about 4.9 MB per link.
 """
 
 from __future__ import annotations

@@ -98,7 +98,8 @@ def link_setup(ctx: Context) -> Figures:
 def attachment_throughput(ctx: Context) -> Figures:
     """One attachment over one link between two Nodes in two processes, chunks durable on disk
     (meshmsg/bench/attach.py), in bytes/s, next to the in-process Noise limit of the
-    link-messages row in bytes/s."""
+    link-messages row in bytes/s. 2026-12-07: 18.7–20.9 MiB/s, ratio 0.36–0.63 on the shared
+    machine (6.7–7.6 MiB/s, 0.14 before the slot store); docs/performance.md."""
     from meshmsg.bench.attach import measure_attachment_throughput
 
     return measure_attachment_throughput(ctx.size(16 << 20, 4 << 20, 1 << 20))

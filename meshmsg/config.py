@@ -185,6 +185,18 @@ class MessageLimits:
     )
     max_ttl_s: float = limit(14 * 86_400.0, "s", "crisis profile budget; longer is refused")
     max_hops: int = limit(16, "hops", "bounds how far a copy wanders in an epidemic mesh")
+    origin_hops_max: int = limit(
+        3,
+        "hops",
+        "an originator's copies start at a random hop count 0..3, so a transfer with "
+        "hops = 1 does not name its sender to a relay (issue #11, 4); costs at most 3 of max_hops",
+    )
+    origin_ttl_jitter_s: float = limit(
+        3_600.0,
+        "s",
+        "an originator's envelope expires a random 0..this (at most a tenth of its "
+        "TTL) early, so a full lifetime does not name the sender to a relay (issue #11, 4)",
+    )
     default_copies: int = limit(
         6, "copies", "binary Spray-and-Wait L=6, the ONE default used in the reference runs"
     )
@@ -566,6 +578,12 @@ class NetConfig:
     )
     api_max_messages: int = limit(
         1_000, "messages", "most messages one GET returns; older ones are paged with ?before="
+    )
+    api_max_read_marks: int = limit(
+        4_096,
+        "conversations",
+        "read positions the web UI keeps (app/readmarks.py): every contact (1,024) and group (64) "
+        "with room for past ones; beyond it the longest-read one is forgotten (shown unread once)",
     )
 
 

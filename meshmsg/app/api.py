@@ -17,11 +17,11 @@ POST   /contacts/{peer_id}/verify          ``{"verified"?: true}``: mark (un)ver
 POST   /contacts/{peer_id}/rename          ``{"name"}``: the contact's local name
 POST   /contacts/{peer_id}/block           ``{"blocked"?: true}``: (un)block
 DELETE /contacts/{peer_id}                 remove a contact
-GET    /conversations                      one row per peer, most recent first
+GET    /conversations                      one row per peer, most recent first, ``unread``
 GET    /conversations/{peer_id}/messages   ``?limit=&before=``: messages, oldest first
 POST   /messages                           ``{"to", "body", "ttl_s"?}``: send; 201 with its id;
                                            or a list of them: sent in order, one commit
-POST   /messages/read                      ``{"peer_id", "message_ids"}``: send read receipts
+POST   /messages/read                      read receipts and the read mark (``api_reads.py``)
 WS     /events                             every node event as JSON, live
 *      /groups...                          groups (``app/api_groups.py``)
 GET    /, /ui/{file}                       the web UI (``app/web.py``), no token needed
@@ -62,6 +62,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from meshmsg.app.api_files import FilesApi
 from meshmsg.app.api_firstcontact import routes as firstcontact_routes
 from meshmsg.app.api_groups import group_routes
+from meshmsg.app.api_reads import ReadApi
 from meshmsg.app.api_refs import PeerRef
 from meshmsg.app.api_refs import parse_peer as _parse_peer
 from meshmsg.app.api_refs import require_contact as _require_contact
@@ -69,14 +70,15 @@ from meshmsg.app.contact_ops import rename_contact
 from meshmsg.app.datadir import check_name, own_contact_code
 from meshmsg.app.mesh import NodeHandle
 from meshmsg.app.qr import render_svg
+from meshmsg.app.readmarks import ReadMarks
 from meshmsg.app.views import (
     JSON,
     contact_view,
     contacts_view,
-    conversations_view,
     event_view,
     message_view,
     outbox_view,
+    requests_quota_view,
     sessions_view,
     store_view,
     to_json,
@@ -100,7 +102,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 WS_POLICY_VIOLATION: Final = 1008  # RFC 6455: refused (bad or missing token)
 WS_TRY_LATER: Final = 1013  # RFC 6455: too many clients, or this one fell behind
-MESSAGE_ID_HEX: Final = 32
 
 
 Handler = Callable[[Request], Awaitable[Any]]
@@ -209,19 +210,13 @@ class Api:
                 "profile": handle.settings.profile,
                 "listen": self._runner.addresses,
                 "uptime_s": now - handle.started_at,
-                "peers": sessions_view(node),
+                "peers": sessions_view(node, self._runner.link_hosts()),
                 "contacts": len(node.contacts),
                 "outbox": outbox_view(node),
                 # When each wait of the outbox ends at the latest (issue #17): wall-clock time
                 "outbox_until": {r: t for r, (_, t) in outbox_waits(node).items() if t is not None},
                 "relay": store_view(node),
-                "requests": {  # message requests (issue #12): their quota, blocks, refusals
-                    "pending": len(node.requests),
-                    "held_bytes": node.requests.held_bytes,
-                    "max_bytes": node.config.first_contact.max_request_bytes,
-                    "blocked": len(node.requests.blocked),
-                    "refused": node.requests.dropped,
-                },
+                "requests": requests_quota_view(node),
                 "warnings": clock_warnings(node, now, handle.clocks.latest),
             }
 
@@ -325,9 +320,6 @@ class Api:
 
         await self.write(remove)
 
-    async def conversations(self, request: Request) -> list[JSON]:
-        return await self.call(lambda node, _now: conversations_view(node))
-
     async def messages(self, request: Request) -> list[JSON]:
         ref = _peer_param(request)
         limit = _int_query(
@@ -390,20 +382,6 @@ class Api:
             detail = getattr(refused, "detail", None) or str(refused)
             refused = HTTPException(409, f"message {len(views)} refused ({detail}); sent: {sent}")
         raise refused
-
-    async def mark_read(self, request: Request) -> JSON:
-        data = await self.body(request)
-        ref = _parse_peer(_field(data, "peer_id", str))
-        raw_ids = _field(data, "message_ids", list)
-        if len(raw_ids) > self._net.api_max_messages:
-            raise HTTPException(400, f"at most {self._net.api_max_messages} message ids at once")
-        ids = [_parse_message_id(i) for i in raw_ids]
-
-        def mark(node: Node, now: float) -> JSON:
-            node.mark_read(_require_contact(node, ref).peer_id, ids, now=now)
-            return {"marked": len(ids)}
-
-        return await self.write(mark)
 
     async def events(self, websocket: WebSocket) -> None:
         """Stream every node event as JSON until the client goes or falls behind."""
@@ -483,15 +461,6 @@ def _ttl(data: dict[str, Any], max_ttl_s: float) -> float | None:
     return float(ttl) if ttl is not None else None
 
 
-def _parse_message_id(value: object) -> bytes:
-    if not isinstance(value, str) or len(value) != MESSAGE_ID_HEX:
-        raise HTTPException(400, "message ids are 32 hex digits")
-    try:
-        return bytes.fromhex(value)
-    except ValueError as exc:
-        raise HTTPException(400, "message ids are 32 hex digits") from exc
-
-
 def _int_query(request: Request, key: str, default: int, low: int, high: int) -> int:
     text = request.query_params.get(key)
     if text is None:
@@ -517,12 +486,15 @@ def _os_error(exc: BaseException) -> OSError | None:
     return exc if isinstance(exc, OSError) else None
 
 
-def create_app(handle: NodeHandle, token: str) -> Starlette:
-    """The Starlette application over a running node."""
+def create_app(handle: NodeHandle, token: str, reads: ReadMarks | None = None) -> Starlette:
+    """The Starlette application over a running node (read marks in memory unless given)."""
     if not token:
         raise ConfigError("the API needs a non-empty token")
     guard = Guard(token=token.encode(), sessions=BrowserSessions())
     api = Api(handle, guard)
+    files = FilesApi(handle, api)  # its uploads are sent to contacts and to groups
+    net = handle.config.net
+    marks = reads or ReadMarks.in_memory(net.api_max_read_marks)
     e = api.endpoint
     routes = [
         Route("/status", e(api.status), methods=["GET"]),
@@ -535,16 +507,15 @@ def create_app(handle: NodeHandle, token: str) -> Starlette:
         Route("/contacts/{peer_id}/block", e(api.block_contact), methods=["POST"]),
         Route("/contacts/{peer_id}/rename", e(api.rename_contact), methods=["POST"]),
         Route("/contacts/{peer_id}", e(api.remove_contact), methods=["DELETE"]),
-        Route("/conversations", e(api.conversations), methods=["GET"]),
         Route("/conversations/{peer_id}/messages", e(api.messages), methods=["GET"]),
         Route("/messages", e(api.send, 201), methods=["POST"]),
-        Route("/messages/read", e(api.mark_read), methods=["POST"]),
+        *ReadApi(api, marks, net.api_max_messages).routes(),  # app/api_reads.py
         *firstcontact_routes(api),  # requests, organisations, directory (issue #12)
         WebSocketRoute("/events", api.events),
-        *group_routes(api, handle.config),
+        *group_routes(api, handle.config, files),
         *ui_routes(guard),
     ]
-    routes.extend(FilesApi(handle, api).routes())  # attachments: meshmsg/app/api_files.py
+    routes.extend(files.routes())  # attachments: meshmsg/app/api_files.py
     return Starlette(
         routes=routes,
         exception_handlers={HTTPException: _json_error},
@@ -558,6 +529,7 @@ async def serve_api(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
+    reads: ReadMarks | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the API until cancelled; ``task_status`` gets its base URL (``http://127.0.0.1:N``).
@@ -577,7 +549,7 @@ async def serve_api(
     config.accesslog = None
     config.errorlog = logger  # our logger: no handlers of its own, quiet unless configured
     config.graceful_timeout = 1.0
-    app = create_app(handle, token)
+    app = create_app(handle, token, reads)
     started = time.monotonic()
     async with trio.open_nursery() as nursery:
         try:

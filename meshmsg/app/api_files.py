@@ -119,12 +119,7 @@ class FilesApi:
             raise HTTPException(400, "body is text; attachments is a non-empty list of ids")
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)):
             raise HTTPException(400, "ttl_s is a number of seconds")
-        refs = []
-        for value in ids:
-            ref = self._uploads.get(_parse_id(value))
-            if ref is None:
-                raise HTTPException(404, f"no uploaded attachment {value}: upload it first")
-            refs.append(ref)
+        refs = self.uploaded(ids)
 
         def send(node: Node, now: float) -> JSON:
             if node.contacts.get(to) is None:
@@ -132,15 +127,29 @@ class FilesApi:
             message_id = node.send_files(to, body, refs, now=now, ttl_s=ttl)
             message = node.conversations.get(message_id)
             assert message is not None
-            return {**message_view(message), "attachments": _of_message(node, message_id)}
+            return {**message_view(message), "attachments": of_message(node, message_id)}
 
         try:
             view: JSON = await self._api.write(send)
         except InvalidAttachment as exc:
             raise HTTPException(400, str(exc)) from exc
+        self.sent(refs)
+        return view
+
+    def uploaded(self, ids: list[object]) -> list[AttachmentRef]:
+        """The uploads these ids (64 hex digits each) name; HTTP 404 for one not uploaded."""
+        refs = []
+        for value in ids:
+            ref = self._uploads.get(_parse_id(value))
+            if ref is None:
+                raise HTTPException(404, f"no uploaded attachment {value}: upload it first")
+            refs.append(ref)
+        return refs
+
+    def sent(self, refs: list[AttachmentRef]) -> None:
+        """These uploads left in a message: the node keeps them now."""
         for ref in refs:
             self._uploads.pop(ref.attachment_id, None)
-        return view
 
     async def list(self, request: Request) -> list[JSON]:
         peer = request.query_params.get("peer")
@@ -227,7 +236,8 @@ async def _receive_to(request: Request, path: trio.Path, cap: int) -> int:
     return size
 
 
-def _of_message(node: Node, message_id: bytes) -> list[JSON]:
+def of_message(node: Node, message_id: bytes) -> list[JSON]:
+    """The attachments a message (pairwise or group) carries, as the API shows them."""
     return [attachment_view(i) for i in node.attachments.values() if i.message_id == message_id]
 
 

@@ -15,6 +15,10 @@ path                                        method  what
 ``/groups/{group}/messages``                GET     ``?limit=``: the latest messages
 ``/groups/{group}/messages``                POST    ``{"body", "ttl_s"?}``: send
 ``/groups/{group}/messages/read``           POST    ``{"message_ids": [...]}``: read receipts
+``/groups/{group}/messages/files``          POST    ``{"body"?, "attachments": [ids],
+                                                    "ttl_s"?}``: send files uploaded with
+                                                    ``POST /attachments``; one encrypted copy
+                                                    of each for every member
 =========================================== ======= ==========================================
 
 ``group`` is a group name or its id (hex); ``who`` a contact name or a peer id (32 hex digits;
@@ -34,19 +38,29 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from meshmsg.app.api_files import of_message
 from meshmsg.app.api_refs import PeerRef
 from meshmsg.app.api_refs import parse_peer as _parse_peer
 from meshmsg.app.api_refs import require_contact as _require_contact
 from meshmsg.app.groups_view import group_message_view, group_row, group_view
 from meshmsg.config import NodeConfig
+from meshmsg.core.attach.assembly import AttachmentRef
 from meshmsg.core.groups.book import Entry
 from meshmsg.core.identity import peer_id_of
 from meshmsg.core.node import Node
-from meshmsg.errors import GroupError
+from meshmsg.errors import GroupError, InvalidAttachment
 
 JSON = dict[str, Any]
 T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Any]]
+
+
+class Uploads(Protocol):
+    """The uploaded files not yet sent (:class:`meshmsg.app.api_files.FilesApi`)."""
+
+    def uploaded(self, ids: list[object]) -> list[AttachmentRef]: ...
+
+    def sent(self, refs: list[AttachmentRef]) -> None: ...
 
 
 class ApiLike(Protocol):
@@ -122,9 +136,10 @@ def _member_id(node: Node, entry: Entry, ref: PeerRef) -> bytes:
 
 
 class GroupApi:
-    def __init__(self, api: ApiLike, config: NodeConfig) -> None:
+    def __init__(self, api: ApiLike, config: NodeConfig, uploads: Uploads) -> None:
         self.api = api
         self.config = config
+        self.uploads = uploads
 
     async def _run(self, fn: Callable[[Node, float], JSON | list[JSON] | None], *,
                    write: bool) -> Any:  # fmt: skip
@@ -208,6 +223,29 @@ class GroupApi:
         result: JSON = await self._run(send, write=True)
         return result
 
+    async def send_files(self, request: Request) -> JSON:
+        ref = _group_ref(request)
+        data = await self.api.body(request)
+        body = data.get("body") or ""
+        ids = data.get("attachments")
+        if not isinstance(body, str) or not isinstance(ids, list) or not ids:
+            raise HTTPException(400, "body is text; attachments is a non-empty list of ids")
+        ttl_s = _ttl(data, self.config.message.max_ttl_s)
+        refs = self.uploads.uploaded(ids)
+
+        def send(node: Node, now: float) -> JSON:
+            entry = _entry(node, ref)
+            mid = node.send_group_message(entry.group.id, body, now=now, ttl_s=ttl_s, refs=refs)
+            view = group_message_view(node, entry.messages[mid])
+            return {**view, "attachments": of_message(node, mid)}
+
+        try:
+            result: JSON = await self._run(send, write=True)
+        except InvalidAttachment as exc:
+            raise HTTPException(400, str(exc)) from exc
+        self.uploads.sent(refs)
+        return result
+
     async def mark_read(self, request: Request) -> JSON:
         ref = _group_ref(request)
         data = await self.api.body(request)
@@ -221,8 +259,8 @@ class GroupApi:
         return result
 
 
-def group_routes(api: ApiLike, config: NodeConfig) -> list[Route]:
-    g, e = GroupApi(api, config), api.endpoint
+def group_routes(api: ApiLike, config: NodeConfig, uploads: Uploads) -> list[Route]:
+    g, e = GroupApi(api, config, uploads), api.endpoint
     return [
         Route("/groups", e(g.listing), methods=["GET"]),
         Route("/groups", e(g.create, 201), methods=["POST"]),
@@ -236,4 +274,5 @@ def group_routes(api: ApiLike, config: NodeConfig) -> list[Route]:
         Route("/groups/{group}/messages", e(g.messages), methods=["GET"]),
         Route("/groups/{group}/messages", e(g.send, 201), methods=["POST"]),
         Route("/groups/{group}/messages/read", e(g.mark_read), methods=["POST"]),
+        Route("/groups/{group}/messages/files", e(g.send_files, 201), methods=["POST"]),
     ]

@@ -1,4 +1,5 @@
-"""Files in the CLI: ``send WHO --file PATH``, the attachments under ``inbox WHO``, ``save``.
+"""Files in the CLI: ``send WHO --file PATH`` (WHO a contact or a group), the attachments
+under ``inbox WHO``, ``save``.
 
 Uploads stream the file to the daemon's API (``POST /attachments``; it is never read whole),
 with a progress bar; ``save`` streams the decrypted file back into a ``.part`` file and
@@ -40,6 +41,19 @@ def send_files(
     return sent
 
 
+def send_files_to_group(
+    client: DaemonClient, group_path: str, paths: tuple[Path, ...], body: str, ttl: float | None
+) -> JSON:
+    """Upload each file, then send them in one group message: one encrypted copy of each file
+    for every member (``POST /groups/{group}/messages/files``)."""
+    ids = [upload(client, path)["attachment_id"] for path in paths]
+    payload: dict[str, object] = {"body": body, "attachments": ids}
+    if ttl is not None:
+        payload["ttl_s"] = ttl
+    sent: JSON = client.post(f"{group_path}/messages/files", payload)
+    return sent
+
+
 def upload(client: DaemonClient, path: Path) -> JSON:
     size = path.stat().st_size
     with _progress() as bar, open(path, "rb") as source:
@@ -55,9 +69,14 @@ def upload(client: DaemonClient, path: Path) -> JSON:
     return uploaded
 
 
-def attachments_table(client: DaemonClient, peer_id: str) -> Table | None:
-    """The attachments exchanged with one contact, or None if there are none."""
-    rows = client.get(f"/attachments?peer={peer_id}")
+def attachments_table(
+    client: DaemonClient, peer_id: str | None, *, message_ids: set[str] | None = None
+) -> Table | None:
+    """The attachments exchanged with one contact (or of these group messages), or None."""
+    if peer_id is not None:
+        rows = client.get(f"/attachments?peer={peer_id}")
+    else:
+        rows = [a for a in client.get("/attachments") if a["message_id"] in (message_ids or ())]
     if not rows:
         return None
     table = Table(title="Attachments", title_justify="left")

@@ -1,12 +1,14 @@
 """``meshmsg group ...``: create and change groups, read and write group messages (the daemon).
 
-``meshmsg send NAME TEXT`` and ``meshmsg inbox NAME`` reach a group too: :func:`group_named`
-tells them whether NAME is one of our groups (a group wins only where no contact has the name).
+``meshmsg send NAME [--file PATH] TEXT`` and ``meshmsg inbox NAME`` reach a group too:
+:func:`group_named` tells them whether NAME is one of our groups (a group wins only where no
+contact has the name).
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -14,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from meshmsg.app.cli_common import Ctx, Duration, clock, console, pass_ctx, preview
+from meshmsg.app.cli_files import attachments_table, send_files_to_group
 from meshmsg.app.client import DaemonClient
 from meshmsg.app.safe_text import peer_markup, peer_text
 
@@ -172,20 +175,35 @@ def _show(view: JSON) -> None:
 
 @group.command("send")
 @click.argument("name")
-@click.argument("message", nargs=-1, required=True)
+@click.argument("message", nargs=-1, required=False)
 @click.option("--ttl", type=Duration(), default=None, help="How long relays keep it.")
+@click.option(
+    "--file", "files", multiple=True, help="A file to attach (repeat for several).",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)  # fmt: skip
 @pass_ctx
-def send(ctx: Ctx, name: str, message: tuple[str, ...], ttl: float | None) -> None:
-    """Send MESSAGE to group NAME ('-' reads it from standard input)."""
+def send(
+    ctx: Ctx, name: str, message: tuple[str, ...], ttl: float | None, files: tuple[Path, ...]
+) -> None:
+    """Send MESSAGE to group NAME ('-' reads it from standard input), with --file PATHs."""
     client = ctx.require_daemon()
     body = sys.stdin.read() if message == ("-",) else " ".join(message)
-    send_to_group(client, name, body, ttl)
+    if not files and not body.strip():
+        raise click.UsageError("a message, a --file, or both")
+    send_to_group(client, name, body, ttl, files)
 
 
-def send_to_group(client: DaemonClient, name: str, body: str, ttl: float | None) -> None:
-    sent = client.post(_path(client, name) + "/messages", {"body": body, "ttl_s": ttl})
+def send_to_group(
+    client: DaemonClient, name: str, body: str, ttl: float | None, files: tuple[Path, ...] = ()
+) -> None:
+    """Send to group NAME; with ``files``, one encrypted copy of each for every member."""
+    if files:  # uploads: meshmsg/app/cli_files.py
+        sent = send_files_to_group(client, _path(client, name), files, body, ttl)
+    else:
+        sent = client.post(_path(client, name) + "/messages", {"body": body, "ttl_s": ttl})
+    what = f"{len(files)} file{'s' if len(files) != 1 else ''}, " if files else ""
     console.print(f"Queued {sent['message_id'][:8]} to group [bold]{peer_markup(name)}[/bold]: "
-                  f"one copy for all {sent['recipients']} members.")  # fmt: skip
+                  f"{what}one copy for all {sent['recipients']} members.")  # fmt: skip
 
 
 @group.command("inbox")
@@ -208,6 +226,9 @@ def group_inbox(client: DaemonClient, name: str, limit: int, *, keep_unread: boo
         table.add_row(clock(m["sent_at"]), peer_text(m["sender"]),
                       peer_text(m["body"], multiline=True), m["status"])  # fmt: skip
     console.print(table if messages else f"No messages in {preview(name)} yet.")
+    ids = {m["message_id"] for m in messages}
+    if messages and (files := attachments_table(client, None, message_ids=ids)):
+        console.print(files)
     unread = [m["message_id"] for m in messages if m["direction"] == "in"]
     if unread and not keep_unread:
         client.post(f"{path}/messages/read", {"message_ids": unread})

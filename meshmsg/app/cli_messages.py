@@ -64,10 +64,11 @@ def send(
     try:
         target = resolve_contact(client.get("/contacts"), who)
     except LocalProtocolError:
-        if files or group_named(client, who) is None:  # a group by that name: send to the group
+        if group_named(client, who) is None:  # a group by that name: send to the group
             raise
-        _check_size(body)
-        send_to_group(client, who, body, ttl)
+        if not files:
+            _check_size(body)
+        send_to_group(client, who, body, ttl, files)
         return
     if files:  # attachments: meshmsg/app/cli_files.py
         sent = send_files(client, target, files, body, ttl)

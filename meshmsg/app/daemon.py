@@ -7,6 +7,7 @@ open_mesh_node`), serves the local API (``app/api.py``) on 127.0.0.1, writes ``d
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ import trio
 from meshmsg.app.api import serve_api
 from meshmsg.app.datadir import Settings, Unlocked, daemon_lock, runtime_path
 from meshmsg.app.mesh import NodeHandle, open_mesh_node
+from meshmsg.app.readmarks import ReadMarks
 from meshmsg.errors import StorageError
 from meshmsg.net.storage import DataDir
 
@@ -88,7 +90,11 @@ async def run_daemon(
             raise StorageError(f"a daemon is already running on {data_dir.root}")
         token = write_api_token(data_dir)
         async with open_mesh_node(data_dir, settings, unlocked) as handle, trio.open_nursery() as n:
-            api_url = await n.start(serve_api, handle, token, api_host, settings.api_port)
+            reads = ReadMarks.in_data_dir(
+                data_dir.root, unlocked.db_key, handle.config.net.api_max_read_marks
+            )
+            serve = functools.partial(serve_api, reads=reads)
+            api_url = await n.start(serve, handle, token, api_host, settings.api_port)
             _write_private(
                 runtime_path(data_dir),
                 json.dumps({"api": api_url, "pid": os.getpid(), "listen": handle.address}),

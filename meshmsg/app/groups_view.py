@@ -60,6 +60,7 @@ def group_row(node: Node, entry: Entry) -> JSON:
         "epoch": state.epoch,
         "member": node.identity.public.identity_key in state.members,
         "last_at": last.sent_at if last else None,
+        "last": {"body": last.body, "sender": member_name(node, last.sender)} if last else None,
         "unread": sum(1 for m in entry.messages.values() if not m.outgoing and not m.read_by_me),
     }
 
@@ -80,7 +81,19 @@ def group_message_view(node: Node, message: GroupMessage) -> JSON:
         "read": len(message.read) if message.outgoing else None,
         "recipients": recipients if message.outgoing else None,
         "status": _status(message),
+        "receipts": _receipts(node, message) if message.outgoing else None,
     }
+
+
+def _receipts(node: Node, message: GroupMessage) -> list[JSON]:
+    """Each recipient of our message and how far it got with them: read, delivered or sent."""
+    rows = [
+        {"peer_id": peer_id_of(key).hex(), "name": member_name(node, key),
+         "state": "read" if key in message.read else
+                  "delivered" if key in message.delivered else "sent"}
+        for key in message.recipients
+    ]  # fmt: skip
+    return sorted(rows, key=lambda r: (r["name"].lower(), r["peer_id"]))
 
 
 def _status(message: GroupMessage) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from meshmsg.app.trust_marks import contact_extras, sent_by_first_contact
@@ -81,8 +82,14 @@ def message_view(message: StoredMessage) -> JSON:
     }
 
 
-def conversations_view(node: Node) -> list[JSON]:
-    """One row per peer we exchanged messages with, most recent first."""
+def conversations_view(
+    node: Node, read_up_to: Callable[[str], float] = lambda _peer: 0.0
+) -> list[JSON]:
+    """One row per peer we exchanged messages with, most recent first.
+
+    ``read_up_to`` gives the arrival time up to which the user has read a conversation (the web
+    UI's read marks, ``app/readmarks.py``); messages received after it count as unread.
+    """
     rows: list[JSON] = []
     for peer_id in node.conversations.peers():
         messages = node.conversations.with_peer(peer_id)
@@ -91,17 +98,30 @@ def conversations_view(node: Node) -> list[JSON]:
         contact = node.contacts.get(peer_id)
         if contact is None and node.requests.get(peer_id) is not None:
             continue  # a message request: shown apart (GET /requests), not as a conversation
-        last = messages[-1]
+        last, read_at = messages[-1], read_up_to(peer_id.hex())
         rows.append(
             {
                 "peer_id": peer_id.hex(),
                 "name": contact.name if contact is not None else None,
                 "messages": len(messages),
                 "received": sum(not m.outgoing for m in messages),
+                "unread": sum(not m.outgoing and _later(arrived_at(m), read_at) for m in messages),
+                "read_up_to": read_at,
                 "last": message_view(last),
             }
         )
     return sorted(rows, key=lambda r: r["last"]["sent_at"], reverse=True)
+
+
+def arrived_at(message: StoredMessage) -> float:
+    """When a received message reached us (older records may lack it: then when it was sent)."""
+    return message.received_at if message.received_at is not None else message.sent_at
+
+
+def _later(at: float, than: float) -> bool:
+    """``at`` after ``than`` to the millisecond: the core stores times in whole milliseconds,
+    so a mark taken before a restart must equal the same message's time read back after it."""
+    return round(at * 1000) > round(than * 1000)
 
 
 def store_view(node: Node) -> JSON:
@@ -118,8 +138,23 @@ def store_view(node: Node) -> JSON:
     }
 
 
-def sessions_view(node: Node) -> list[JSON]:
-    """The peers this node has a link to now (authenticated or still handshaking)."""
+def requests_quota_view(node: Node) -> JSON:
+    """Message requests (issue #12): their quota, blocks and refusals, for ``/status``."""
+    return {
+        "pending": len(node.requests),
+        "held_bytes": node.requests.held_bytes,
+        "max_bytes": node.config.first_contact.max_request_bytes,
+        "blocked": len(node.requests.blocked),
+        "refused": node.requests.dropped,
+    }
+
+
+def sessions_view(node: Node, hosts: Mapping[int, str] | None = None) -> list[JSON]:
+    """The peers this node has a link to now (authenticated or still handshaking).
+
+    ``hosts`` (the driver's remote host per link) gives an inbound link its address: the
+    core knows only the ``host:port`` it dialled.
+    """
     rows: list[JSON] = []
     for link, session in sorted(node.sessions.items()):
         contact = node.contacts.get(session.peer_id) if session.peer_id else None
@@ -130,7 +165,7 @@ def sessions_view(node: Node) -> list[JSON]:
                 "name": contact.name if contact is not None else None,
                 "contact": contact is not None,
                 "verified": contact.verified if contact is not None else False,
-                "address": session.address,
+                "address": session.address or (hosts or {}).get(link),
                 "inbound": session.address is None,
                 "synced": session.synced,
             }
@@ -176,6 +211,7 @@ def event_view(event: object) -> JSON:
 
 
 __all__ = [
+    "arrived_at",
     "contact_view",
     "contacts_view",
     "conversations_view",
@@ -183,6 +219,7 @@ __all__ = [
     "message_view",
     "outbox_view",
     "parse_peer_id",
+    "requests_quota_view",
     "sessions_view",
     "store_view",
     "to_json",

@@ -34,6 +34,8 @@ ASSETS: Final = {
     "app.js": "text/javascript",
     "api.js": "text/javascript",
     "views.js": "text/javascript",
+    "groups.js": "text/javascript",
+    "people.js": "text/javascript",
     "style.css": "text/css",
     "icon.svg": "image/svg+xml",
 }

@@ -10,7 +10,8 @@ kind        key                      value
 =========== ======================== ==========================================
 CONTACT     peer id                  ContactState
 CHANNEL     peer id                  ``ContactChannel.to_bytes()``
-ENVELOPE    envelope id              EnvelopeState (envelope bytes + routing)
+ENVELOPE    envelope id              CarriedEnvelopeState (envelope bytes, routing, expiry by
+                                     our clock); EnvelopeState (older, no expiry) is read
 MESSAGE     message id               MessageState (with its timeline)
 TOMBSTONE   tag                      TombstoneState (purge token, expiry)
 META        ``b"router"``            RouterState (PRoPHET predictabilities)
@@ -45,6 +46,7 @@ from meshmsg.core.org import orgcodec
 from meshmsg.core.records import (
     INNER_RECORDS,
     STORAGE_RECORDS,
+    CarriedEnvelopeState,
     ContactState,
     EnvelopeState,
     MessageState,
@@ -93,9 +95,10 @@ def channel_record(peer_id: bytes, channel: ContactChannel) -> StoredRecord:
 
 
 def envelope_record(item: StoreItem) -> StoredRecord:
-    value = EnvelopeState(
+    value = CarriedEnvelopeState(
         envelope=item.envelope, copies=item.copies, hops=item.hops, tier=int(item.tier),
         source=item.source, received_at=_ms(item.received_at), route_hint=item.route_hint,
+        expiry_at=_ms(item.expiry_at),
     )  # fmt: skip
     return StoredRecord(kind=RecordKind.ENVELOPE, key=item.envelope_id, value=encode_record(value))
 
@@ -286,7 +289,7 @@ def _restore_tombstone(into: NodeState, record: StoredRecord) -> None:
 
 def _restore_envelope(into: NodeState, record: StoredRecord) -> None:
     state = _decode_one(record, into)
-    if not isinstance(state, EnvelopeState):
+    if not isinstance(state, EnvelopeState | CarriedEnvelopeState):
         raise StorageError("ENVELOPE record holds another type")
     try:
         envelope = parse_envelope(state.envelope, buckets=into.config.message.envelope_size_buckets)
@@ -294,12 +297,21 @@ def _restore_envelope(into: NodeState, record: StoredRecord) -> None:
         raise StorageError(f"persisted envelope is damaged: {exc}") from exc
     item = StoreItem(
         envelope_id=record.key, envelope=state.envelope, tag=envelope.tag,
-        expiry_at=envelope.expiry_at, copies=state.copies, hops=state.hops,
-        tier=Tier(state.tier), source=state.source, received_at=state.received_at / _MS,
+        expiry_at=_local_expiry(state, envelope.expiry_at), copies=state.copies,
+        hops=state.hops, tier=Tier(state.tier), source=state.source,
+        received_at=state.received_at / _MS,
         route_hint=state.route_hint,
     )  # fmt: skip
     into.store.restore(item)
     into.items.add(item.envelope_id, int(item.expiry_at))
+
+
+def _local_expiry(state: EnvelopeState | CarriedEnvelopeState, envelope_expiry: int) -> float:
+    """When the copy expires by our clock; records written before issue #11's fix have only
+    the envelope's own expiry."""
+    if isinstance(state, CarriedEnvelopeState):
+        return state.expiry_at / _MS
+    return float(envelope_expiry)
 
 
 def _restore_message(into: NodeState, record: StoredRecord) -> None:

@@ -124,6 +124,23 @@ class EnvelopeAccepted:
     hops: int
     copies: int
     for_us: bool
+    # What the transfer left of the copy's life, by our clock (None: not known, group mail).
+    lifetime_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvelopeHandedOver:
+    """A peer took custody of copies we transferred (its ``Custody`` came).
+
+    ``claimed``: the peer had claimed the envelope as its own mail (``Reply.for_me``), which is
+    what a relay learns of a recipient (docs/threat-model.md); the simulator's relay observer
+    (``meshmsg/sim/observer.py``) measures it.
+    """
+
+    envelope_id: bytes
+    link: LinkId
+    copies: int
+    claimed: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -239,6 +256,7 @@ Event = (
     | ClockSkewDetected
     | EnvelopeAccepted
     | EnvelopeDropped
+    | EnvelopeHandedOver
     | GroupChanged
     | GroupMessageReceived
     | GroupMessageStatus

@@ -47,6 +47,7 @@ from meshmsg.core.effects import DeleteChunks, Effect, LinkId, RecordKind, Store
 from meshmsg.core.events import Event, LinkClosed, PeerConnected
 from meshmsg.core.exchange.dispatch import Exchange
 from meshmsg.core.exchange.receipts import RECEIPT_DELIVERED
+from meshmsg.core.exchange.sync import TIMED_TRANSFER
 from meshmsg.core.groups.book import GroupBook
 from meshmsg.core.identity import ContactCard, Identity
 from meshmsg.core.itemset import ItemSet
@@ -68,8 +69,9 @@ from meshmsg.core.wire import Record
 from meshmsg.errors import CloseReason, LocalProtocolError, RemoteProtocolError
 
 # 1 = sync v1 (reconciliation, offer/reply, transfer, custody, purge); 2 = LIVE_HEAL: a
-# KeyExchange after the meeting's exchange is answered (core/pacing.py, issue #17)
-CAPABILITIES = (1, LIVE_HEAL)
+# KeyExchange after the meeting's exchange is answered (core/pacing.py, issue #17); 3 =
+# TIMED_TRANSFER: transfers carry a relative lifetime (core/exchange/sync.py, issue #11)
+CAPABILITIES = (1, LIVE_HEAL, TIMED_TRANSFER)
 
 
 class Node:
@@ -403,12 +405,20 @@ class Node:
         self._exchange.groups.change(entry.group.id, action, member=member, name=name, now=now)
 
     def send_group_message(
-        self, group: bytes | str, body: str, *, now: float, ttl_s: float | None = None
-    ) -> bytes:
-        """Seal one envelope for every member; return the message id. Raises GroupError."""
+        self, group: bytes | str, body: str, *, now: float, ttl_s: float | None = None,
+        refs: Sequence[AttachmentRef] = (),
+    ) -> bytes:  # fmt: skip
+        """Seal one envelope for every member; return the message id. ``refs``: attachments
+        sealed into the chunk store, one encrypted copy for the whole group.
+
+        Raises:
+            GroupError: see the group limits. InvalidAttachment: a reference fails its checks.
+        """
         self._out.now = now
         entry = self.groups.find(group)
-        return self._exchange.groups.send_text(entry.group.id, body, now, ttl_s)
+        message_id = self._exchange.groups.send_text(entry.group.id, body, now, ttl_s, refs)
+        self._flush_all(now)
+        return message_id
 
     def mark_group_read(
         self, group: bytes | str, message_ids: Iterable[bytes], *, now: float

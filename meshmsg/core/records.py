@@ -189,6 +189,26 @@ class Transfer:
     route_hint: bytes | None = wire(Optional(Bytes.exact(8)))
 
 
+MAX_LIFETIME_MS: Final = 0xFFFF_FFFF  # ~49.7 days in ms, over any max_ttl_s; the receiver caps it
+
+
+@record(0x1E)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimedTransfer:
+    """A ``Transfer`` whose lifetime is relative (Hello capability 3; issue #11, finding 2).
+
+    ``lifetime_ms`` is what the sender's own clock leaves of the envelope's life when it sends:
+    the receiver keeps it until ``now + min(lifetime_ms, max_ttl_s)`` by its own clock, so no
+    two clocks are compared (the envelope's absolute ``expiry_at`` is the originator's clock).
+    """
+
+    envelope: bytes = wire(Bytes(min_len=1, max_len=65_000))
+    copies: int = wire(UInt(max=65_535))
+    hops: int = wire(UInt(max=255))
+    route_hint: bytes | None = wire(Optional(Bytes.exact(8)))
+    lifetime_ms: int = wire(UInt(max=MAX_LIFETIME_MS))
+
+
 @record(0x16)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Custody:
@@ -280,6 +300,22 @@ class EnvelopeState:
     route_hint: bytes | None = wire(Optional(Bytes.exact(8)))
 
 
+@record(0x67)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CarriedEnvelopeState:
+    """``EnvelopeState`` and when the copy expires by our clock (issue #11, finding 2): a copy
+    taken by ``TimedTransfer`` lives by its relative lifetime, not the envelope's expiry."""
+
+    envelope: bytes = wire(Bytes(min_len=1, max_len=65_000))
+    copies: int = wire(UInt(max=65_535))
+    hops: int = wire(UInt(max=255))
+    tier: int = wire(UInt(max=3))
+    source: bytes | None = wire(Optional(Bytes.exact(16)))
+    received_at: int = wire(UInt())
+    route_hint: bytes | None = wire(Optional(Bytes.exact(8)))
+    expiry_at: int = wire(UInt())  # ms since the epoch, our clock
+
+
 @struct
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TimelineEntry:
@@ -330,7 +366,8 @@ HANDSHAKE_RECORDS: Final = RecordRegistry([Hello, IdentityProof])
 """Records carried in Noise handshake messages 2 and 3."""
 
 SESSION_RECORDS: Final = LINK_RECORDS.extend(
-    [KeyExchange, KeyConfirm, RouteTable, SyncMessage, Offer, Reply, Transfer, Custody, Purge,
+    [KeyExchange, KeyConfirm, RouteTable, SyncMessage, Offer, Reply, Transfer, TimedTransfer,
+     Custody, Purge,
      *ATTACH_SESSION_RECORDS, DirectoryHave, DirectoryChunk]
 )  # fmt: skip
 """Records a node reads from an established session: the link layer plus the meeting protocol."""
@@ -341,7 +378,7 @@ INNER_RECORDS: Final = RecordRegistry(
 """Records inside an end-to-end envelope."""
 
 STORAGE_RECORDS: Final = RecordRegistry(
-    [ContactState, EnvelopeState, MessageState, TombstoneState, RouterState,
-     *ATTACH_STORAGE_RECORDS]
+    [ContactState, EnvelopeState, CarriedEnvelopeState, MessageState, TombstoneState,
+     RouterState, *ATTACH_STORAGE_RECORDS]
 )  # fmt: skip
 """Values of persisted records (never sent on a link)."""

@@ -104,6 +104,11 @@ class RelayStore:
 
     # ------------------------------------------------------------------ queries
 
+    @property
+    def one_mode(self) -> bool:
+        """The ONE's buffer rule (and, in custody, the ONE's global-clock expiry)."""
+        return self._one_mode
+
     def __contains__(self, envelope_id: object) -> bool:
         return envelope_id in self._items
 

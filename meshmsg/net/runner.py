@@ -193,6 +193,12 @@ class NodeRunner(Generic[N]):
         """Every bound listening address, as ``host:port`` / ``[ipv6]:port``."""
         return [format_address(*ln.socket.getsockname()[:2]) for ln in self._listeners]
 
+    def link_hosts(self) -> dict[LinkId, str]:
+        """The remote host of each live connection by link: an inbound link's only address
+        (the core knows only the dialled ``host:port`` of links we opened)."""
+        conns = self._connections.conns.items()
+        return {link: c.host for link, c in conns if not c.retired}
+
     async def call(self, fn: Callable[[N, float], T]) -> T:
         """Run ``fn(node, now)`` in the pump and return its result (or raise its exception).
 

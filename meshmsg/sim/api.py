@@ -3,10 +3,14 @@
 One run writes one folder::
 
     MessageStatsReport.txt   the ONE's report, same fields and format
+    relay_privacy.txt        with output.relay_privacy: a curious relay's guesses of sender and
+                             recipient beside random guessing (meshmsg/sim/observer.py)
     messages.jsonl           one record per message: created, each hop, delivered, drops and why
     contacts.txt             the contact log in the ONE's format (replayable)
     scenario.toml            the resolved scenario (defaults filled in, absolute paths)
     delivery.png, latency_cdf.png, copies.png
+    group_traffic.json       with [group_traffic]: delivery per member, latency, relay copies
+                             and bytes (meshmsg.sim.groupreport)
     run.json                 seed, stats, extra counts, event-log hash, wall time, peak memory,
                              git commit, Python and package versions; written last, so a folder
                              with run.json is complete (sweeps rely on it to resume)
@@ -32,9 +36,12 @@ from meshmsg.errors import ConfigError
 from meshmsg.sim.engine import Engine, EngineConfig, External
 from meshmsg.sim.factories import load_factory
 from meshmsg.sim.failures import Failure, find_failures
+from meshmsg.sim.groupreport import GroupRecorder, GroupSummary
+from meshmsg.sim.grouptraffic import GroupTraffic
 from meshmsg.sim.host import CodesOnly, NodeFactory, NodeSetup, PrePairing
 from meshmsg.sim.links import LinkParams
 from meshmsg.sim.mobility import presence_contacts, random_waypoint_contacts
+from meshmsg.sim.observer import RelayObserver
 from meshmsg.sim.report import MessageStats, Recorder
 from meshmsg.sim.rng import SeededRng
 from meshmsg.sim.scenario import (
@@ -65,6 +72,8 @@ class RunResult:
     violations: tuple[str, ...]
     failures: tuple[Failure, ...] = ()
     """Messages not created, violations, nodes never linked (:mod:`meshmsg.sim.failures`)."""
+    groups: GroupSummary | None = None
+    """With ``[group_traffic]``: what group traffic achieved and cost."""
 
 
 def resolve(scenario: Scenario | Path | str, overrides: Sequence[str] = ()) -> Scenario:
@@ -231,10 +240,14 @@ def run_scenario(
         event_log: TextIO | None = None
         if s.output.event_log:
             event_log = stack.enter_context(gzip.open(out_dir / "events.log.gz", "wt"))
-        result, recorder = _execute(s, factory, contact_log, event_log, progress)
+        result, recorder, group = _execute(s, factory, contact_log, event_log, progress)
     stats = recorder.stats(s.run.duration_s)
+    groups = group.write(out_dir / "group_traffic.json") if group is not None else None
     (out_dir / "MessageStatsReport.txt").write_text(stats.to_text(s.run.name), encoding="utf-8")
     recorder.write_messages(out_dir / "messages.jsonl")
+    if recorder.relay_observer is not None:
+        guesses = recorder.relay_observer.guesses(recorder.message_ends)
+        (out_dir / "relay_privacy.txt").write_text(guesses.to_text(s.run.name), encoding="utf-8")
     if s.output.plots:
         from meshmsg.sim.plots import write_plots  # matplotlib is slow to load
 
@@ -249,7 +262,7 @@ def run_scenario(
         )
     failures = find_failures(recorder, nodes=s.nodes.count, violations=result.violations)
     run = dataclasses.replace(result, out_dir=out_dir, stats=stats, extras=recorder.extras(),
-                              failures=failures)  # fmt: skip
+                              failures=failures, groups=groups)  # fmt: skip
     _write_metadata(out_dir / "run.json", s, run)
     return run
 
@@ -260,7 +273,7 @@ def _execute(
     contact_log: TextIO | None,
     event_log: TextIO | None,
     progress: Callable[[float, float], None] | None,
-) -> tuple[RunResult, Recorder]:
+) -> tuple[RunResult, Recorder, GroupRecorder | None]:
     config = EngineConfig(
         mode=s.run.mode,
         duration_s=s.run.duration_s,
@@ -279,13 +292,27 @@ def _execute(
         default_interface=s.links.default_interface,
         strict=s.run.strict,
     )
+    curious = None
+    if s.output.relay_privacy:
+        curious = RelayObserver(ttl_s=s.nodes.ttl_s, copies=s.routing.copies)
     recorder = Recorder(
         sample_interval_s=s.output.sample_interval_s,
         contact_log=contact_log,
         contact_log_interfaces=s.output.contact_log_interfaces,
+        relay_observer=curious,
     )
+    sources = external_sources(s)
+    observer: Recorder | GroupRecorder = recorder
+    group: GroupRecorder | None = None
+    if s.group_traffic.count:
+        traffic = GroupTraffic(
+            s.group_traffic, count=s.nodes.count, duration_s=s.run.duration_s,
+            seed=s.run.seed, ttl_s=s.nodes.ttl_s, inner=recorder,
+        )  # fmt: skip
+        observer = group = traffic.recorder
+        sources.append(traffic.events(factory.identity, s.nodes.count))
     engine = Engine(
-        config, node_setups(s), factory, external_sources(s), recorder,
+        config, node_setups(s), factory, sources, observer,
         pre_pair=pre_pairing(s), keep_records=restarts_possible(s), event_log=event_log,
     )  # fmt: skip
     recorder.on_violation(engine.violation)  # report-level checks fail the run like others
@@ -306,7 +333,7 @@ def _execute(
         peak_rss_mb=peak_mb,
         violations=result.violations,
     )
-    return run, recorder
+    return run, recorder, group
 
 
 def _write_metadata(path: Path, s: Scenario, run: RunResult) -> None:

@@ -79,10 +79,16 @@ def sim() -> None:
 @click.option("--strict", is_flag=True,
               help="Exit non-zero if messages were not created, invariants were violated or "
                    "nodes never linked.")  # fmt: skip
+@click.option("--relay-privacy", is_flag=True,
+              help="Also score a curious relay's guesses of sender and recipient "
+                   "(relay_privacy.txt; output.relay_privacy=true).")  # fmt: skip
 def run_cmd(
-    scenario: Path, out: Path | None, params: tuple[str, ...], agent: str | None, strict: bool
-) -> None:
+    scenario: Path, out: Path | None, params: tuple[str, ...], agent: str | None, strict: bool,
+    relay_privacy: bool,
+) -> None:  # fmt: skip
     """Run SCENARIO (a TOML file) and write its report folder."""
+    if relay_privacy:
+        params = (*params, "output.relay_privacy=true")
     try:
         folder = out or Path("results") / scenario.stem
         with RunProgress(progress_console) as progress:
@@ -100,6 +106,9 @@ def run_cmd(
         f"wall {result.wall_s:.1f} s, {result.sim_s_per_wall_s:,.0f} simulated s per wall s, "
         f"peak {result.peak_rss_mb:.0f} MB, event-log hash {result.event_log_hash[:16]}"
     )
+    privacy = folder / "relay_privacy.txt"
+    if relay_privacy and privacy.exists():
+        console.print(privacy.read_text(encoding="utf-8"), markup=False, highlight=False)
     console.print(f"results in {folder}")
     for failure in result.failures:  # soft_wrap: one line per failure, whatever the width
         console.print(failure.text(), style="bold red", markup=False, highlight=False,

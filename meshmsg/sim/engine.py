@@ -37,10 +37,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO, assert_never
 
+from meshmsg.config import NetConfig, WireLimits
 from meshmsg.core import effects as fx
 from meshmsg.core.effects import CloseLink, Dial, Persist, Transmit
-from meshmsg.core.events import EnvelopeAccepted, Event, MessageReceived
+from meshmsg.core.events import EnvelopeAccepted, EnvelopeHandedOver, Event, MessageReceived
 from meshmsg.errors import InvalidAttachment, InvalidMessage, LocalProtocolError
+from meshmsg.sim.commands import REFUSALS, NodeCommand
 from meshmsg.sim.faults import NodeCrash, NodeRestart, Partition
 from meshmsg.sim.files import ChunkBodies, ChunkStore, carry_out_chunk, send_as_file
 from meshmsg.sim.host import NodeFactory, NodeSetup, PrePairing, RecordStore, SimulatedNode
@@ -49,13 +51,16 @@ from meshmsg.sim.oneclock import StepGrid, one_ttl_s
 from meshmsg.sim.rng import SeededRng
 from meshmsg.sim.traces import ContactEvent, MessageEvent, parse_host
 
-External = ContactEvent | MessageEvent | NodeCrash | NodeRestart | Partition
+External = ContactEvent | MessageEvent | NodeCommand | NodeCrash | NodeRestart | Partition
 
 # Heap entry kinds and priorities: at equal times external events come first, then internal
 # deliveries, then the ONE step (an event at a step's time is processed before that step).
 _EXT, _TIMER, _ARRIVE, _DONE, _STEP, _CLOSE, _DIAL = range(7)
 _P_EXT, _P_INTERNAL, _P_STEP = 0, 1, 2
 _DUE_TIMER, _DUE_UNIT = 0, 1
+_PEER_EVENTS = (EnvelopeAccepted, EnvelopeHandedOver)  # events the observer gets the peer of
+_WHOLE_FRAME_BYTES = WireLimits().max_receive_buffer_bytes  # larger: read in pieces (deliver)
+_READ_BYTES = NetConfig().read_chunk_bytes
 MAX_SAME_INSTANT_TIMERS = 10_000  # a node re-arming for "now" forever is a bug, not a workload
 
 
@@ -293,8 +298,17 @@ class Engine:
         received = frame.data if frame.altered else b""
         self._log(f"{now!r} rx {direction.receiver} {link.id} {len(frame.data)}", received)
         self._input = "receive_data"
-        slot.node.receive_data(link.id, frame.data, now=now)
-        self._drain(slot)
+        if len(frame.data) <= _WHOLE_FRAME_BYTES:
+            slot.node.receive_data(link.id, frame.data, now=now)
+            self._drain(slot)
+            return
+        # A Transmit larger than a receive buffer (many 40 KiB group-history envelopes) is read
+        # the way the trio driver reads a socket: ``read_chunk_bytes`` at a time.
+        for start in range(0, len(frame.data), _READ_BYTES):
+            if slot.node is None or link.closing_by == direction.receiver:
+                return
+            slot.node.receive_data(link.id, frame.data[start : start + _READ_BYTES], now=now)
+            self._drain(slot)
 
     def transfer_started(
         self, link: Link, direction: Direction, envelopes: int, now: float
@@ -324,6 +338,9 @@ class Engine:
             case MessageEvent():
                 self._log(f"{now!r} C {event.message_id} {event.source} {event.destination}")
                 self._create(event)
+            case NodeCommand():
+                self._log(f"{now!r} cmd {event.address} {event.label}")
+                self._command(event)
             case NodeCrash():
                 self._log(f"{now!r} crash {event.address}")
                 self._crash(self._slots[event.address])
@@ -432,6 +449,20 @@ class Engine:
         self._observer.created(self.now, event, message_id)
         self._drain(slot)
 
+    def _command(self, event: NodeCommand) -> None:
+        slot = self._slots[event.address]
+        if slot.node is None:
+            event.skipped(self.now, "the source node is down")
+            return
+        self._input = "command"
+        self._inputs += 1
+        try:
+            event.run(slot.node, self.now)
+        except REFUSALS as exc:
+            self._log(f"{self.now!r} refused {event.label} {exc}")
+            event.skipped(self.now, str(exc))
+        self._drain(slot)
+
     # ---- faults ------------------------------------------------------------------------------
 
     def _crash(self, slot: _Slot) -> None:
@@ -526,7 +557,7 @@ class Engine:
             self._log(f"{now!r} ev {address} {event!r}")
             self._check_event(address, event)
             peer = None
-            if isinstance(event, EnvelopeAccepted) and event.link in slot.links:
+            if isinstance(event, _PEER_EVENTS) and event.link in slot.links:
                 peer = slot.links[event.link].peer_of(address)
             self._observer.node_event(now, address, event, peer)
             event = node.next_event()

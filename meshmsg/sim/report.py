@@ -33,11 +33,13 @@ from meshmsg.core.events import (
     DropReason,
     EnvelopeAccepted,
     EnvelopeDropped,
+    EnvelopeHandedOver,
     Event,
     MessageQueued,
     MessageReceived,
 )
 from meshmsg.errors import LocalProtocolError
+from meshmsg.sim.observer import RelayObserver
 from meshmsg.sim.traces import ContactEvent, ContactLogWriter, MessageEvent
 
 DROPPED_REASONS = (DropReason.EXPIRED, DropReason.EVICTED)
@@ -188,11 +190,17 @@ class Recorder:
         sample_interval_s: float,
         contact_log: TextIO | None = None,
         contact_log_interfaces: bool = False,
+        relay_observer: RelayObserver | None = None,
     ) -> None:
         self.records: dict[str, MessageRecord] = {}
+        self.relay_observer = relay_observer  # what curious relays learn (issue #11, 4)
         self._by_message: dict[bytes, str] = {}
         self._by_envelope: dict[bytes, str] = {}
         self._held: dict[tuple[int, bytes], float] = {}  # (node, envelope) -> arrival time
+        # (node, envelope) -> transfers on the path that brought it there: hop counts measured
+        # here, not read from the transfers, whose initial hop count is random (issue #11, 4).
+        self._path_hops: dict[tuple[int, bytes], int] = {}
+        self._envelope_of: dict[str, bytes] = {}  # message's sim id -> its envelope id
         self._received: dict[str, int] = {}
         self._violation: Callable[[str], None] = _raise_violation
         self._progress: Callable[[float], None] | None = None
@@ -236,6 +244,8 @@ class Recorder:
         if event.up:
             self.contacts += 1
             self.in_contact.update((event.a, event.b))
+            if self.relay_observer is not None:
+                self.relay_observer.contact(event.a, event.b)
         if self._contact_log is not None:
             self._contact_log.write(event)
 
@@ -278,11 +288,17 @@ class Recorder:
                 sim_id = self._by_message.get(event.message_id)
                 if sim_id is not None:
                     self._by_envelope[event.envelope_id] = sim_id
+                    self._envelope_of[sim_id] = event.envelope_id
                     self._held[(address, event.envelope_id)] = now
+                    self._path_hops[(address, event.envelope_id)] = 0
             case EnvelopeAccepted():
                 self._accepted(now, address, event, peer)
+                if self.relay_observer is not None:
+                    self.relay_observer.accepted(now, address, event, peer)
+            case EnvelopeHandedOver() if self.relay_observer is not None:
+                self.relay_observer.handed_over(now, address, event, peer)
             case MessageReceived():
-                self._message_received(now, event)
+                self._message_received(now, address, event)
             case EnvelopeDropped():
                 self._dropped(now, address, event)
             case AttachmentProgress():
@@ -291,6 +307,14 @@ class Recorder:
                 self._attachment_complete(now, address, aid)
             case _:
                 pass
+
+    def message_ends(self, envelope_id: bytes) -> tuple[int, int] | None:
+        """(sender, recipient) of a traffic message's envelope; None for other envelopes."""
+        sim_id = self._by_envelope.get(envelope_id)
+        if sim_id is None:
+            return None
+        record = self.records[sim_id]
+        return record.source, record.destination
 
     def _attachment_complete(self, now: float, address: int, attachment_id: bytes) -> None:
         sim_id, created = self._attachments[attachment_id]
@@ -310,20 +334,25 @@ class Recorder:
         self.relayed += 1
         record = self.records[sim_id]
         record.hops.append((now, peer, address))
+        before = None if peer is None else self._path_hops.get((peer, event.envelope_id))
+        hops = event.hops if before is None else before + 1
+        self._path_hops[(address, event.envelope_id)] = hops
         if event.for_us:
-            self._delivered(now, record, event.hops)
+            self._delivered(now, record, hops)
         else:
             self._held[(address, event.envelope_id)] = now
 
-    def _message_received(self, now: float, event: MessageReceived) -> None:
+    def _message_received(self, now: float, address: int, event: MessageReceived) -> None:
         sim_id = self._by_message.get(event.message_id)
         if sim_id is None:
             return
+        envelope = self._envelope_of.get(sim_id)
+        measured = None if envelope is None else self._path_hops.get((address, envelope))
         count = self._received.get(sim_id, 0) + 1
         self._received[sim_id] = count
         if count > 1:
             self._violation(f"t={now}: message {sim_id} delivered to the application twice")
-        self._delivered(now, self.records[sim_id], event.hops)
+        self._delivered(now, self.records[sim_id], event.hops if measured is None else measured)
 
     def _delivered(self, now: float, record: MessageRecord, hops: int) -> None:
         if record.delivered_at is not None:

@@ -128,6 +128,29 @@ class TrafficSection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GroupTrafficSection:
+    """Group mail (issue #14; ``meshmsg.sim.grouptraffic``): groups made with the real core's
+    group operations at ``setup_s``, then messages to a random group from a random member."""
+
+    count: int = 0  # groups; 0 = no group traffic
+    size: tuple[int, int] = (3, 10)  # members per group, creator included (uniform)
+    members: str = ""  # address spec members are drawn from; "" = all nodes
+    # Who writes: a message comes from a random member of the group among these addresses
+    # ("" = any member; a group with none of them: any member). Few writers (a coordinator,
+    # team leads) reuse their sender chains; many first-time writers each hand a chain out first.
+    senders: str = ""
+    setup_s: float = 0.0  # when each group's creator creates it
+    interval_s: Range = (60.0, 120.0)  # between group messages (uniform), over all groups
+    size_bytes: tuple[int, int] = (100, 2_000)  # text bodies (at most a text body's 32 KiB)
+    start_s: float = 60.0
+    end_s: float | None = None  # None: end of the run
+    # "group": one group message (one ciphertext for every member); "fanout": the same traffic
+    # as one pairwise message per member, for the relay-cost comparison (same seed, same run).
+    delivery: str = "group"
+    prefix: str = "G"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CrashSpec:
     address: int
     at_s: float
@@ -156,6 +179,9 @@ class OutputSection:
     contact_log: bool = True
     contact_log_interfaces: bool = True  # append the interface, so multi-interface runs replay
     sample_interval_s: float = 60.0  # time-series resolution (copies in flight)
+    # Score an honest-but-curious relay's guesses of sender and recipient (relay_privacy.txt,
+    # meshmsg/sim/observer.py; issue #11, finding 4). Off by default: it logs every copy.
+    relay_privacy: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,6 +196,7 @@ class Scenario:
     mobility: MobilitySection = field(default_factory=MobilitySection)
     presence: PresenceSection = field(default_factory=PresenceSection)
     traffic: TrafficSection = field(default_factory=TrafficSection)
+    group_traffic: GroupTrafficSection = field(default_factory=GroupTrafficSection)
     faults: FaultsSection = field(default_factory=FaultsSection)
     output: OutputSection = field(default_factory=OutputSection)
 
@@ -442,6 +469,7 @@ def validate(s: Scenario) -> None:
     _check_range(s.traffic.size_bytes, "traffic.size_bytes", low=1)
     parse_addresses(s.traffic.senders, s.nodes.count, "traffic.senders")
     parse_addresses(s.traffic.receivers, s.nodes.count, "traffic.receivers")
+    _validate_group_traffic(s)
     _check(s.faults.crash_rate_per_h >= 0, "faults.crash_rate_per_h", "must be >= 0")
     _check_range(s.faults.downtime_s, "faults.downtime_s")
     for i, c in enumerate(s.faults.crashes):
@@ -449,6 +477,25 @@ def validate(s: Scenario) -> None:
     for i, p in enumerate(s.faults.partitions):
         _check(p.start_s < p.end_s, f"faults.partitions[{i}]", "start_s must be before end_s")
     _check(s.output.sample_interval_s > 0, "output.sample_interval_s", "must be positive")
+
+
+def _validate_group_traffic(s: Scenario) -> None:
+    g = s.group_traffic
+    _check(g.count >= 0, "group_traffic.count", "must be >= 0")
+    _check_range(g.size, "group_traffic.size", low=2)
+    pool = parse_addresses(g.members, s.nodes.count, "group_traffic.members")
+    parse_addresses(g.senders, s.nodes.count, "group_traffic.senders")
+    _check(
+        g.count == 0 or g.size[1] <= len(pool),
+        "group_traffic.size",
+        f"more than the {len(pool)} addresses of group_traffic.members",
+    )
+    _check_range(g.interval_s, "group_traffic.interval_s")
+    _check(g.interval_s[1] > 0, "group_traffic.interval_s", "must allow a positive interval")
+    _check_range(g.size_bytes, "group_traffic.size_bytes", low=1)
+    _check(g.delivery in ("group", "fanout"), "group_traffic.delivery", "'group' or 'fanout'")
+    _check(g.setup_s >= 0 and g.start_s >= 0, "group_traffic", "times must be >= 0")
+    _check(g.count == 0 or s.run.mode == "messenger", "group_traffic", "needs messenger mode")
 
 
 # ---- writing -----------------------------------------------------------------------------------

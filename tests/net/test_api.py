@@ -139,10 +139,16 @@ async def test_contacts_send_list_and_live_events(tmp_path: Path) -> None:
 
         messages = await bob.get(f"/conversations/{alice_id}/messages")
         assert [(m["body"], m["direction"]) for m in messages] == [("hello bob", "in")]
+        assert [row["unread"] for row in await bob.get("/conversations")] == [1]
         read = await bob.client.post(
             "/messages/read", json={"peer_id": alice_id, "message_ids": [message_id]}
         )
-        assert read.json() == {"marked": 1}
+        assert read.json() == {"marked": 1, "read_up_to": messages[0]["received_at"]}
+        assert [row["unread"] for row in await bob.get("/conversations")] == [0]
+        # Alice dialled: on Bob's side the link is inbound, shown with the host it came from.
+        (inbound,) = (await bob.get("/status"))["peers"]
+        assert inbound["inbound"] is True
+        assert inbound["address"] == "127.0.0.1"
         with trio.fail_after(15):  # receipts are batched for receipt_delay_s (2 s)
             while True:
                 rows = await alice.get(f"/conversations/{bob_id}/messages")

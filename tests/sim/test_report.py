@@ -107,3 +107,22 @@ def test_recorder_flags_a_second_delivery_to_the_application() -> None:
     with pytest.raises(LocalProtocolError, match="delivered to the application twice"):
         rec.node_event(2.0, 1, received, None)
     assert rec.stats(3.0).delivered == 1
+
+
+@pytest.mark.parametrize("for_us", [True, False])
+def test_recorder_counts_hops_along_the_path_not_the_transfer_field(for_us: bool) -> None:
+    """An originator's copy starts at a random hop count (issue #11, finding 4): the recorder
+    counts the transfers that brought the copy to its recipient (here 2), whatever the field
+    says, whether it is taken for the recipient or opened later from the carried store."""
+    rec = Recorder(sample_interval_s=10.0)
+    rec.created(0.0, MessageEvent(time=0.0, message_id="M1", source=0, destination=2, size=9),
+                b"m1")  # fmt: skip
+    rec.node_event(0.0, 0, MessageQueued(message_id=b"m1", peer_id=b"p2", envelope_id=b"e1"), None)
+    first = EnvelopeAccepted(envelope_id=b"e1", link=1, hops=4, copies=3, for_us=False)
+    rec.node_event(5.0, 1, first, 0)
+    final = EnvelopeAccepted(envelope_id=b"e1", link=2, hops=5, copies=1, for_us=for_us)
+    rec.node_event(7.0, 2, final, 1)
+    received = MessageReceived(message_id=b"m1", peer_id=b"p0", sent_at=0.0, received_at=7.0,
+                               body="", hops=5)  # fmt: skip
+    rec.node_event(7.0, 2, received, None)
+    assert rec.stats(30.0).hopcount_avg == 2.0

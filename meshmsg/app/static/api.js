@@ -56,6 +56,25 @@ export const api = {
   attachments: (peer) => request("GET", `/attachments?peer=${peer}`),
   sendFiles: (to, body, ids) => request("POST", "/messages/files", { to, body, attachments: ids }),
   fetchAttachment: (id) => request("POST", `/attachments/${id}/fetch`, {}),
+  // Groups (app/api_groups.py): a group is named by its id (64 hex digits) in every path.
+  groups: () => request("GET", "/groups"),
+  group: (id) => request("GET", `/groups/${id}`),
+  createGroup: (name, members) => request("POST", "/groups", { name, members }),
+  addMember: (id, who) => request("POST", `/groups/${id}/members`, { who }),
+  removeMember: (id, who) => request("DELETE", `/groups/${id}/members/${who}`),
+  leaveGroup: (id) => request("POST", `/groups/${id}/leave`, {}),
+  promote: (id, who) => request("POST", `/groups/${id}/admins`, { who }),
+  demote: (id, who) => request("DELETE", `/groups/${id}/admins/${who}`),
+  groupMessages: (id) => request("GET", `/groups/${id}/messages`),
+  sendToGroup: (id, body) => request("POST", `/groups/${id}/messages`, { body }),
+  markGroupRead: (id, ids) => request("POST", `/groups/${id}/messages/read`, { message_ids: ids }),
+  // Message requests and organisation directories (app/api_firstcontact.py).
+  requests: () => request("GET", "/requests"),
+  acceptRequest: (peer) => request("POST", `/requests/${peer}/accept`, {}),
+  declineRequest: (peer, block) => request("POST", `/requests/${peer}/decline`, { block }),
+  orgs: () => request("GET", "/orgs"),
+  searchDirectory: (text) => request("GET", `/directory?${new URLSearchParams({ q: text })}`),
+  addFromDirectory: (peer) => request("POST", `/directory/${peer}/contact`, {}),
 };
 
 // The file goes up as the request body, streamed by the browser (never read into the page);

@@ -19,21 +19,33 @@ export function h(tag, attrs = {}, ...children) {
 const TIME = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
 export const when = (seconds) => (seconds ? TIME.format(new Date(seconds * 1000)) : "");
 
-export function trustBadge(contact) {
-  if (!contact) return h("span", { class: "badge unknown" }, "not a contact");
-  if (contact.blocked) return h("span", { class: "badge blocked" }, "blocked");
-  if (contact.verified) return h("span", { class: "badge verified" }, "verified in person");
-  return h("span", { class: "badge unverified" }, "unverified");
+// One word for how far a contact is trusted, the same everywhere it is shown. An
+// organisation's mark is shown apart from (and below) a check made in person.
+export function trustWord(contact) {
+  if (!contact) return ["unknown", "not a contact"];
+  if (contact.blocked) return ["blocked", "blocked"];
+  if (contact.verified) return ["verified", "verified in person"];
+  if (contact.org_verified?.length) return ["org", `verified by ${contact.org_verified.join(", ")}`];
+  return ["unverified", "unverified"];
 }
 
-export function conversationList(rows, active, unread) {
+export function trustBadge(contact) {
+  const [kind, text] = trustWord(contact);
+  const revoked = contact?.org_revoked?.length
+    ? h("span", { class: "badge blocked" }, `revoked by ${contact.org_revoked.join(", ")}`) : null;
+  return h("span", { class: "trust" }, h("span", { class: `badge ${kind}` }, text), revoked ? " " : null, revoked);
+}
+
+// Rows: { key ("c/<peer>" or "g/<group>"), name, unread, last, trust? } (app.js merges both kinds).
+export function conversationList(rows, active) {
   return rows.map((row) => {
-    const name = row.name ?? `${row.peer_id.slice(0, 8)}…`;
-    const count = unread.get(row.peer_id) ?? 0;
-    const last = row.last ? row.last.body : "";
-    return h("li", { class: row.peer_id === active ? "active" : "" },
-      h("a", { href: `#/c/${row.peer_id}`, "aria-current": row.peer_id === active ? "page" : false }, name),
-      count ? h("span", { class: "unread", "aria-label": `${count} unread` }, String(count)) : null,
+    const current = row.key === active;
+    const last = row.last ?? "";
+    return h("li", { class: current ? "active" : "", dataset: { key: row.key } },
+      h("a", { href: `#/${row.key}`, "aria-current": current ? "page" : false }, row.name),
+      row.unread ? h("span", { class: "unread", "aria-label": `${row.unread} unread` }, String(row.unread)) : null,
+      row.group ? h("span", { class: "kind" }, `group · ${row.members}`)
+        : h("span", { class: `kind trust-${trustWord(row.contact)[0]}` }, trustWord(row.contact)[1]),
       h("p", { class: "last" }, last.length > 80 ? `${last.slice(0, 80)}…` : last));
   });
 }
@@ -95,7 +107,9 @@ export function conversationView(peer, contact, messages, onSend, files = new Ma
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const text = box.value.trim();
-    if (text) onSend(text).then(() => { box.value = ""; box.focus(); });
+    if (!text) return;
+    box.value = "";  // at once: what is typed while it is on its way must not be wiped
+    onSend(text).then(() => box.focus(), () => { if (!box.value) box.value = text; });
   });
   box.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey) {
@@ -108,7 +122,7 @@ export function conversationView(peer, contact, messages, onSend, files = new Ma
     list, form);
 }
 
-export function contactsView(identity, contacts, actions) {
+export function contactsView(identity, contacts, actions, directory = null) {
   const code = h("textarea", { id: "code", rows: 3, required: true, "aria-label": "Contact code",
     placeholder: "MM1:…", spellcheck: "false" });
   const alias = h("input", { id: "alias", type: "text", "aria-label": "Name (optional)", placeholder: "Name (optional)" });
@@ -134,7 +148,8 @@ export function contactsView(identity, contacts, actions) {
           h("caption", {}, "Your contacts"),
           h("thead", {}, h("tr", {}, ["Name", "Trust", "Safety number", "Actions"].map((c) => h("th", { scope: "col" }, c)))),
           h("tbody", {}, rows))
-      : h("p", { class: "muted" }, "No contacts yet: paste a contact code above."));
+      : h("p", { class: "muted" }, "No contacts yet: paste a contact code above."),
+    directory);
 }
 
 function contactRow(contact, actions) {

@@ -10,7 +10,7 @@ missing chunks, because a node asks for chunks, never for "the rest of a transfe
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -97,6 +97,9 @@ class AttachmentCarrier:
         # link's window until stored, so a disk slower than the link holds back the requests
         # instead of piling chunk bodies up in the driver's queue.
         self._storing_from: dict[tuple[bytes, int], LinkId] = {}
+        # Whether an attachment belongs to a group message (set by the node's Attachments part):
+        # its members complete it without a receipt and carry it on to each other.
+        self.shared: Callable[[Carried], bool] = _not_shared
 
     # ------------------------------------------------------------------ restore and commands
 
@@ -119,9 +122,10 @@ class AttachmentCarrier:
         return [i for i in held if i not in self.table]
 
     def add_own(
-        self, ref: AttachmentRef, *, peer_id: bytes, message_id: bytes, expiry_at: float
+        self, ref: AttachmentRef, *, peer_id: bytes | None, message_id: bytes, expiry_at: float
     ) -> None:
-        """An attachment we sealed, every chunk already in the chunk store."""
+        """An attachment we sealed, every chunk already in the chunk store (``peer_id`` None:
+        for a group)."""
         manifest = ref.check(self._limits)
         item = Carried(
             attachment_id=ref.attachment_id, manifest=manifest, role=Role.OWN,
@@ -390,8 +394,8 @@ class AttachmentCarrier:
             return  # cannot check a token for an attachment we never saw: ignore it
         if not item.manifest.is_done_token(record.token):
             raise InvalidAttachment("a completion receipt with the wrong token")
-        if item.role in (Role.WANTED, Role.PENDING):
-            return  # we are the recipient: our own copy is the file
+        if item.role in (Role.WANTED, Role.PENDING) or self.shared(item):
+            return  # we are the recipient, or one member's receipt is not every member's
         expiry = min(record.expiry_at / 1000, now + self._config.message.max_ttl_s)
         self._remember_done(record.attachment_id, record.token, expiry)
         if item.role is Role.OWN:
@@ -449,6 +453,10 @@ class AttachmentCarrier:
     def _completed(self, item: Carried, now: float) -> None:
         if item.role is Role.WANTED and item.ref is not None:
             self._host.attach_event(AttachmentComplete(attachment_id=item.attachment_id))
+            if self.shared(item):  # a group's: no receipt, we hand it on to other members
+                for link in self._links:
+                    self._advertise(link, [item])
+                return
             token = item.ref.done_token
             expiry = now + self._config.message.max_ttl_s
             self._remember_done(item.attachment_id, token, expiry)
@@ -492,8 +500,9 @@ class AttachmentCarrier:
         entries: list[HoldingEntry] = []
         size = 0
         for item in items:
-            if item.role is Role.PENDING or (item.role is Role.WANTED and item.held.complete):
-                continue  # nothing to give, or the file is ours now
+            ours = item.role is Role.WANTED and item.held.complete and not self.shared(item)
+            if item.role is Role.PENDING or ours:
+                continue  # nothing to give, or the file is ours now (a group's is everyone's)
             entry = HoldingEntry(
                 attachment_id=item.attachment_id, manifest=item.manifest.encode(),
                 expiry_at=int(item.expiry_at * 1000), copies=self._offer_copies(item),
@@ -537,3 +546,7 @@ class AttachmentCarrier:
 
     def _save(self, item: Carried) -> None:
         self._host.persist((state_record(item),), ())
+
+
+def _not_shared(item: Carried) -> bool:
+    return False

@@ -14,17 +14,25 @@ from meshmsg.core import codec
 from meshmsg.core.e2e import Match
 from meshmsg.core.effects import StoredRecord
 from meshmsg.core.envelope import Envelope, envelope_id, parse_envelope
-from meshmsg.core.events import DropReason, EnvelopeAccepted, EnvelopeDropped, MessageStatus
+from meshmsg.core.events import (
+    DropReason,
+    EnvelopeAccepted,
+    EnvelopeDropped,
+    EnvelopeHandedOver,
+    MessageStatus,
+)
 from meshmsg.core.exchange.firstmail import FirstOpening
 from meshmsg.core.exchange.holdings import Holdings
 from meshmsg.core.exchange.opening import Opening
 from meshmsg.core.exchange.sync import Sync
 from meshmsg.core.outbox import Outbox
-from meshmsg.core.records import Custody, Transfer
+from meshmsg.core.records import Custody, TimedTransfer, Transfer
 from meshmsg.core.session import InFlight, PeerSession
 from meshmsg.core.state import NodeState
 from meshmsg.core.store import StoreItem, Tier
 from meshmsg.errors import InvalidMessage, RemoteProtocolError
+
+_MS = 1000.0
 
 
 class Carrying:
@@ -45,7 +53,28 @@ class Carrying:
 
     # ============================================================ receiving
 
-    def on_transfer(self, session: PeerSession, record: Transfer, now: float) -> None:
+    def on_timed_transfer(self, session: PeerSession, record: TimedTransfer, now: float) -> None:
+        """A transfer with a relative lifetime: the copy lives that long by our clock, at most
+        ``max_ttl_s`` whatever the peer claims (issue #11, finding 2).
+
+        ONE mode keeps the envelope's absolute expiry: the ONE has one global clock, and a
+        lifetime re-based at each hop would add every hop's transfer time to it.
+        """
+        plain = Transfer(
+            envelope=record.envelope, copies=record.copies, hops=record.hops,
+            route_hint=record.route_hint,
+        )  # fmt: skip
+        if self._state.store.one_mode:
+            self.on_transfer(session, plain, now)
+            return
+        lifetime = min(record.lifetime_ms / _MS, self._state.config.message.max_ttl_s)
+        self.on_transfer(session, plain, now, expiry_at=now + lifetime)
+
+    def on_transfer(
+        self, session: PeerSession, record: Transfer, now: float, *, expiry_at: float | None = None
+    ) -> None:
+        """A transfer; ``expiry_at`` is when our copy expires by our clock (None: the
+        envelope's own expiry, for a ``Transfer`` from a peer without capability 3)."""
         state = self._state
         try:
             envelope = parse_envelope(
@@ -66,12 +95,13 @@ class Carrying:
             return
         duplicate = env_id in state.store or state.tombstones.has_tag(envelope.tag)
         too_far = record.hops > state.config.message.max_hops
-        if duplicate or too_far or envelope.expiry_at <= now:
+        expiry = float(envelope.expiry_at) if expiry_at is None else expiry_at
+        if duplicate or too_far or expiry <= now:
             self._acknowledge(session, refused=[env_id])
             return
         item = StoreItem(
             envelope_id=env_id, envelope=record.envelope, tag=envelope.tag,
-            expiry_at=envelope.expiry_at, copies=record.copies, hops=record.hops,
+            expiry_at=expiry, copies=record.copies, hops=record.hops,
             tier=session.tier, source=session.peer_id, received_at=now,
             route_hint=record.route_hint,
         )  # fmt: skip
@@ -87,7 +117,7 @@ class Carrying:
             self._out.emit(
                 EnvelopeAccepted(
                     envelope_id=env_id, link=session.link_id, hops=item.hops,
-                    copies=item.copies, for_us=False,
+                    copies=item.copies, for_us=False, lifetime_s=item.expiry_at - now,
                 )
             )  # fmt: skip
             if env_id in state.store:
@@ -173,6 +203,12 @@ class Carrying:
                 raise RemoteProtocolError("custody for an envelope we did not send")
             session.peer_has.add(env_id)
             delivered = delivered or flight.to_recipient
+            self._out.emit(
+                EnvelopeHandedOver(
+                    envelope_id=env_id, link=session.link_id, copies=flight.copies,
+                    claimed=flight.to_recipient,
+                )
+            )  # fmt: skip
             self._handed_over(env_id, flight, now)
         if delivered and session.declined:
             # The peer recognises only a window of its next counters; having taken mail for

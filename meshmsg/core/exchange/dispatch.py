@@ -50,6 +50,7 @@ from meshmsg.core.records import (
     Reply,
     RouteTable,
     SyncMessage,
+    TimedTransfer,
     Transfer,
 )
 from meshmsg.core.session import PeerSession
@@ -72,7 +73,9 @@ class Exchange:
         self.sending = Sending(state, out, self._holdings, self._sync, renewal, self.attachments)
         self.receipts = Receipts(state, out, self.sending, renewal)
         self._purges = Purges(state, out, self._holdings, self._sync)
-        self.groups = GroupMail(state, out, self._holdings, self._sync, self.sending)
+        self.groups = GroupMail(
+            state, out, self._holdings, self._sync, self.sending, self.attachments
+        )
         opening = Opening(
             state, out, self._holdings, self._purges, self.receipts, self.groups, self.attachments
         )
@@ -103,6 +106,8 @@ class Exchange:
                 self._sync.on_reply(session, for_me, have, now)
             case Transfer():
                 self._carrying.on_transfer(session, record, now)
+            case TimedTransfer():
+                self._carrying.on_timed_transfer(session, record, now)
             case Custody(accepted=accepted, refused=refused):
                 self._carrying.on_custody(session, accepted, refused, now)
             case Purge(token=token, expiry_at=expiry_at):

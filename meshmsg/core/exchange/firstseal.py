@@ -15,6 +15,7 @@ from meshmsg.core.conversations import StoredMessage
 from meshmsg.core.envelope import envelope_id
 from meshmsg.core.events import MessageQueued
 from meshmsg.core.exchange.holdings import Holdings
+from meshmsg.core.exchange.origin import origin_hops, origin_ttl_cut
 from meshmsg.core.exchange.sync import Sync
 from meshmsg.core.firstcontact import bucket_for, seal_first_contact
 from meshmsg.core.outbox import Outbox
@@ -44,14 +45,16 @@ class FirstSealing:
     ) -> StoreItem:
         state = self._state
         limits = state.config.message
+        ttl = min(expiry_at - now, limits.latency_budget_s)
         sealed = seal_first_contact(
             sender=state.identity, recipient=contact.public, inner=encode_records(records),
-            now=now, ttl_s=min(expiry_at - now, limits.latency_budget_s), rng=state.rng,
+            now=now, ttl_s=ttl - origin_ttl_cut(state, ttl), rng=state.rng,
             limits=limits, slots=state.config.first_contact.tag_slots,
         )  # fmt: skip
         item = StoreItem(
             envelope_id=envelope_id(sealed.envelope), envelope=sealed.envelope, tag=sealed.tag,
-            expiry_at=float(sealed.expiry_at), copies=state.router.initial_copies(), hops=0,
+            expiry_at=float(sealed.expiry_at), copies=state.router.initial_copies(),
+            hops=origin_hops(state),
             tier=Tier.OWN, source=None, received_at=now,
             route_hint=contact.route if state.router.needs_route_hint else None,
         )  # fmt: skip

@@ -19,6 +19,7 @@ from meshmsg.core.events import MessageQueued
 from meshmsg.core.exchange.attachments import Attachments
 from meshmsg.core.exchange.firstseal import FirstSealing
 from meshmsg.core.exchange.holdings import Holdings
+from meshmsg.core.exchange.origin import origin_hops, origin_ttl_cut
 from meshmsg.core.exchange.renewal import Renewal
 from meshmsg.core.exchange.sync import Sync
 from meshmsg.core.outbox import Outbox
@@ -174,10 +175,12 @@ class Sending:
         if channel is None or contact.exchanging:
             raise LocalProtocolError("contact keys are not ready for sealing")
         ttl = min(expiry_at - now, state.config.message.latency_budget_s)
+        ttl -= origin_ttl_cut(state, ttl)
         sealed = channel.seal(encode_records(records), now, ttl, state.rng)
         item = StoreItem(
             envelope_id=sealed.envelope_id, envelope=sealed.envelope, tag=sealed.tag,
-            expiry_at=float(sealed.expiry_at), copies=state.router.initial_copies(), hops=0,
+            expiry_at=float(sealed.expiry_at), copies=state.router.initial_copies(),
+            hops=origin_hops(state),
             tier=Tier.OWN, source=None, received_at=now,
             route_hint=contact.route if state.router.needs_route_hint else None,
         )  # fmt: skip

@@ -9,12 +9,16 @@ it only feeds the routing decisions made in :meth:`Sync.on_reply`.
 
 from __future__ import annotations
 
+import math
+
 from meshmsg.core import codec
 from meshmsg.core.exchange.holdings import Holdings
 from meshmsg.core.lateoffers import offer_everywhere, take_parked
 from meshmsg.core.outbox import Outbox
 from meshmsg.core.reconcile import Reconciler, SyncBudget
 from meshmsg.core.records import (
+    MAX_LIFETIME_MS,
+    Hello,
     Offer,
     OfferEntry,
     Purge,
@@ -22,6 +26,7 @@ from meshmsg.core.records import (
     RouteEntry,
     RouteTable,
     SyncMessage,
+    TimedTransfer,
     Transfer,
 )
 from meshmsg.core.routing import PeerRouting, peer_routing
@@ -32,6 +37,17 @@ from meshmsg.core.wire import Record
 from meshmsg.errors import CloseReason, RemoteProtocolError
 
 _MS = 1000.0
+# Hello capability: the peer reads ``TimedTransfer`` (lifetimes relative to the link, issue #11
+# finding 2); a peer without it gets ``Transfer`` and judges the absolute expiry by its clock.
+TIMED_TRANSFER = 3
+
+
+def takes_timed_transfers(session: PeerSession) -> bool:
+    """Whether the peer of this link announced capability 3 (``TimedTransfer``)."""
+    peer = session.link.peer
+    if peer is None:
+        return False
+    return any(isinstance(r, Hello) and TIMED_TRANSFER in r.capabilities for r in peer.records)
 
 
 class Sync:
@@ -221,30 +237,42 @@ class Sync:
         cap = state.config.sync.max_transfers_per_sync
         for item, _, _ in transfers[cap:]:
             session.declined[item.envelope_id] = None
-        self._send_transfers(session, transfers[:cap])
+        self._send_transfers(session, transfers[:cap], now)
 
     def _send_transfers(
-        self, session: PeerSession, transfers: list[tuple[StoreItem, int, bool]]
+        self, session: PeerSession, transfers: list[tuple[StoreItem, int, bool]], now: float
     ) -> None:
         per_transmit = max(1, self._state.config.sync.envelopes_per_transmit)
+        timed = takes_timed_transfers(session)
         batch: list[Record] = []
         for item, copies, to_recipient in transfers:
             session.in_flight[item.envelope_id] = InFlight(copies=copies, to_recipient=to_recipient)
             if not to_recipient:
                 item.reserved += copies  # until custody, refusal or the link's end
             batch.append(
-                Transfer(
-                    envelope=item.envelope,
-                    copies=copies,
-                    hops=item.hops + 1,
-                    route_hint=item.route_hint,
-                )
+                _transfer(item, copies, now) if timed else _absolute_transfer(item, copies)
             )
             if len(batch) >= per_transmit:
                 self._out.transmit(session, batch, envelopes=len(batch))
                 batch = []
         if batch:
             self._out.transmit(session, batch, envelopes=len(batch))
+
+
+def _transfer(item: StoreItem, copies: int, now: float) -> TimedTransfer:
+    """The item as a ``TimedTransfer``: its remaining life by our clock, never a date."""
+    lifetime_ms = min(MAX_LIFETIME_MS, max(0, math.floor((item.expiry_at - now) * _MS)))
+    return TimedTransfer(
+        envelope=item.envelope, copies=copies, hops=item.hops + 1,
+        route_hint=item.route_hint, lifetime_ms=lifetime_ms,
+    )  # fmt: skip
+
+
+def _absolute_transfer(item: StoreItem, copies: int) -> Transfer:
+    """The item as a ``Transfer`` (a peer without capability 3 reads the envelope's expiry)."""
+    return Transfer(
+        envelope=item.envelope, copies=copies, hops=item.hops + 1, route_hint=item.route_hint
+    )
 
 
 def _offer_entry(item: StoreItem) -> OfferEntry:

@@ -26,13 +26,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from meshmsg.config import NodeConfig
+from meshmsg.core.attach.records import AttachmentRefEntry
 from meshmsg.core.envelope import Envelope
 from meshmsg.core.groups.group import Group
 from meshmsg.core.groups.keyring import GroupKeys, GroupMatch, chain_key, key_record
 from meshmsg.core.groups.ops import GroupOp, OpKind, parse_op, sign_op
 from meshmsg.core.groups.records import (
     GROUP_ENVELOPE_RECORDS,
+    GROUP_FILES_BODY_BYTES,
     MAX_HEADS,
+    GroupFiles,
     GroupKey,
     GroupOps,
     GroupReceipt,
@@ -74,6 +77,9 @@ class GroupMessage:
     delivered: set[bytes] = field(default_factory=set)
     read: set[bytes] = field(default_factory=set)
     read_by_me: bool = False
+    # Attachments' references, as the message carried them: set when we seal or open it, not
+    # persisted (the attachment carrier keeps each attachment with this message's id).
+    refs: tuple[AttachmentRefEntry, ...] = ()
 
 
 @dataclass(slots=True)
@@ -278,12 +284,17 @@ class GroupBook:
 
     # ------------------------------------------------------------ messages
 
-    def seal_text(self, entry: Entry, body: str, now: float, ttl_s: float) -> Sealed:
+    def seal_text(
+        self, entry: Entry, body: str, now: float, ttl_s: float,
+        refs: tuple[AttachmentRefEntry, ...] = (),
+    ) -> Sealed:  # fmt: skip
+        """Seal a message to the group (with ``refs``: its attachments, already checked)."""
         state = entry.group.state
         if self.me not in state.members:
             raise GroupError("you are no longer a member of this group")
-        if len(body.encode()) > self.config.message.max_body_bytes:
-            raise GroupError(f"message body over {self.config.message.max_body_bytes} bytes")
+        max_body = GROUP_FILES_BODY_BYTES if refs else self.config.message.max_body_bytes
+        if len(body.encode()) > max_body:
+            raise GroupError(f"message body over {max_body} bytes")
         chain, fresh = entry.keys.sender(epoch_id=state.epoch_id, rng=self.rng, now=now)
         shares: list[Outgoing] = []
         others = self._others(entry)
@@ -294,15 +305,20 @@ class GroupBook:
         message = GroupMessage(
             message_id=self.rng.randbytes(16), group=entry.group.id, sender=self.me,
             outgoing=True, body=body, sent_at=now, received_at=None, expiry_at=now + ttl_s,
-            recipients=frozenset(others),
+            recipients=frozenset(others), refs=refs,
         )  # fmt: skip
         heads = entry.group.heads[:MAX_HEADS]
-        payload = encode_record(GroupText(
+        record: GroupText | GroupFiles = GroupText(
             group=entry.group.id, message_id=message.message_id, sent_at=_ms(now), body=body,
             heads=heads,
-        ))  # fmt: skip
+        )  # fmt: skip
+        if refs:
+            record = GroupFiles(
+                group=entry.group.id, message_id=message.message_id, sent_at=_ms(now),
+                body=body, heads=heads, refs=refs,
+            )  # fmt: skip
         envelope, _token = chain.seal(
-            payload, now=now, ttl_s=ttl_s, rng=self.rng, limits=self.config.message
+            encode_record(record), now=now, ttl_s=ttl_s, rng=self.rng, limits=self.config.message
         )
         entry.messages[message.message_id] = message
         return Sealed(envelope=envelope, message=message, shares=shares)
@@ -316,13 +332,14 @@ class GroupBook:
             records = decode_records(payload, GROUP_ENVELOPE_RECORDS, self.config.wire)
         except DecodeError:
             return None, []  # authentic but unreadable (a newer client?)
-        text = next((r for r in records if isinstance(r, GroupText)), None)
+        text = next((r for r in records if isinstance(r, GroupText | GroupFiles)), None)
         if text is None or text.group != entry.group.id or text.message_id in entry.messages:
             return None, []
         message = GroupMessage(
             message_id=text.message_id, group=entry.group.id, sender=match.sender,
             outgoing=False, body=text.body, sent_at=text.sent_at / _MS, received_at=now,
             expiry_at=float(envelope.expiry_at),
+            refs=text.refs if isinstance(text, GroupFiles) else (),
         )  # fmt: skip
         entry.messages[message.message_id] = message
         out: list[Outgoing] = []

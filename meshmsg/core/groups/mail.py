@@ -31,6 +31,8 @@ from typing import Protocol
 
 from meshmsg.config import NodeConfig
 from meshmsg.core import codec
+from meshmsg.core.attach.assembly import AttachmentRef
+from meshmsg.core.attach.wirestate import ref_entry
 from meshmsg.core.contacts import Contact, ContactBook
 from meshmsg.core.deadline import Deadline
 from meshmsg.core.effects import LinkId, RecordKind, StoredRecord
@@ -110,6 +112,14 @@ class Sync(Protocol):
     def offer_new(self, item: StoreItem) -> None: ...
 
 
+class Files(Protocol):
+    """The node's attachment carrier, for group messages with files (``Attachments``)."""
+
+    def add_group_own(self, refs: Sequence[AttachmentRef], message_id: bytes, expiry_at: float,
+                      ) -> None: ...  # fmt: skip
+    def want_group(self, message: GroupMessage, now: float) -> None: ...
+
+
 _ACTIONS = {
     "add": OpKind.ADD, "remove": OpKind.REMOVE, "promote": OpKind.PROMOTE,
     "demote": OpKind.DEMOTE, "leave": OpKind.LEAVE, "rename": OpKind.RENAME,
@@ -120,14 +130,16 @@ class GroupMail:
     """See the module docstring."""
 
     __slots__ = (
-        "_holdings", "_key_deletes_pending", "_out", "_persisted", "_queue", "_retry",
-        "_sending", "_seq", "_state", "_sync",
+        "_files", "_holdings", "_key_deletes_pending", "_out", "_persisted", "_queue",
+        "_retry", "_sending", "_seq", "_state", "_sync",
     )  # fmt: skip
 
     def __init__(
-        self, state: State, out: Out, holdings: Holdings, sync: Sync, sending: Sending
-    ) -> None:
+        self, state: State, out: Out, holdings: Holdings, sync: Sync, sending: Sending,
+        files: Files,
+    ) -> None:  # fmt: skip
         self._state = state
+        self._files = files
         self._out = out
         self._holdings = holdings
         self._sync = sync
@@ -185,17 +197,30 @@ class GroupMail:
         self._dispatch(out, now)
         self._changed(entry)
 
-    def send_text(self, group: bytes, body: str, now: float, ttl_s: float | None) -> bytes:
+    def send_text(
+        self, group: bytes, body: str, now: float, ttl_s: float | None,
+        refs: Sequence[AttachmentRef] = (),
+    ) -> bytes:  # fmt: skip
+        """Seal one message for the whole group; with ``refs``, attachments the application
+        sealed into the chunk store: one encrypted copy for every member, its key inside the
+        message (docs/protocol/groups.md §5)."""
         state = self._state
         limits = state.config.message
         entry = state.groups.find(group)
+        if len(refs) > state.config.attach.max_attachments_per_message:
+            raise GroupError("too many attachments for one message")
+        for ref in refs:
+            ref.check(state.config.attach)  # InvalidAttachment before anything changed
+        entries = tuple(ref_entry(ref) for ref in refs)
         ttl = limits.default_ttl_s if ttl_s is None else ttl_s
         if not 0 < ttl <= limits.latency_budget_s:
             raise GroupError(f"ttl must be within (0, {limits.latency_budget_s:g}] seconds")
         if not state.store.own_room(limits.envelope_size_buckets[-1], 1):
             raise GroupError("outbox full: the store has no room for more own mail")
-        sealed = state.groups.seal_text(entry, body, now, ttl)
+        sealed = state.groups.seal_text(entry, body, now, ttl, entries)
         self._dispatch(sealed.shares, now)  # the chain leaves before the message it opens
+        if refs:  # before the message is offered: its chunks are advertised with it
+            self._files.add_group_own(refs, sealed.message.message_id, now + ttl)
         envelope = parse_envelope(sealed.envelope, buckets=limits.envelope_size_buckets)
         item = self._item(sealed.envelope, envelope, copies=state.router.initial_copies(),
                           hops=0, tier=Tier.OWN, source=None, now=now)  # fmt: skip
@@ -291,6 +316,8 @@ class GroupMail:
                     self._sync.offer_new(item)
 
         self._out.persist(puts, deletes=self._key_deletes, then=committed)
+        if message is not None and message.refs:
+            self._files.want_group(message, now)
         self._dispatch(out, now)
         self._probe(entry, now, match.sender)  # the sender's window slid: more may be ours
 
@@ -322,6 +349,8 @@ class GroupMail:
                 self._out.emit(_received(message, at))
 
         self._out.persist(puts, deletes=self._key_deletes, then=committed)
+        if message is not None and message.refs:
+            self._files.want_group(message, now)
         self._dispatch(out, now)
         return True
 

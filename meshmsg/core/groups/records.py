@@ -8,7 +8,9 @@ Inside a *pairwise* envelope (to one member, over the existing channel):
 
 Inside a *group* envelope (one ciphertext for every member; after the 64-byte signature):
 
-* ``GroupText [0x3A]``: a text message, with the sender's heads.
+* ``GroupText [0x3A]``: a text message, with the sender's heads;
+* ``GroupFiles [0x3E]``: a message with attachments: text, heads and each attachment's
+  reference (its key inside: one encrypted attachment for the whole group).
 
 Persisted (never on a link): ``GroupSenderState [0x68]``, ``GroupReceiveState [0x69]``,
 ``GroupMessageState [0x6A]``.
@@ -19,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from meshmsg.core.attach.records import MAX_REFS, AttachmentRefEntry
 from meshmsg.core.groups.ops import ID_BYTES, MAX_OP_BYTES
 from meshmsg.core.wire import (
     Bool,
@@ -35,6 +38,7 @@ from meshmsg.core.wire import (
 )
 
 MAX_HEADS: Final = 32  # concurrent branches a member reports; more are sent as operations
+GROUP_FILES_BODY_BYTES: Final = 15_000  # see GroupFiles
 _KEY = Bytes.exact(32)
 
 
@@ -78,6 +82,24 @@ class GroupText:
     sent_at: int = wire(UInt())  # ms, the sender's clock
     body: str = wire(Text(max_bytes=32_768))
     heads: tuple[bytes, ...] = wire(ListOf(Bytes.exact(ID_BYTES), max_items=MAX_HEADS))
+
+
+@record(0x3E)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupFiles:
+    """A group message with files. A new record rather than new GroupText fields (published
+    records never change); the references are the pairwise ``AttachmentMessage``'s."""
+
+    group: bytes = wire(Bytes.exact(ID_BYTES))
+    message_id: bytes = wire(Bytes.exact(16))
+    sent_at: int = wire(UInt())  # ms, the sender's clock
+    # AttachmentMessage's 16 KiB less room for the heads (32 x 33 B) and the group id: 16
+    # references, the heads and this text fit one group envelope's inner limit.
+    body: str = wire(Text(max_bytes=GROUP_FILES_BODY_BYTES))
+    heads: tuple[bytes, ...] = wire(ListOf(Bytes.exact(ID_BYTES), max_items=MAX_HEADS))
+    refs: tuple[AttachmentRefEntry, ...] = wire(
+        ListOf(Nested(AttachmentRefEntry), max_items=MAX_REFS)
+    )
 
 
 @record(0x68)
@@ -135,7 +157,7 @@ class GroupMessageState:
 
 
 GROUP_PAIRWISE_RECORDS: Final = RecordRegistry([GroupOps, GroupKey, GroupReceipt])
-GROUP_ENVELOPE_RECORDS: Final = RecordRegistry([GroupText])
+GROUP_ENVELOPE_RECORDS: Final = RecordRegistry([GroupText, GroupFiles])
 GROUP_STATE_RECORDS: Final = RecordRegistry(
     [GroupSenderState, GroupReceiveState, GroupMessageState]
 )

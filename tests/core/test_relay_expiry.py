@@ -1,0 +1,119 @@
+"""Relays keep an envelope's expiry in their own clock (issue #11, finding 2's relay case).
+
+A ``TimedTransfer`` carries the envelope's remaining lifetime, so a relay never compares the
+originator's clock with its own; what a peer claims is capped at ``max_ttl_s``. A peer without
+capability 3 still sends ``Transfer``, judged by the envelope's absolute expiry as before.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meshmsg.config import NodeConfig
+from meshmsg.core.envelope import envelope_id, parse_envelope
+from meshmsg.core.records import MAX_LIFETIME_MS, TimedTransfer, Transfer
+from tests.core.node_tools import AttackMesh, own_envelopes
+
+HOUR = 3_600.0
+DAY = 24 * HOUR
+CONFIG = NodeConfig()
+MAX_TTL = CONFIG.message.max_ttl_s
+
+
+def sealed_envelope(mesh: AttackMesh) -> bytes:
+    """An envelope alice sealed to bob with the default TTL, as a relay would be handed it."""
+    mesh.befriend("alice", "bob", pair=True)
+    mesh.nodes["alice"].send_message(mesh.peer_id("bob"), "via a relay", now=mesh.now)
+    mesh.run()
+    (envelope,) = own_envelopes(mesh.nodes["alice"])
+    return envelope
+
+
+def timed(envelope: bytes, lifetime_ms: int) -> TimedTransfer:
+    return TimedTransfer(
+        envelope=envelope, copies=3, hops=1, route_hint=None, lifetime_ms=lifetime_ms
+    )
+
+
+def test_a_relay_whose_clock_is_past_the_envelope_expiry_keeps_it_for_its_lifetime() -> None:
+    """Carol's clock is past the envelope's absolute expiry (as a relay's is when the sender's
+    clock is slow), yet the copy has a day to live: she takes it and keeps it a day."""
+    mesh = AttackMesh(["alice", "bob", "carol"])
+    envelope = sealed_envelope(mesh)
+    expiry_at = parse_envelope(envelope, buckets=CONFIG.message.envelope_size_buckets).expiry_at
+    mesh.now = expiry_at + HOUR  # carol's clock (all nodes share the mesh's) is past it
+    alice_as_peer = mesh.inject("carol", mesh.identities["alice"])
+    alice_as_peer.send([timed(envelope, int(DAY * 1000))])
+    env_id = envelope_id(envelope)
+    assert alice_as_peer.custody() == ({env_id}, set())
+    item = mesh.nodes["carol"].store.get(env_id)
+    assert item is not None
+    assert item.expiry_at == pytest.approx(mesh.now + DAY)
+    mesh.advance(DAY - 60)
+    assert env_id in mesh.nodes["carol"].store
+    mesh.advance(120)
+    assert env_id not in mesh.nodes["carol"].store
+
+
+def test_a_transfer_without_a_lifetime_is_still_judged_by_the_envelope_expiry() -> None:
+    """A peer without capability 3 sends ``Transfer``: its absolute expiry decides."""
+    mesh = AttackMesh(["alice", "bob", "carol"])
+    envelope = sealed_envelope(mesh)
+    expiry_at = parse_envelope(envelope, buckets=CONFIG.message.envelope_size_buckets).expiry_at
+    mesh.now = expiry_at + 1
+    old_peer = mesh.inject("carol", mesh.identities["alice"])
+    old_peer.send([Transfer(envelope=envelope, copies=3, hops=1, route_hint=None)])
+    assert old_peer.custody() == (set(), {envelope_id(envelope)})
+
+
+@settings(max_examples=25, deadline=None)
+@given(lifetime_ms=st.integers(min_value=0, max_value=MAX_LIFETIME_MS))
+def test_a_claimed_lifetime_never_pins_storage_beyond_max_ttl(lifetime_ms: int) -> None:
+    """Whatever lifetime a peer claims, the copy lives at most ``max_ttl_s`` by our clock, and
+    a lifetime of zero is refused as expired."""
+    mesh = AttackMesh(["alice", "bob", "carol"])
+    envelope = sealed_envelope(mesh)
+    env_id = envelope_id(envelope)
+    peer = mesh.inject("carol", mesh.stranger("liar"))
+    peer.send([timed(envelope, lifetime_ms)])
+    item = mesh.nodes["carol"].store.get(env_id)
+    if lifetime_ms == 0:
+        assert item is None
+        assert peer.custody() == (set(), {env_id})
+        return
+    assert item is not None
+    assert item.expiry_at == pytest.approx(mesh.now + min(lifetime_ms / 1000, MAX_TTL))
+
+
+def test_a_relayed_copy_keeps_its_own_expiry_across_a_restart() -> None:
+    mesh = AttackMesh(["alice", "bob", "carol"])
+    envelope = sealed_envelope(mesh)
+    expiry_at = parse_envelope(envelope, buckets=CONFIG.message.envelope_size_buckets).expiry_at
+    mesh.now = expiry_at + HOUR
+    mesh.inject("carol", mesh.identities["alice"]).send([timed(envelope, int(5 * HOUR * 1000))])
+    env_id = envelope_id(envelope)
+    before = mesh.nodes["carol"].store.get(env_id)
+    assert before is not None
+    mesh.stop("carol")
+    carol = mesh.start("carol")
+    after = carol.store.get(env_id)
+    assert after is not None
+    assert after.expiry_at == pytest.approx(before.expiry_at, abs=0.001)
+    assert after.expiry_at == pytest.approx(mesh.now + 5 * HOUR, abs=0.001)
+
+
+def test_nodes_send_the_remaining_lifetime_by_their_own_clock() -> None:
+    """Between two current nodes the relay's copy expires when the sender's would: the
+    lifetime left at the hand-over (20 h here), measured from it by the relay's clock."""
+    mesh = AttackMesh(["alice", "bob", "carol"])
+    envelope = sealed_envelope(mesh)
+    alice_item = mesh.nodes["alice"].store.get(envelope_id(envelope))
+    assert alice_item is not None
+    mesh.advance(4 * HOUR)
+    left = alice_item.expiry_at - mesh.now
+    mesh.connect("alice", "carol")
+    item = mesh.nodes["carol"].store.get(envelope_id(envelope))
+    assert item is not None
+    assert item.expiry_at == pytest.approx(mesh.now + left, abs=0.001)

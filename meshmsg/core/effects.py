@@ -25,11 +25,19 @@ class Transmit:
     simulator's ONE mode charges one transfer step per envelope); it is 0 for control traffic.
     It is a simulator concern kept in the core on purpose: the frames are encrypted, so only
     the core knows how many envelopes they carry. The trio driver ignores it.
+
+    ``one_bytes`` is the same kind of hint for ONE mode only: the payload bytes the envelopes
+    inside stand for (a message of the ONE's default scenario declares 500 kB-1 MB but travels
+    as a small envelope; docs/simulator.md, "Large messages in ONE mode"). The simulator's ONE
+    link model charges ``max(len(data), one_bytes)``; it is 0 outside ONE mode. On a control
+    frame (``envelopes == 0``) it marks the announcement of such a transfer (``OneModeSize``),
+    which that link model delivers when the transfer it announces can start.
     """
 
     link: LinkId
     data: bytes
     envelopes: int = 0
+    one_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -129,8 +129,7 @@ class Node:
         orphans = carrier.restore(restored.attachments, restored.attachments_done, chunks or {})
         for attachment_id in orphans:  # chunks written before a crash, their record never was
             self._out.chunk(DeleteChunks(attachment_id=attachment_id))
-        for owed in restored.owed_receipts:
-            self._exchange.receipts.owe(owed.peer_id, owed.kind, owed.message_id, now)
+        self._exchange.receipts.restore_owed(restored.owed_receipts, now)
         for sealed in restored.sealed_receipts:
             receipts = self._exchange.receipts
             receipts.note_sealed(sealed.peer_id, sealed.epoch, sealed.kind, sealed.message_id)
@@ -322,19 +321,24 @@ class Node:
         return self._exchange.orgs.accept(org_id, data, source=None)
 
     def send_message(
-        self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None
-    ) -> bytes:
+        self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None,
+        one_size: int = 0,
+    ) -> bytes:  # fmt: skip
         """Queue a text message to a contact; return its 16-byte message id.
 
         The message is sealed at once if the contact is paired, else when the first direct
         meeting pairs it. Its timeline is reported by ``MessageStatusChanged`` events.
+        ``one_size`` is for the simulator's ONE mode only: the payload bytes the message stands
+        for, counted by stores and links in place of its envelope (docs/simulator.md).
 
         Raises:
-            LocalProtocolError: unknown contact, or a TTL over the configured maximum.
+            LocalProtocolError: unknown contact, a TTL over the configured maximum, or
+                ``one_size`` outside ONE mode.
             InvalidMessage: the body is larger than ``max_body_bytes``.
         """
         self._out.now = now
-        return self._exchange.sending.send_text(peer_id, body, now=now, ttl_s=ttl_s)
+        sending = self._exchange.sending
+        return sending.send_text(peer_id, body, now=now, ttl_s=ttl_s, one_size=one_size)
 
     def send_files(
         self, peer_id: bytes, body: str, refs: Sequence[AttachmentRef], *, now: float,

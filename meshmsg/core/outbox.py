@@ -88,21 +88,29 @@ class Outbox:
         for action in self._on_commit.pop(token, []):
             action(now)
 
-    def transmit(self, session: PeerSession, records: list[Record], envelopes: int = 0) -> None:
-        """Queue records on a link; envelope-carrying sends leave at once, counted for pacing."""
+    def transmit(
+        self, session: PeerSession, records: list[Record], envelopes: int = 0, one_bytes: int = 0
+    ) -> None:
+        """Queue records on a link; envelope-carrying sends leave at once, counted for pacing
+        (and, in ONE mode, with the payload bytes they stand for: ``Transmit.one_bytes``)."""
         if session.link.state is not LinkState.ESTABLISHED:
             return
         session.link.send(records)
         if envelopes:
             data = session.link.data_to_send(self.now)
             if data:
-                self._effects.append(Transmit(link=session.link_id, data=data, envelopes=envelopes))
+                self._effects.append(
+                    Transmit(
+                        link=session.link_id, data=data, envelopes=envelopes, one_bytes=one_bytes
+                    )
+                )
 
-    def flush(self, session: PeerSession, now: float) -> None:
-        """Hand the driver whatever the link has ready to send."""
+    def flush(self, session: PeerSession, now: float, announces: int = 0) -> None:
+        """Hand the driver whatever the link has ready to send; ``announces`` (ONE mode) marks
+        it as the announcement of a transfer of that many bytes (``Transmit.one_bytes``)."""
         data = session.link.data_to_send(now)
         if data:
-            self._effects.append(Transmit(link=session.link_id, data=data))
+            self._effects.append(Transmit(link=session.link_id, data=data, one_bytes=announces))
 
     def chunk(self, effect: ChunkEffect) -> None:
         """Queue a chunk for the driver's chunk store (docs/architecture.md, chunk bodies)."""

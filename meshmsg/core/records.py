@@ -257,6 +257,23 @@ class DirectoryChunk:
     data: bytes = wire(Bytes(min_len=1, max_len=60_000))
 
 
+# --- Simulator only (ignorable) ----------------------------------------------------------------
+
+
+@record(0xF0)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OneModeSize:
+    """ONE mode only: the payload size the next ``Transfer``'s envelope stands for.
+
+    The simulator compares the core with the ONE, whose messages are 500 kB-1 MB of payload the
+    core does not carry (its text cap is 32 KiB). A ONE-mode node sends this just before such a
+    Transfer, in the same frame, so the receiver's store counts the declared size as the ONE's
+    buffer does; real nodes never send it and skip it (docs/simulator.md).
+    """
+
+    size: int = wire(UInt(max=1 << 31))  # the ONE's Message.getSize() is an int
+
+
 # --- Inside an envelope (end-to-end encrypted; never seen by relays) ----------------------------
 
 
@@ -368,7 +385,7 @@ HANDSHAKE_RECORDS: Final = RecordRegistry([Hello, IdentityProof])
 SESSION_RECORDS: Final = LINK_RECORDS.extend(
     [KeyExchange, KeyConfirm, RouteTable, SyncMessage, Offer, Reply, Transfer, TimedTransfer,
      Custody, Purge,
-     *ATTACH_SESSION_RECORDS, DirectoryHave, DirectoryChunk]
+     *ATTACH_SESSION_RECORDS, DirectoryHave, DirectoryChunk, OneModeSize]
 )  # fmt: skip
 """Records a node reads from an established session: the link layer plus the meeting protocol."""
 

@@ -24,7 +24,9 @@ Eviction order when an arriving item does not fit (documented in docs/protocol.m
 2. otherwise the newcomer is refused.
 
 In ONE mode (for comparison with the ONE simulator) tiers and quotas are off and the store drops
-the oldest received item, whatever it is, until the newcomer fits — the ONE's drop-oldest buffer.
+the oldest received item that is not being sent, whatever it is, until the newcomer fits — the
+ONE's drop-oldest buffer; :meth:`RelayStore.make_room` does the same when a transfer is
+announced (the ONE makes room when a transfer starts, ``ActiveRouter.checkReceiving``).
 """
 
 from __future__ import annotations
@@ -68,10 +70,16 @@ class StoreItem:
     # ``copies - reserved``, so simultaneous links cannot each hand out half). Not persisted:
     # a crash loses the transfers with it.
     reserved: int = field(default=0, compare=False)
+    # ONE mode only: the payload bytes this envelope stands for (``OneModeSize``), so the store
+    # counts a 1 MB message of the ONE as 1 MB; 0 otherwise. Not persisted.
+    one_size: int = field(default=0, compare=False)
+    # ONE mode only: transfers of this copy on the air; the ONE never drops a message being
+    # sent to make room (``getNextMessageToRemove(true)``). Not persisted.
+    sending: int = field(default=0, compare=False)
 
     @property
     def size(self) -> int:
-        return len(self.envelope)
+        return max(len(self.envelope), self.one_size)
 
 
 class Admission(enum.Enum):
@@ -106,7 +114,8 @@ class RelayStore:
 
     @property
     def one_mode(self) -> bool:
-        """The ONE's buffer rule (and, in custody, the ONE's global-clock expiry)."""
+        """The ONE-compatible store (see the module docstring): the ONE's buffer rule, and in
+        custody the ONE's global-clock expiry."""
         return self._one_mode
 
     def __contains__(self, envelope_id: object) -> bool:
@@ -157,6 +166,22 @@ class RelayStore:
             self.remove(victim)  # chosen before any removal, so iteration was not disturbed
         self._insert(item)
         return AdmitResult(admission=Admission.ACCEPTED, evicted=tuple(victims))
+
+    def make_room(self, size: int) -> list[bytes]:
+        """ONE mode: drop the oldest items not being sent until ``size`` more bytes fit (or
+        nothing is left to drop: the ONE keeps what it dropped then too); return their ids."""
+        if not self._one_mode or size > self._config.max_store_bytes:
+            return []
+        need = self.total_bytes + size - self._config.max_store_bytes
+        victims: list[bytes] = []
+        for candidate in self._eviction_candidates(Tier.OWN):
+            if need <= 0:
+                break
+            victims.append(candidate.envelope_id)
+            need -= candidate.size
+        for victim in victims:
+            self.remove(victim)
+        return victims
 
     def restore(self, item: StoreItem) -> None:
         """Re-insert a persisted item after a restart, without quota checks (it fitted before)."""
@@ -243,7 +268,7 @@ class RelayStore:
     def _eviction_candidates(self, newcomer: Tier) -> Iterator[StoreItem]:
         """Candidates in eviction order: worst tier first, oldest first within a tier."""
         if self._one_mode:
-            yield from self._items.values()
+            yield from (item for item in self._items.values() if not item.sending)
             return
         for tier in (Tier.STRANGER, Tier.CONTACT, Tier.VERIFIED):
             if _may_evict(tier, newcomer):

@@ -48,6 +48,7 @@ from meshmsg.sim.files import ChunkBodies, ChunkStore, carry_out_chunk, send_as_
 from meshmsg.sim.host import NodeFactory, NodeSetup, PrePairing, RecordStore, SimulatedNode
 from meshmsg.sim.links import Direction, Frame, Link, LinkParams, MessengerLinks, OneLinks
 from meshmsg.sim.oneclock import StepGrid, one_ttl_s
+from meshmsg.sim.onesize import send_one_mode
 from meshmsg.sim.rng import SeededRng
 from meshmsg.sim.traces import ContactEvent, MessageEvent, parse_host
 
@@ -298,7 +299,7 @@ class Engine:
         received = frame.data if frame.altered else b""
         self._log(f"{now!r} rx {direction.receiver} {link.id} {len(frame.data)}", received)
         self._input = "receive_data"
-        if len(frame.data) <= _WHOLE_FRAME_BYTES:
+        if len(frame.data) <= _WHOLE_FRAME_BYTES or getattr(slot.node, "frames_whole", False):
             slot.node.receive_data(link.id, frame.data, now=now)
             self._drain(slot)
             return
@@ -437,9 +438,8 @@ class Engine:
             if sent is not None:  # messenger mode: a message larger than a text body is a file
                 message_id, attachment_id = sent
                 self._observer.attachment_created(self.now, event, attachment_id)
-            else:
-                body = (event.message_id + ":" + "." * event.size)[: max(event.size, 1)]
-                message_id = slot.node.send_message(peer, body, now=self.now, ttl_s=ttl_s)
+            else:  # ONE mode, or a text body: a larger message declares its size (sim/onesize)
+                message_id = send_one_mode(slot.node, peer, event, now=self.now, ttl_s=ttl_s)
         except (LocalProtocolError, InvalidMessage, InvalidAttachment) as exc:
             # Not a contact, or a body the core refuses: the application could not send it.
             self._log(f"{self.now!r} refused {event.message_id} {exc}")
@@ -586,7 +586,7 @@ class Engine:
         if link.closing_by == address:
             self._violation(f"t={self.now}: node {address} transmits after closing {link.id}")
             return
-        frame = Frame(effect.data, effect.envelopes)
+        frame = Frame(effect.data, effect.envelopes, effect.one_bytes)
         if self._one_links is not None:
             self._one_links.transmit(link, address, frame, self.now)
         else:

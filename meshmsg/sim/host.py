@@ -50,8 +50,12 @@ class SimulatedNode(DriverInterface, Protocol):
     """
 
     def send_message(
-        self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None
-    ) -> bytes: ...
+        self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None,
+        one_size: int = 0,
+    ) -> bytes:  # fmt: skip
+        """Queue ``body`` for ``peer_id``; ``one_size`` (ONE mode, messages over a text body)
+        is the size the message stands for (:mod:`meshmsg.sim.onesize`)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -47,10 +47,15 @@ class LinkParams:
 class Frame:
     """One ``Transmit``: its bytes and the envelope transfers inside."""
 
-    __slots__ = ("altered", "data", "envelopes", "started_at", "unit_due", "units_left")
+    __slots__ = ("altered", "announce", "data", "envelopes", "size", "started_at", "unit_due",
+                 "units_left")  # fmt: skip
 
-    def __init__(self, data: bytes, envelopes: int) -> None:
+    def __init__(self, data: bytes, envelopes: int, one_bytes: int = 0) -> None:
         self.data = data
+        # ONE mode charges the payload the envelopes stand for (``Transmit.one_bytes``); a
+        # control frame with one_bytes announces such a transfer and costs only its own bytes.
+        self.announce = not envelopes and one_bytes > 0
+        self.size = len(data) if self.announce else max(len(data), one_bytes)
         self.altered = False  # the link changed the bytes on the way (corruption)
         self.envelopes = envelopes
         self.started_at: float | None = None
@@ -61,7 +66,8 @@ class Frame:
 class Direction:
     """One direction of a link: an ordered queue of frames from ``sender`` to ``receiver``."""
 
-    __slots__ = ("busy", "free_at", "index", "last_arrival", "queue", "receiver", "sender")
+    __slots__ = ("busy", "free_at", "holding", "index", "last_arrival", "queue", "receiver",
+                 "sender")  # fmt: skip
 
     def __init__(self, index: int, sender: int, receiver: int) -> None:
         self.index = index
@@ -69,6 +75,7 @@ class Direction:
         self.receiver = receiver
         self.queue: deque[Frame] = deque()
         self.busy = False  # one mode: the head frame is on the air
+        self.holding = False  # one mode: an announcement took both slots for the next transfer
         self.free_at = 0.0  # messenger mode: when the next frame may start
         self.last_arrival = 0.0  # messenger mode: arrivals never overtake
 
@@ -206,16 +213,21 @@ class OneLinks:
     def _start_head(self, link: Link, d: Direction, now: float) -> None:
         """Start the head frame of ``d`` if it can go now; otherwise register it as waiting."""
         frame = d.queue[0]
+        if frame.announce:  # arrives when its transfer can start: it takes the slots for it
+            if self._busy[d.sender] or self._busy[d.receiver]:
+                self._wait(link, d)
+                return
+            self._busy[d.sender] = self._busy[d.receiver] = d.holding = True
         if not frame.envelopes:
             d.busy = True
             frame.started_at = now
             self._schedule_unit(link, d, frame, now)
             return
-        if self._busy[d.sender] or self._busy[d.receiver]:
+        if not d.holding and (self._busy[d.sender] or self._busy[d.receiver]):
             self._wait(link, d)
             return
         self._busy[d.sender] = self._busy[d.receiver] = True
-        d.busy = True
+        d.busy, d.holding = True, False
         frame.started_at = now
         self._host.transfer_started(link, d, frame.envelopes, now)
         self._schedule_unit(link, d, frame, now)
@@ -228,7 +240,7 @@ class OneLinks:
 
     @staticmethod
     def _unit_s(link: Link, frame: Frame) -> float:
-        return len(frame.data) / max(frame.envelopes, 1) / link.params.rate_bps
+        return frame.size / max(frame.envelopes, 1) / link.params.rate_bps
 
     def _wait(self, link: Link, d: Direction) -> None:
         key = (link.id, d.index)
@@ -254,8 +266,9 @@ class OneLinks:
         d.queue.popleft()
         d.busy = False
         freed: tuple[int, ...] = ()
-        if frame.envelopes:
-            self._busy[d.sender] = self._busy[d.receiver] = False
+        no_transfer_next = frame.announce and not (d.queue and d.queue[0].envelopes)
+        if frame.envelopes or no_transfer_next:
+            self._busy[d.sender] = self._busy[d.receiver] = d.holding = False
             freed = (d.sender, d.receiver)
         self._host.deliver(link, d, frame, now)
         if link.open and d.queue:
@@ -299,9 +312,10 @@ class OneLinks:
             self._unwait(link, d)
             if d.busy and d.queue and d.queue[0].envelopes:
                 self._host.transfer_aborted(link, d, d.queue[0].envelopes, now)
+            if (d.busy and d.queue and d.queue[0].envelopes) or d.holding:
                 self._busy[d.sender] = self._busy[d.receiver] = False
                 freed += [d.sender, d.receiver]
-            d.busy = False
+            d.busy = d.holding = False
             d.queue.clear()
         for node in sorted(set(freed)):
             self._start_waiting(node, now)

@@ -86,3 +86,28 @@ def test_a_crash_before_the_commit_leaves_the_relay_its_copy() -> None:
     mesh.connect("relay", "bob")
     assert [r.body for r in mesh.of_type("bob", MessageReceived)] == ["hi"]
     assert len(mesh.nodes["relay"].store) == 0  # handed to bob, who took custody this time
+
+
+def test_a_relayed_token_is_passed_on_only_once_it_is_committed() -> None:
+    """Two carriers hold copies of Alice's mail, linked to each other. Bob, who opened it, tells
+    r1; r1's disk has not confirmed the token yet, so r2 keeps its copy until it has."""
+    mesh = SlowDiskMesh(["alice", "r1", "r2", "bob"])
+    mesh.befriend("alice", "bob", pair=True)
+    mesh.nodes["alice"].send_message(mesh.peer_id("bob"), "hi", now=mesh.now)
+    mesh.run()
+    for carrier in ("r1", "r2"):
+        mesh.connect("alice", carrier)
+        mesh.disconnect("alice", carrier)
+        assert len(mesh.nodes[carrier].store) == 1
+    mesh.connect("alice", "bob")  # bob opens it; alice is told; the carriers are not
+    mesh.disconnect("alice", "bob")
+    mesh.connect("r1", "r2")  # both hold the same copy: nothing to exchange
+    mesh.slow.add("r1")
+    mesh.connect("bob", "r1")  # the token reaches r1, which drops its copy
+    mesh.advance(1.0)  # timers flush every link: whatever r1 queued for r2 goes out
+    assert len(mesh.nodes["r1"].store) == 0
+    assert len(mesh.nodes["r2"].store) == 1, "r1 passed on a token it has not saved"
+    mesh.commit_held("r1")  # durable now: pushed at once on the links that are up
+    assert len(mesh.nodes["r2"].store) == 0
+    [token] = list(mesh.nodes["r1"].tombstones)
+    assert mesh.nodes["r2"].tombstones.by_id(token.item_id) is not None

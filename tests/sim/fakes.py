@@ -24,6 +24,7 @@ class Send:
     to: int
     data: bytes
     envelopes: int = 1
+    one_bytes: int = 0  # ONE mode: the payload it stands for, or (control) announces
 
 
 class ScriptNode:
@@ -62,7 +63,12 @@ class ScriptNode:
             for send in self.script:
                 if send.to == peer:
                     self._effects.append(
-                        Transmit(link=link, data=send.data, envelopes=send.envelopes)
+                        Transmit(
+                            link=link,
+                            data=send.data,
+                            envelopes=send.envelopes,
+                            one_bytes=send.one_bytes,
+                        )
                     )
 
     def link_lost(self, link: LinkId, *, now: float) -> None:
@@ -77,8 +83,9 @@ class ScriptNode:
         self.committed.append(token)
 
     def send_message(
-        self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None
-    ) -> bytes:
+        self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None,
+        one_size: int = 0,
+    ) -> bytes:  # fmt: skip
         return body.encode()
 
     def push_effect(self, effect: Effect) -> None:

@@ -53,6 +53,20 @@ def test_one_mode_a_sending_node_cannot_receive_at_the_same_time() -> None:
     assert [t for t, _ in factory.node(0).received()] == [pytest.approx(0.2)]
 
 
+def test_one_mode_a_declared_transfer_is_announced_when_it_can_start() -> None:
+    # Node 1 receives from 0 until 0.1; node 2's announcement of 600 kB (a control frame)
+    # waits for that, arrives as its transfer starts, and the transfer takes 2.4 s of link.
+    announce = Send(to=1, data=b"n", envelopes=0, one_bytes=600_000)
+    declared = Send(to=1, data=b"d" * 100, one_bytes=600_000)
+    factory = ScriptFactory({0: [Send(to=1, data=b"a" * 1000)], 2: [announce, declared]})
+    _, rec = run_engine(factory, [[up(0.05, 0, 1), up(0.05, 1, 2)]])
+    got = {data[:1]: t for t, data in factory.node(1).received()}
+    assert got[b"a"] == pytest.approx(0.1)
+    assert got[b"n"] == pytest.approx(0.1 + 1 / RATE)
+    assert got[b"d"] == pytest.approx(2.5)  # 0.1 + 1 B + 2.4 s: under a byte left at 2.5
+    assert (rec.started, rec.aborted) == (2, 0)
+
+
 def test_one_mode_contact_down_aborts_the_transfer() -> None:
     factory = ScriptFactory({0: [Send(to=1, data=b"y" * 25_000)]})
     _, rec = run_engine(factory, [[up(0.05, 0, 1), down(0.12, 0, 1)]])

@@ -46,7 +46,7 @@ def _spray_once(node: RelayNode, link: int, peer: int) -> int:
     hello = json.dumps({"from": peer, "have": []}).encode()
     node.receive_data(link, b"H" + hello, now=1.0)
     offers = [f for f in _frames(node) if f[:1] == b"O"]
-    assert offers == [b"OM1"]
+    assert offers == [b"OM1 4"]  # the id and the size the receiver makes room for
     node.receive_data(link, b"YM1", now=1.0)
     (envelope,) = (f for f in _frames(node) if f[:1] == b"M")
     header = json.loads(envelope[1 : envelope.index(b"}") + 1])

@@ -23,7 +23,8 @@ steps the wall clock.
 Lines, each printed and flushed only after the fact it reports (so a line present was true
 before any kill):
 
-* ``READY <port>``; ``LINKED <peer>``; ``PAIRED <peer>``;
+* ``READY <port>``; ``LINKED <peer>``; ``PAIRED <peer>``; ``UNLINKED <peer or -> <reason>
+  <detail>`` (a link ended: a node left without links is diagnosed from these);
 * ``SENT <id> <to> <body>``: ``send_message`` returned and its writes are committed (the API's
   201: acknowledged);
 * ``STATUS <id> <status>``; ``RECEIVED <id> <from> <body>`` (reported after the commit);
@@ -48,6 +49,7 @@ from meshmsg.app.datadir import PASSPHRASE_ENV, Settings, unlock
 from meshmsg.app.mesh import NodeHandle, open_mesh_node
 from meshmsg.core.events import (
     ContactPaired,
+    LinkClosed,
     MessageReceived,
     MessageStatus,
     MessageStatusChanged,
@@ -103,6 +105,10 @@ async def report(handle: NodeHandle, read_marks: trio.MemorySendChannel[tuple[by
             match event:
                 case PeerConnected(is_contact=True, peer_id=peer):
                     say(f"LINKED {peer.hex()}")
+                case LinkClosed(peer_id=peer, reason=reason, detail=detail):
+                    # Which links ended and why: a node that stays unlinked is diagnosed by it.
+                    who = peer.hex() if peer is not None else "-"
+                    say(f"UNLINKED {who} {reason.name.lower()} {detail.replace(' ', '_') or '-'}")
                 case ContactPaired(peer_id=peer):
                     say(f"PAIRED {peer.hex()}")
                 case MessageReceived(message_id=mid, peer_id=peer, body=body):

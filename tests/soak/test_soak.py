@@ -20,26 +20,33 @@ import pytest
 from tests.soak.driver import SoakConfig, run_soak
 
 SOAK_MINUTES = float(os.environ.get("MESHMSG_SOAK_MINUTES", "0.75"))
+# MESHMSG_SOAK_SEED replays a run's choices of faults and traffic (not its timing: real
+# processes); unset, each run draws its own seed and prints it.
 RETRY_MAX_S = 8.0  # redial backoff ceiling (default 300 s): pairs meet again within seconds
 SETTLE_S = 60.0
 
 
-# Not strict: the failure is intermittent (some runs, not most). Seed 3407782030: three
-# messages n2 -> n4 went QUEUED -> RELAYED -> DELIVERED within 0.15 s at the sender (custody
-# acknowledged, then delivery) while n4, killed and restarted four times in the run, never
-# reported them and its database holds neither the messages, nor a tombstone, nor the envelopes.
-# Something that acknowledges (the custody ack, the receipt or the purge token) left before the
-# commit it stands for, or a committed write was lost across a kill -9. Seed 7 of the long run
-# (docs/operations.md) left 16 messages RELAYED for good. Remove the mark once both are fixed.
+# Not strict: failures are intermittent. Fixed: seed 3407782030 (three messages n2 -> n4
+# QUEUED -> RELAYED -> DELIVERED at the sender within 0.15 s, absent from n4's database: no
+# message, no tombstone, no envelope). n4 had taken custody of them as a relay (tags not yet its
+# own), then opened them from its store; each stored copy's delete was a Persist of its own ahead
+# of the opening's, a group commit ended between them and the kill came there; the purge token
+# had left before the opening committed (the DELIVERED). tests/core/test_open_commit.py and
+# test_purge_commit.py. 22 runs after the fix (that seed included): 21 clean; seed 2229462885
+# missed the settle bound: n0, never killed, had no link for its last ~70 s (43 messages
+# undelivered, 27 to it relayed; offline check: 0 lost, 0 duplicated). Not explained: perhaps
+# a dead link counted as up until the 60 s idle timeout. Seed 7 of the long run
+# (docs/operations.md) left 16 messages RELAYED for good (sealed in an epoch the recipient no
+# longer recognised). Remove the mark once both are explained and fixed.
 @pytest.mark.xfail(
     strict=False,
-    reason="intermittent: acknowledged messages missing at a recipient killed during "
-    "traffic (seed 3407782030), or relayed and never delivered (seed 7); see the comment",
+    reason="intermittent: a node without links until the settle bound ends (seed 2229462885), "
+    "or relayed and never delivered (seed 7 of the long run); see the comment",
 )
 async def test_soak_loses_and_duplicates_nothing(
     tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
-    seed = random.randrange(2**32)
+    seed = int(os.environ.get("MESHMSG_SOAK_SEED", "0")) or random.randrange(2**32)
     print(f"soak seed {seed}")
     cfg = SoakConfig(minutes=SOAK_MINUTES, seed=seed, settle_s=SETTLE_S, retry_max_s=RETRY_MAX_S)
     result = await run_soak(tmp_path, cfg)

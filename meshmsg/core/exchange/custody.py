@@ -38,7 +38,7 @@ _MS = 1000.0
 class Carrying:
     """Receives transfers (``Transfer``) and acknowledgements (``Custody``)."""
 
-    __slots__ = ("_first", "_holdings", "_opening", "_out", "_state", "_sync")
+    __slots__ = ("_declared", "_first", "_holdings", "_opening", "_out", "_state", "_sync")
 
     def __init__(
         self, state: NodeState, out: Outbox, holdings: Holdings, sync: Sync, opening: Opening,
@@ -50,8 +50,16 @@ class Carrying:
         self._sync = sync
         self._opening = opening
         self._first = first
+        # ONE mode: the size the next Transfer on a link stands for (``OneModeSize``).
+        self._declared: dict[int, int] = {}
 
     # ============================================================ receiving
+
+    def on_one_size(self, session: PeerSession, size: int) -> None:
+        """ONE mode: the next Transfer stands for ``size`` bytes; outside it, skipped."""
+        if self._state.store.one_mode:
+            self._declared[session.link_id] = size
+            self._holdings.make_room(size)  # when the transfer starts, as the ONE does
 
     def on_timed_transfer(self, session: PeerSession, record: TimedTransfer, now: float) -> None:
         """A transfer with a relative lifetime: the copy lives that long by our clock, at most
@@ -76,6 +84,7 @@ class Carrying:
         """A transfer; ``expiry_at`` is when our copy expires by our clock (None: the
         envelope's own expiry, for a ``Transfer`` from a peer without capability 3)."""
         state = self._state
+        one_size = self._declared.pop(session.link_id, 0) if self._declared else 0
         try:
             envelope = parse_envelope(
                 record.envelope, buckets=state.config.message.envelope_size_buckets
@@ -103,7 +112,7 @@ class Carrying:
             envelope_id=env_id, envelope=record.envelope, tag=envelope.tag,
             expiry_at=expiry, copies=record.copies, hops=record.hops,
             tier=session.tier, source=session.peer_id, received_at=now,
-            route_hint=record.route_hint,
+            route_hint=record.route_hint, one_size=one_size,
         )  # fmt: skip
         if not self._holdings.admit_item(item, now):
             self._out.emit(EnvelopeDropped(envelope_id=env_id, reason=DropReason.REFUSED))
@@ -242,6 +251,7 @@ class Carrying:
 
     def release_in_flight(self, session: PeerSession) -> None:
         """The link ended: what it had in flight was not taken."""
+        self._declared.pop(session.link_id, None)
         for env_id in list(session.in_flight):
             self._land(session, env_id)
 
@@ -249,6 +259,8 @@ class Carrying:
         """The transfer of ``env_id`` on this link is over: release its reserved copies."""
         flight = session.in_flight.pop(env_id, None)
         item = self._state.store.get(env_id)
+        if flight is not None and item is not None and item.sending:
+            item.sending -= 1
         if flight is not None and item is not None and not flight.to_recipient:
             item.reserved = max(0, item.reserved - flight.copies)  # the item may be a newer copy
         return flight

@@ -46,6 +46,7 @@ from meshmsg.core.records import (
     KeyConfirm,
     KeyExchange,
     Offer,
+    OneModeSize,
     Purge,
     Reply,
     RouteTable,
@@ -104,6 +105,8 @@ class Exchange:
                 self._sync.on_offer(session, entries)
             case Reply(for_me=for_me, have=have):
                 self._sync.on_reply(session, for_me, have, now)
+            case OneModeSize(size=size):
+                self._carrying.on_one_size(session, size)
             case Transfer():
                 self._carrying.on_transfer(session, record, now)
             case TimedTransfer():

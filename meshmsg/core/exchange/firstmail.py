@@ -95,9 +95,12 @@ class FirstOpening:
                     continue
                 envelope = parse_envelope(item.envelope, buckets=buckets)
                 opened = self.open(envelope, item.envelope_id, item.hops, now)
-                self._holdings.drop_item(item.envelope_id, DropReason.DELIVERED)
-                if opened is not None:
-                    self._out.persist(opened.puts, then=functools.partial(self._report, opened))
+                # In the opening's own Persist: deleted ahead of it, a crash between the two
+                # commits would lose mail we took custody of (#17).
+                deletes = self._holdings.release_item(item.envelope_id, DropReason.DELIVERED)
+                puts = [] if opened is None else opened.puts
+                report = None if opened is None else functools.partial(self._report, opened)
+                self._out.persist(puts, deletes=deletes, then=report)
 
     def open(self, envelope: Envelope, env_id: bytes, hops: int, now: float) -> Opened | None:
         """Open a recognised envelope. None: it failed authentication (refuse custody)."""
@@ -143,8 +146,9 @@ class FirstOpening:
         for record in inner:
             for message in self._opening.apply_inner(contact, record, hops, now):
                 result.puts.append(codec.message_record(message))
-                result.puts.append(codec.owed_receipt_record(
-                    contact.peer_id, RECEIPT_DELIVERED, message.message_id))  # fmt: skip
+                if self._state.config.message.send_receipts:  # else none is owed (opening.py)
+                    result.puts.append(codec.owed_receipt_record(
+                        contact.peer_id, RECEIPT_DELIVERED, message.message_id))  # fmt: skip
                 result.events.append(
                     MessageReceived(
                         message_id=message.message_id, peer_id=contact.peer_id,

@@ -21,6 +21,8 @@ from meshmsg.core.state import NodeState
 from meshmsg.core.store import StoreItem
 from meshmsg.core.tombstones import Tombstone
 
+Delete = tuple[RecordKind, bytes]
+
 
 class Holdings:
     """Admits and drops store items and purge tokens; advances message timelines."""
@@ -51,9 +53,23 @@ class Holdings:
         state.items.add(item.envelope_id, int(item.expiry_at))
         return True
 
+    def make_room(self, size: int) -> None:
+        """ONE mode: a transfer of ``size`` bytes was announced; drop as the ONE does."""
+        for victim in self._state.store.make_room(size):
+            self._forget_item(victim, DropReason.EVICTED)
+
     def drop_item(self, envelope_id: bytes, reason: DropReason) -> None:
-        if self._state.store.remove(envelope_id) is not None:
-            self._forget_item(envelope_id, reason)
+        deletes = self.release_item(envelope_id, reason)
+        if deletes:
+            self._out.persist([], deletes=deletes)
+
+    def release_item(self, envelope_id: bytes, reason: DropReason) -> list[Delete]:
+        """Drop an item everywhere but on disk: the delete of its record is returned, for the
+        caller to put in the Persist of what the drop stands for (an opening), so that a crash
+        between two commits cannot leave the record gone and the opening unwritten."""
+        if self._state.store.remove(envelope_id) is None:
+            return []
+        return self._let_go(envelope_id, reason)
 
     def expire_items(self, now: float) -> None:
         """Drop the store items and purge tokens whose time is up."""
@@ -72,11 +88,15 @@ class Holdings:
 
     def _forget_item(self, envelope_id: bytes, reason: DropReason) -> None:
         """Everything but the store itself lets go of an item that left the store."""
+        self._out.persist([], deletes=self._let_go(envelope_id, reason))
+
+    def _let_go(self, envelope_id: bytes, reason: DropReason) -> list[Delete]:
+        """As :meth:`_forget_item`, but the delete of its record is the caller's to persist."""
         self._state.items.remove(envelope_id)
         self._state.uncommitted.discard(envelope_id)
-        self._out.persist([], deletes=[(RecordKind.ENVELOPE, envelope_id)])
         self._out.emit(EnvelopeDropped(envelope_id=envelope_id, reason=reason))
         self.room_freed(self._out.now)
+        return [(RecordKind.ENVELOPE, envelope_id)]
 
     # ============================================================ durability
 

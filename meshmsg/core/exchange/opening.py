@@ -102,13 +102,18 @@ class Opening:
         buckets = self._state.config.message.envelope_size_buckets
         envelope = parse_envelope(item.envelope, buckets=buckets)
         consumed = self.consume(envelope, match, item.hops, now)
-        self._holdings.drop_item(item.envelope_id, DropReason.DELIVERED)
-        if consumed is not None:
-            self._out.persist(
-                consumed.puts,
-                then=lambda at: self.report_consumed(match.peer_id, consumed, at),
-            )
-            self.after_open(match, now)
+        # The stored copy goes in the opening's own Persist: a delete committed ahead of it
+        # would lose mail we took custody of if a crash came between the two (#17).
+        deletes = self._holdings.release_item(item.envelope_id, DropReason.DELIVERED)
+        if consumed is None:  # a forgery under our tag: nothing to keep
+            self._out.persist([], deletes=deletes)
+            return
+        self._out.persist(
+            consumed.puts,
+            deletes=deletes,
+            then=lambda at: self.report_consumed(match.peer_id, consumed, at),
+        )
+        self.after_open(match, now)
 
     def after_open(self, match: Match, now: float) -> None:
         """Opening a counter may have slid the contact's window over mail we carry: take it.
@@ -152,10 +157,12 @@ class Opening:
         puts.extend(codec.message_record(m) for m in received)
         # The delivered receipts _apply_inner queued: committed with the messages, so a crash
         # before their batch is sealed cannot lose them (the sender would stay at RELAYED).
-        puts.extend(
-            codec.owed_receipt_record(contact.peer_id, RECEIPT_DELIVERED, m.message_id)
-            for m in received
-        )
+        # With receipts off none was queued, and none may be written: a restart would send it.
+        if state.config.message.send_receipts:
+            puts.extend(
+                codec.owed_receipt_record(contact.peer_id, RECEIPT_DELIVERED, m.message_id)
+                for m in received
+            )
         return Consumed(puts=puts, received=received, stone=stone, expired=False)
 
     def report_consumed(self, peer_id: bytes, consumed: Consumed, now: float) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from meshmsg.core import codec
 from meshmsg.core.envelope import tag_of_token
 from meshmsg.core.events import DropReason, MessageStatus
-from meshmsg.core.exchange.holdings import Holdings
+from meshmsg.core.exchange.holdings import Delete, Holdings
 from meshmsg.core.exchange.sync import Sync
 from meshmsg.core.outbox import Outbox
 from meshmsg.core.session import PeerSession
@@ -54,15 +54,29 @@ class Purges:
         fresh = fresh and (before is None or not before.believed)
         if fresh:
             state.items.add(stone.item_id, int(stone.expiry_at))
+            # Passed on (Purge, offers) only once it is durable here, as a token of our own.
+            self._holdings.mark_uncommitted(stone.item_id)
+        deletes: list[Delete] = []
         for item in held:
             if item.tier is Tier.OWN:
                 message = state.conversations.by_envelope(item.envelope_id)
                 if message is not None:
                     self._holdings.status_changed(message, MessageStatus.DELIVERED, now)
-            self._holdings.drop_item(item.envelope_id, DropReason.PURGED)
-        if fresh:
-            self._out.persist([codec.tombstone_record(stone)])
-            self.spread(stone, source=session.peer_id)
+            deletes += self._holdings.release_item(item.envelope_id, DropReason.PURGED)
+        if not fresh:
+            if deletes:
+                self._out.persist([], deletes=deletes)
+            return
+        source = session.peer_id
+
+        def committed(_: float) -> None:
+            self._holdings.mark_committed(stone.item_id)
+            if state.tombstones.by_id(stone.item_id) is not None:  # not pushed out meanwhile
+                self.spread(stone, source=source)
+
+        # The copies it purges leave the disk with it: a crash between two commits must not
+        # leave them gone and the token unknown (we would take them again).
+        self._out.persist([codec.tombstone_record(stone)], deletes=deletes, then=committed)
 
     def spread(self, stone: Tombstone, *, source: bytes | None) -> None:
         """A token is an item too: push it on every reconciled link at once, as new mail is,

@@ -64,6 +64,18 @@ class Receipts:
         self._pending.setdefault(peer_id, {}).setdefault(kind, []).append(message_id)
         self._due.no_later_than(now + self._state.config.message.receipt_delay_s, now)
 
+    def restore_owed(self, owed: Iterable[codec.OwedReceipt], now: float) -> None:
+        """Receipts owed at the last stop go out; with receipts switched off since, their
+        records are deleted instead (a user who turned receipts off sends none, old ones too)."""
+        if self._state.config.message.send_receipts:
+            for o in owed:
+                self.owe(o.peer_id, o.kind, o.message_id, now)
+            return
+        stale = [(RecordKind.META, codec.owed_receipt_key(o.peer_id, o.kind, o.message_id))
+                 for o in owed]  # fmt: skip
+        if stale:
+            self._out.persist([], deletes=stale)
+
     def note_sealed(self, peer_id: bytes, epoch: int, kind: int, message_id: bytes) -> None:
         """A receipt sealed in our sending ``epoch`` (also: restoring one after a restart)."""
         self._sealed.setdefault(peer_id, []).append((epoch, kind, message_id))

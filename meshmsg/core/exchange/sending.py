@@ -37,7 +37,8 @@ MAX_ATTACHMENT_BODY_BYTES = 16_384
 class Sending:
     """Seals messages (and, for :mod:`.receipts`, any inner records) into own store items."""
 
-    __slots__ = ("_attachments", "_holdings", "_out", "_renewal", "_state", "_sync", "first")
+    __slots__ = ("_attachments", "_holdings", "_one_sizes", "_out", "_renewal", "_state", "_sync",
+                 "first")  # fmt: skip
 
     def __init__(
         self, state: NodeState, out: Outbox, holdings: Holdings, sync: Sync, renewal: Renewal,
@@ -50,13 +51,24 @@ class Sending:
         self._renewal = renewal
         self._attachments = attachments
         self.first = FirstSealing(state, out, holdings, sync)  # to contacts never met (#12)
+        # ONE mode: message id -> the payload size it stands for, until sealed (not persisted).
+        self._one_sizes: dict[bytes, int] = {}
 
-    def send_text(self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None) -> bytes:
-        return self.send_files(peer_id, body, [], now=now, ttl_s=ttl_s)
+    def send_text(
+        self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None, one_size: int = 0
+    ) -> bytes:
+        """Send a text message; ``one_size`` (ONE mode only) is the payload it stands for.
+
+        Raises:
+            LocalProtocolError: ``one_size`` outside ONE mode (a real node carries real bytes).
+        """
+        if one_size and not self._state.store.one_mode:
+            raise LocalProtocolError("a declared ONE-mode size needs a ONE-mode node")
+        return self.send_files(peer_id, body, [], now=now, ttl_s=ttl_s, one_size=one_size)
 
     def send_files(
         self, peer_id: bytes, body: str, refs: list[AttachmentRef], *, now: float,
-        ttl_s: float | None,
+        ttl_s: float | None, one_size: int = 0,
     ) -> bytes:  # fmt: skip
         """Send a message with attachments already sealed into the chunk store (none: text)."""
         state = self._state
@@ -86,6 +98,8 @@ class Sending:
                 ref, peer_id=peer_id, message_id=message.message_id, expiry_at=message.expiry_at
             )
         state.conversations.add(message)
+        if one_size:  # read when it is sealed, now or once keys are ready
+            self._one_sizes[message.message_id] = one_size
         if channel is None and self.first.room_for([[inner_of(message, refs)]]):
             # Never met: first contact through relays now (issue #12); pairing at the first
             # meeting takes over for later mail. Attachments' references go inside too.
@@ -138,7 +152,10 @@ class Sending:
         return self._state.store.own_room(size, len(envelopes))
 
     def _seal_text(self, contact: Contact, message: StoredMessage, now: float) -> None:
-        item, epoch = self.seal(contact, [self._inner(message)], message.expiry_at, now)
+        one_size = self._one_sizes.pop(message.message_id, 0) if self._one_sizes else 0
+        item, epoch = self.seal(
+            contact, [self._inner(message)], message.expiry_at, now, one_size=one_size
+        )
         message.epoch = epoch
         message.sealed = True
         message.envelope_id = item.envelope_id
@@ -163,8 +180,9 @@ class Sending:
         self._out.persist(puts, then=committed)
 
     def seal(
-        self, contact: Contact, records: list[Record], expiry_at: float, now: float
-    ) -> tuple[StoreItem, int]:
+        self, contact: Contact, records: list[Record], expiry_at: float, now: float,
+        *, one_size: int = 0,
+    ) -> tuple[StoreItem, int]:  # fmt: skip
         """Seal records for a contact into a new own store item; return it and its epoch.
 
         The item is not offered before :meth:`offer_when_committed` (or the caller's own
@@ -183,6 +201,7 @@ class Sending:
             hops=origin_hops(state),
             tier=Tier.OWN, source=None, received_at=now,
             route_hint=contact.route if state.router.needs_route_hint else None,
+            one_size=one_size,
         )  # fmt: skip
         if not self._holdings.admit_item(item, now):
             raise LocalProtocolError("outbox full: the store has no room for more own mail")

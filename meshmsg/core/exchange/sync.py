@@ -21,6 +21,7 @@ from meshmsg.core.records import (
     Hello,
     Offer,
     OfferEntry,
+    OneModeSize,
     Purge,
     Reply,
     RouteEntry,
@@ -245,18 +246,25 @@ class Sync:
         per_transmit = max(1, self._state.config.sync.envelopes_per_transmit)
         timed = takes_timed_transfers(session)
         batch: list[Record] = []
+        count = one_bytes = 0
         for item, copies, to_recipient in transfers:
             session.in_flight[item.envelope_id] = InFlight(copies=copies, to_recipient=to_recipient)
             if not to_recipient:
                 item.reserved += copies  # until custody, refusal or the link's end
+            if item.one_size:  # ONE mode: announced ahead (the receiver makes room), charged
+                item.sending += 1
+                self._out.transmit(session, [OneModeSize(size=item.one_size)])
+                self._out.flush(session, self._out.now, announces=item.one_size)  # its own frame
+                one_bytes += item.one_size
             batch.append(
                 _transfer(item, copies, now) if timed else _absolute_transfer(item, copies)
             )
-            if len(batch) >= per_transmit:
-                self._out.transmit(session, batch, envelopes=len(batch))
-                batch = []
+            count += 1
+            if count >= per_transmit:
+                self._out.transmit(session, batch, envelopes=count, one_bytes=one_bytes)
+                batch, count, one_bytes = [], 0, 0
         if batch:
-            self._out.transmit(session, batch, envelopes=len(batch))
+            self._out.transmit(session, batch, envelopes=count, one_bytes=one_bytes)
 
 
 def _transfer(item: StoreItem, copies: int, now: float) -> TimedTransfer:

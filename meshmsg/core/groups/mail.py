@@ -249,7 +249,9 @@ class GroupMail:
 
     # ======================================================= pairwise records
 
-    def on_pairwise(self, contact: Contact, record: Record, now: float) -> None:
+    def on_pairwise(
+        self, contact: Contact, record: GroupOps | GroupKey | GroupReceipt, now: float
+    ) -> None:
         """A group record inside an envelope from ``contact`` (opened by :mod:`.opening`)."""
         book, sender = self._state.groups, contact.public.identity_key
         match record:
@@ -271,13 +273,8 @@ class GroupMail:
                 for message in book.on_receipt(sender, record):
                     self._out.persist([persist.message_record(message)])
                     self._out.emit(_status(message))
-            case _:
-                pass
 
     # ========================================================== group envelopes
-
-    def recognises(self, tag: bytes) -> bool:
-        return self._state.groups.lookup(tag) is not None
 
     def deliver(
         self, session: PeerSession, envelope: Envelope, env_id: bytes, record: Transfer,

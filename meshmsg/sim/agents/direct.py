@@ -6,11 +6,19 @@ destination; the source keeps it after delivery (``deleteDelivered = false``); t
 every 60 s (``ActiveRouter.TTL_CHECK_INTERVAL``) and a message goes once
 ``int((ttl_min * 60 - age) / 60) <= 0`` (``Message.getTtl``). On a new link both sides send a
 hello naming themselves and the messages they already received, so nothing is sent twice.
+Buffers are the ONE's: a message of ``size`` bytes occupies ``size`` bytes of
+``buffer_bytes``, and a created or incoming message makes room by dropping the oldest received
+messages that are not being sent (:func:`~meshmsg.sim.agents.common.make_room`). As in the ONE,
+the destination makes that room when the transfer is announced, before it starts, even though
+it keeps nothing it receives (``ActiveRouter.checkReceiving``), and a cut transfer does not
+give the dropped messages back.
 
-Frames: ``H<json>`` (hello, control) and ``M<json><padding>`` (one message, ``size`` bytes).
-Its committed records (one per message carried, one tombstone per message received) rebuild it
-after a crash, so it also serves crash/restart scenarios.
-"""
+Frames: ``H<json>`` (hello, control), ``P<id> <size>`` (a transfer is coming: make room;
+control; for a message over a text body it is an announcement that the ONE link model delivers
+when the transfer can start, ``Transmit.one_bytes``), ``M<json><padding>`` (one message,
+``size`` bytes) and ``K<id>`` (it arrived, so it is no longer being sent; control). Its
+committed records (one per message carried, one tombstone per message received) rebuild it after
+a crash, so it also serves crash/restart scenarios."""
 
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ import json
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from meshmsg.core.effects import Effect, LinkId, Persist, RecordKind, StoredRecord, Transmit
 from meshmsg.core.events import (
@@ -28,8 +37,9 @@ from meshmsg.core.events import (
     MessageQueued,
     MessageReceived,
 )
-from meshmsg.sim.agents.common import TTL_CHECK_INTERVAL_S, address_of, ident
+from meshmsg.sim.agents.common import TTL_CHECK_INTERVAL_S, address_of, ident, make_room
 from meshmsg.sim.host import NodeSetup, PrePairing, RecordKey, SimulatedNode
+from meshmsg.sim.onesize import TEXT_BODY_BYTES
 from meshmsg.sim.rng import SeededRng
 
 
@@ -45,12 +55,18 @@ class _Msg:
 class DirectNode:
     """A direct-delivery agent with the ONE's TTL rules."""
 
+    # Its frames are whole messages, not a byte stream: the engine hands each Transmit over in
+    # one piece, where it reads a large one in socket-sized pieces for a real Node.
+    frames_whole: ClassVar[bool] = True
+
     def __init__(
         self, setup: NodeSetup, now: float, records: Mapping[RecordKey, bytes] | None = None
     ) -> None:
         self.address = setup.address
         self.ttl_min = int(setup.ttl_s // 60)
+        self.capacity = setup.buffer_bytes
         self.buffer: dict[str, _Msg] = {}
+        self.sending: dict[LinkId, set[str]] = {}  # sent on the link, not yet acknowledged
         self.delivered: dict[str, float] = {}
         self.peers: dict[LinkId, int | None] = {}
         self.sent_on: dict[LinkId, set[str]] = {}
@@ -77,6 +93,7 @@ class DirectNode:
     ) -> None:
         self.peers[link] = None
         self.sent_on[link] = set()
+        self.sending[link] = set()
         hello = {"from": self.address, "have": sorted(self.delivered)}
         self._effects.append(Transmit(link=link, data=b"H" + json.dumps(hello).encode()))
 
@@ -87,9 +104,17 @@ class DirectNode:
             self.sent_on[link].update(hello["have"])
             self._offer(link)
             return
+        if data[:1] == b"P":
+            size = data[1:].decode().rpartition(" ")[2]
+            self._make_room(int(size))
+            return
+        if data[:1] == b"K":
+            self.sending.get(link, set()).discard(data[1:].decode())
+            return
         header = json.loads(data[1 : data.index(b"}") + 1])
         msg = _Msg(**header)
         eid = msg.mid.encode()
+        self._effects.append(Transmit(link=link, data=b"K" + eid))
         self._events.append(
             EnvelopeAccepted(envelope_id=eid, link=link, hops=1, copies=1, for_us=True)
         )
@@ -110,6 +135,7 @@ class DirectNode:
     def link_lost(self, link: LinkId, *, now: float) -> None:
         self.peers.pop(link, None)
         self.sent_on.pop(link, None)
+        self.sending.pop(link, None)
 
     def handle_timer(self, *, now: float) -> None:
         if now < self.last_check + TTL_CHECK_INTERVAL_S:  # the deadline we asked for
@@ -128,11 +154,13 @@ class DirectNode:
         pass
 
     def send_message(
-        self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None
-    ) -> bytes:
+        self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None,
+        one_size: int = 0,
+    ) -> bytes:  # fmt: skip
         mid, _, _ = body.partition(":")
         dest = address_of(peer_id)
-        msg = _Msg(mid=mid, source=self.address, dest=dest, created=now, size=len(body))
+        msg = _Msg(mid=mid, source=self.address, dest=dest, created=now, size=one_size or len(body))
+        self._make_room(msg.size)  # the ONE adds a created message even when it did not fit
         self.buffer[mid] = msg
         value = json.dumps(
             {"mid": mid, "source": msg.source, "dest": dest, "created": now, "size": msg.size}
@@ -153,6 +181,10 @@ class DirectNode:
         for msg in self.buffer.values():
             if msg.dest == peer and msg.mid not in sent:
                 sent.add(msg.mid)
+                self.sending[link].add(msg.mid)
+                announce = f"P{msg.mid} {msg.size}".encode()
+                declared = msg.size if msg.size > TEXT_BODY_BYTES else 0  # held to its start
+                self._effects.append(Transmit(link=link, data=announce, one_bytes=declared))
                 header = json.dumps(
                     {
                         "mid": msg.mid,
@@ -164,6 +196,20 @@ class DirectNode:
                 ).encode()
                 data = b"M" + header + b"\0" * max(0, msg.size - len(header) - 1)
                 self._effects.append(Transmit(link=link, data=data, envelopes=1))
+
+    def _make_room(self, size: int) -> None:
+        """Drop the oldest messages not being sent until ``size`` bytes fit (the ONE's rule)."""
+        if sum(m.size for m in self.buffer.values()) + size <= self.capacity:
+            return  # a direct agent holds only its own few messages: summing them is cheap
+        held = {mid: (m.created, m.size) for mid, m in self.buffer.items()}  # only its own
+        busy = set().union(*self.sending.values())
+        victims, _ = make_room(held, size, self.capacity, busy)
+        for mid in victims:
+            del self.buffer[mid]
+            self._persist((), ((RecordKind.ENVELOPE, mid.encode()),))
+            self._events.append(
+                EnvelopeDropped(envelope_id=mid.encode(), reason=DropReason.EVICTED)
+            )
 
     # outputs
     def next_effect(self) -> Effect | None:

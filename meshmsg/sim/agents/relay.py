@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 from meshmsg.core.effects import Effect, LinkId, Transmit
 from meshmsg.core.events import (
@@ -21,8 +22,9 @@ from meshmsg.core.events import (
     MessageReceived,
 )
 from meshmsg.errors import ConfigError
-from meshmsg.sim.agents.common import TTL_CHECK_INTERVAL_S, address_of, ident
+from meshmsg.sim.agents.common import TTL_CHECK_INTERVAL_S, address_of, ident, make_room
 from meshmsg.sim.host import NodeSetup, PrePairing, RecordKey, SimulatedNode
+from meshmsg.sim.onesize import TEXT_BODY_BYTES
 from meshmsg.sim.rng import SeededRng
 
 RELAY_POLICIES = ("epidemic", "spray-and-wait", "direct")
@@ -35,24 +37,38 @@ class RelayNode:
 
     On a new link both sides send a hello listing what they hold or received (Vahdat and
     Becker's summary vector). Then a small offer/reply handshake stands in for the ONE's
-    ``startTransfer`` check
-    (a destination refuses what it already received; a node refuses what it holds or is
-    receiving): ``O<id>`` offer, ``Y<id>``/``N<id>`` reply (control frames), then the envelope
-    ``M<json>`` (one envelope, ``size`` bytes), then ``K<id>`` ack. One offer is outstanding per
+    ``startTransfer`` check (a destination refuses what it already received; a node refuses what
+    it holds or is receiving, and makes room for it as the ONE's ``checkReceiving`` does):
+    ``O<id> <size>`` offer, ``Y<id>``/``N<id>`` reply (control frames), then the envelope
+    ``M<json>`` (one envelope, ``size`` bytes), then ``K<id>`` ack; a message larger than a text
+    body is announced by ``A<id> <size>``, which the ONE link model delivers when its transfer
+    can start, and the receiver makes room then rather than at the offer; ``X<id>`` withdraws an
+    accepted offer whose message the sender dropped meanwhile. One offer is outstanding per
     link. Mail for the peer goes first, then (Epidemic) every other message or (Spray-and-Wait)
     those with more than one copy. Binary spraying hands ``floor(n/2)`` copies and keeps
     ``ceil(n/2)``, as in Spyropoulos et al. and in the ONE's ``SprayAndWaitRouter`` since 2017
     (the 1.6.0 release of 2015 did the reverse; the reference run has the later rule, see
     docs/simulator.md, "Hop counts"); every completed transfer, delivery included, leaves the
     sender ``ceil(n/2)``. Carriers keep delivered messages (``deleteDelivered = false``); TTL as
-    in :class:`DirectNode`; buffers are not bounded (1-2 kB messages never fill 5 MB).
-    """
+    in :class:`DirectNode`. Buffers are the ONE's: ``size`` bytes per message in
+    ``buffer_bytes``; a created message, and an accepted offer (before its transfer starts, even
+    if it is then cut, and also at the destination, which keeps nothing), drop the oldest
+    received messages not being sent until it fits
+    (:func:`~meshmsg.sim.agents.common.make_room`); an offer that cannot fit is refused. 1-2 kB
+    messages never fill 5 MB, so on the reference trace nothing is dropped for room."""
+
+    # Its frames are whole messages, not a byte stream: the engine hands each Transmit over in
+    # one piece, where it reads a large one in socket-sized pieces for a real Node.
+    frames_whole: ClassVar[bool] = True
 
     def __init__(self, setup: NodeSetup, now: float, policy: str, copies: int) -> None:
         self.address = setup.address
         self.policy = policy
         self.initial_copies = copies
         self.ttl_min = int(setup.ttl_s // 60)
+        self.capacity = setup.buffer_bytes
+        self.used = 0  # bytes of the messages in ``buffer``
+        self.sending: dict[LinkId, str] = {}  # envelope sent on the link, not yet acknowledged
         self.buffer: dict[str, dict[str, object]] = {}
         self.delivered: set[str] = set()
         self.incoming: dict[str, LinkId] = {}  # accepted offers not yet arrived
@@ -83,11 +99,17 @@ class RelayNode:
             self.peer_has[link].update(hello["have"])
             self._pump(link, now)
         elif kind == b"O":
-            mid = rest.decode()
+            mid, _, size = rest.decode().partition(" ")
             ok = mid not in self.buffer and mid not in self.delivered and mid not in self.incoming
+            if int(size) <= TEXT_BODY_BYTES:  # a larger one makes room when announced (A)
+                ok = ok and self._make_room(int(size))  # the ONE's DENIED_NO_SPACE otherwise
             if ok:
                 self.incoming[mid] = link
-            self._effects.append(Transmit(link=link, data=(b"Y" if ok else b"N") + rest))
+            self._effects.append(Transmit(link=link, data=(b"Y" if ok else b"N") + mid.encode()))
+        elif kind == b"A":
+            self._make_room(int(rest.decode().rpartition(" ")[2]))
+        elif kind == b"X":
+            self.incoming.pop(rest.decode(), None)
         elif kind in (b"Y", b"N"):
             self._reply(link, rest.decode(), accepted=kind == b"Y", now=now)
         elif kind == b"M":
@@ -97,6 +119,8 @@ class RelayNode:
 
     def _reply(self, link: LinkId, mid: str, *, accepted: bool, now: float) -> None:
         msg = self.buffer.get(mid)
+        if accepted and msg is None:  # dropped for room since it was offered
+            self._effects.append(Transmit(link=link, data=b"X" + mid.encode()))
         if not accepted or msg is None:
             self.peer_has[link].add(mid)
             self.outstanding[link] = None
@@ -105,6 +129,10 @@ class RelayNode:
         copies = int(str(msg["copies"]))
         header = json.dumps({**msg, "copies": copies // 2 if self.binary else copies})
         size = int(str(msg["size"]))
+        self.sending[link] = mid
+        if size > TEXT_BODY_BYTES:  # announced when the transfer can start: make room then
+            announce = f"A{mid} {size}".encode()
+            self._effects.append(Transmit(link=link, data=announce, one_bytes=size))
         data = b"M" + header.encode()
         self._effects.append(Transmit(link=link, data=data + b"\0" * max(0, size - len(data)),
                                       envelopes=1))  # fmt: skip
@@ -130,12 +158,15 @@ class RelayNode:
                                                 sent_at=float(str(msg["created"])),
                                                 received_at=now, body="", hops=hops))  # fmt: skip
             return
+        self._make_room(int(str(msg["size"])))  # made at the offer; only a created one may fill it
         self.buffer[mid] = {**msg, "hops": hops, "received": now}
+        self.used += int(str(msg["size"]))
         self._pump_all(now)
 
     def _acked(self, link: LinkId, mid: str, now: float) -> None:
         self.peer_has[link].add(mid)
         self.outstanding[link] = None
+        self.sending.pop(link, None)
         msg = self.buffer.get(mid)
         if msg is not None and self.binary:
             msg["copies"] = (int(str(msg["copies"])) + 1) // 2
@@ -158,12 +189,14 @@ class RelayNode:
         if first:
             mid = str(first[0]["mid"])
             self.outstanding[link] = mid
-            self._effects.append(Transmit(link=link, data=b"O" + mid.encode()))
+            offer = f"O{mid} {first[0]['size']}".encode()
+            self._effects.append(Transmit(link=link, data=offer))
 
     def link_lost(self, link: LinkId, *, now: float) -> None:
         self.peer.pop(link, None)
         self.peer_has.pop(link, None)
         self.outstanding.pop(link, None)
+        self.sending.pop(link, None)
         for mid in [m for m, lk in self.incoming.items() if lk == link]:
             del self.incoming[mid]  # the transfer was cut: it may be offered again
 
@@ -174,7 +207,7 @@ class RelayNode:
         for mid in list(self.buffer):
             age = now - float(str(self.buffer[mid]["created"]))
             if int((self.ttl_min * 60 - age) / 60.0) <= 0:
-                del self.buffer[mid]
+                self.used -= int(str(self.buffer.pop(mid)["size"]))
                 self._events.append(
                     EnvelopeDropped(envelope_id=mid.encode(), reason=DropReason.EXPIRED)
                 )
@@ -183,20 +216,38 @@ class RelayNode:
         pass
 
     def send_message(
-        self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None
-    ) -> bytes:
+        self, peer_id: bytes, body: str, *, now: float, ttl_s: float | None = None,
+        one_size: int = 0,
+    ) -> bytes:  # fmt: skip
         mid = body.partition(":")[0]
         dest = address_of(peer_id)
         copies = self.initial_copies if self.binary else 1
+        size = one_size or len(body)
+        self._make_room(size)  # the ONE adds a created message even when it did not fit
         self.buffer[mid] = {
             "mid": mid, "source": self.address, "dest": dest, "created": now,
-            "size": len(body), "copies": copies, "hops": 0, "received": now,
+            "size": size, "copies": copies, "hops": 0, "received": now,
         }  # fmt: skip
+        self.used += size
         self._events.append(
             MessageQueued(message_id=mid.encode(), peer_id=peer_id, envelope_id=mid.encode())
         )
         self._pump_all(now)
         return mid.encode()
+
+    def _make_room(self, size: int) -> bool:
+        """Drop the oldest messages not being sent until ``size`` bytes fit; whether they do."""
+        if self.used + size <= self.capacity:
+            return True  # always so with small messages: the reference trace never gets here
+        held = {mid: (float(str(m["received"])), int(str(m["size"])))
+                for mid, m in self.buffer.items()}  # fmt: skip
+        victims, fits = make_room(held, size, self.capacity, set(self.sending.values()))
+        for mid in victims:
+            self.used -= int(str(self.buffer.pop(mid)["size"]))
+            self._events.append(
+                EnvelopeDropped(envelope_id=mid.encode(), reason=DropReason.EVICTED)
+            )
+        return fits
 
     def next_effect(self) -> Effect | None:
         return self._effects.popleft() if self._effects else None

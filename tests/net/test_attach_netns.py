@@ -2,9 +2,9 @@
 the relay bobby while alice and carol are never online together arrives byte-identical, and
 bobby's resident memory grows by less than 64 MiB while he carries it.
 
-Needs root and ``ip netns`` (CI has both); skipped with the reason otherwise. Three hosts on one
+Needs root and ``ip netns`` (CI has both); skipped with the reason otherwise. Four hosts on one
 bridge and trusted subnet (mDNS): alice and carol hold each other's code and have never met;
-bobby is a relay who knows nobody. The file goes up through the real ``meshmsg send --file``
+bobby and dave are relays who know nobody. The file goes up through the real ``meshmsg send --file``
 and comes down through the real ``meshmsg save`` (first to ask for it: 50 MiB is over
 ``attach.auto_download_max_bytes``, so it waits, pending, until its user asks).
 """
@@ -39,11 +39,11 @@ TRANSFER_S = 120.0  # 50 MiB over one link on a loaded 2-core machine (measured:
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
     root = tmp_path_factory.mktemp("attach")
     site_key = secrets.token_hex(32)
-    with netns_hosts(3) as hosts:
+    with netns_hosts(4) as hosts:
         net = hosts[0].cidr
         lab = {
             name: Node(name, host, root / name, site_key, net)
-            for name, host in zip(("alice", "bobby", "carol"), hosts, strict=True)
+            for name, host in zip(("alice", "bobby", "carol", "dave"), hosts, strict=True)
         }
         try:
             for node in lab.values():
@@ -251,3 +251,52 @@ def test_a_relay_killed_mid_transfer_resumes_without_refetching_stored_chunks(
     }.items():
         record_property(key, value)
     print(f"kill -9 at {stored}/{count} chunks; {received} bytes received after the restart")
+
+
+def test_a_second_relay_completes_what_the_first_could_not_hand_over(
+    nodes: dict[str, Node], tmp_path: Path, record_property: Any
+) -> None:
+    """The rest of the issue's second figure: carol takes part of a file from bobby, bobby is
+    killed, and dave, another relay, gives her the rest; no chunk crosses to her twice."""
+    alice, bobby, carol, dave = (nodes[n] for n in ("alice", "bobby", "carol", "dave"))
+    for node in (carol, alice, bobby, dave):
+        if node.running:
+            node.stop()
+    source = tmp_path / "photos.bin"
+    size = 20 << 20
+    expected = write_random_file(source, size, seed=15)
+    for node in (bobby, dave, alice):
+        node.start()
+    wait_until("alice links to both relays",
+               lambda: {bobby.peer_id, dave.peer_id} <= alice.peers(), 30)  # fmt: skip
+    alice.cli_inside("send", "carol", "--file", str(source), "the photos")
+    sent = attachment(alice, "photos.bin")
+    count, attachment_id = sent["chunks"], sent["attachment_id"]
+    for relay in (bobby, dave):
+        wait_until(f"{relay.name} holds every chunk",
+                   lambda r=relay: chunks_held(r, attachment_id) == count, TRANSFER_S)  # fmt: skip
+    alice.stop()
+    dave.stop()
+
+    carol.start()  # only bobby is up
+    wait_until("carol learns of the file",
+               lambda: [a for a in carol.get("/attachments")
+                        if a["attachment_id"] == attachment_id])  # fmt: skip
+    carol.cli_inside("save", attachment_id)
+    third = count // 3
+    wait_until("carol is a third of the way",
+               lambda: attachment(carol, "photos.bin")["held"] >= third, TRANSFER_S)  # fmt: skip
+    kill9(bobby)
+    from_bobby = attachment(carol, "photos.bin")["held"]
+    assert from_bobby < count, "bobby handed over everything before the kill"
+    dave.start()
+    wait_until("dave completes the file for carol",
+               lambda: attachment(carol, "photos.bin")["complete"], TRANSFER_S)  # fmt: skip
+    received = bytes_received(carol)  # everything carol took since her start, both relays
+    assert received < count * (CHUNK_CIPHERTEXT_BYTES + 1024) + (512 << 10), (received, count)
+    saved = tmp_path / "saved.bin"
+    carol.cli_inside("save", attachment_id, "--out", str(saved))
+    assert sha256_of(saved) == expected
+    record_property("from_bobby", from_bobby)
+    record_property("carol_received", received)
+    print(f"{from_bobby}/{count} chunks from bobby, the rest from dave; carol received {received}")

@@ -227,10 +227,11 @@ def test_a_relay_killed_mid_transfer_resumes_without_refetching_stored_chunks(
                lambda: chunks_held(bobby, attachment_id) == count, TRANSFER_S)  # fmt: skip
     received = bytes_received(bobby)
     missing = count - stored
-    # Each missing chunk once, with its proof and framing (under 1 KiB), plus sync and the
-    # handshake; were the stored chunks fetched again, this would be ``stored`` chunks more.
+    # Each missing chunk once, with its proof (10 hashes here) and framing, under 512 bytes, plus
+    # sync and the handshake (measured: ~180 KB in all); were the stored chunks fetched again,
+    # this would be ``stored`` chunks more. Slack: about 5 chunks.
     assert missing * CHUNK_CIPHERTEXT_BYTES <= received, received
-    assert received < missing * (CHUNK_CIPHERTEXT_BYTES + 1024) + (256 << 10), (received, missing)
+    assert received < missing * (CHUNK_CIPHERTEXT_BYTES + 512) + (256 << 10), (received, missing)
     alice.stop()
     wait_until("bobby notices alice left", lambda: alice.peer_id not in bobby.peers())
 
@@ -293,7 +294,8 @@ def test_a_second_relay_completes_what_the_first_could_not_hand_over(
     wait_until("dave completes the file for carol",
                lambda: attachment(carol, "photos.bin")["complete"], TRANSFER_S)  # fmt: skip
     received = bytes_received(carol)  # everything carol took since her start, both relays
-    assert received < count * (CHUNK_CIPHERTEXT_BYTES + 1024) + (512 << 10), (received, count)
+    # As above: each chunk once (measured ~95 KB over the ciphertext), slack about 4 chunks.
+    assert received < count * (CHUNK_CIPHERTEXT_BYTES + 512) + (256 << 10), (received, count)
     saved = tmp_path / "saved.bin"
     carol.cli_inside("save", attachment_id, "--out", str(saved))
     assert sha256_of(saved) == expected

@@ -12,8 +12,11 @@ the connection's own cancel scope (the reader in ``run``'s own task, the writer 
 * the **writer** drains a queue bounded in bytes. Everything queued when it wakes is joined into one
   ``send_all`` call: one system call per batch rather than per frame is the main speed lever of
   Python networking (research: ~23 µs per ``send_all``, 14× more throughput when 32 frames are
-  joined). A close request makes it flush what was queued before, send EOF, and give the peer
-  ``close_linger_s`` to finish before the socket is closed.
+  joined). When the writer is idle with nothing queued, :meth:`Connection.queue_nowait` first
+  writes what the kernel takes at once (a non-blocking write on the socket's descriptor) and
+  queues only the rest: a handshake message or a small reply then costs one system call and no
+  task switch (docs/performance.md, link-setup). A close request makes it flush what was queued
+  before, send EOF, and give the peer ``close_linger_s`` to finish before the socket is closed.
 
 The runner queues with :meth:`Connection.queue_nowait`, which never blocks: a full queue means
 the peer reads slower than we write, and the runner closes that link alone. Whichever way the
@@ -25,6 +28,8 @@ This module knows nothing of the Node: links, half-open accounting and the pump 
 from __future__ import annotations
 
 import ipaddress
+import os
+import sys
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -72,6 +77,8 @@ async def connect_tcp(host: str, port: int) -> trio.abc.HalfCloseableStream:
     return trio.SocketStream(sock)
 
 
+_DIRECT_WRITES = sys.platform != "win32"  # os.write() on a socket needs POSIX descriptors
+
 Deliver = Callable[["Connection", bytes], Awaitable[None]]
 
 
@@ -116,6 +123,11 @@ class Connection:
         self._queue: list[bytes] = []  # chunks waiting for the writer, in order
         self._close_queued = False  # after the queued chunks: EOF, linger, close
         self._writer_idle = trio.lowlevel.ParkingLot()
+        # A socket's descriptor, for writing at once while the writer is idle (module
+        # docstring); -1 for other streams (tests' memory streams) and where sockets are no
+        # file descriptors (Windows).
+        direct = _DIRECT_WRITES and isinstance(stream, trio.SocketStream)
+        self._fd = stream.socket.fileno() if direct else -1
 
     @property
     def queued_items(self) -> int:
@@ -130,6 +142,10 @@ class Connection:
         kernel, and that is a busy moment, not a slow peer. An empty queue takes any chunk,
         so a single large burst always goes out.
         """
+        if self._fd >= 0 and not (self._queue or self.writing_bytes or self._close_queued):
+            data = self._write_now(data)
+            if not data:
+                return True
         limit = self._config.send_queue_bytes
         if self.queued_bytes and self.queued_bytes + len(data) > limit:
             return False
@@ -137,6 +153,21 @@ class Connection:
         self.queued_bytes += len(data)
         self._writer_idle.unpark_all()
         return True
+
+    def _write_now(self, data: bytes) -> bytes:
+        """Write what the kernel takes at once, without waiting; return the rest.
+
+        Only called while the writer is idle with nothing queued, so order is kept. ``ended``
+        is checked because the descriptor's number is reused once ``run`` closes the stream.
+        """
+        if self.ended:
+            return data
+        try:
+            sent = os.write(self._fd, data)
+        except OSError:  # would block, or the socket failed: the writer's send_all reports it
+            return data
+        self.bytes_sent += sent
+        return data[sent:]
 
     def close_nowait(self) -> None:
         """Ask the writer to send what is queued, then EOF, and close (after a linger)."""

@@ -126,8 +126,8 @@ class Connection:
         # A socket's descriptor, for writing at once while the writer is idle (module
         # docstring); -1 for other streams (tests' memory streams) and where sockets are no
         # file descriptors (Windows).
-        direct = _DIRECT_WRITES and isinstance(stream, trio.SocketStream)
-        self._fd = stream.socket.fileno() if direct else -1
+        sock = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self._fd = sock.fileno() if sock is not None and _DIRECT_WRITES else -1
 
     @property
     def queued_items(self) -> int:

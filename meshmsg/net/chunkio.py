@@ -10,8 +10,8 @@ wait in a queue for the pump, which feeds them to the Node (``chunk_stored``, ``
 
 Memory: the effects waiting here are bounded by the protocol, not by this queue: a peer may
 have at most 64 chunks asked of us (``attach.records.MAX_REQUEST``) and we ask at most
-``attach.requests_in_flight`` per link, so at most ``links x (64 + window)`` chunk bodies wait,
-about 4.4 MB per link.
+``attach.chunks_unstored`` per link until they are stored, so at most
+``links x (64 + chunks_unstored)`` chunk bodies wait, about 4.9 MB per link.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import trio
 from meshmsg.core.effects import ChunkEffect, DeleteChunks, LinkId, LoadChunk, StoreChunk
 from meshmsg.errors import StorageError
 
-_MAX_BATCH = 64  # chunk writes synced together; bounds the wait of the first one
+_MAX_BATCH = 64  # chunk writes synced together, or reads; bounds the wait of the first one
 
 
 class ChunkSink(Protocol):
@@ -112,14 +112,18 @@ class ChunkWorker:
     async def run(self) -> None:
         async for first in self._out:
             batch = [first]
-            # Writes waiting together are one batch (one sync); order is kept, since a batch
-            # is only ever consecutive effects.
-            while isinstance(batch[-1], StoreChunk) and len(batch) < _MAX_BATCH:
+            # Writes waiting together are one batch (one sync), and so are reads (one trip to
+            # a worker thread, one wake-up of the pump); order is kept, since a batch is only
+            # ever consecutive effects of one kind.
+            kind = type(first)
+            while kind is not DeleteChunks and len(batch) < _MAX_BATCH:
                 try:
                     batch.append(self._out.receive_nowait())
                 except trio.WouldBlock:
                     break
-            tail = batch.pop() if len(batch) > 1 and not isinstance(batch[-1], StoreChunk) else None
+                if type(batch[-1]) is not kind:
+                    break
+            tail = batch.pop() if type(batch[-1]) is not kind else None
             for step in (batch, [tail] if tail is not None else []):
                 if step:
                     self.results.extend(await self._with_retries(step))
@@ -140,12 +144,14 @@ class ChunkWorker:
         if stores:
             self._sink.put_many([(e.attachment_id, e.index, e.proof, e.data) for e in stores])
             return [Stored(e.attachment_id, e.index) for e in stores]
-        match batch:
-            case [LoadChunk(link=link, attachment_id=aid, index=index)]:
-                return [Loaded(link, aid, index, self._sink.get(aid, index))]
-            case [DeleteChunks(attachment_id=aid)]:
-                self._sink.delete(aid)
-        return []
+        loaded: list[ChunkResult] = []
+        for effect in batch:
+            match effect:
+                case LoadChunk(link=link, attachment_id=aid, index=index):
+                    loaded.append(Loaded(link, aid, index, self._sink.get(aid, index)))
+                case DeleteChunks(attachment_id=aid):
+                    self._sink.delete(aid)
+        return loaded
 
 
 def hand_chunk_result(node: ChunkInputs, result: ChunkResult, *, now: float) -> None:

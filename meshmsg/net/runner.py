@@ -91,7 +91,7 @@ from meshmsg.net.peerfeedback import H, PeerFeedback, PeerSource
 from meshmsg.net.persistence import CommitQueue, MemoryStorage, PersistSink
 from meshmsg.net.runnerevents import DialFailed, EventFanout, RunnerEvent
 from meshmsg.net.runnerstats import RunnerCounters, RunnerStatistics
-from meshmsg.net.tcp import Connection, format_address
+from meshmsg.net.tcp import Connection, connect_tcp, format_address
 
 N = TypeVar("N", bound=DriverInterface)
 T = TypeVar("T")
@@ -517,7 +517,7 @@ async def open_node(
     port: int = 0,
     clock: Callable[[], float] = time.time,
     discovery: PeerSource[H] | None = None,
-    connect: Connect = trio.open_tcp_stream,
+    connect: Connect = connect_tcp,
     chunks: ChunkSink | None = None,
 ) -> AsyncIterator[NodeRunner[N]]:
     """Run ``node`` on TCP for the duration of the ``async with`` block.
@@ -532,7 +532,7 @@ async def open_node(
         port: the TCP port; 0 picks a free one (see :attr:`NodeRunner.port`).
         clock: the Node's clock in seconds; wall-clock time in production (module docstring).
         discovery: a source of peers to dial (``meshmsg.net.discovery``), told how they fared.
-        connect: how to open an outbound stream; ``trio.open_tcp_stream`` by default.
+        connect: how to open an outbound stream; ``net.tcp.connect_tcp`` by default.
         chunks: where attachment chunks live, e.g. ``meshmsg.net.chunkstore.ChunkStore``;
             default :class:`~meshmsg.net.chunkio.MemoryChunks` (tests and demos only).
 

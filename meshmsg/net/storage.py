@@ -500,8 +500,9 @@ class DataDir:
     * ``node.db`` (with ``-wal`` and ``-shm``): the :class:`Storage`.
     * ``api-token``: the bearer token of the local HTTP API.
     * ``config.toml``: the node's settings.
-    * ``chunks/``: attachment chunks, one file each (``meshmsg.net.chunkstore``): ciphertext
-      under each attachment's own key, which lives only in ``node.db``.
+    * ``chunks/``: attachment chunks, one slot file per attachment
+      (``meshmsg.net.chunkstore``): ciphertext under each attachment's own key, which lives
+      only in ``node.db``.
     """
 
     root: Path

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 A :class:`Connection` carries one link over one stream. :meth:`Connection.run` runs two tasks in
-the connection's own cancel scope:
+the connection's own cancel scope (the reader in ``run``'s own task, the writer in a child):
 
 * the **reader** hands every chunk it receives to a ``deliver`` callback (the runner forwards it
   to the pump's bounded input channel, so a busy pump slows the reader and TCP pushes back on the
@@ -12,8 +12,11 @@ the connection's own cancel scope:
 * the **writer** drains a queue bounded in bytes. Everything queued when it wakes is joined into one
   ``send_all`` call: one system call per batch rather than per frame is the main speed lever of
   Python networking (research: ~23 µs per ``send_all``, 14× more throughput when 32 frames are
-  joined). A close request makes it flush what was queued before, send EOF, and give the peer
-  ``close_linger_s`` to finish before the socket is closed.
+  joined). When the writer is idle with nothing queued, :meth:`Connection.queue_nowait` first
+  writes what the kernel takes at once (a non-blocking write on the socket's descriptor) and
+  queues only the rest: a handshake message or a small reply then costs one system call and no
+  task switch (docs/performance.md, link-setup). A close request makes it flush what was queued
+  before, send EOF, and give the peer ``close_linger_s`` to finish before the socket is closed.
 
 The runner queues with :meth:`Connection.queue_nowait`, which never blocks: a full queue means
 the peer reads slower than we write, and the runner closes that link alone. Whichever way the
@@ -24,6 +27,9 @@ This module knows nothing of the Node: links, half-open accounting and the pump 
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import sys
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -45,6 +51,33 @@ def parse_address(address: str) -> tuple[str, int]:
 
 format_address = address_rules.format_address
 
+
+async def connect_tcp(host: str, port: int) -> trio.abc.HalfCloseableStream:
+    """Open a TCP stream to ``host``: straight to it when it is an IP literal.
+
+    Dialled peers are almost always literals (mDNS answers, static peers); for them
+    ``trio.open_tcp_stream``'s resolver call and its happy-eyeballs nursery and task are pure
+    overhead on every link (docs/performance.md, link-setup). Names still go through it.
+
+    Raises:
+        OSError: the connection failed.
+    """
+    try:
+        family = (
+            trio.socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else trio.socket.AF_INET
+        )
+    except ValueError:
+        return await trio.open_tcp_stream(host, port)
+    sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+    try:
+        await sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
+
+
+_DIRECT_WRITES = sys.platform != "win32"  # os.write() on a socket needs POSIX descriptors
 
 Deliver = Callable[["Connection", bytes], Awaitable[None]]
 
@@ -90,6 +123,11 @@ class Connection:
         self._queue: list[bytes] = []  # chunks waiting for the writer, in order
         self._close_queued = False  # after the queued chunks: EOF, linger, close
         self._writer_idle = trio.lowlevel.ParkingLot()
+        # A socket's descriptor, for writing at once while the writer is idle (module
+        # docstring); -1 for other streams (tests' memory streams) and where sockets are no
+        # file descriptors (Windows).
+        sock = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self._fd = sock.fileno() if sock is not None and _DIRECT_WRITES else -1
 
     @property
     def queued_items(self) -> int:
@@ -104,6 +142,10 @@ class Connection:
         kernel, and that is a busy moment, not a slow peer. An empty queue takes any chunk,
         so a single large burst always goes out.
         """
+        if self._fd >= 0 and not (self._queue or self.writing_bytes or self._close_queued):
+            data = self._write_now(data)
+            if not data:
+                return True
         limit = self._config.send_queue_bytes
         if self.queued_bytes and self.queued_bytes + len(data) > limit:
             return False
@@ -111,6 +153,21 @@ class Connection:
         self.queued_bytes += len(data)
         self._writer_idle.unpark_all()
         return True
+
+    def _write_now(self, data: bytes) -> bytes:
+        """Write what the kernel takes at once, without waiting; return the rest.
+
+        Only called while the writer is idle with nothing queued, so order is kept. ``ended``
+        is checked because the descriptor's number is reused once ``run`` closes the stream.
+        """
+        if self.ended:
+            return data
+        try:
+            sent = os.write(self._fd, data)
+        except OSError:  # would block, or the socket failed: the writer's send_all reports it
+            return data
+        self.bytes_sent += sent
+        return data[sent:]
 
     def close_nowait(self) -> None:
         """Ask the writer to send what is queued, then EOF, and close (after a linger)."""
@@ -140,9 +197,11 @@ class Connection:
         try:
             with self._scope:
                 await opened()
+                # The reader runs in this task: one task fewer to spawn and reap per connection
+                # (a measurable share of a link's setup cost, docs/performance.md).
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._read_loop, deliver, first_byte_timeout_s)
                     nursery.start_soon(self._write_loop)
+                    await self._read_loop(deliver, first_byte_timeout_s)
         finally:
             self.ended = True
             self._queue.clear()

@@ -250,14 +250,15 @@ def test_a_file_carried_whole_before_it_was_ours_completes_when_the_user_asks() 
 
 
 def test_a_slow_disk_holds_back_requests() -> None:
-    """Chunks handed to the driver count in the link's window until stored: a disk slower than
-    the link cannot make chunk bodies pile up in the driver's queue."""
+    """Chunks handed to the driver count against the link until stored: a disk slower than the
+    link cannot make chunk bodies pile up in the driver's queue beyond ``chunks_unstored`` (two
+    windows: one being synced, one fetched meanwhile)."""
     a, b = FakeNode("a"), FakeNode("b")
     ref = sealed(a, payload(20 * CHUNK_BYTES))
     b.hold_stores = True
     meet(a, b)
-    window = b.config.attach.requests_in_flight
-    assert len(b.effects) == window  # eight chunks waiting for the disk, no more asked
+    # Sixteen chunks waiting for the disk, no more asked.
+    assert len(b.effects) == b.config.attach.chunks_unstored
     b.hold_stores = False
     meet(a, b)
     assert b.chunks_of(ref.attachment_id) == set(range(20))

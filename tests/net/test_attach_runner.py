@@ -25,8 +25,9 @@ import trio
 from meshmsg.app.files import seal_stream
 from meshmsg.config import AttachConfig, NodeConfig
 from meshmsg.core.attach.assembly import AttachmentRef
+from meshmsg.core.attach.table import Role
 from meshmsg.core.effects import Persist
-from meshmsg.core.events import AttachmentComplete, AttachmentProgress
+from meshmsg.core.events import AttachmentComplete, AttachmentProgress, MessageReceived
 from meshmsg.core.identity import ContactCard, Identity
 from meshmsg.core.node import Node
 from meshmsg.core.offlinepair import pair_offline
@@ -229,9 +230,16 @@ async def test_fifty_mebibytes_cross_a_relay_in_bounded_memory(tmp_path: Path) -
         with rb.subscribe(capacity=4096) as events:
             await ra.peer_discovered(format_address(LOCALHOST, rb.port))
             await count_events(events, AttachmentProgress, ref.check(config.attach).count)
+    assert ref.size > config.attach.auto_download_max_bytes  # so C must ask for it
     async with running(b) as rb, running(c) as rc:
         with rc.subscribe(capacity=4096) as events:
             await rc.peer_discovered(format_address(LOCALHOST, rb.port))
+            await count_events(events, MessageReceived, 1)
+            # Over the automatic download limit the attachment waits, pending, until its user
+            # asks for it: the call behind `meshmsg save` and POST /attachments/{id}/fetch.
+            role = await rc.call(lambda n, _now: n.attachments[ref.attachment_id].role)
+            assert role is Role.PENDING
+            await rc.call(lambda n, now: n.fetch_attachment(ref.attachment_id, now=now))
             await count_events(events, AttachmentComplete, 1)
     grown = rss_bytes() - before
     received = hashlib.sha256()

@@ -14,7 +14,7 @@ from meshmsg.config import AttachConfig
 from meshmsg.core.attach.assembly import check_chunk
 from meshmsg.core.attach.format import CHUNK_BYTES
 from meshmsg.errors import InvalidAttachment
-from meshmsg.net.chunkstore import ChunkStore
+from meshmsg.net.chunkstore import COMMITTED, EMPTY, SLOT_BYTES, SLOTS_NAME, ChunkStore
 
 CONFIG = AttachConfig()
 
@@ -57,18 +57,43 @@ def test_seal_store_and_read_back_a_file(tmp_path: Path) -> None:
     assert b"".join(store.read_plain(ref, *span, CONFIG)) == plain[span[0] : span[1]]
 
 
-def test_damaged_files_read_as_missing(tmp_path: Path) -> None:
+def test_damaged_slots_read_as_missing(tmp_path: Path) -> None:
     store = ChunkStore(tmp_path)
     attachment = bytes(range(32))
     store.put(attachment, 0, (bytes(32),), b"x" * 100)
     assert store.get(attachment, 0) == ((bytes(32),), b"x" * 100)
-    path = tmp_path / attachment.hex() / "0.c"
-    for damaged in (b"", b"\x10", b"x" * 10 + b"\x05", b"x" * 70_000):
+    path = tmp_path / attachment.hex() / SLOTS_NAME
+    good = path.read_bytes()
+    too_many_hashes = bytes([COMMITTED, 17]) + good[2:]
+    too_long = good[:4] + (SLOT_BYTES).to_bytes(4, "big") + good[8:]
+    nonzero_pad = good[:2] + b"\x01" + good[3:]
+    for damaged in (b"", b"\x10", good[:-1], too_many_hashes, too_long, nonzero_pad):
         path.write_bytes(damaged)
         assert store.get(attachment, 0) is None
     assert store.get(attachment, 1) is None
+    assert store.get(attachment, -1) is None
     store.delete(attachment)
     assert store.scan() == {}
+
+
+def test_only_committed_slots_are_held(tmp_path: Path) -> None:
+    """A crash between the two syncs leaves the slot's state EMPTY: the scan does not count it,
+    a read does not return it; chunks are found wherever their slot is in the file."""
+    store = ChunkStore(tmp_path)
+    attachment = bytes(range(32))
+    store.put_many([(attachment, 5, (), b"a" * 10), (attachment, 2, (), b"b" * 20)])
+    assert store.scan() == {attachment: [2, 5]}
+    path = tmp_path / attachment.hex() / SLOTS_NAME
+    raw = bytearray(path.read_bytes())
+    raw[5 * SLOT_BYTES] = EMPTY  # as if the commit of slot 5 never reached the disk
+    path.write_bytes(bytes(raw))
+    assert store.scan() == {attachment: [2]}
+    assert store.get(attachment, 5) is None
+    assert store.get(attachment, 2) == ((), b"b" * 20)
+    store.put(attachment, 5, (), b"c" * 30)  # fetched again after the restart
+    assert store.get(attachment, 5) == ((), b"c" * 30)
+    with pytest.raises(InvalidAttachment):
+        store.put(attachment, 0, (), b"")
 
 
 def test_an_interrupted_seal_leaves_nothing(tmp_path: Path) -> None:

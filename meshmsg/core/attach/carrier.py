@@ -414,7 +414,13 @@ class AttachmentCarrier:
     def _pull(self, link: LinkId, peer: _Peer) -> None:
         """Ask this peer for chunks we lack, up to the window, nearest-complete attachment first
         (finishing one file beats half of two)."""
-        room = self._limits.requests_in_flight - len(peer.asked) - peer.unstored
+        # At most a window asked and not yet received, and at most ``chunks_unstored`` asked or
+        # not yet stored: the link fetches the next batch while the disk syncs the last one.
+        asked = len(peer.asked)
+        room = min(
+            self._limits.requests_in_flight - asked,
+            self._limits.chunks_unstored - asked - peer.unstored,
+        )
         if room <= 0 or not peer.holdings:
             return
         fetching = [

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 import secrets
 import threading
 import time
@@ -26,7 +25,7 @@ import pytest
 from meshmsg.core.attach.format import CHUNK_CIPHERTEXT_BYTES
 from meshmsg.net.chunkstore import ChunkStore
 from tests.net.netns import netns_available, netns_hosts
-from tests.net.test_multihost_netns import Node, wait_until
+from tests.net.test_multihost_netns import Node, lab_nodes, wait_until
 
 AVAILABLE, REASON = netns_available()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(not AVAILABLE, reason=REASON)]
@@ -40,20 +39,8 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]
     root = tmp_path_factory.mktemp("attach")
     site_key = secrets.token_hex(32)
     with netns_hosts(4) as hosts:
-        net = hosts[0].cidr
-        lab = {
-            name: Node(name, host, root / name, site_key, net)
-            for name, host in zip(("alice", "bobby", "carol", "dave"), hosts, strict=True)
-        }
+        lab = lab_nodes(("alice", "bobby", "carol", "dave"), hosts, root, site_key)
         try:
-            for node in lab.values():
-                node.cli("init", "--name", node.name)
-                node.write_config()
-                out = node.cli("id", "--no-qr")
-                node.code = next(line for line in out.splitlines() if line.startswith("MM1:"))
-                match = re.search(r"Peer id:\s+([0-9a-f]{32})", out)
-                assert match is not None, out
-                node.peer_id = match.group(1)
             # Codes exchanged by radio: never online together, never met.
             lab["alice"].cli("contact", "add", lab["carol"].code)
             lab["carol"].cli("contact", "add", lab["alice"].code)

@@ -9,7 +9,6 @@ bobby is a relay that knows nobody; dave holds carol's code, carol does not hold
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ import pytest
 from tests.net.netns import netns_available, netns_hosts
 from tests.net.test_multihost_netns import (
     Node,
+    lab_nodes,
     linked_lines,
     message_of,
     status,
@@ -35,20 +35,8 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]
     root = tmp_path_factory.mktemp("firstcontact")
     site_key = secrets.token_hex(32)
     with netns_hosts(4) as hosts:
-        net = hosts[0].cidr
-        lab = {
-            name: Node(name, host, root / name, site_key, net)
-            for name, host in zip(("alice", "bobby", "carol", "dave"), hosts, strict=True)
-        }
+        lab = lab_nodes(("alice", "bobby", "carol", "dave"), hosts, root, site_key)
         try:
-            for node in lab.values():
-                node.cli("init", "--name", node.name)
-                node.write_config()
-                out = node.cli("id", "--no-qr")
-                node.code = next(line for line in out.splitlines() if line.startswith("MM1:"))
-                match = re.search(r"Peer id:\s+([0-9a-f]{32})", out)
-                assert match is not None, out
-                node.peer_id = match.group(1)
             # Codes exchanged by radio: never online together, never met.
             lab["alice"].cli("contact", "add", lab["carol"].code)
             lab["carol"].cli("contact", "add", lab["alice"].code)

@@ -11,7 +11,6 @@ bridge and trusted subnet, found by mDNS (no dialling by hand), as in
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.net.netns import netns_available, netns_hosts
-from tests.net.test_multihost_netns import Node, wait_until
+from tests.net.test_multihost_netns import Node, lab_nodes, wait_until
 
 AVAILABLE, REASON = netns_available()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(not AVAILABLE, reason=REASON)]
@@ -33,20 +32,8 @@ QUIET_S = 3.0  # after the removed member is back and linked: time for any envel
 def lab(tmp_path: Path) -> Iterator[dict[str, Node]]:
     site_key = secrets.token_hex(32)
     with netns_hosts(len(NAMES)) as hosts:
-        net = hosts[0].cidr
-        nodes = {
-            name: Node(name, host, tmp_path / name, site_key, net)
-            for name, host in zip(NAMES, hosts, strict=True)
-        }
+        nodes = lab_nodes(NAMES, hosts, tmp_path, site_key)
         try:
-            for node in nodes.values():
-                node.cli("init", "--name", node.name)
-                node.write_config()
-                out = node.cli("id", "--no-qr")
-                node.code = next(line for line in out.splitlines() if line.startswith("MM1:"))
-                match = re.search(r"Peer id:\s+([0-9a-f]{32})", out)
-                assert match is not None, out
-                node.peer_id = match.group(1)
             for a in nodes.values():
                 for b in nodes.values():
                     if a is not b:

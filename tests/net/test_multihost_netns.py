@@ -49,7 +49,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -99,6 +99,25 @@ def cli_env() -> dict[str, str]:
     env["MESHMSG_PASSPHRASE"] = PASSPHRASE
     env.pop("MESHMSG_HOME", None)
     return env
+
+
+def lab_nodes(
+    names: Sequence[str], hosts: Sequence[Host], root: Path, site_key: str
+) -> dict[str, Node]:
+    """One Node per host on the first host's trusted subnet, each set up through the CLI
+    (``init``, its ``config.toml``), with its contact code and peer id read back from ``id``."""
+    net = hosts[0].cidr
+    nodes = {name: Node(name, host, root / name, site_key, net)
+             for name, host in zip(names, hosts, strict=True)}  # fmt: skip
+    for node in nodes.values():
+        node.cli("init", "--name", node.name)
+        node.write_config()
+        out = node.cli("id", "--no-qr")
+        node.code = next(line for line in out.splitlines() if line.startswith("MM1:"))
+        match = re.search(r"Peer id:\s+([0-9a-f]{32})", out)
+        assert match is not None, out
+        node.peer_id = match.group(1)
+    return nodes
 
 
 def wait_until(what: str, check: Callable[[], T | None], timeout: float = STEP_S) -> T:

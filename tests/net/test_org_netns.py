@@ -11,7 +11,6 @@ stranger who holds carol's code.
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,14 @@ from meshmsg.core.identity import Identity
 from meshmsg.core.org.keys import OrgSecret
 from meshmsg.sim.rng import SeededRng
 from tests.net.netns import netns_available, netns_hosts
-from tests.net.test_multihost_netns import PASSPHRASE, Node, message_of, status, wait_until
+from tests.net.test_multihost_netns import (
+    PASSPHRASE,
+    Node,
+    lab_nodes,
+    message_of,
+    status,
+    wait_until,
+)
 
 AVAILABLE, REASON = netns_available()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(not AVAILABLE, reason=REASON)]
@@ -37,20 +43,8 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]
     root = tmp_path_factory.mktemp("org")
     site_key = secrets.token_hex(32)
     with netns_hosts(4) as hosts:
-        net = hosts[0].cidr
-        lab = {
-            name: Node(name, host, root / name, site_key, net)
-            for name, host in zip(("bobby", "alice", "carol", "erin"), hosts, strict=True)
-        }
+        lab = lab_nodes(("bobby", "alice", "carol", "erin"), hosts, root, site_key)
         try:
-            for node in lab.values():
-                node.cli("init", "--name", node.name)
-                node.write_config()
-                out = node.cli("id", "--no-qr")
-                node.code = next(line for line in out.splitlines() if line.startswith("MM1:"))
-                match = re.search(r"Peer id:\s+([0-9a-f]{32})", out)
-                assert match is not None, out
-                node.peer_id = match.group(1)
             lab["erin"].cli("contact", "add", lab["carol"].code)  # a stranger to carol
             yield lab
         finally:

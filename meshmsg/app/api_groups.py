@@ -31,15 +31,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
 from meshmsg.app.api_files import of_message
-from meshmsg.app.api_refs import PeerRef
+from meshmsg.app.api_refs import ApiLike, PeerRef
 from meshmsg.app.api_refs import parse_peer as _parse_peer
 from meshmsg.app.api_refs import require_contact as _require_contact
 from meshmsg.app.groups_view import group_message_view, group_row, group_view
@@ -51,8 +50,6 @@ from meshmsg.core.node import Node
 from meshmsg.errors import GroupError, InvalidAttachment
 
 JSON = dict[str, Any]
-T = TypeVar("T")
-Handler = Callable[[Request], Awaitable[Any]]
 
 
 class Uploads(Protocol):
@@ -61,20 +58,6 @@ class Uploads(Protocol):
     def uploaded(self, ids: list[object]) -> list[AttachmentRef]: ...
 
     def sent(self, refs: list[AttachmentRef]) -> None: ...
-
-
-class ApiLike(Protocol):
-    """What these routes need of :class:`meshmsg.app.api.Api` (which imports this module)."""
-
-    def endpoint(
-        self, handler: Handler, status: int = 200
-    ) -> Callable[[Request], Awaitable[Response]]: ...
-
-    async def call(self, fn: Callable[[Node, float], T]) -> T: ...
-
-    async def write(self, fn: Callable[[Node, float], T]) -> T: ...
-
-    async def body(self, request: Request) -> dict[str, Any]: ...
 
 
 def _field(data: dict[str, Any], key: str, kind: Any) -> Any:

@@ -13,36 +13,18 @@ daemon: a mark is durable before the answer, like the receipts the same call que
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol, TypeVar
+from typing import Final
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
-from meshmsg.app.api_refs import parse_peer, require_contact
+from meshmsg.app.api_refs import ApiLike, parse_peer, require_contact
 from meshmsg.app.readmarks import ReadMarks
 from meshmsg.app.views import JSON, arrived_at, conversations_view
 from meshmsg.core.node import Node
 
-T = TypeVar("T")
-Handler = Callable[[Request], Awaitable[Any]]
 MESSAGE_ID_HEX: Final = 32
-
-
-class ApiLike(Protocol):
-    """What these routes need of :class:`meshmsg.app.api.Api` (which imports this module)."""
-
-    def endpoint(
-        self, handler: Handler, status: int = 200
-    ) -> Callable[[Request], Awaitable[Response]]: ...
-
-    async def call(self, fn: Callable[[Node, float], T]) -> T: ...
-
-    async def write(self, fn: Callable[[Node, float], T]) -> T: ...
-
-    async def body(self, request: Request) -> dict[str, Any]: ...
 
 
 class ReadApi:

@@ -7,8 +7,12 @@ and refuses names the same way: 404 for no such contact, 409 for a name two cont
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 
 from meshmsg.app.contact_ops import named
 from meshmsg.app.views import PEER_ID_HEX, parse_peer_id
@@ -44,4 +48,23 @@ def require_contact(node: Node, ref: PeerRef) -> Contact:
     return found[0]
 
 
-__all__ = ["PeerRef", "parse_peer", "require_contact"]
+T = TypeVar("T")
+Handler = Callable[[Request], Awaitable[Any]]
+
+
+class ApiLike(Protocol):
+    """What the endpoint groups (groups, read marks, ...) need of :class:`meshmsg.app.api.Api`,
+    which imports them."""
+
+    def endpoint(
+        self, handler: Handler, status: int = 200
+    ) -> Callable[[Request], Awaitable[Response]]: ...
+
+    async def call(self, fn: Callable[[Node, float], T]) -> T: ...
+
+    async def write(self, fn: Callable[[Node, float], T]) -> T: ...
+
+    async def body(self, request: Request) -> dict[str, Any]: ...
+
+
+__all__ = ["ApiLike", "PeerRef", "parse_peer", "require_contact"]

@@ -24,6 +24,7 @@ from meshmsg.core.events import (
 from meshmsg.core.exchange.firstmail import FirstOpening
 from meshmsg.core.exchange.holdings import Holdings
 from meshmsg.core.exchange.opening import Opening
+from meshmsg.core.exchange.origin import received_hops
 from meshmsg.core.exchange.sync import Sync
 from meshmsg.core.outbox import Outbox
 from meshmsg.core.records import Custody, TimedTransfer, Transfer
@@ -143,7 +144,8 @@ class Carrying:
         record: Transfer,
         now: float,
     ) -> None:
-        consumed = self._opening.consume(envelope, match, record.hops, now)
+        hops = received_hops(record.hops, from_sender=session.peer_id == match.peer_id)
+        consumed = self._opening.consume(envelope, match, hops, now)
         if consumed is None:
             self._acknowledge(session, refused=[env_id])
             return
@@ -157,7 +159,7 @@ class Carrying:
         self, session: PeerSession, envelope: Envelope, env_id: bytes, record: Transfer,
         now: float,
     ) -> None:  # fmt: skip
-        opened = self._first.open(envelope, env_id, record.hops, now)
+        opened = self._first.open(envelope, env_id, record.hops, now, link_peer=session.peer_id)
         if opened is None:
             self._acknowledge(session, refused=[env_id])
             return

@@ -42,6 +42,7 @@ from meshmsg.core.events import (
 )
 from meshmsg.core.exchange.holdings import Holdings
 from meshmsg.core.exchange.opening import Opening
+from meshmsg.core.exchange.origin import received_hops
 from meshmsg.core.exchange.receipts import RECEIPT_DELIVERED
 from meshmsg.core.firstcontact import OpenedFirstContact, open_first_contact
 from meshmsg.core.identity import PublicIdentity
@@ -102,8 +103,13 @@ class FirstOpening:
                 report = None if opened is None else functools.partial(self._report, opened)
                 self._out.persist(puts, deletes=deletes, then=report)
 
-    def open(self, envelope: Envelope, env_id: bytes, hops: int, now: float) -> Opened | None:
-        """Open a recognised envelope. None: it failed authentication (refuse custody)."""
+    def open(
+        self, envelope: Envelope, env_id: bytes, hops: int, now: float,
+        link_peer: bytes | None = None,
+    ) -> Opened | None:  # fmt: skip
+        """Open a recognised envelope. None: it failed authentication (refuse custody).
+
+        ``link_peer``: who handed it over, when it came over a link (not out of our store)."""
         state = self._state
         if state.first_index.opened(env_id):
             return Opened()
@@ -123,6 +129,8 @@ class FirstOpening:
             return Opened()
         contact = state.contacts.get(sender.peer_id)
         if contact is not None:
+            if link_peer is not None:
+                hops = received_hops(hops, from_sender=link_peer == sender.peer_id)
             return self._from_contact(contact, opened, inner, hops, now)
         return self._request(sender, inner, now)
 

@@ -28,3 +28,16 @@ def origin_ttl_cut(state: NodeState, ttl: float) -> float:
     if state.store.one_mode or bound <= 0:
         return 0.0
     return float(state.rng.randbelow(bound + 1))
+
+
+def received_hops(carried: int, *, from_sender: bool) -> int:
+    """The hop count a recipient records for mail that arrived with ``carried`` hops.
+
+    Own copies start at a random hop count (``origin_hops``), so the carried count overstates
+    the path by up to ``origin_hops_max``. The recipient knows one thing for sure: mail taken
+    from a link with its sender came directly (1 hop), and mail from anyone else came over at
+    least 2. Between those bounds the carried count is what the user sees (docs/protocol/e2e.md).
+    """
+    if from_sender:
+        return 1
+    return max(2, carried)

@@ -450,6 +450,12 @@ class RoutingConfig:
         "a carrier drops its copy once the recipient took custody; the ONE keeps it "
         "(ActiveRouter deleteDelivered=false), so ONE-mode scenarios turn this off",
     )
+    direct_first: bool = limit(
+        True,
+        "flag",
+        "own mail is not offered to relays while its recipient has a live link; offered to "
+        "all when that link ends (core/exchange/directfirst.py); off in ONE mode",
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -135,6 +135,10 @@ class RelayStore:
         """Items in arrival order (oldest first)."""
         return iter(list(self._items.values()))
 
+    def items_in(self, tier: Tier) -> list[StoreItem]:
+        """Items of one trust tier, in arrival order."""
+        return list(self._by_tier[tier].values())
+
     @property
     def total_bytes(self) -> int:
         return sum(self._bytes_by_tier.values())

@@ -14,8 +14,11 @@ through the API. :class:`LoadResult` holds what the tests assert (``tests/load/`
 throughput itself is ``meshmsg bench``'s row ``e2e-daemons``, :mod:`meshmsg.bench.daemons`):
 
 * ``lost``, ``duplicated``, ``out_of_order``, ``not_delivered``: must be empty;
-* ``max_queued_s``: the longest a message stayed ``queued`` at its sender (first timeline step
-  to the next), while a link to its recipient existed the whole time;
+* ``max_queued_s``: the longest a message waited at its sender, from its ``queued`` step until
+  the recipient held it (its ``received_at``; or the next timeline step, a relay's custody, if
+  that came first), while a link to its recipient existed the whole time. Not until
+  ``delivered``: that step also waits for the recipient's receipt batch (``receipt_delay_s``);
+  ``max_to_delivered_s`` reports the whole round;
 * ``msgs_per_s``: messages posted and delivered, divided by the time from the first post to the
   last message seen ``received`` by its recipient.
 
@@ -319,6 +322,7 @@ async def check(
         got = [m for m in await read_conversation(daemons[to], peer_of(sender))
                if m["direction"] == "in"]  # fmt: skip
         counts = Counter(m["message_id"] for m in got)
+        held_at = {m["message_id"]: m["received_at"] for m in got}
         result.duplicated += [mid for mid, n in counts.items() if n > 1]
         result.duplicated += [m["message_id"] for m in got if m["message_id"] not in posted]
         result.lost += sorted(ours - set(counts))
@@ -326,10 +330,15 @@ async def check(
             steps = m["timeline"]
             if m["status"] not in ("delivered", "read"):
                 result.not_delivered.append(f"{m['message_id']} {m['status']}")
-            if len(steps) >= 2:
-                queued.append((steps[1]["at"] - steps[0]["at"], m["message_id"]))
-            else:
-                queued.append((math.inf, m["message_id"]))
+            left = [
+                at
+                for at in (
+                    held_at.get(m["message_id"]),
+                    steps[1]["at"] if len(steps) >= 2 else None,
+                )
+                if at is not None
+            ]
+            queued.append((min(left) - steps[0]["at"] if left else math.inf, m["message_id"]))
             done = [s["at"] for s in steps if s["status"] in ("delivered", "read")]
             if done:
                 result.max_to_delivered_s = max(result.max_to_delivered_s, done[0] - steps[0]["at"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from meshmsg.core import codec
+from meshmsg.core.exchange.directfirst import released_by, waits_for_its_recipient
 from meshmsg.core.exchange.holdings import Holdings
 from meshmsg.core.lateoffers import offer_everywhere, take_parked
 from meshmsg.core.outbox import Outbox
@@ -96,11 +97,14 @@ class Sync:
         self._out.persist([codec.router_record(*state.router.export_state())])
 
     def on_closed(self, session: PeerSession) -> None:
-        """The link ended: its reconciliation and outstanding offers end with it."""
+        """The link ended: its reconciliation and outstanding offers end with it; own mail that
+        waited for this peer (``directfirst.py``) is offered on every other link."""
         session.reconciler = None
         session.offered.clear()
         session.offer_batches.clear()
         session.declined.clear()
+        for item in released_by(self._state, session):
+            self.offer_new(item)
 
     # ======================================================= reconciliation
 
@@ -141,6 +145,8 @@ class Sync:
                 continue  # already offered, awaiting its Reply
             item = state.store.get(item_id)
             if item is not None and self._holdings.offerable(item_id):
+                if waits_for_its_recipient(state, item, session):
+                    continue  # offered everywhere if the recipient's link ends first
                 offered.append(item)
                 session.offered[item_id] = None
                 continue

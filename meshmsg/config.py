@@ -453,8 +453,8 @@ class RoutingConfig:
     direct_first: bool = limit(
         True,
         "flag",
-        "own mail is not offered to relays while its recipient has a live link; offered to "
-        "all when that link ends (core/exchange/directfirst.py); off in ONE mode",
+        "own mail is not offered to relays while its recipient has a reconciled link; offered "
+        "to all when that link ends (core/exchange/directfirst.py); off in ONE mode",
     )
 
 

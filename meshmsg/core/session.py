@@ -53,6 +53,7 @@ class PeerSession:
     is_contact: bool = False
     route: PeerRouting | None = None
     key_exchange: KeyExchangeState | None = None
+    heals: int = 0  # heals completed on this link: the first is the meeting's, later ones live
     reconciler: Reconciler | None = None
     synced: bool = False  # reconciliation finished: new items are offered directly
     offered: dict[bytes, None] = field(default_factory=dict)  # awaiting the peer's Reply

@@ -102,6 +102,9 @@ class ContactKeys:
             )  # fmt: skip
             if result.abandoned_epoch is not None:
                 self._reseal_epoch(contact, result.abandoned_epoch, now)
+            if session.heals == 0:  # a meeting's heal; on a live link our mail is moving
+                self._reseal_beyond_retention(contact, result.epoch, now)
+            session.heals += 1
             # Our KeyConfirm tells the peer we left the older epochs for good: it then trims
             # them to the counts our share reported. Sent before the new epoch is durable, a
             # crash would bring us back in the old epoch, sealing counters the peer no longer
@@ -203,8 +206,36 @@ class ContactKeys:
 
     def _reseal_epoch(self, contact: Contact, epoch: int, now: float) -> None:
         """The peer never had ``epoch``: what we sealed in it is unreadable, so seal it again."""
+        self._reseal(contact, {epoch}, now)
+
+    def _reseal_beyond_retention(self, contact: Contact, new_epoch: int, now: float) -> None:
+        """Seal again what waits in epochs the peer may have let go of (issue #17).
+
+        The peer keeps the receive keys of ``max_epochs_retained`` epochs: the new one, the
+        previous one until its final counts are confirmed, and older ones while mail is
+        pending in them, the oldest dropped first. Meetings that heal and end before our mail
+        moves (a flaky link, a peer killed at every restart) each add an epoch with our mail
+        pending, and the oldest went out of the peer's reach: it took custody and found
+        "its key period has expired". So at a meeting's heal only the newest
+        ``max_epochs_retained - 2`` older epochs with our undelivered mail keep it; the rest
+        is sealed again in the new epoch (same message ids: a copy that still opens is a
+        duplicate the peer ignores). Live heals on a link that stays up (core/pacing.py) do not
+        do it: the mail of their epochs is moving on that link, and sealing it again there
+        would only chase its own budget.
+        """
+        keep = max(1, self._state.config.message.max_epochs_retained - 2)
+        pending = {
+            m.epoch for m in self._state.conversations.with_peer(contact.peer_id)
+            if m.outgoing and m.sealed and m.epoch is not None and m.epoch != new_epoch
+            and m.status < MessageStatus.DELIVERED and m.expiry_at > now
+        }  # fmt: skip
+        beyond = sorted(pending, reverse=True)[keep:]
+        if beyond:
+            self._reseal(contact, set(beyond), now)
+
+    def _reseal(self, contact: Contact, epochs: set[int], now: float) -> None:
         for message in self._state.conversations.with_peer(contact.peer_id):
-            lost = message.outgoing and message.sealed and message.epoch == epoch
+            lost = message.outgoing and message.sealed and message.epoch in epochs
             if lost and message.status < MessageStatus.DELIVERED and message.expiry_at > now:
                 message.sealed = False
                 # Durably unsealed before its envelope goes: a crash in between leaves a

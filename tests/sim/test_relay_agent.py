@@ -156,3 +156,39 @@ def test_the_sender_picks_its_next_transfer_before_a_peer_that_waited() -> None:
     into_1 = sorted((t, f) for r in recorder.records.values() for t, f, to in r.hops if to == 1)
     assert [f for _, f in into_1] == [0, 0, 2]
     assert 11.2 <= into_1[1][0] < 12.7
+
+
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_mail_for_a_peer_goes_before_spraying_to_it_on_both_sides(seed: int) -> None:
+    # 0 holds M0 for 9 (copies to spray), 1 holds M1 for 0; their contact fits one 300 kB
+    # transfer (1.2 s). Whichever of the two the ONE updates first, M1 goes: 0 has no mail for
+    # 1, so it asks 1 for mail for 0 (requestDeliverableMessages) before it sprays. Both
+    # offering at once and settling by a coin toss sprayed M0 instead for some seeds.
+    contacts = [up(10.0, 0, 1), down(11.5, 0, 1)]
+    created = [
+        MessageEvent(time=1.0, message_id="M0", source=0, destination=9, size=300_000),
+        MessageEvent(time=1.0, message_id="M1", source=1, destination=0, size=300_000),
+    ]
+    config = EngineConfig(
+        mode="one", duration_s=20.0, seed=seed, interfaces={"bt": LinkParams(rate_bps=RATE)},
+        default_interface="bt",
+    )  # fmt: skip
+    recorder = Recorder(sample_interval_s=1.0)
+    engine = Engine(config, [_setup(i) for i in range(10)], RelayFactory(), [contacts, created],
+                    recorder)  # fmt: skip
+    assert engine.run().violations == ()
+    assert recorder.records["M1"].delivered_at is not None
+    assert recorder.records["M0"].hops == []
+
+
+def test_a_peer_that_dropped_a_message_is_offered_it_again() -> None:
+    # The ONE remembers nothing of what a peer holds: it offers and the peer refuses what it
+    # has. A peer that drops a message for room says so (D), so the hello's list does not keep
+    # the message from being offered again while the contact lasts.
+    node = RelayNode(_setup(0), 0.0, "spray-and-wait", 6)
+    node.send_message(ident(9), "M1:x", now=0.0)
+    node.link_opened(1, initiator=True, now=1.0)
+    node.receive_data(1, b"H" + json.dumps({"from": 1, "have": ["M1"]}).encode(), now=1.0)
+    assert not [f for f in _frames(node) if f[:1] == b"O"]
+    node.receive_data(1, b"DM1", now=2.0)
+    assert [f[:3] for f in _frames(node) if f[:1] == b"O"] == [b"OM1"]

@@ -96,8 +96,10 @@ class RelayNode:
         # this update's attempt, whether a busy peer refused one, and when to try again.
         self.offer: tuple[LinkId, str] | None = None
         self.priority = (0, 0)  # of this attempt: who goes first when offers cross
+        self._offer_priority = (0, 0, 0)
         self.plan: list[tuple[LinkId, str, bool]] = []  # (link, message, busy skips the link)
         self.saw_busy = False
+        self.dirty = False  # something to try changed while an attempt was under way
         self.withdrawn: set[tuple[LinkId, str]] = set()  # offers given up: ignore their replies
         self.retry_at: float | None = None
         # Just received on this link: until the next update instant only its sender may start
@@ -143,16 +145,21 @@ class RelayNode:
             self._arrived(link, json.loads(rest[: rest.index(b"}") + 1]), now)
         elif kind == b"K":
             self._acked(link, rest.decode(), now)
+        elif kind == b"D":
+            mid = rest.decode()
+            self.peer_has[link].discard(mid)
+            if mid in self.buffer:
+                self._try(now)
 
     def _offered(self, link: LinkId, text: str, now: float) -> None:
         """The ONE's ``checkReceiving``: busy, already seen, no room, or accepted."""
         mid, size_s, prio_s = text.split(" ")
         size = int(size_s)
-        step, _, draw = prio_s.partition(":")
+        step, phase, draw = prio_s.split(":")
         # Offers crossed (each node's update is atomic in the ONE): the earlier, or on the same
         # instant the one with the lower draw, goes first; the other gives up its own.
         crossed = self.offer is not None and not self.sending and not self.incoming
-        if crossed and (int(step), int(draw)) < self.priority:
+        if crossed and (int(step), int(phase), int(draw)) < self._offer_priority:
             assert self.offer is not None
             self.withdrawn.add(self.offer)
             self.offer, self.plan = None, []
@@ -258,7 +265,9 @@ class RelayNode:
         busy. The queue order is the ONE's default ``sendQueue = RANDOM``: a shuffle. A node
         makes one offer at a time and starts at most one transfer (``isTransferring``)."""
         if self.engaged:
+            self.dirty = True
             return
+        self.dirty = False
         links = [lk for lk in self.peer_has if lk in self.peer]
         if not links or not self.buffer:
             return
@@ -286,16 +295,19 @@ class RelayNode:
 
     def _next_offer(self, now: float) -> None:
         while self.plan:
-            link, mid, _ = self.plan.pop(0)
+            link, mid, skips = self.plan.pop(0)
             if link not in self.peer or mid not in self.buffer or mid in self.peer_has[link]:
                 continue
             self.offer = (link, mid)
             step, draw = self.priority
-            offer = f"O{mid} {self.buffer[mid]['size']} {step}:{draw}".encode()
-            self._effects.append(Transmit(link=link, data=offer))
+            # deliverable mail goes before spraying on both sides of a meeting: the ONE's
+            # update pulls the peer's mail for it (requestDeliverableMessages) before spraying
+            self._offer_priority = (step, 1 if skips else 0, draw)
+            offer = f"O{mid} {self.buffer[mid]['size']} {step}:{1 if skips else 0}:{draw}"
+            self._effects.append(Transmit(link=link, data=offer.encode()))
             return
-        if self.saw_busy:  # TRY_LATER_BUSY somewhere: the ONE tries again next update
-            self.saw_busy = False
+        if self.saw_busy or self.dirty:  # TRY_LATER_BUSY somewhere, or news: try next update
+            self.saw_busy = self.dirty = False
             self._later(now)
 
     def link_lost(self, link: LinkId, *, now: float) -> None:
@@ -362,6 +374,10 @@ class RelayNode:
             self._events.append(
                 EnvelopeDropped(envelope_id=mid.encode(), reason=DropReason.EVICTED)
             )
+            # The ONE's neighbours offer it again at their next update (nothing remembers who
+            # held what): tell them, so a summary vector from the hello does not stay stale.
+            for link in self.peer:
+                self._effects.append(Transmit(link=link, data=b"D" + mid.encode()))
         return fits
 
     def next_effect(self) -> Effect | None:

@@ -50,15 +50,17 @@ class RelayNode:
     envelope ``M<json>`` (one envelope, ``size`` bytes), then ``K<id>`` ack; a message larger
     than a text body is announced by ``A<id> <size>``, which the ONE link model delivers when its
     transfer can start, and the receiver makes room then rather than at the offer; ``X<id>``
-    withdraws an accepted offer. As in the ONE, a node takes part in **one transfer at a time**
-    and makes one offer at a time: an update (:meth:`_try`) walks the ONE's order of tries,
-    mail for a peer first, then per connection (in the order they came up) the other messages
-    in a shuffled order (``sendQueue = RANDOM``), moving to the next connection when the peer
-    is busy; refused by a busy peer, it tries again at the next update instant. Offers that
-    cross (the ONE's updates are atomic, ours take microseconds of control frames) are settled
-    by the attempts' priorities: the earlier instant, then a random draw, goes first. A sender
-    picks its next transfer as soon as the ack arrives; a receiver acts at its next update
-    instant (the ONE's sender finalises and starts its next transfer in one update). Mail for
+    withdraws an accepted offer; ``D<id>`` tells the peers a message was dropped for room, so
+    they offer it again (the ONE keeps no summary vector and offers at every update). As in the
+    ONE, a node takes part in **one transfer at a time** and makes one offer at a time: an
+    update (:meth:`_try`) walks the ONE's order of tries, mail for a peer first, then per
+    connection (in the order they came up) the other messages in a shuffled order (``sendQueue
+    = RANDOM``), moving to the next connection when the peer is busy; refused by a busy peer, it
+    tries again at the next update instant. Offers that cross (the ONE's updates are atomic,
+    ours take microseconds of control frames) are settled by the attempts' priorities: the
+    earlier instant, then mail over spraying, then a random draw, goes first. A sender picks its
+    next transfer as soon as the ack arrives; a receiver acts at its next update instant (the
+    ONE's sender finalises and starts its next transfer in one update). Mail for
     the peer goes first, then (Epidemic) every other message or (Spray-and-Wait)
     those with more than one copy. Binary spraying hands ``floor(n/2)`` copies and keeps
     ``ceil(n/2)``, as in Spyropoulos et al. and in the ONE's ``SprayAndWaitRouter`` since 2017

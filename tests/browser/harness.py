@@ -63,8 +63,16 @@ class DaemonProcess:
             [sys.executable, "-m", "meshmsg", "--data-dir", str(self.home), *args],
             env=self.env(), capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
-        assert done.returncode == 0, done.stderr
+        log = f"--- {self.name}'s daemon.log:\n{self.log_tail()}"
+        assert done.returncode == 0, f"{done.stderr}\n{log}"
         return done.stdout
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the daemon's log, and whether it still runs (for failure messages)."""
+        path = self.home / "daemon.log"
+        text = path.read_text(errors="replace") if path.exists() else "(no log)"
+        state = "not started" if self.process is None else f"exit code {self.process.poll()}"
+        return "\n".join(text.splitlines()[-lines:]) + f"\n(daemon: {state})"
 
     def init(self, static_peers: list[str]) -> None:
         self.cli("init", "--name", self.name)

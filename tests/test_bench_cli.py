@@ -94,6 +94,7 @@ def check_row(row: dict[str, Any], measure: Measure) -> None:
             assert row["limit"]["median"] > 0
 
 
+@pytest.mark.slow  # 64 s; the command's path runs in test_command_runs_one_real_measure_in_process
 def test_quick_bench_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     work = tmp_path / "disk"

@@ -134,7 +134,8 @@ def describe_event(event: object, node: Node) -> Text | None:
             return Text(f"organisation directory version {serial}: {members} members, "
                         f"{revoked} revoked")  # fmt: skip
         case MessageReceived(peer_id=peer, hops=hops):
-            return Text.assemble("message from ", _name(node, peer), f" ({hops} hops)")
+            how = "direct" if hops <= 1 else "relayed"  # counts past 1 start at random 0..3
+            return Text.assemble("message from ", _name(node, peer), f" ({how})")
         case MessageStatusChanged(message_id=mid, peer_id=peer, status=status):
             to = _name(node, peer)
             return Text.assemble(f"message {mid.hex()[:8]} to ", to, f": {status.name.lower()}")

@@ -398,7 +398,9 @@ def _reason(exc: BaseException) -> str:
 
 
 def _hops(hops: int) -> str:
-    return "direct" if hops <= 1 else f"{hops} hops"
+    # Not the count: a sender's copy starts at a random 0..3 hops (privacy, docs/protocol.md),
+    # so beyond "direct" (1, from the sender's own link) it only says "relayed".
+    return "direct" if hops <= 1 else "relayed"
 
 
 def _meaning(status: MessageStatus) -> str:

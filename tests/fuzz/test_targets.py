@@ -117,6 +117,7 @@ def test_records_target_flags_a_non_canonical_round_trip(monkeypatch: pytest.Mon
         targets.fuzz_records(b"\x00" + encode_record(Ping(nonce=1)))
 
 
+@pytest.mark.slow  # 15 s of atheris start-up; .ci/fuzz runs the same runner on every target
 def test_the_runner_fuzzes_a_target_with_atheris(tmp_path: Path) -> None:
     pytest.importorskip("atheris")
     proc = subprocess.run(

@@ -1,6 +1,6 @@
 """Issue #12 with real daemons in network namespaces: first contact through a relay between two
 people who were never online together, the heal when they meet, and a one-sided contact that
-holds one link for 60 s and reaches the other as a request.
+holds one link for 20 s and reaches the other as a request.
 
 Needs root and ``ip netns`` (CI has both); skipped with the reason otherwise. Four hosts on one
 bridge and trusted subnet (mDNS): alice and carol hold each other's code and have never met;
@@ -27,7 +27,9 @@ from tests.net.test_multihost_netns import (
 
 AVAILABLE, REASON = netns_available()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(not AVAILABLE, reason=REASON)]
-ONE_SIDED_S = 60.0
+# The loop this catches dropped and redialled about once a second (58 drops in 50 s in the
+# issue): 20 s would show ~20 of them against the bound of 3.
+ONE_SIDED_S = 20.0
 
 
 @pytest.fixture(scope="module")
@@ -93,15 +95,16 @@ def test_a_one_sided_contact_holds_one_link_and_reaches_them_as_a_request(
     wait_until("dave links to carol", lambda: carol.peer_id in dave.peers(), 30)
     time.sleep(ONE_SIDED_S)
     links = dave.get("/status")["links"]
-    # Every link dave made or took in 60 s, and how many of them ended: mDNS finds the three
+    # Every link dave made or took in ONE_SIDED_S, and how many of them ended: mDNS finds the three
     # others once each way; of two links to one peer both keep one (DUPLICATE_LINK).
     attempts = int(links["dials_succeeded"]) + int(links["accepted"])
     ended = attempts - int(links["links"])
     to_carol = [ln for ln in dave.log().splitlines() if "linked to contact carol" in ln]
-    record_property("one_sided_link_attempts_60s", attempts)
-    record_property("one_sided_links_ended_60s", ended)
-    record_property("one_sided_links_to_carol_60s", len(to_carol))
-    print(f"dave in 60 s: {attempts} links made or taken, {ended} ended, {len(to_carol)} to carol")
+    record_property("one_sided_link_attempts", attempts)
+    record_property("one_sided_links_ended", ended)
+    record_property("one_sided_links_to_carol", len(to_carol))
+    print(f"dave in {ONE_SIDED_S:.0f} s: {attempts} links made or taken, {ended} ended, "
+          f"{len(to_carol)} to carol")  # fmt: skip
     # No link-and-drop loop: one link to carol, or two when both dialled at the same instant
     # (mDNS finds both ways at once); before the fix it was about one a second.
     assert len(to_carol) <= 2, dave.log()

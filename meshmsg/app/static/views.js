@@ -61,7 +61,9 @@ function timeline(message) {
     ? shown.map((step) => h("li", { class: reached.has(step) ? "done" : "todo" },
         `${step}: ${reached.has(step) ? when(reached.get(step)) : "not yet"}`))
     : message.timeline.map((step) => h("li", { class: "done" }, `${step.status}: ${when(step.at)}`));
-  const hops = message.hops ? ` · ${message.hops} hop${message.hops === 1 ? "" : "s"}` : "";
+  // A sender's copy starts at a random hop count (privacy): 1 means it came over the sender's
+  // own link; anything more only says a relay carried it.
+  const hops = message.hops ? (message.hops === 1 ? " · direct" : " · relayed") : "";
   return h("details", { class: "timeline" },
     h("summary", {}, `${message.status}${hops}`),
     h("ol", { "aria-label": "Did it arrive?" }, items));

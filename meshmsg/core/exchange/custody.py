@@ -144,8 +144,10 @@ class Carrying:
         record: Transfer,
         now: float,
     ) -> None:
-        hops = received_hops(record.hops, from_sender=session.peer_id == match.peer_id)
-        consumed = self._opening.consume(envelope, match, hops, now)
+        direct = session.peer_id == match.peer_id
+        hops = received_hops(record.hops, from_sender=direct)
+        relay = None if direct else (session.peer_id or b"")
+        consumed = self._opening.consume(envelope, match, hops, now, relay=relay)
         if consumed is None:
             self._acknowledge(session, refused=[env_id])
             return

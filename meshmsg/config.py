@@ -227,7 +227,7 @@ class MessageLimits:
         "s",
         "upper end of that random delay: relayed mail takes minutes to days and its receipt "
         "travels back by relays too, so 5 min more on a relayed 'delivered' costs little; "
-        "longer would make the sender resend-worry for little more cover",
+        "longer adds little cover for a later tick",
     )
     receipt_hold_s: float = limit(
         600.0,

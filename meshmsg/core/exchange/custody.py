@@ -155,7 +155,7 @@ class Carrying:
             session, env_id, record, consumed.puts,
             lambda: self._opening.report_consumed(match.peer_id, consumed, now),
         )  # fmt: skip
-        self._opening.after_open(match, now)
+        self._opening.after_open(match, now, via=relay)
 
     def _deliver_first_contact(
         self, session: PeerSession, envelope: Envelope, env_id: bytes, record: Transfer,

@@ -210,11 +210,42 @@ class MessageLimits:
         True, "flag", "delivered/read receipts travel back end to end (off in ONE-mode research)"
     )
     receipt_delay_s: float = limit(
-        2.0, "s", "receipts wait this long to be batched: fewer envelopes, less timing signal"
+        2.0,
+        "s",
+        "receipts for mail its sender handed us itself (and read receipts) wait this long to be "
+        "batched: the sender already knows we took it, so only the batching is worth a delay",
+    )
+    receipt_relayed_delay_min_s: float = limit(
+        30.0,
+        "s",
+        "a delivered receipt for mail a relay handed us is sealed a uniformly random "
+        "min..max after the opening, so the relay cannot time it from the hand-over (issue #11, "
+        "4); 30 s is far outside the old 2 s plus a round trip",
+    )
+    receipt_relayed_delay_max_s: float = limit(
+        300.0,
+        "s",
+        "upper end of that random delay: relayed mail takes minutes to days and its receipt "
+        "travels back by relays too, so 5 min more on a relayed 'delivered' costs little; "
+        "longer adds little cover for a later tick",
+    )
+    receipt_hold_s: float = limit(
+        600.0,
+        "s",
+        "that receipt is not offered to the relay that delivered its mail for this long after "
+        "sealing (or until the relay's last link ends), so it leaves by another peer where one "
+        "exists; afterwards it goes to that relay too (it may be our only peer)",
     )
     purge_on_delivery: bool = limit(
         True, "flag", "recipients spread purge tokens so carriers drop delivered copies"
     )
+
+    def __post_init__(self) -> None:
+        low, high = self.receipt_relayed_delay_min_s, self.receipt_relayed_delay_max_s
+        if not 0 <= low <= high:
+            raise ConfigError("need 0 <= receipt_relayed_delay_min_s <= ..._max_s")
+        if self.receipt_hold_s < 0 or self.receipt_delay_s < 0:
+            raise ConfigError("receipt delays and holds cannot be negative")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,6 +23,7 @@ from meshmsg.core.groups.book import GroupBook
 from meshmsg.core.identity import Identity
 from meshmsg.core.itemset import ItemSet
 from meshmsg.core.org.directory import OrgBook
+from meshmsg.core.receiptholds import ReceiptHolds
 from meshmsg.core.requests import RequestBook
 from meshmsg.core.rng import Rng
 from meshmsg.core.routing import Router, make_router, route_id
@@ -59,6 +60,8 @@ class NodeState:
     requests: RequestBook
     orgs: OrgBook
     first_index: FirstContactIndex
+    # Delivered receipts kept from the relay that handed their mail over (issue #11, 4).
+    receipt_holds: ReceiptHolds = field(default_factory=ReceiptHolds)
 
     @classmethod
     def empty(

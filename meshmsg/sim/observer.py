@@ -25,6 +25,14 @@ Guesses (each a rule a real relay could run):
 * **recipient, rule**: the peer that claimed the copy; else a peer the copy went to that sent
   us a fresh envelope (``hops == 1``) within ``receipt_window_s`` (a receipt); else a random
   peer met.
+* **recipient, receipts alone**: what the receipt timing tells by itself, claims ignored (as
+  if the recipient took its mail the way a relay takes custody, which finding 4 also asks
+  for). A relay that knows ``message.origin_hops_max`` knows a fresh envelope starts at hops
+  1 to ``origin_hops_max + 1`` (4), so it takes any envelope of at most that many hops that
+  came from a peer within ``receipt_window_s`` after it handed the copy there for a receipt:
+  ``recipient_receipt_any`` of the observations, right ``recipient_receipt_any_precision`` of
+  those. (With claims seen, the rule above uses receipts only where no claim was seen, where
+  they are mostly the peer's own mail.)
 
 Random guessing among the peers met is scored as its expectation (``1/|met|`` when the truth
 is among them), so the figures need no random numbers and are exact.
@@ -39,6 +47,7 @@ from dataclasses import dataclass, field
 from meshmsg.core.events import EnvelopeAccepted, EnvelopeHandedOver
 
 RECEIPT_WINDOW_S = 10.0  # a receipt follows a delivery after receipt_delay_s (2 s) + a round trip
+FRESH_HOPS_MAX = 4  # an own envelope's first transfer shows hops 1..origin_hops_max + 1
 
 
 @dataclass(slots=True)
@@ -70,6 +79,8 @@ class Guesses:
     recipient_claimed: float  # share of observations where the recipient claimed it
     recipient_receipt: float  # share guessed by a receipt coming back (no claim seen)
     recipient_rule_precision: float
+    recipient_receipt_any: float  # share with an envelope of <= 4 hops soon after (no claims)
+    recipient_receipt_any_precision: float  # right among those (nan if none)
 
     def as_dict(self) -> dict[str, float]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -90,6 +101,7 @@ class RelayObserver:
         copies: int,
         receipt_window_s: float = RECEIPT_WINDOW_S,
         lifetime_slack_s: float | None = None,
+        fresh_hops_max: int = FRESH_HOPS_MAX,
     ) -> None:
         self._ttl_s = ttl_s
         self._first_split = copies // 2
@@ -98,6 +110,8 @@ class RelayObserver:
         self._met: dict[int, set[int]] = {}
         self._carried: dict[tuple[int, bytes], _Carried] = {}
         self._fresh: dict[tuple[int, int], list[float]] = {}  # (relay, peer) -> arrivals
+        self._fresh_hops_max = fresh_hops_max
+        self._young: dict[tuple[int, int], list[float]] = {}  # the same, hops <= fresh_hops_max
 
     def contact(self, a: int, b: int) -> None:
         self._met.setdefault(a, set()).add(b)
@@ -108,6 +122,8 @@ class RelayObserver:
             return
         if event.hops == 1:
             self._fresh.setdefault((relay, peer), []).append(now)
+        if event.hops <= self._fresh_hops_max:
+            self._young.setdefault((relay, peer), []).append(now)
         key = (relay, event.envelope_id)
         if key not in self._carried:
             self._carried[key] = _Carried(
@@ -167,11 +183,15 @@ class RelayObserver:
     ) -> None:
         chance = _chance(recipient, met)
         score.recipient_random += chance
+        young = self._receipt_from(relay, carried, self._young)
+        if young is not None:
+            score.receipt_any += 1
+            score.receipt_any_right += young == recipient
         guess = carried.claimed_by
         if guess is not None:
             score.claimed += 1
         else:
-            guess = self._receipt_from(relay, carried)
+            guess = self._receipt_from(relay, carried, self._fresh)
             score.receipt += guess is not None
         if guess is None:
             score.recipient_rule += chance
@@ -180,10 +200,12 @@ class RelayObserver:
         score.recipient_sure_right += guess == recipient
         score.recipient_rule += guess == recipient
 
-    def _receipt_from(self, relay: int, carried: _Carried) -> int | None:
+    def _receipt_from(
+        self, relay: int, carried: _Carried, fresh: dict[tuple[int, int], list[float]]
+    ) -> int | None:
         """The first peer we handed the copy to that sent a fresh envelope soon after."""
         for when, peer in carried.handed_to:
-            arrivals = self._fresh.get((relay, peer), [])  # in time order
+            arrivals = fresh.get((relay, peer), [])  # in time order
             first = bisect.bisect_left(arrivals, when)
             if first < len(arrivals) and arrivals[first] <= when + self._receipt_window_s:
                 return peer
@@ -206,6 +228,8 @@ class _Score:
     recipient_sure_right: int = 0
     claimed: int = 0
     receipt: int = 0
+    receipt_any: int = 0
+    receipt_any_right: int = 0
 
     def result(self) -> Guesses:
         n = max(1, self.n)
@@ -223,6 +247,8 @@ class _Score:
             recipient_claimed=self.claimed / n,
             recipient_receipt=self.receipt / n,
             recipient_rule_precision=_ratio(self.recipient_sure_right, self.recipient_sure),
+            recipient_receipt_any=self.receipt_any / n,
+            recipient_receipt_any_precision=_ratio(self.receipt_any_right, self.receipt_any),
         )
 
 

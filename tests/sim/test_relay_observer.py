@@ -71,6 +71,32 @@ def test_a_receipt_coming_back_soon_after_a_hand_over_names_the_recipient() -> N
     assert (got.recipient_claimed, got.recipient_receipt, got.recipient_rule) == (0.0, 1.0, 1.0)
 
 
+def test_a_receipt_with_a_random_start_hop_count_is_caught_by_the_any_hops_rule() -> None:
+    """An own envelope starts at hops 1..4 (origin_hops_max = 3): the hops = 1 rule misses a
+    receipt that came with 3, the any-hops rule (a relay that knows the maximum) does not."""
+    observer = observer_that_met(SENDER, RECIPIENT, OTHER)
+    observer.accepted(10.0, RELAY, accepted(ENV, hops=2, copies=1), OTHER)
+    quiet = EnvelopeHandedOver(envelope_id=ENV, link=8, copies=1, claimed=False)
+    observer.handed_over(20.0, RELAY, quiet, RECIPIENT)
+    observer.accepted(22.5, RELAY, accepted(RECEIPT, hops=3, copies=3), RECIPIENT)
+    got = observer.guesses(truth)
+    assert got.recipient_receipt == 0.0
+    assert (got.recipient_receipt_any, got.recipient_receipt_any_precision) == (1.0, 1.0)
+
+
+def test_the_receipts_alone_rule_ignores_claims() -> None:
+    """A receipt on the claimer's link ~2 s after the hand-over names it even without the claim
+    (what hiding the claim alone would leave)."""
+    observer = observer_that_met(SENDER, RECIPIENT, OTHER)
+    observer.accepted(10.0, RELAY, accepted(ENV, hops=2, copies=1), OTHER)
+    claim = EnvelopeHandedOver(envelope_id=ENV, link=8, copies=1, claimed=True)
+    observer.handed_over(20.0, RELAY, claim, RECIPIENT)
+    observer.accepted(22.5, RELAY, accepted(RECEIPT, hops=2, copies=3), RECIPIENT)
+    got = observer.guesses(truth)
+    assert (got.recipient_claimed, got.recipient_receipt) == (1.0, 0.0)
+    assert (got.recipient_receipt_any, got.recipient_receipt_any_precision) == (1.0, 1.0)
+
+
 def test_a_fresh_envelope_long_after_the_hand_over_is_not_taken_for_a_receipt() -> None:
     observer = observer_that_met(SENDER, RECIPIENT, OTHER)
     observer.accepted(10.0, RELAY, accepted(ENV, hops=2, copies=1), OTHER)

@@ -144,8 +144,10 @@ class Carrying:
         record: Transfer,
         now: float,
     ) -> None:
-        hops = received_hops(record.hops, from_sender=session.peer_id == match.peer_id)
-        consumed = self._opening.consume(envelope, match, hops, now)
+        direct = session.peer_id == match.peer_id
+        hops = received_hops(record.hops, from_sender=direct)
+        relay = None if direct else (session.peer_id or b"")
+        consumed = self._opening.consume(envelope, match, hops, now, relay=relay)
         if consumed is None:
             self._acknowledge(session, refused=[env_id])
             return
@@ -153,7 +155,7 @@ class Carrying:
             session, env_id, record, consumed.puts,
             lambda: self._opening.report_consumed(match.peer_id, consumed, now),
         )  # fmt: skip
-        self._opening.after_open(match, now)
+        self._opening.after_open(match, now, via=relay)
 
     def _deliver_first_contact(
         self, session: PeerSession, envelope: Envelope, env_id: bytes, record: Transfer,

@@ -134,6 +134,7 @@ class Exchange:
     def next_deadline(self) -> float | None:
         candidates = [
             self.receipts.due_at,
+            self._state.receipt_holds.next_at,
             self._holdings.room_check_at,
             self._state.tombstones.next_expiry(),
             self.keys.channels_due_at,
@@ -152,6 +153,7 @@ class Exchange:
         self.keys.advance_if_due(now)
         self.first.advance(now)
         self.receipts.send_due(now)
+        self._sync.release_receipt_holds(now)
         self.groups.on_timer(now)
         self.attachments.carrier.on_timer(now)
         for peer_id in self._holdings.take_room_wanted(now):

@@ -131,7 +131,8 @@ class FirstOpening:
         if contact is not None:
             if link_peer is not None:
                 hops = received_hops(hops, from_sender=link_peer == sender.peer_id)
-            return self._from_contact(contact, opened, inner, hops, now)
+            relay = None if link_peer == sender.peer_id else (link_peer or b"")
+            return self._from_contact(contact, opened, inner, hops, now, relay)
         return self._request(sender, inner, now)
 
     def report(self, opened: Opened) -> None:
@@ -143,7 +144,7 @@ class FirstOpening:
 
     def _from_contact(
         self, contact: Contact, opened: OpenedFirstContact, inner: list[Record], hops: int,
-        now: float,
+        now: float, relay: bytes | None,
     ) -> Opened:  # fmt: skip
         if contact.blocked or contact.public != opened.sender:
             # Blocked, or the same identity with other device keys than its code: not shown.
@@ -152,7 +153,7 @@ class FirstOpening:
         result = Opened()
         flag = self.flag(contact.peer_id, now)
         for record in inner:
-            for message in self._opening.apply_inner(contact, record, hops, now):
+            for message in self._opening.apply_inner(contact, record, hops, now, relay=relay):
                 result.puts.append(codec.message_record(message))
                 if self._state.config.message.send_receipts:  # else none is owed (opening.py)
                     result.puts.append(codec.owed_receipt_record(

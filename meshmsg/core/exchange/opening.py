@@ -85,8 +85,13 @@ class Opening:
         self._purges = purges
         self._receipts = receipts
 
-    def check_store_for_new_tags(self, channel: ContactChannel, now: float) -> None:
-        """Envelopes we carry may be ours under keys we just derived: take them."""
+    def check_store_for_new_tags(
+        self, channel: ContactChannel, now: float, *, via: bytes | None = None
+    ) -> None:
+        """Envelopes we carry may be ours under keys we just derived: take them.
+
+        ``via``: the relay whose hand-over made them openable (None: none, or their sender);
+        their receipts are then kept from it too, as they are timed by that hand-over."""
         state = self._state
         # Only this channel's tags can have become ours (every other tag was checked when its
         # envelope arrived): a few dozen probes of the store instead of one per stored item,
@@ -95,13 +100,18 @@ class Opening:
             for item in state.store.with_tag(tag):
                 match = state.tags.lookup(item.tag)  # again: opening one may have used the tag
                 if match is not None and match.kind is MatchKind.LIVE and item.tier is not Tier.OWN:
-                    self._open_stored(item, match, now)
+                    self._open_stored(item, match, now, via)
 
-    def _open_stored(self, item: StoreItem, match: Match, now: float) -> None:
+    def _open_stored(self, item: StoreItem, match: Match, now: float, via: bytes | None) -> None:
         """An envelope we carried turned out to be ours (its tag became known later)."""
         buckets = self._state.config.message.envelope_size_buckets
         envelope = parse_envelope(item.envelope, buckets=buckets)
-        consumed = self.consume(envelope, match, item.hops, now)
+        # The receipt is timed by the hand-over that made it openable (``via``), else by the
+        # copy's own hand-over: prompt only if that was its sender's.
+        relay = via
+        if relay is None and item.source != match.peer_id:
+            relay = item.source or b""
+        consumed = self.consume(envelope, match, item.hops, now, relay=relay)
         # The stored copy goes in the opening's own Persist: a delete committed ahead of it
         # would lose mail we took custody of if a crash came between the two (#17).
         deletes = self._holdings.release_item(item.envelope_id, DropReason.DELIVERED)
@@ -113,9 +123,9 @@ class Opening:
             deletes=deletes,
             then=lambda at: self.report_consumed(match.peer_id, consumed, at),
         )
-        self.after_open(match, now)
+        self.after_open(match, now, via=via)
 
-    def after_open(self, match: Match, now: float) -> None:
+    def after_open(self, match: Match, now: float, *, via: bytes | None = None) -> None:
         """Opening a counter may have slid the contact's window over mail we carry: take it.
 
         Only after the opened envelope's own Persist: a nested open persists a newer channel
@@ -123,10 +133,16 @@ class Opening:
         """
         contact = self._state.contacts.get(match.peer_id)
         if match.kind is MatchKind.LIVE and contact is not None and contact.channel is not None:
-            self.check_store_for_new_tags(contact.channel, now)
+            self.check_store_for_new_tags(contact.channel, now, via=via)
 
-    def consume(self, envelope: Envelope, match: Match, hops: int, now: float) -> Consumed | None:
-        """Open an envelope addressed to us. None: it failed authentication (refuse it)."""
+    def consume(
+        self, envelope: Envelope, match: Match, hops: int, now: float,
+        *, relay: bytes | None = None,
+    ) -> Consumed | None:  # fmt: skip
+        """Open an envelope addressed to us. None: it failed authentication (refuse it).
+
+        ``relay``: who handed it over when that was not its sender (``b""``: unknown); its
+        delivered receipts then wait longer and are kept from that relay (receipts.py)."""
         state = self._state
         contact = state.contacts.get(match.peer_id)
         if contact is None or contact.channel is None:
@@ -153,7 +169,7 @@ class Opening:
             inner = []  # authentic but unreadable (a newer client?): consumed, nothing shown
         received: list[StoredMessage] = []
         for message in inner:
-            received.extend(self.apply_inner(contact, message, hops, now))
+            received.extend(self.apply_inner(contact, message, hops, now, relay=relay))
         puts.extend(codec.message_record(m) for m in received)
         # The delivered receipts _apply_inner queued: committed with the messages, so a crash
         # before their batch is sealed cannot lose them (the sender would stay at RELAYED).
@@ -193,8 +209,9 @@ class Opening:
         self._groups.deliver(session, envelope, env_id, record, now)
 
     def _received(
-        self, contact: Contact, mid: bytes, sent_ms: int, body: str, hops: int, now: float
-    ) -> list[StoredMessage]:
+        self, contact: Contact, mid: bytes, sent_ms: int, body: str, hops: int, now: float,
+        relay: bytes | None,
+    ) -> list[StoredMessage]:  # fmt: skip
         conversations = self._state.conversations
         if conversations.get(mid) is not None:
             return []
@@ -203,7 +220,7 @@ class Opening:
             sent_at=sent_ms / _MS, received_at=now, status=MessageStatus.DELIVERED, hops=hops,
         )  # fmt: skip
         conversations.add(stored)
-        self._receipts.queue(contact.peer_id, RECEIPT_DELIVERED, mid, now)
+        self._receipts.queue(contact.peer_id, RECEIPT_DELIVERED, mid, now, relay=relay)
         return [stored]
 
     def _want(
@@ -220,14 +237,15 @@ class Opening:
                 )  # fmt: skip
 
     def apply_inner(
-        self, contact: Contact, message: Record, hops: int, now: float
-    ) -> list[StoredMessage]:
+        self, contact: Contact, message: Record, hops: int, now: float,
+        *, relay: bytes | None = None,
+    ) -> list[StoredMessage]:  # fmt: skip
         conversations = self._state.conversations
         match message:
             case TextMessage(message_id=mid, sent_at=sent_ms, body=body):
-                return self._received(contact, mid, sent_ms, body, hops, now)
+                return self._received(contact, mid, sent_ms, body, hops, now, relay)
             case AttachmentMessage(message_id=mid, sent_at=sent_ms, body=body, refs=refs):
-                stored = self._received(contact, mid, sent_ms, body, hops, now)
+                stored = self._received(contact, mid, sent_ms, body, hops, now, relay)
                 if stored:
                     self._want(contact, mid, refs, now)
                 return stored

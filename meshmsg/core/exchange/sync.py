@@ -105,6 +105,20 @@ class Sync:
         session.declined.clear()
         for item in released_by(self._state, session):
             self.offer_new(item)
+        peer = session.peer_id
+        sessions = self._state.sessions.values()
+        if peer is not None and not any(s.peer_id == peer and s is not session for s in sessions):
+            self._state.receipt_holds.link_ended(peer)  # its next link reconciles afresh
+
+    def release_receipt_holds(self, now: float) -> None:
+        """Receipts whose hold from a relay ended: offered on that relay's links now (it may
+        be our only peer, core/receiptholds.py)."""
+        for envelope_id, relay in self._state.receipt_holds.take_due(now):
+            if envelope_id not in self._state.store:
+                continue
+            for session in list(self._state.sessions.values()):
+                if session.peer_id == relay and session.synced:
+                    self.offer(session, [envelope_id])
 
     # ======================================================= reconciliation
 
@@ -147,6 +161,8 @@ class Sync:
             if item is not None and self._holdings.offerable(item_id):
                 if waits_for_its_recipient(state, item, session):
                     continue  # offered everywhere if the recipient's link ends first
+                if state.receipt_holds.keeps_from(item_id, session.peer_id):
+                    continue  # a receipt kept from the relay of its mail: offered after the hold
                 offered.append(item)
                 session.offered[item_id] = None
                 continue

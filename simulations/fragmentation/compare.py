@@ -266,7 +266,7 @@ def _cell(values: Sequence[float], fmt: str) -> str:
     if math.isnan(mean):
         return "–"
     text = fmt.format(mean)
-    return text if math.isnan(half) else f"{text} ± {fmt.format(half)}"
+    return text if math.isnan(half) else f"{text} ± {fmt.replace('+', '').format(half)}"
 
 
 def paired(rows: Sequence[Row], key: str) -> list[float]:
@@ -311,7 +311,7 @@ def table(rows: Sequence[Row]) -> str:
         med = [v for v in paired(rows, "latency_median_s") if not math.isnan(v)]
         mean = [v for v in paired(rows, "latency_mean_s") if not math.isnan(v)]
         lines.append(
-            f"| **resumable − whole (paired)** | {len(diff)} | "
+            f"| **resumable − whole (paired)** | {len(diff)} | – "
             f"| {_cell(paired(rows, 'delivered'), '{:+.1f}')} | **{_cell(diff, '{:+.3f}')}** "
             f"| **{_cell(paired(rows, 'within_1h'), '{:+.3f}')}** "
             f"| {_cell(med, '{:+.0f}')} / {_cell(mean, '{:+.0f}')} "

@@ -689,6 +689,13 @@ class AttachConfig:
         "bytes",
         "chunk bodies on disk, apart from the envelope store: eight full-size attachments",
     )
+    resume_cut_transfers: bool = limit(
+        True,
+        "flag",
+        "chunks that arrived before a link was cut are kept and the next meeting fetches only "
+        "the rest; off only in simulator research (issue #16 item 2), where a cut hop loses "
+        "every chunk it brought, as the ONE loses a whole-message transfer",
+    )
     stranger_quota_fraction: float = limit(
         0.05, "fraction", "one stranger may fill at most 5 % of the chunk store, as for envelopes"
     )

@@ -67,8 +67,11 @@ class MessageRecord:
     drops: list[tuple[float, int, str]] = field(default_factory=list)
     not_created: str | None = None
     """Why the source could not create it (the node's refusal, or the node was down)."""
+    attachment_at: float | None = None
+    """Messenger mode, a message sent as a file: when its recipient held every chunk."""
 
     def to_json(self) -> str:
+        extra = {} if self.attachment_at is None else {"attachment_at": self.attachment_at}
         return json.dumps(
             {
                 "id": self.id,
@@ -85,6 +88,7 @@ class MessageRecord:
                 "hopcount": self.hopcount,
                 "drops": [{"t": t, "node": n, "reason": r} for t, n, r in self.drops],
                 "not_created": self.not_created,
+                **extra,
             },
             separators=(",", ":"),
         )
@@ -322,6 +326,7 @@ class Recorder:
             return
         if attachment_id not in self.attachments_delivered:
             self.attachments_delivered.add(attachment_id)
+            self.records[sim_id].attachment_at = now
             self.last_chunk_latencies.append(now - created)
 
     def _accepted(

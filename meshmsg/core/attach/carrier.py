@@ -80,6 +80,7 @@ class _Peer:
     holdings_bytes: int = 0  # bitfield bytes kept in ``holdings``, bounded per link
     loading: int = 0  # LoadChunk effects for this link not yet answered
     handed: set[bytes] = field(default_factory=set)  # copy budget already handed on this link
+    brought: set[bytes] = field(default_factory=set)  # attachments this link sent chunks of
 
 
 class AttachmentCarrier:
@@ -190,9 +191,23 @@ class AttachmentCarrier:
 
     def link_down(self, link: LinkId) -> None:
         peer = self._links.pop(link, None)
+        if peer is not None and not self._limits.resume_cut_transfers:
+            self._lose_cut(peer)
         if peer is not None and peer.asked:
             self._asked -= peer.asked
             self._pull_all()  # what this link owed us may be held by another
+
+    def _lose_cut(self, peer: _Peer) -> None:
+        """Whole transfers (``attach.resume_cut_transfers`` off, simulator research only): an
+        attachment not complete when the link that brought chunks of it goes down loses every
+        chunk it holds; the entry (role, copies, expiry) stays and fetches it again from zero."""
+        for attachment_id in sorted(peer.brought):
+            item = self.table.get(attachment_id)
+            if item is None or item.held.complete or not (item.held.held or item.storing):
+                continue
+            item.held, item.storing = Bitfield(item.manifest.count), set()
+            self._host.chunk_effect(DeleteChunks(attachment_id=attachment_id))
+            self._save(item)
 
     def handle(self, link: LinkId, record: Record, now: float) -> bool:
         """Process an attachment record; False if ``record`` is not one."""
@@ -366,6 +381,7 @@ class AttachmentCarrier:
         if item is None:
             return  # dropped while in flight (purged, evicted): nothing to keep
         check_chunk(item.manifest, record.index, record.proof, record.data)
+        peer.brought.add(record.attachment_id)
         if record.index not in item.held and record.index not in item.storing:
             item.storing.add(record.index)
             store = StoreChunk(

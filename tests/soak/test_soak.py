@@ -37,7 +37,10 @@ SETTLE_S = 60.0
 # undelivered, 27 to it relayed; offline check: 0 lost, 0 duplicated). Not explained: perhaps
 # a dead link counted as up until the 60 s idle timeout. Seed 7 of the long run
 # (docs/operations.md) left 16 messages RELAYED for good (sealed in an epoch the recipient no
-# longer recognised). Remove the mark once both are explained and fixed.
+# longer recognised): most likely the epoch churn that test_kill9 hit on 2026-12-07 (mail left
+# in more epochs than the receiver keeps; now sealed again at a meeting's heal,
+# tests/core/test_epoch_churn_mail.py), not confirmed by a rerun of the hour. Remove the mark
+# once both are explained and fixed.
 @pytest.mark.xfail(
     strict=False,
     reason="intermittent: a node without links until the settle bound ends (seed 2229462885), "

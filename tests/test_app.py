@@ -108,3 +108,22 @@ def test_the_name_in_config_toml_round_trips(tmp_path: Path, name: str) -> None:
     data_dir = DataDir(tmp_path / "node")
     init_data_dir(data_dir, passphrase="pw", name=name, kdf_fast=True)
     assert Settings.load(data_dir).name == name
+
+
+def test_prompt_receipts_is_off_by_default_and_switches_the_relayed_receipt_timing(
+    tmp_path: Path,
+) -> None:
+    """Issue #11: relayed receipts wait 30-300 s and avoid their relay unless the operator
+    chose prompt receipts (then 2 s, like direct ones, to that relay too)."""
+    private = Settings.from_dict({}, base=tmp_path).node_config().message
+    assert private.receipt_relayed_delay_min_s >= 30.0
+    assert private.receipt_hold_s > 0
+    raw = {"privacy": {"prompt_receipts": True}}
+    prompt = Settings.from_dict(raw, base=tmp_path).node_config().message
+    assert prompt.receipt_relayed_delay_min_s == prompt.receipt_relayed_delay_max_s
+    assert prompt.receipt_relayed_delay_max_s == prompt.receipt_delay_s
+    assert prompt.receipt_hold_s == 0.0
+    with pytest.raises(ConfigError, match=r"privacy\.prompt_receipts must be bool"):
+        Settings.from_dict({"privacy": {"prompt_receipts": "yes"}}, base=tmp_path)
+    with pytest.raises(ConfigError, match=r"unknown setting privacy\.prompt"):
+        Settings.from_dict({"privacy": {"prompt": True}}, base=tmp_path)

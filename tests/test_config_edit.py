@@ -73,3 +73,19 @@ def test_config_cli_and_init_offers_networks(runner: CliRunner, tmp_path: Path) 
     assert_one_line_error(mm(runner, home, "config", "set", "api.port", "70000"), "0-65535")
     bad_key = mm(runner, home, "config", "set", "network.lisen", "x")
     assert bad_key.exit_code == 2
+
+
+def test_prompt_receipts_is_set_like_the_others(runner: CliRunner, tmp_path: Path) -> None:
+    home = tmp_path / "alice"
+    assert mm(runner, home, "init", "--name", "alice").exit_code == 0
+    data_dir = DataDir(home)
+    assert Settings.load(data_dir).prompt_receipts is False
+    set_setting(data_dir, "privacy.prompt_receipts", "true")  # replaces the commented example
+    assert Settings.load(data_dir).prompt_receipts is True
+    assert "# true: receipts for mail a relay brought" in (home / "config.toml").read_text()
+    set_setting(data_dir, "privacy.prompt_receipts", "False")
+    assert Settings.load(data_dir).prompt_receipts is False
+    with pytest.raises(ConfigError, match="must be true or false"):
+        set_setting(data_dir, "privacy.prompt_receipts", "yes")
+    shown = mm(runner, home, "config", "show")
+    assert "privacy.prompt_receipts = false" in shown.output

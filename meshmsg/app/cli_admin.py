@@ -112,6 +112,7 @@ def config_show(ctx: Ctx) -> None:
         "network.site_key": "(set, hidden)" if s.site_key else "",
         "api.port": s.api_port,
         "keystore.key_file": str(s.key_file or ""),
+        "privacy.prompt_receipts": s.prompt_receipts,
     }
     console.print(f"# {peer_markup(ctx.data_dir.config_path)}")
     for key, value in values.items():

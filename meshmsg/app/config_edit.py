@@ -34,6 +34,7 @@ SETTINGS: Final[dict[str, type]] = {
     "network.site_key": str,
     "api.port": int,
     "keystore.key_file": str,
+    "privacy.prompt_receipts": bool,
 }
 _HEADER: Final = re.compile(r"\s*\[([A-Za-z_]+)\]\s*(#.*)?")
 
@@ -49,6 +50,10 @@ def parse_value(key: str, text: str) -> Any:
         raise ConfigError(f"unknown setting {key!r}; one of: {', '.join(SETTINGS)}")
     if kind is list:
         return [item.strip() for item in text.split(",") if item.strip()]
+    if kind is bool:
+        if text.strip().lower() not in ("true", "false"):
+            raise ConfigError(f"{key} must be true or false, not {text!r}")
+        return text.strip().lower() == "true"
     if kind is int:
         try:
             return int(text)
@@ -104,6 +109,8 @@ def _check_cidrs(specs: list[str]) -> None:
 
 
 def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, str):
         return toml_string(value)
     if isinstance(value, list):

@@ -23,7 +23,7 @@ import time
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -85,6 +85,11 @@ port = {api_port}
 [keystore]
 # Unattended relays only: unlock with this 0600 key file instead of a passphrase.
 # key_file = "keystore.key"
+
+[privacy]
+# true: receipts for mail a relay brought leave after 2 s, even to that relay, which then
+# learns you were the recipient. false (default): a random 30-300 s later, not to that relay.
+# prompt_receipts = false
 """
 
 
@@ -131,6 +136,10 @@ class Settings:
     site_key: bytes | None = field(default=None, repr=False)
     api_port: int = DEFAULT_API_PORT
     key_file: Path | None = None
+    # Receipts for mail a relay handed over leave after 2 s, even to that relay (which then
+    # learns who the recipient was), instead of a random 30-300 s and not to that relay for
+    # 10 min (issue #11): for a team that values a quick "delivered" over that privacy.
+    prompt_receipts: bool = False
 
     @classmethod
     def load(cls, data_dir: DataDir) -> Settings:
@@ -162,6 +171,7 @@ class Settings:
         network = top.section("network")
         api = top.section("api")
         keys = top.section("keystore")
+        privacy = top.section("privacy")
         top.done()
         host, port = _listen(network.get("listen", str, f"0.0.0.0:{DEFAULT_PORT}"), source)
         key_file = keys.get("key_file", str, "")
@@ -175,8 +185,9 @@ class Settings:
             site_key=_site_key(network.get("site_key", str, ""), source),
             api_port=_port(api.get("port", int, DEFAULT_API_PORT), source, "api.port"),
             key_file=(base / key_file) if key_file else None,
+            prompt_receipts=privacy.get("prompt_receipts", bool, False),
         )
-        for section in (network, api, keys):
+        for section in (network, api, keys, privacy):
             section.done()
         for peer in settings.static_peers:
             parse_peer_address(peer)  # ConfigError names the bad one
@@ -187,7 +198,15 @@ class Settings:
     def node_config(self) -> NodeConfig:
         """The NodeConfig of this profile, with the site key."""
         base = NodeConfig.crisis() if self.profile == "crisis" else NodeConfig.office()
-        return base.replace(site_key=self.site_key)
+        config = base.replace(site_key=self.site_key)
+        if not self.prompt_receipts:
+            return config
+        prompt = config.message.receipt_delay_s
+        message = replace(
+            config.message, receipt_relayed_delay_min_s=prompt,
+            receipt_relayed_delay_max_s=prompt, receipt_hold_s=0.0,
+        )  # fmt: skip
+        return config.replace(message=message)
 
 
 def check_name(name: str, what: str = "name") -> str:

@@ -37,7 +37,9 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]
     root = tmp_path_factory.mktemp("firstcontact")
     site_key = secrets.token_hex(32)
     with netns_hosts(4) as hosts:
-        lab = lab_nodes(("alice", "bobby", "carol", "dave"), hosts, root, site_key)
+        # The first test follows carol's receipt back through relay bobby within seconds.
+        lab = lab_nodes(("alice", "bobby", "carol", "dave"), hosts, root, site_key,
+                        prompt_receipts=True)  # fmt: skip
         try:
             # Codes exchanged by radio: never online together, never met.
             lab["alice"].cli("contact", "add", lab["carol"].code)

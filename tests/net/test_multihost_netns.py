@@ -102,7 +102,12 @@ def cli_env() -> dict[str, str]:
 
 
 def lab_nodes(
-    names: Sequence[str], hosts: Sequence[Host], root: Path, site_key: str
+    names: Sequence[str],
+    hosts: Sequence[Host],
+    root: Path,
+    site_key: str,
+    *,
+    prompt_receipts: bool = False,
 ) -> dict[str, Node]:
     """One Node per host on the first host's trusted subnet, each set up through the CLI
     (``init``, its ``config.toml``), with its contact code and peer id read back from ``id``."""
@@ -111,7 +116,7 @@ def lab_nodes(
              for name, host in zip(names, hosts, strict=True)}  # fmt: skip
     for node in nodes.values():
         node.cli("init", "--name", node.name)
-        node.write_config()
+        node.write_config(prompt_receipts=prompt_receipts)
         out = node.cli("id", "--no-qr")
         node.code = next(line for line in out.splitlines() if line.startswith("MM1:"))
         match = re.search(r"Peer id:\s+([0-9a-f]{32})", out)
@@ -178,7 +183,10 @@ class Node:
         assert done.returncode == 0, f"{self.name}: meshmsg {' '.join(args)}:\n{done.stderr}"
         return done.stdout
 
-    def write_config(self) -> None:
+    def write_config(self, *, prompt_receipts: bool = False) -> None:
+        """``prompt_receipts``: a relayed message's receipt leaves after 2 s, even to its
+        relay (the default waits 30-300 s and avoids that relay 10 min, issue #11), for tests
+        that follow a receipt back through the relay within seconds."""
         (self.home / "config.toml").write_text(
             f'name = "{self.name}"\n'
             "[network]\n"
@@ -187,6 +195,8 @@ class Node:
             f'site_key = "{self.site_key}"\n'
             "[api]\n"
             f"port = {API_PORT}\n"
+            "[privacy]\n"
+            f"prompt_receipts = {'true' if prompt_receipts else 'false'}\n"
         )
 
     @property
@@ -384,7 +394,8 @@ def set_up(hosts: list[Host], outsider: Host, root: Path) -> dict[str, Node]:
     }
     for node in nodes.values():
         node.cli("init", "--name", node.name)
-        node.write_config()
+        # The relay test follows carol's receipt back through bobby within seconds.
+        node.write_config(prompt_receipts=True)
 
     def identify(node: Node) -> None:
         out = node.cli("id", "--no-qr")

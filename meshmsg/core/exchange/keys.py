@@ -9,10 +9,12 @@ periods end. This part owns ``channels_due_at``, the earliest key-schedule deadl
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 
 from meshmsg.core import codec
 from meshmsg.core.clockcheck import meeting_skew
 from meshmsg.core.contacts import Contact
+from meshmsg.core.conversations import StoredMessage
 from meshmsg.core.e2e import ContactChannel
 from meshmsg.core.events import ContactHealed, ContactPaired, DropReason, MessageStatus
 from meshmsg.core.exchange.holdings import Holdings
@@ -206,7 +208,7 @@ class ContactKeys:
 
     def _reseal_epoch(self, contact: Contact, epoch: int, now: float) -> None:
         """The peer never had ``epoch``: what we sealed in it is unreadable, so seal it again."""
-        self._reseal(contact, {epoch}, now)
+        self._unseal([m for m in self._waiting_sealed(contact, now) if m.epoch == epoch])
 
     def _reseal_beyond_retention(self, contact: Contact, new_epoch: int, now: float) -> None:
         """Seal again what waits in epochs the peer may have let go of (issue #17).
@@ -224,25 +226,26 @@ class ContactKeys:
         would only chase its own budget.
         """
         keep = max(1, self._state.config.message.max_epochs_retained - 2)
-        pending = {
-            m.epoch for m in self._state.conversations.with_peer(contact.peer_id)
-            if m.outgoing and m.sealed and m.epoch is not None and m.epoch != new_epoch
-            and m.status < MessageStatus.DELIVERED and m.expiry_at > now
-        }  # fmt: skip
-        beyond = sorted(pending, reverse=True)[keep:]
-        if beyond:
-            self._reseal(contact, set(beyond), now)
+        waiting = [m for m in self._waiting_sealed(contact, now) if m.epoch != new_epoch]
+        epochs = sorted({m.epoch for m in waiting if m.epoch is not None}, reverse=True)
+        beyond = set(epochs[keep:])
+        self._unseal([m for m in waiting if m.epoch in beyond])
 
-    def _reseal(self, contact: Contact, epochs: set[int], now: float) -> None:
-        for message in self._state.conversations.with_peer(contact.peer_id):
-            lost = message.outgoing and message.sealed and message.epoch in epochs
-            if lost and message.status < MessageStatus.DELIVERED and message.expiry_at > now:
-                message.sealed = False
-                # Durably unsealed before its envelope goes: a crash in between leaves a
-                # message sealed again at the next meeting, never one pointing at nothing.
-                self._out.persist([codec.message_record(message)])
-                if message.envelope_id is not None:
-                    self._holdings.drop_item(message.envelope_id, DropReason.EXPIRED)
+    def _waiting_sealed(self, contact: Contact, now: float) -> Iterator[StoredMessage]:
+        """Our sealed mail to ``contact`` that is neither delivered nor expired."""
+        for m in self._state.conversations.with_peer(contact.peer_id):
+            if m.outgoing and m.sealed and m.status < MessageStatus.DELIVERED and m.expiry_at > now:
+                yield m
+
+    def _unseal(self, messages: list[StoredMessage]) -> None:
+        """Drop these messages' envelopes: they are sealed again in the current epoch."""
+        for message in messages:
+            message.sealed = False
+            # Durably unsealed before its envelope goes: a crash in between leaves a
+            # message sealed again at the next meeting, never one pointing at nothing.
+            self._out.persist([codec.message_record(message)])
+            if message.envelope_id is not None:
+                self._holdings.drop_item(message.envelope_id, DropReason.EXPIRED)
 
     def install(
         self,

@@ -201,12 +201,17 @@ class Settings:
         config = base.replace(site_key=self.site_key)
         if not self.prompt_receipts:
             return config
-        prompt = config.message.receipt_delay_s
-        message = replace(
-            config.message, receipt_relayed_delay_min_s=prompt,
-            receipt_relayed_delay_max_s=prompt, receipt_hold_s=0.0,
-        )  # fmt: skip
-        return config.replace(message=message)
+        return relayed_receipts_after(config, config.message.receipt_delay_s)
+
+
+def relayed_receipts_after(config: NodeConfig, delay_s: float) -> NodeConfig:
+    """``config`` with relayed mail's receipts sealed ``delay_s`` after the opening and never
+    kept from their relay (``privacy.prompt_receipts``; the demo, which shows their trip)."""
+    message = replace(
+        config.message, receipt_relayed_delay_min_s=delay_s,
+        receipt_relayed_delay_max_s=delay_s, receipt_hold_s=0.0,
+    )  # fmt: skip
+    return config.replace(message=message)
 
 
 def check_name(name: str, what: str = "name") -> str:

@@ -42,6 +42,7 @@ from meshmsg.app.datadir import (
     init_data_dir,
     open_offline,
     own_contact_code,
+    relayed_receipts_after,
     unlock,
 )
 from meshmsg.app.mesh import NodeHandle, open_mesh_node
@@ -410,14 +411,7 @@ def _reason(exc: BaseException) -> str:
 
 def demo_config(settings: Settings) -> NodeConfig:
     """The profile's config, with the relayed receipt's delay and hold cut to seconds."""
-    config = settings.node_config()
-    message = replace(
-        config.message,
-        receipt_relayed_delay_min_s=DEMO_RELAYED_RECEIPT_S,
-        receipt_relayed_delay_max_s=DEMO_RELAYED_RECEIPT_S,
-        receipt_hold_s=0.0,
-    )
-    return replace(config, message=message)
+    return relayed_receipts_after(settings.node_config(), DEMO_RELAYED_RECEIPT_S)
 
 
 def _hops(hops: int) -> str:

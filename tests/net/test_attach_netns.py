@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -24,8 +23,8 @@ import pytest
 
 from meshmsg.core.attach.format import CHUNK_CIPHERTEXT_BYTES
 from meshmsg.net.chunkstore import ChunkStore
-from tests.net.netns import netns_available, netns_hosts
-from tests.net.test_multihost_netns import Node, lab_nodes, wait_until
+from tests.net.netns import netns_available
+from tests.net.test_multihost_netns import Node, open_lab, wait_until
 
 AVAILABLE, REASON = netns_available()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(not AVAILABLE, reason=REASON)]
@@ -37,17 +36,11 @@ TRANSFER_S = 120.0  # 50 MiB over one link on a loaded 2-core machine (measured:
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
     root = tmp_path_factory.mktemp("attach")
-    site_key = secrets.token_hex(32)
-    with netns_hosts(4) as hosts:
-        lab = lab_nodes(("alice", "bobby", "carol", "dave"), hosts, root, site_key)
-        try:
-            # Codes exchanged by radio: never online together, never met.
-            lab["alice"].cli("contact", "add", lab["carol"].code)
-            lab["carol"].cli("contact", "add", lab["alice"].code)
-            yield lab
-        finally:
-            for node in lab.values():
-                node.close()
+    with open_lab(("alice", "bobby", "carol", "dave"), root) as lab:
+        # Codes exchanged by radio: never online together, never met.
+        lab["alice"].cli("contact", "add", lab["carol"].code)
+        lab["carol"].cli("contact", "add", lab["alice"].code)
+        yield lab
 
 
 def daemon_pid(node: Node) -> int:

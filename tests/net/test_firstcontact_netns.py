@@ -9,18 +9,17 @@ bobby is a relay that knows nobody; dave holds carol's code, carol does not hold
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.net.netns import netns_available, netns_hosts
+from tests.net.netns import netns_available
 from tests.net.test_multihost_netns import (
     Node,
-    lab_nodes,
     linked_lines,
     message_of,
+    open_lab,
     status,
     wait_until,
 )
@@ -35,20 +34,13 @@ ONE_SIDED_S = 20.0
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
     root = tmp_path_factory.mktemp("firstcontact")
-    site_key = secrets.token_hex(32)
-    with netns_hosts(4) as hosts:
-        # The first test follows carol's receipt back through relay bobby within seconds.
-        lab = lab_nodes(("alice", "bobby", "carol", "dave"), hosts, root, site_key,
-                        prompt_receipts=True)  # fmt: skip
-        try:
-            # Codes exchanged by radio: never online together, never met.
-            lab["alice"].cli("contact", "add", lab["carol"].code)
-            lab["carol"].cli("contact", "add", lab["alice"].code)
-            lab["dave"].cli("contact", "add", lab["carol"].code)  # one-sided
-            yield lab
-        finally:
-            for node in lab.values():
-                node.close()
+    # The first test follows carol's receipt back through relay bobby within seconds.
+    with open_lab(("alice", "bobby", "carol", "dave"), root, prompt_receipts=True) as lab:
+        # Codes exchanged by radio: never online together, never met.
+        lab["alice"].cli("contact", "add", lab["carol"].code)
+        lab["carol"].cli("contact", "add", lab["alice"].code)
+        lab["dave"].cli("contact", "add", lab["carol"].code)  # one-sided
+        yield lab
 
 
 def test_first_contact_through_a_relay_then_heal_at_the_first_meeting(

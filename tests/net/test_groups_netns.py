@@ -11,7 +11,6 @@ bridge and trusted subnet, found by mDNS (no dialling by hand), as in
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.net.netns import netns_available, netns_hosts
-from tests.net.test_multihost_netns import Node, lab_nodes, wait_until
+from tests.net.netns import netns_available
+from tests.net.test_multihost_netns import Node, open_lab, wait_until
 
 AVAILABLE, REASON = netns_available()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(not AVAILABLE, reason=REASON)]
@@ -30,18 +29,12 @@ QUIET_S = 3.0  # after the removed member is back and linked: time for any envel
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[dict[str, Node]]:
-    site_key = secrets.token_hex(32)
-    with netns_hosts(len(NAMES)) as hosts:
-        nodes = lab_nodes(NAMES, hosts, tmp_path, site_key)
-        try:
-            for a in nodes.values():
-                for b in nodes.values():
-                    if a is not b:
-                        a.cli("contact", "add", b.code, "--name", b.name)
-            yield nodes
-        finally:
-            for node in nodes.values():
-                node.close()
+    with open_lab(NAMES, tmp_path) as nodes:
+        for a in nodes.values():
+            for b in nodes.values():
+                if a is not b:
+                    a.cli("contact", "add", b.code, "--name", b.name)
+        yield nodes
 
 
 def _group(node: Node) -> dict[str, Any] | None:

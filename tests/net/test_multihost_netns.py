@@ -64,7 +64,7 @@ from meshmsg.app.client import DaemonClient
 from meshmsg.core.identity import decode_contact_code, fingerprint
 from meshmsg.errors import MeshError
 from meshmsg.net.storage import DataDir
-from tests.net.netns import Host, netns_available, netns_hosts_with_outsider
+from tests.net.netns import Host, netns_available, netns_hosts, netns_hosts_with_outsider
 
 AVAILABLE, REASON = netns_available()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(not AVAILABLE, reason=REASON)]
@@ -123,6 +123,21 @@ def lab_nodes(
         assert match is not None, out
         node.peer_id = match.group(1)
     return nodes
+
+
+@contextlib.contextmanager
+def open_lab(
+    names: Sequence[str], root: Path, *, prompt_receipts: bool = False
+) -> Iterator[dict[str, Node]]:
+    """Hosts in network namespaces with one set-up Node each (:func:`lab_nodes`, one fresh
+    site key); every daemon is stopped and the namespaces removed on the way out."""
+    with netns_hosts(len(names)) as hosts:
+        lab = lab_nodes(names, hosts, root, secrets.token_hex(32), prompt_receipts=prompt_receipts)
+        try:
+            yield lab
+        finally:
+            for node in lab.values():
+                node.close()
 
 
 def wait_until(what: str, check: Callable[[], T | None], timeout: float = STEP_S) -> T:

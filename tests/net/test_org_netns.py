@@ -11,7 +11,6 @@ stranger who holds carol's code.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,12 @@ from meshmsg.app.keystore import load_keystore, open_keystore
 from meshmsg.core.identity import Identity
 from meshmsg.core.org.keys import OrgSecret
 from meshmsg.sim.rng import SeededRng
-from tests.net.netns import netns_available, netns_hosts
+from tests.net.netns import netns_available
 from tests.net.test_multihost_netns import (
     PASSPHRASE,
     Node,
-    lab_nodes,
     message_of,
+    open_lab,
     status,
     wait_until,
 )
@@ -41,15 +40,9 @@ EXPIRES = 2_000_000_000 + 365 * 86_400  # the entries outlive any test run
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
     root = tmp_path_factory.mktemp("org")
-    site_key = secrets.token_hex(32)
-    with netns_hosts(4) as hosts:
-        lab = lab_nodes(("bobby", "alice", "carol", "erin"), hosts, root, site_key)
-        try:
-            lab["erin"].cli("contact", "add", lab["carol"].code)  # a stranger to carol
-            yield lab
-        finally:
-            for node in lab.values():
-                node.close()
+    with open_lab(("bobby", "alice", "carol", "erin"), root) as lab:
+        lab["erin"].cli("contact", "add", lab["carol"].code)  # a stranger to carol
+        yield lab
 
 
 def _sign_staff(admin: Path, count: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import tracemalloc
 
 from meshmsg.config import StoreConfig
+from meshmsg.core.itemset import ItemSet, _hv, hash_value
 from meshmsg.core.store import RelayStore, StoreItem, Tier
 
 COUNT = 5_000
@@ -69,3 +70,25 @@ def test_shared_tags_and_removals_keep_the_tag_index_and_heap_right() -> None:
     assert store.expire(2_000.0) == [n.to_bytes(16, "big") for n in range(990, 1_000)]
     assert store.admit(again, now=0.0).admission.value == "accepted"
     assert store.next_expiry() == 1_995.0
+
+
+def test_sync_index_per_id_keeps_no_hash_value() -> None:
+    """The index keeps each id (and its expiry), not its 1024-bit hash value (164 B an id):
+    leaves hash again when they need it. Aggregates stay exact whatever the layout."""
+    ids = [n.to_bytes(16, "big") for n in range(0, COUNT * 7919, 7919)]
+    index = ItemSet()
+    expiry = 1_000
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for item_id in ids:
+            index.add(item_id, expiry)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown / COUNT < 250, f"{grown / COUNT:.0f} B per id"  # 306 B before, 187 B now
+    for item_id in ids[::2]:
+        index.remove(item_id)
+    left = [int.from_bytes(i, "big") for i in ids[1::2]]
+    assert index._aggregate((0, 0)) == (len(left), sum(left), sum(map(_hv, left)))
+    assert index._hv_of(left[0]) == hash_value(ids[1])

@@ -40,6 +40,8 @@ class InFlight:
 
     copies: int
     to_recipient: bool
+    # Not sent yet: its body, on disk only, is being read back (``LoadEnvelope``).
+    loading: bool = False
 
 
 @dataclass(slots=True, kw_only=True)

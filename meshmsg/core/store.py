@@ -49,12 +49,27 @@ class Tier(enum.IntEnum):
     STRANGER = 3  # received from a peer that is not our contact
 
 
+_LENGTHS: dict[int, int] = {}  # one int object per envelope size (sizes come in a few buckets)
+
+
+def _shared_length(n: int) -> int:
+    """``n``, as an int object shared by every item of that size while there are few sizes: a
+    length above 256 is its own 28-byte object per item otherwise."""
+    if len(_LENGTHS) < 64:
+        return _LENGTHS.setdefault(n, n)
+    return _LENGTHS.get(n, n)
+
+
 @dataclass(slots=True, kw_only=True)
 class StoreItem:
-    """One envelope copy and its routing state. ``copies`` and ``hops`` change as it travels."""
+    """One envelope copy and its routing state. ``copies`` and ``hops`` change as it travels.
+
+    ``envelope`` is None when the body lives on disk only (``StoreConfig.bodies_on_disk``:
+    a carried envelope once its record is committed); ``Holdings.load_body`` asks for it.
+    """
 
     envelope_id: bytes
-    envelope: bytes
+    envelope: bytes | None
     tag: bytes
     expiry_at: float
     copies: int
@@ -76,10 +91,16 @@ class StoreItem:
     # ONE mode only: transfers of this copy on the air; the ONE never drops a message being
     # sent to make room (``getNextMessageToRemove(true)``). Not persisted.
     sending: int = field(default=0, compare=False)
+    # The envelope's length, kept while its body is on disk only (``envelope`` None).
+    length: int = field(default=0, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.envelope is not None:
+            self.length = _shared_length(len(self.envelope))
 
     @property
     def size(self) -> int:
-        return max(len(self.envelope), self.one_size)
+        return max(self.length, self.one_size)
 
     def __lt__(self, other: StoreItem) -> bool:
         """Expiry order, then arrival: the order of :class:`RelayStore`'s expiry heap."""
@@ -106,6 +127,7 @@ class RelayStore:
     def __init__(self, config: StoreConfig, *, one_mode: bool = False) -> None:
         self._config = config
         self._one_mode = one_mode
+        self._bodies_on_disk = config.bodies_on_disk and not one_mode
         self._items: dict[bytes, StoreItem] = {}  # insertion order = arrival order
         self._by_tier: dict[Tier, dict[bytes, StoreItem]] = {tier: {} for tier in Tier}
         # tag -> its envelope id, or the ids in arrival order when a forger shares the tag
@@ -199,6 +221,13 @@ class RelayStore:
         for victim in victims:
             self.remove(victim)
         return victims
+
+    def body_durable(self, envelope_id: bytes) -> None:
+        """A record holding this envelope's body was committed: with bodies on disk, a carried
+        item lets its body go (our own mail keeps it: few, and sealed again on a heal)."""
+        item = self._items.get(envelope_id)
+        if self._bodies_on_disk and item is not None and item.tier is not Tier.OWN:
+            item.envelope = None
 
     def restore(self, item: StoreItem) -> None:
         """Re-insert a persisted item after a restart, without quota checks (it fitted before)."""

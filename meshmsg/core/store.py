@@ -104,7 +104,8 @@ class StoreItem:
 
     def __lt__(self, other: StoreItem) -> bool:
         """Expiry order, then arrival: the order of :class:`RelayStore`'s expiry heap."""
-        return (self.expiry_at, self.seq) < (other.expiry_at, other.seq)
+        a, b = self.expiry_at, other.expiry_at  # no tuples: the heap compares a lot
+        return a < b or (a == b and self.seq < other.seq)
 
 
 class Admission(enum.Enum):

@@ -219,18 +219,21 @@ class CommitQueue:
     async def _load(self, effect: LoadEnvelope) -> None:
         """Read one body back; a missing or unreadable row is reported as None (the Node ends
         the transfers waiting for it), never raised: it closes nothing else."""
-        storage = self._storage
-        value: bytes | None = None
-        if isinstance(storage, RecordSource):
+        storage, name = self._storage, effect.envelope_id.hex()
+        record = None
+        if not isinstance(storage, RecordSource):
+            logger.warning("envelope %s: %s cannot read records back", name, type(storage))
+        else:
             try:
                 record = await trio.to_thread.run_sync(
                     storage.load_one, RecordKind.ENVELOPE, effect.envelope_id
                 )
             except StorageError as exc:
-                logger.warning("envelope %s unreadable: %s", effect.envelope_id.hex(), exc)
-                record = None
-            value = None if record is None else record.value
-        self.loaded.append((effect.envelope_id, value))
+                logger.warning("envelope %s unreadable: %s", name, exc)
+            else:
+                if record is None:
+                    logger.warning("envelope %s: its record is gone from the database", name)
+        self.loaded.append((effect.envelope_id, None if record is None else record.value))
         self._wake_pump()
 
     async def flush(self) -> None:

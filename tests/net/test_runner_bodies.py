@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import pytest
 import trio
 
 from meshmsg.config import NodeConfig
@@ -68,7 +69,9 @@ async def test_a_relay_hands_over_a_body_it_read_back_from_its_storage() -> None
             assert received.body == "carried on disk"  # opened and authenticated by bob
 
 
-async def test_a_body_missing_from_storage_drops_that_item_and_closes_nothing() -> None:
+async def test_a_body_missing_from_storage_drops_that_item_and_closes_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     alice, bob, relay = _nodes()
     storage = MemoryStorage()
     async with open_node(relay, config=ON_DISK.net, host=LOCALHOST, storage=storage) as rr:
@@ -86,5 +89,6 @@ async def test_a_body_missing_from_storage_drops_that_item_and_closes_nothing() 
                 )
                 assert rr.statistics().links == 1  # the link to bob stays up
             assert item.envelope_id not in rr.node.store
+            assert f"envelope {item.envelope_id.hex()}: its record is gone" in caplog.text
             with trio.fail_after(5):
                 await rr.wait_durable()

@@ -356,6 +356,13 @@ class StoreConfig:
     strangers_total_fraction: float = limit(
         0.25, "fraction", "all strangers together get at most a quarter"
     )
+    bodies_on_disk: bool = limit(
+        False,
+        "flag",
+        "carried envelopes' bodies leave memory once committed and are read back for a "
+        "transfer or an opening (LoadEnvelope): 100,000 of them in <= 100 MiB (issue #13). "
+        "The daemon sets it; the simulator has no disk and keeps them (docs/storage.md)",
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -42,6 +42,8 @@ class InFlight:
     to_recipient: bool
     # A claim we answered with one copy, keeping ours and its budget (exchange/claims.py).
     keeps: bool = False
+    # Not sent yet: its body, on disk only, is being read back (``LoadEnvelope``).
+    loading: bool = False
 
 
 @dataclass(slots=True, kw_only=True)

@@ -253,7 +253,10 @@ class Carrying:
             self._holdings.drop_item(env_id, reason)
         elif kept != item.copies:
             item.copies = kept
-            self._out.persist([codec.envelope_record(item)])
+            if item.envelope is None:  # on disk only: written again once read back (bodies.py)
+                self._holdings.load_body(env_id, rewrite=True)
+            else:
+                self._out.persist([codec.envelope_record(item)])
 
     def release_in_flight(self, session: PeerSession) -> None:
         """The link ended: what it had in flight was not taken."""

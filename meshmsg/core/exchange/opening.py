@@ -102,10 +102,14 @@ class Opening:
             for item in state.store.with_tag(tag):
                 match = state.tags.lookup(item.tag)  # again: opening one may have used the tag
                 if match is not None and match.kind is MatchKind.LIVE and item.tier is not Tier.OWN:
-                    self._open_stored(item, match, now, via)
+                    self.open_stored(item, match, now, via)
 
-    def _open_stored(self, item: StoreItem, match: Match, now: float, via: bytes | None) -> None:
-        """An envelope we carried turned out to be ours (its tag became known later)."""
+    def open_stored(self, item: StoreItem, match: Match, now: float, via: bytes | None) -> None:
+        """An envelope we carried turned out to be ours (its tag became known later); with its
+        body on disk only, it is opened once the driver read it back (exchange/bodies.py)."""
+        if item.envelope is None:
+            self._holdings.load_body(item.envelope_id, to_open=True, via=via)
+            return
         buckets = self._state.config.message.envelope_size_buckets
         envelope = parse_envelope(item.envelope, buckets=buckets)
         # The receipt is timed by the hand-over that made it openable (``via``), else by the

@@ -286,13 +286,19 @@ class Sync:
             copies = flight.copies
             if not flight.to_recipient:
                 item.reserved += copies  # until custody, refusal or the link's end
+            if item.envelope is None:  # on disk only: sent once the driver read it back
+                flight.loading = True
+                self._holdings.load_body(item.envelope_id)
+                continue
             if item.one_size:  # ONE mode: announced ahead (the receiver makes room), charged
                 item.sending += 1
                 self._out.transmit(session, [OneModeSize(size=item.one_size)])
                 self._out.flush(session, self._out.now, announces=item.one_size)  # its own frame
                 one_bytes += item.one_size
             batch.append(
-                _transfer(item, copies, now) if timed else _absolute_transfer(item, copies)
+                _transfer(item, item.envelope, copies, now)
+                if timed
+                else _absolute_transfer(item, item.envelope, copies)
             )
             count += 1
             if count >= per_transmit:
@@ -301,21 +307,51 @@ class Sync:
         if batch:
             self._out.transmit(session, batch, envelopes=count, one_bytes=one_bytes)
 
+    def send_loaded(self, envelope_id: bytes, body: bytes, now: float) -> None:
+        """The driver read back a body that transfers wait for: each goes out now."""
+        state = self._state
+        item = state.store.get(envelope_id)
+        for session in list(state.sessions.values()):
+            flight = session.in_flight.get(envelope_id)
+            if flight is None or not flight.loading:
+                continue
+            flight.loading = False
+            if item is None:  # it left the store while it was read: nothing to send
+                del session.in_flight[envelope_id]
+                continue
+            copies = flight.copies
+            timed = takes_timed_transfers(session)
+            record = (
+                _transfer(item, body, copies, now)
+                if timed
+                else _absolute_transfer(item, body, copies)
+            )
+            self._out.transmit(session, [record], envelopes=1)
 
-def _transfer(item: StoreItem, copies: int, now: float) -> TimedTransfer:
+    def load_failed(self, envelope_id: bytes) -> None:
+        """The body transfers wait for cannot be read: those transfers end, nothing else."""
+        item = self._state.store.get(envelope_id)
+        for session in list(self._state.sessions.values()):
+            flight = session.in_flight.get(envelope_id)
+            if flight is None or not flight.loading:
+                continue
+            del session.in_flight[envelope_id]
+            if item is not None and not flight.to_recipient:
+                item.reserved = max(0, item.reserved - flight.copies)
+
+
+def _transfer(item: StoreItem, body: bytes, copies: int, now: float) -> TimedTransfer:
     """The item as a ``TimedTransfer``: its remaining life by our clock, never a date."""
     lifetime_ms = min(MAX_LIFETIME_MS, max(0, math.floor((item.expiry_at - now) * _MS)))
     return TimedTransfer(
-        envelope=item.envelope, copies=copies, hops=item.hops + 1,
+        envelope=body, copies=copies, hops=item.hops + 1,
         route_hint=item.route_hint, lifetime_ms=lifetime_ms,
     )  # fmt: skip
 
 
-def _absolute_transfer(item: StoreItem, copies: int) -> Transfer:
+def _absolute_transfer(item: StoreItem, body: bytes, copies: int) -> Transfer:
     """The item as a ``Transfer`` (a peer without capability 3 reads the envelope's expiry)."""
-    return Transfer(
-        envelope=item.envelope, copies=copies, hops=item.hops + 1, route_hint=item.route_hint
-    )
+    return Transfer(envelope=body, copies=copies, hops=item.hops + 1, route_hint=item.route_hint)
 
 
 def _offer_entry(item: StoreItem) -> OfferEntry:

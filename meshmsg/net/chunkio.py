@@ -8,10 +8,17 @@ the write that stored it, nor written after the delete that dropped its attachme
 wait in a queue for the pump, which feeds them to the Node (``chunk_stored``, ``chunk_loaded``,
 ``chunk_load_failed``): the Node is only ever touched by the pump.
 
+Pacing: a chunk read for a peer is handed to the Node (which sends it at once) only while
+that link's writer has less than half of ``net.send_queue_bytes`` waiting; otherwise it waits
+here, in order, until the writer empties its queue (:meth:`ChunkWorker.hand_results`). So a
+peer gets chunks at the pace it reads them, and a large request cannot overflow its link's
+send queue and get the link closed as a slow peer.
+
 Memory: the effects waiting here are bounded by the protocol, not by this queue: a peer may
-have at most 64 chunks asked of us (``attach.records.MAX_REQUEST``) and we ask at most
-``attach.chunks_unstored`` per link until they are stored, so at most
-``links x (64 + chunks_unstored)`` chunk bodies wait, about 4.9 MB per link.
+have at most 64 chunks asked of us (``attach.records.MAX_REQUEST``; the chunks held for its
+writer are among them) and we ask at most ``attach.chunks_unstored`` per link until they are
+stored, so at most ``links x (64 + chunks_unstored)`` chunk bodies wait, 80 x 60 KiB, about
+4.9 MB per link.
 """
 
 from __future__ import annotations
@@ -105,9 +112,33 @@ class ChunkWorker:
         # Unbounded on purpose (the pump never blocks): bounded by the protocol, see above.
         self._in, self._out = trio.open_memory_channel[ChunkEffect](math.inf)
         self.results: deque[ChunkResult] = deque()
+        # Chunks read for a peer whose link's writer is busy, by link, in order (see
+        # :meth:`hand_results`); at most 64 per link, as ``LoadChunk`` effects are.
+        self.held: dict[LinkId, deque[Loaded]] = {}
 
     def submit(self, effect: ChunkEffect) -> None:
         self._in.send_nowait(effect)
+
+    def hand_results(
+        self, busy: Callable[[LinkId], bool], hand: Callable[[ChunkResult], None]
+    ) -> None:
+        """Pass every result to ``hand``, in order, except chunks read for a link that is
+        ``busy`` (its writer has plenty queued): those wait here, in order, until it is not, so
+        a peer is sent chunks at the pace it reads them and a large request (up to 64 chunks)
+        never overflows the link's send queue. Call again when a busy link's writer drains."""
+        results, held = self.results, self.held
+        while results:
+            result = results.popleft()
+            if isinstance(result, Loaded) and (result.link in held or busy(result.link)):
+                held.setdefault(result.link, deque()).append(result)
+            else:
+                hand(result)
+        for link in list(held):
+            waiting = held[link]
+            while waiting and not busy(link):
+                hand(waiting.popleft())
+            if not waiting:
+                del held[link]
 
     async def run(self) -> None:
         async for first in self._out:

@@ -393,18 +393,21 @@ class NodeRunner(Generic[N]):
             self._node.storage_committed(token, now=now)
             self._drain(now)
         self._commits.release_durable(all_of_them=False)
-        while self._chunks.results:
-            self._chunk_done(self._chunks.results.popleft(), self._clock())
+        if self._chunks.results or self._chunks.held:  # their Transmits leave in one write
+            busy = functools.partial(self._connections.writer_busy, gathered=self._outgoing)
+            self._chunks.hand_results(busy, self._chunk_done)
+            self._flush_all()
+            self._deadline = self._node.next_deadline()  # once, not per result (``_drain``)
         ended = self._connections.ended
         while ended:
             self._settle(ended.popleft(), self._clock())
 
-    def _chunk_done(self, result: ChunkResult, now: float) -> None:
+    def _chunk_done(self, result: ChunkResult) -> None:
         """Hand the Node what the chunk worker did (see ``net/chunkio.py``)."""
         if self._chunk_node is None:
             raise LocalProtocolError(f"{type(self._node).__name__} emitted a chunk effect")
-        hand_chunk_result(self._chunk_node, result, now=now)
-        self._drain(now)
+        hand_chunk_result(self._chunk_node, result, now=(now := self._clock()))
+        self._drain(now, batch=True)
 
     def _settle(self, conn: Connection, now: float) -> None:
         """Forget an ended connection once no input of its own is still queued."""
@@ -418,13 +421,13 @@ class NodeRunner(Generic[N]):
             self._node.link_lost(conn.link, now=now)
             self._drain(now)
 
-    def _drain(self, now: float) -> None:
+    def _drain(self, now: float, *, batch: bool = False) -> None:
         """The driver contract: effects and events until both are empty, then the deadline.
 
-        Transmits are gathered per link and queued once, at the end of the drain: one input can
-        make the Node send many records (a sync round, a burst of transfers), and counting each
-        as a queue item would let a single busy moment look like a slow peer. Order per link is
-        kept: a CloseLink first queues what was gathered for its link.
+        Transmits are gathered per link and queued once, at the end of the drain (``batch``: of
+        the caller's several inputs): one input can make the Node send many records (a sync
+        round, a burst of chunks), and counting each as a queue item would let a busy moment
+        look like a slow peer. Order per link is kept: a CloseLink first queues its link's.
         """
         node = self._node
         while True:
@@ -436,9 +439,13 @@ class NodeRunner(Generic[N]):
             if event is None:
                 break
             self._publish(event)
+        if not batch:
+            self._flush_all()
+            self._deadline = node.next_deadline()
+
+    def _flush_all(self) -> None:
         for link in list(self._outgoing):
             self._flush_outgoing(link)
-        self._deadline = node.next_deadline()
 
     def _flush_outgoing(self, link: LinkId) -> None:
         chunks = self._outgoing.pop(link, None)
@@ -490,8 +497,6 @@ class NodeRunner(Generic[N]):
             if isinstance(item, _Call):
                 item.done.set()
         self._inputs_out.close()
-
-    # --- connections -------------------------------------------------------------------------
 
     # --- connections -------------------------------------------------------------------------
 

@@ -17,8 +17,8 @@ send queue and get the link closed as a slow peer.
 Memory: the effects waiting here are bounded by the protocol, not by this queue: a peer may
 have at most 64 chunks asked of us (``attach.records.MAX_REQUEST``; the chunks held for its
 writer are among them) and we ask at most ``attach.chunks_unstored`` per link until they are
-stored, so at most ``links x (64 + chunks_unstored)`` chunk bodies wait, 80 x 60 KiB, about
-4.9 MB per link.
+stored, so at most ``links x (64 + chunks_unstored)`` chunk bodies wait, 96 x 60 KiB, about
+5.9 MB per link.
 """
 
 from __future__ import annotations

@@ -667,11 +667,12 @@ class AttachConfig:
         "both ends waited their turn); the sender paces them to its writer (net.send_queue_bytes)",
     )
     chunks_unstored: int = limit(
-        32,
+        48,
         "chunks",
-        "chunks from one link asked or received and not yet durable: two windows, so the link "
-        "fetches the next batch while the disk syncs the last (one window alone left the disk "
-        "idle during each round trip: ~30 % slower); 32 x 60 KiB ~ 2 MB per link in memory",
+        "chunks from one link asked or received and not yet durable: about three batches, one "
+        "fetched, one written and synced, one whose commit rides on the next sync "
+        "(net/chunkio.py), so link and disk both stay busy (32 left the link waiting for "
+        "commits on a loaded machine); 48 x 60 KiB ~ 2.9 MB per link in memory",
     )
     request_batch: int = limit(
         8,

@@ -171,7 +171,21 @@ class ChunkWorker:
         """Carry out effects in batches: consecutive effects of one kind, so order is kept.
         Writes waiting together are one batch, and so are reads (one trip to a worker thread,
         one wake-up of the pump). A batch of writes is committed by the next batch's sync when
-        one is waiting right behind it, else at once by a sync of its own (``_pending``)."""
+        one is waiting right behind it, else at once by a sync of its own (``_pending``).
+
+        When the runner stops (cancelled), a batch written but not yet committed is committed
+        before this returns, as a write in progress always finished: a restart then finds it
+        and does not fetch it again (a kill -9 cannot, and loses only unreported chunks)."""
+        try:
+            await self._run()
+        finally:
+            if self._pending:
+                with trio.CancelScope(shield=True), contextlib.suppress(StorageError):
+                    # One attempt, no retry delays on the way out; if it fails the chunks
+                    # were never reported stored and are fetched again after the restart.
+                    await trio.to_thread.run_sync(self._carry_out, [])
+
+    async def _run(self) -> None:
         ahead: ChunkEffect | None = None
         while True:
             try:

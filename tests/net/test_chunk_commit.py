@@ -45,7 +45,8 @@ class SteppedStore(ChunkStore):
 
     async def entered(self) -> tuple[list[int], list[int]]:
         """Wait until the worker is in a write (not yet done); what it writes and commits."""
-        await trio.to_thread.run_sync(self._entered.acquire)
+        # Abandoned on a timeout, so a worker that never writes fails the test, not hangs it.
+        await trio.to_thread.run_sync(self._entered.acquire, abandon_on_cancel=True)
         return self.calls[-1]
 
     def step(self) -> None:
@@ -127,3 +128,28 @@ async def test_writes_are_committed_before_a_read_or_a_delete_behind_them(tmp_pa
     loaded = [r for r in worker.results if isinstance(r, Loaded)]
     assert loaded == [Loaded(1, AID, 0, ((), bytes([0]) * 100))]
     assert ChunkStore(tmp_path).scan() == {}
+
+
+async def test_a_stop_commits_the_batch_written_so_far(tmp_path: Path) -> None:
+    """The runner stops while a batch's bodies sync: the worker commits it on the way out, as a
+    write in progress always finished, so a restart finds it and does not fetch it again.
+    Before, the batch stayed uncommitted and was fetched and written again after the restart
+    (tests/net/test_attach_runner.py counted 37 writes for 35 chunks)."""
+    disk, wakes = SteppedStore(tmp_path), Wakes()
+    worker = ChunkWorker(disk, wakes, retry_s=0.0, attempts=1)
+    scope = trio.CancelScope()
+
+    async def run_worker() -> None:
+        with scope:
+            await worker.run()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            worker.submit(store(0))
+            nursery.start_soon(run_worker)
+            assert await disk.entered() == ([0], [])
+            scope.cancel()  # the runner stops while the bodies sync
+            disk.step()
+            assert await disk.entered() == ([], [0])  # the commit, shielded
+            disk.step()
+    assert ChunkStore(tmp_path).scan() == {AID: [0]}

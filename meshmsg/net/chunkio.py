@@ -148,24 +148,28 @@ class ChunkWorker:
 
     def hand_results(
         self, busy: Callable[[LinkId], bool], hand: Callable[[ChunkResult], None]
-    ) -> None:
+    ) -> bool:
         """Pass every result to ``hand``, in order, except chunks read for a link that is
         ``busy`` (its writer has plenty queued): those wait here, in order, until it is not, so
         a peer is sent chunks at the pace it reads them and a large request (up to 64 chunks)
-        never overflows the link's send queue. Call again when a busy link's writer drains."""
-        results, held = self.results, self.held
+        never overflows the link's send queue. Call again when a busy link's writer drains.
+        Returns whether anything was handed."""
+        results, held, handed = self.results, self.held, False
         while results:
             result = results.popleft()
             if isinstance(result, Loaded) and (result.link in held or busy(result.link)):
                 held.setdefault(result.link, deque()).append(result)
             else:
                 hand(result)
+                handed = True
         for link in list(held):
             waiting = held[link]
             while waiting and not busy(link):
                 hand(waiting.popleft())
+                handed = True
             if not waiting:
                 del held[link]
+        return handed
 
     async def run(self) -> None:
         """Carry out effects in batches: consecutive effects of one kind, so order is kept.

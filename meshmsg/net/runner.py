@@ -71,6 +71,7 @@ from meshmsg.core.effects import (
     Effect,
     LinkId,
     LoadChunk,
+    LoadEnvelope,
     Persist,
     StoreChunk,
     Transmit,
@@ -393,11 +394,10 @@ class NodeRunner(Generic[N]):
             self._node.storage_committed(token, now=now)
             self._drain(now)
         self._commits.release_durable(all_of_them=False)
-        if self._chunks.results or self._chunks.held:  # their Transmits leave in one write
-            busy = functools.partial(self._connections.writer_busy, gathered=self._outgoing)
-            self._chunks.hand_results(busy, self._chunk_done)
-            self._flush_all()
-            self._deadline = self._node.next_deadline()  # once, not per result (``_drain``)
+        self._commits.hand_loaded(self._node, self._clock, self._drain)
+        busy = functools.partial(self._connections.writer_busy, gathered=self._outgoing)
+        if self._chunks.hand_results(busy, self._chunk_done):
+            self._end_batch()  # their Transmits leave in one write per link
         ended = self._connections.ended
         while ended:
             self._settle(ended.popleft(), self._clock())
@@ -424,10 +424,8 @@ class NodeRunner(Generic[N]):
     def _drain(self, now: float, *, batch: bool = False) -> None:
         """The driver contract: effects and events until both are empty, then the deadline.
 
-        Transmits are gathered per link and queued once, at the end of the drain (``batch``: of
-        the caller's several inputs): one input can make the Node send many records (a sync
-        round, a burst of chunks), and counting each as a queue item would let a busy moment
-        look like a slow peer. Order per link is kept: a CloseLink first queues its link's.
+        Transmits are queued once per link, at the end of the drain (or of the caller's ``batch``):
+        a burst counted item by item would look like a slow peer. A CloseLink queues its first.
         """
         node = self._node
         while True:
@@ -440,12 +438,12 @@ class NodeRunner(Generic[N]):
                 break
             self._publish(event)
         if not batch:
-            self._flush_all()
-            self._deadline = node.next_deadline()
+            self._end_batch()
 
-    def _flush_all(self) -> None:
+    def _end_batch(self) -> None:
         for link in list(self._outgoing):
             self._flush_outgoing(link)
+        self._deadline = self._node.next_deadline()
 
     def _flush_outgoing(self, link: LinkId) -> None:
         chunks = self._outgoing.pop(link, None)
@@ -473,6 +471,8 @@ class NodeRunner(Generic[N]):
                 self._dialer.dial_nowait(address)
             case Persist():
                 self._commits.submit(effect)
+            case LoadEnvelope():
+                self._commits.load(effect)
             case StoreChunk() | LoadChunk() | DeleteChunks():
                 self._chunks.submit(effect)
             case _:

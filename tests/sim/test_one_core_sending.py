@@ -19,16 +19,19 @@ from meshmsg.sim.traces import ContactEvent, MessageEvent
 from tests.sim.helpers import RATE, down, up
 
 
+def _setup(address: int, routing: dict[str, object]) -> NodeSetup:
+    return NodeSetup(
+        address=address, name=f"n{address}", buffer_bytes=10**7, ttl_s=3600.0, one_mode=True,
+        routing=routing,
+    )  # fmt: skip
+
+
 def _run(
     contacts: list[ContactEvent], created: list[MessageEvent], *, copies: int = 6,
     seed: int = 7, duration: float = 60.0,
 ) -> Recorder:  # fmt: skip
     routing = {"policy": "spray-and-wait", "copies": copies, "binary": True}
-    setups = [
-        NodeSetup(address=a, name=f"n{a}", buffer_bytes=10**7, ttl_s=3600.0, one_mode=True,
-                  routing=routing)  # fmt: skip
-        for a in range(10)
-    ]
+    setups = [_setup(a, routing) for a in range(10)]
     config = EngineConfig(
         mode="one", duration_s=duration, seed=seed, interfaces={"bt": LinkParams(rate_bps=RATE)},
         default_interface="bt",

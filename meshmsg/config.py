@@ -236,6 +236,14 @@ class MessageLimits:
         "sealing (or until the relay's last link ends), so it leaves by another peer where one "
         "exists; afterwards it goes to that relay too (it may be our only peer)",
     )
+    decoy_claim_rate: float = limit(
+        0.02,
+        "probability",
+        "each offered envelope we lack and cannot open is claimed as ours with this "
+        "probability, so a claim does not name the recipient to the relay (issue #11, 4); a "
+        "claimed carried copy goes as one copy and its giver keeps its own "
+        "(core/exchange/claims.py): a decoy costs one transfer and takes no mail away",
+    )
     purge_on_delivery: bool = limit(
         True, "flag", "recipients spread purge tokens so carriers drop delivered copies"
     )
@@ -246,6 +254,8 @@ class MessageLimits:
             raise ConfigError("need 0 <= receipt_relayed_delay_min_s <= ..._max_s")
         if self.receipt_hold_s < 0 or self.receipt_delay_s < 0:
             raise ConfigError("receipt delays and holds cannot be negative")
+        if not 0.0 <= self.decoy_claim_rate <= 1.0:
+            raise ConfigError("decoy_claim_rate is a probability: 0 to 1")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -345,6 +355,13 @@ class StoreConfig:
     )
     strangers_total_fraction: float = limit(
         0.25, "fraction", "all strangers together get at most a quarter"
+    )
+    bodies_on_disk: bool = limit(
+        False,
+        "flag",
+        "carried envelopes' bodies leave memory once committed and are read back for a "
+        "transfer or an opening (LoadEnvelope): 100,000 of them in <= 100 MiB (issue #13). "
+        "The daemon sets it; the simulator has no disk and keeps them (docs/storage.md)",
     )
 
 

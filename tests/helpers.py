@@ -104,6 +104,7 @@ from meshmsg.core.effects import (  # noqa: E402
     DeleteChunks,
     Dial,
     LoadChunk,
+    LoadEnvelope,
     Persist,
     RecordKind,
     StoreChunk,
@@ -151,6 +152,8 @@ class Mesh:
             n: {} for n in names
         }
         self.chunks_written: dict[str, int] = dict.fromkeys(names, 0)
+        # Envelope bodies read back from the committed records (StoreConfig.bodies_on_disk).
+        self.envelopes_loaded: dict[str, list[bytes]] = {n: [] for n in names}
         # Cut every link of a node once it has written this many more chunks (a contact ends).
         self.cut_after_chunks: dict[str, int] = {}
         self.events: dict[str, list[Event]] = {n: [] for n in names}
@@ -278,6 +281,10 @@ class Mesh:
                 pass
             case StoreChunk() | LoadChunk() | DeleteChunks():
                 self._chunk_effect(name, node, effect)
+            case LoadEnvelope(envelope_id=envelope_id):
+                self.envelopes_loaded.setdefault(name, []).append(envelope_id)
+                value = self.persisted[name].get((RecordKind.ENVELOPE, envelope_id))
+                node.envelope_loaded(envelope_id, value, now=self.now)
             case _:
                 raise AssertionError(f"unknown effect {effect!r}")
 

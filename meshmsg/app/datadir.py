@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import time
 import tomllib
@@ -33,7 +34,15 @@ import platformdirs
 from meshmsg.app import keystore
 from meshmsg.config import NodeConfig
 from meshmsg.core.address import LISTEN, parse_address
-from meshmsg.core.effects import CloseLink, DeleteChunks, Dial, Persist, Transmit
+from meshmsg.core.effects import (
+    CloseLink,
+    DeleteChunks,
+    Dial,
+    LoadEnvelope,
+    Persist,
+    RecordKind,
+    Transmit,
+)
 from meshmsg.core.identity import IDENTITY_BYTES, Identity, _check_name, encode_contact_code
 from meshmsg.core.node import Node
 from meshmsg.errors import ConfigError, InvalidContactCode, KeystoreError, StorageError
@@ -41,6 +50,8 @@ from meshmsg.net.chunkstore import ChunkStore
 from meshmsg.net.peers import parse_peer_address
 from meshmsg.net.storage import DB_KEY_BYTES, DataDir, Storage, new_db_key
 from meshmsg.sysrng import SystemRng
+
+logger = logging.getLogger(__name__)
 
 APP_NAME: Final = "meshmsg"
 HOME_ENV: Final = "MESHMSG_HOME"
@@ -198,7 +209,9 @@ class Settings:
     def node_config(self) -> NodeConfig:
         """The NodeConfig of this profile, with the site key."""
         base = NodeConfig.crisis() if self.profile == "crisis" else NodeConfig.office()
-        config = base.replace(site_key=self.site_key)
+        # A daemon has its database: carried bodies live there (StoreConfig.bodies_on_disk).
+        store = replace(base.store, bodies_on_disk=True)
+        config = base.replace(site_key=self.site_key, store=store)
         if not self.prompt_receipts:
             return config
         return relayed_receipts_after(config, config.message.receipt_delay_s)
@@ -493,11 +506,21 @@ class OfflineNode:
                 node.storage_committed(effect.token, now=now)
             elif isinstance(effect, DeleteChunks):  # an attachment expired or was discarded
                 self._chunks.delete(effect.attachment_id)
+            elif isinstance(effect, LoadEnvelope):  # carried mail became ours (a new contact)
+                self._load(node, effect.envelope_id, now)
             else:  # with no links nothing else can be asked of us
                 assert isinstance(effect, Transmit | Dial | CloseLink)
         while node.next_event() is not None:
             pass
         return result
+
+    def _load(self, node: Node, envelope_id: bytes, now: float) -> None:
+        try:
+            record = self._storage.load_one(RecordKind.ENVELOPE, envelope_id)
+        except StorageError as exc:
+            logger.warning("envelope %s unreadable: %s", envelope_id.hex(), exc)
+            record = None
+        node.envelope_loaded(envelope_id, None if record is None else record.value, now=now)
 
 
 @contextmanager

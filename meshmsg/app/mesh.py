@@ -36,7 +36,7 @@ import trio
 from meshmsg.app.datadir import Settings, Unlocked
 from meshmsg.app.warnings import ClockWatch
 from meshmsg.config import NodeConfig
-from meshmsg.core.effects import LinkId, Persist, RecordKind
+from meshmsg.core.effects import LinkId, Persist, RecordKind, StoredRecord
 from meshmsg.core.events import LinkClosed, PeerConnected
 from meshmsg.core.node import Node
 from meshmsg.errors import CloseReason, StorageError, TransportError
@@ -77,6 +77,11 @@ class CheckpointingStorage:
             self._storage.apply(persist)
             if any(kind is RecordKind.CHANNEL for kind, _ in persist.deletes):
                 self._checkpoint()  # removed key state: do not let the WAL keep it
+
+    def load_one(self, kind: RecordKind, key: bytes) -> StoredRecord | None:
+        """Read one record back (a carried envelope's body: ``LoadEnvelope``)."""
+        with self._lock:
+            return self._storage.load_one(kind, key)
 
     def checkpoint_if_due(self) -> None:
         """Checkpoint if the interval has passed (called from a worker thread)."""

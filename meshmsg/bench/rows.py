@@ -288,39 +288,64 @@ STORE_ITEMS: Final = 100_000
 ENVELOPE_BYTES: Final = 1024  # the 1 KiB padding bucket: a short text with its headers
 
 
-def relay_store_memory(ctx: Context) -> Figures:
-    """Python heap of a relay store and its sync index holding 100,000 envelopes, as a node
-    holds them (``RelayStore`` + ``ItemSet``); the quick run measures 10,000 and scales."""
+def _filled_relay_store(count: int) -> tuple[object, object]:
+    """A ``RelayStore`` + ``ItemSet`` holding ``count`` carried 1 KiB envelopes as a daemon
+    holds them: each body leaves memory once its record is committed
+    (``StoreConfig.bodies_on_disk``, ``RelayStore.body_durable``, as the commit does) and each
+    item's Offer entry is built (a relay offers what it carries). Carried mail only: our own
+    outgoing mail keeps its body in memory (docs/storage.md)."""
     from meshmsg.config import StoreConfig
     from meshmsg.core.itemset import ItemSet
+    from meshmsg.core.records import OfferEntry
     from meshmsg.core.store import RelayStore, StoreItem, Tier
 
-    count = ctx.size(STORE_ITEMS, 10_000, 1_000)
     now = 1_800_000_000.0
     neighbours = [os.urandom(16) for _ in range(50)]
-    tiers = (Tier.VERIFIED, Tier.CONTACT, Tier.OWN)
-    config = StoreConfig(max_store_bytes=4 * count * ENVELOPE_BYTES, max_store_envelopes=2 * count)
+    tiers = (Tier.VERIFIED, Tier.CONTACT, Tier.STRANGER)
+    config = StoreConfig(
+        max_store_bytes=4 * count * ENVELOPE_BYTES, max_store_envelopes=2 * count,
+        bodies_on_disk=True,
+    )  # fmt: skip
+    store, index = RelayStore(config), ItemSet()
+    for k in range(count):
+        envelope = os.urandom(ENVELOPE_BYTES)
+        envelope_id = hashlib.blake2b(envelope, digest_size=16).digest()
+        item = StoreItem(
+            envelope_id=envelope_id, envelope=envelope, tag=os.urandom(16),
+            expiry_at=now + 86_400.0 + k, copies=6, hops=k % 4, tier=tiers[k % 3],
+            source=neighbours[k % len(neighbours)], received_at=now + k,
+        )  # fmt: skip
+        if store.admit(item, now).evicted or envelope_id not in store:
+            raise MeshError("the benchmark store refused or evicted an item")
+        index.add(envelope_id, int(item.expiry_at))
+        store.body_durable(envelope_id)  # its Persist committed: the body is on disk only
+        item.offer_entry = OfferEntry(envelope_id=envelope_id, tag=item.tag)
+        if item.envelope is not None:
+            raise MeshError("a committed carried body stayed in memory")
+    return store, index
+
+
+def relay_store_memory(ctx: Context) -> Figures:
+    """Memory of a relay store and its sync index holding 100,000 carried envelopes as a
+    daemon holds them (bodies on disk: :func:`_filled_relay_store`): the Python heap, and RSS
+    measured first in this fresh process; the quick run measures 10,000 and scales."""
+    count = ctx.size(STORE_ITEMS, 10_000, 1_000)
+    _filled_relay_store(10)  # imports and first-use caches are not per-item costs
+    gc.collect()
+    rss_before = _rss_bytes()
+    held = _filled_relay_store(count)
+    gc.collect()
+    rss = _rss_bytes() - rss_before
+    del held
     with _traced() as grown:
-        store, index = RelayStore(config), ItemSet()
-        for k in range(count):
-            envelope = os.urandom(ENVELOPE_BYTES)
-            envelope_id = hashlib.blake2b(envelope, digest_size=16).digest()
-            tier = tiers[k % 3]
-            item = StoreItem(
-                envelope_id=envelope_id, envelope=envelope, tag=os.urandom(16),
-                expiry_at=now + 86_400.0 + k, copies=6, hops=k % 4, tier=tier,
-                source=None if tier is Tier.OWN else neighbours[k % len(neighbours)],
-                received_at=now,
-            )  # fmt: skip
-            if store.admit(item, now).evicted or envelope_id not in store:
-                raise MeshError("the benchmark store refused or evicted an item")
-            index.add(envelope_id, int(item.expiry_at))
+        held = _filled_relay_store(count)
+    del held
     scale = STORE_ITEMS / count
-    payload = count * ENVELOPE_BYTES
     return {
         "store_bytes_100k": grown[0] * scale,
-        "envelope_bytes_100k": payload * scale,
-        "overhead_bytes_per_item": (grown[0] - payload) / count,
+        "rss_bytes_100k": rss * scale,
+        "envelope_bytes_100k": count * ENVELOPE_BYTES * scale,
+        "overhead_bytes_per_item": grown[0] / count,
     }
 
 
@@ -458,12 +483,15 @@ MEASURES: Final[tuple[Measure, ...]] = (
     ),
     Measure(
         name="mem-store",
-        title="memory of 100,000 1 KiB envelopes in a relay store + sync index",
+        title="memory of 100,000 carried 1 KiB envelopes in a relay store + sync index "
+              "(bodies on disk)",
         figure="store_bytes_100k", unit="bytes", fmt=size,
         run=relay_store_memory,
-        goal=(Condition("store_bytes_100k", "<=", 100 * MIB),), goal_text="≤ 100 MiB",
-        details=(("envelope_bytes_100k", "of which envelopes:", size),
-                 ("overhead_bytes_per_item", "overhead per item:", size)),
+        goal=(Condition("store_bytes_100k", "<=", 100 * MIB),
+              Condition("rss_bytes_100k", "<=", 100 * MIB)), goal_text="≤ 100 MiB",
+        details=(("rss_bytes_100k", "RSS:", size),
+                 ("envelope_bytes_100k", "bodies on disk:", size),
+                 ("overhead_bytes_per_item", "per item:", size)),
         repeats=1, quick_repeats=1, warmup=False, fresh_process=True,
     ),
     Measure(

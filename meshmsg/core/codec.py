@@ -39,6 +39,7 @@ from meshmsg.core.contacts import Contact
 from meshmsg.core.conversations import StoredMessage
 from meshmsg.core.e2e import ContactChannel
 from meshmsg.core.effects import RecordKind, StoredRecord
+from meshmsg.core.envelope import envelope_id as env_id_of
 from meshmsg.core.envelope import parse_envelope
 from meshmsg.core.events import MessageStatus
 from meshmsg.core.identity import Identity, PublicIdentity
@@ -66,6 +67,7 @@ from meshmsg.errors import (
     InvalidContactCode,
     InvalidMessage,
     KeystoreError,
+    LocalProtocolError,
     StorageError,
 )
 
@@ -94,9 +96,18 @@ def channel_record(peer_id: bytes, channel: ContactChannel) -> StoredRecord:
     return StoredRecord(kind=RecordKind.CHANNEL, key=peer_id, value=channel.to_bytes())
 
 
-def envelope_record(item: StoreItem) -> StoredRecord:
+def envelope_record(item: StoreItem, body: bytes | None = None) -> StoredRecord:
+    """The item's ENVELOPE record; ``body``: its envelope when the item holds none (on disk
+    only, read back to write the record again: exchange/bodies.py).
+
+    Raises:
+        LocalProtocolError: neither the item nor ``body`` has the envelope.
+    """
+    envelope = item.envelope if item.envelope is not None else body
+    if envelope is None:
+        raise LocalProtocolError("an envelope record needs the body, which is on disk only")
     value = CarriedEnvelopeState(
-        envelope=item.envelope, copies=item.copies, hops=item.hops, tier=int(item.tier),
+        envelope=envelope, copies=item.copies, hops=item.hops, tier=int(item.tier),
         source=item.source, received_at=_ms(item.received_at), route_hint=item.route_hint,
         expiry_at=_ms(item.expiry_at),
     )  # fmt: skip
@@ -303,7 +314,21 @@ def _restore_envelope(into: NodeState, record: StoredRecord) -> None:
         route_hint=state.route_hint,
     )  # fmt: skip
     into.store.restore(item)
+    into.store.body_durable(item.envelope_id)  # committed: a carried body stays on disk
     into.items.add(item.envelope_id, int(item.expiry_at))
+
+
+def stored_envelope(value: bytes, envelope_id: bytes, config: NodeConfig) -> bytes | None:
+    """The envelope inside an ENVELOPE record's value read back (``LoadEnvelope``), or None
+    if the value is damaged or holds another envelope."""
+    try:
+        decoded = decode_records(value, STORAGE_RECORDS, config.wire)
+    except DecodeError:
+        return None
+    state = decoded[0] if len(decoded) == 1 else None
+    if not isinstance(state, EnvelopeState | CarriedEnvelopeState):
+        return None
+    return state.envelope if env_id_of(state.envelope) == envelope_id else None
 
 
 def _local_expiry(state: EnvelopeState | CarriedEnvelopeState, envelope_expiry: int) -> float:

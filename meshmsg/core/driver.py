@@ -54,6 +54,15 @@ class DriverInterface(Protocol):
         """Absolute time by which ``handle_timer`` must be called, or None."""
 
 
+@runtime_checkable
+class EnvelopeInputs(Protocol):
+    """A node's answers to ``LoadEnvelope`` (only a node with ``StoreConfig.bodies_on_disk``
+    asks; the simulator's nodes never do)."""
+
+    def envelope_loaded(self, envelope_id: bytes, value: bytes | None, *, now: float) -> None:
+        """``value``: the committed ENVELOPE record's value (None: gone or unreadable)."""
+
+
 class RecordSink(Protocol):
     """Where committed records go: a database transaction, an in-memory dict."""
 

@@ -335,13 +335,18 @@ class ChannelState:
         for tag, e in self._expired.items():
             self._index.put(tag, self._entry(e.epoch, e.period, e.counter, MatchKind.EXPIRED))
 
-    def openable_tags(self) -> list[bytes]:
+    def openable_tags(self, *, in_order: bool = False) -> list[bytes]:
         """Tags of every counter this channel may still open: each window and each skipped
-        counter (a few dozen; some may already be RECEIVED, so check the index)."""
+        counter (a few dozen; some may already be RECEIVED, so check the index).
+
+        ``in_order``: only the lower half of each window (and the skipped counters), whose
+        opening never slides the window. A carried copy far ahead of the mail still on its way
+        would otherwise overtake up to a window of counters at once, and past
+        ``max_skipped_per_period`` their keys go (issue #11, decoy claims bring such copies)."""
         tags: list[bytes] = []
         for epoch in self._recv.values():
             for slot in epoch.slots.values():
-                tags += slot.tags
+                tags += slot.tags[: len(slot.tags) // 2] if in_order else slot.tags
                 tags += slot.skipped.values()
         return tags
 

@@ -120,6 +120,17 @@ class LoadChunk:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LoadEnvelope:
+    """Read the committed ``ENVELOPE`` record ``envelope_id`` and call
+    ``Node.envelope_loaded(envelope_id, value)`` with its value (None: it is gone or cannot be
+    read). Emitted only with ``StoreConfig.bodies_on_disk`` (docs/storage.md): a carried
+    envelope's body leaves memory once its record is committed, and comes back for a transfer
+    or for an opening. Read it after every Persist issued before this effect."""
+
+    envelope_id: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DeleteChunks:
     """Delete every stored chunk of this attachment (purged, expired, evicted or discarded)."""
 
@@ -131,4 +142,6 @@ ChunkEffect = StoreChunk | LoadChunk | DeleteChunks
 bodies stay out of the core"); the node answers with ``chunk_stored`` / ``chunk_loaded``."""
 
 
-Effect = Transmit | Dial | CloseLink | Persist | StoreChunk | LoadChunk | DeleteChunks
+Effect = (
+    Transmit | Dial | CloseLink | Persist | LoadEnvelope | StoreChunk | LoadChunk | DeleteChunks
+)

@@ -32,6 +32,7 @@ class DropReason(enum.IntEnum):
     DELIVERED = 3  # we are the recipient and consumed it
     HANDED_OVER = 4  # the last copy was handed on (single-copy routing)
     REFUSED = 5  # refused at arrival: quota, hop limit or duplicate
+    UNREADABLE = 6  # its body, on disk only, could not be read back (the row is gone)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,6 +30,13 @@ def hash_value(item_id: bytes) -> int:
     return int.from_bytes(hashlib.shake_128(_HV_DOMAIN + item_id).digest(HV_BYTES), "big")
 
 
+def _hv(x: int) -> int:
+    """``hash_value`` of an id held as an int. Leaves keep ids only and hash again when they
+    need an hv (a split, a remove, a leaf's child aggregates): the 1024-bit hv kept per id
+    was 164 B of a store's ~1.1 KiB per item (issue #13), and those uses touch a few ids."""
+    return hash_value(x.to_bytes(ID_BYTES, "big"))
+
+
 def _fanout_bits(fanout: int) -> int:
     if fanout not in (2, 4, 16, 256):
         raise ConfigError(f"sync fanout must be 2, 4, 16 or 256, not {fanout}")
@@ -55,7 +62,7 @@ class _TrieNode:
         self.idsum = 0
         self.hsum = 0
         self.kids: list[_TrieNode | None] | None = None
-        self.leaf: dict[int, int] | None = {}  # id -> its hv, so splits and removes never rehash
+        self.leaf: set[int] | None = set()  # a leaf's ids (their hv is hashed again: _hv)
         # The subtree's ids ascending, kept until the subtree changes: stores change far less
         # often than they meet, and most meetings list a whole small store.
         self.sorted_ids: list[int] | None = None
@@ -128,7 +135,7 @@ class ItemSet:
             if kids is None:
                 leaf = node.leaf
                 assert leaf is not None
-                leaf[x] = h
+                leaf.add(x)
                 if len(leaf) > self._cap and shift > 0:
                     self._split(node, (ID_BITS - shift) // self._bits)
                 return True
@@ -156,7 +163,8 @@ class ItemSet:
             assert child is not None
             node, depth = child, depth + 1
         assert node.leaf is not None
-        h = node.leaf.pop(x)
+        node.leaf.remove(x)
+        h = _hv(x)
         for n in [*(p for p, _ in path), node]:
             n.count -= 1
             n.sorted_ids = None
@@ -169,7 +177,8 @@ class ItemSet:
         assert node.leaf is not None
         kids: list[_TrieNode | None] = [None] * (self._mask + 1)
         shift = ID_BITS - (depth + 1) * self._bits
-        for x, h in node.leaf.items():
+        for x in node.leaf:
+            h = _hv(x)
             i = (x >> shift) & self._mask
             child = kids[i]
             if child is None:
@@ -178,7 +187,7 @@ class ItemSet:
             child.idsum += x
             child.hsum += h
             assert child.leaf is not None
-            child.leaf[x] = h
+            child.leaf.add(x)
         node.kids, node.leaf = kids, None
         for child in kids:  # crafted ids may share the next digit too
             if child is not None and child.count > self._cap and depth + 1 < self._max_depth:
@@ -193,14 +202,14 @@ class ItemSet:
                 parent.kids[i] = None
         for parent, _ in path:
             if parent.count <= self._cap // 2:
-                leaf: dict[int, int] = {}
+                leaf: set[int] = set()
                 _collect(parent, leaf)
                 parent.kids, parent.leaf = None, leaf
                 return
 
     # ---------------------------------------------------------------- queries for sessions
 
-    def _locate(self, addr: Addr) -> _TrieNode | dict[int, int] | None:
+    def _locate(self, addr: Addr) -> _TrieNode | set[int] | None:
         """The trie node at ``addr``, or the ids of ``addr`` filtered from a shallower leaf."""
         depth, prefix = addr
         node, d = self._root, 0
@@ -208,7 +217,7 @@ class ItemSet:
             if node.kids is None:
                 assert node.leaf is not None
                 shift = ID_BITS - depth * self._bits
-                return {x: h for x, h in node.leaf.items() if x >> shift == prefix}
+                return {x for x in node.leaf if x >> shift == prefix}
             child = node.kids[(prefix >> ((depth - d - 1) * self._bits)) & self._mask]
             if child is None:
                 return None
@@ -221,7 +230,7 @@ class ItemSet:
             return _EMPTY
         if isinstance(found, _TrieNode):
             return found.count, found.idsum, found.hsum
-        return len(found), sum(found), sum(found.values())
+        return len(found), sum(found), sum(_hv(x) for x in found)
 
     def _child_aggregates(self, addr: Addr) -> list[Aggregate]:
         found = self._locate(addr)
@@ -230,15 +239,15 @@ class ItemSet:
             return [_EMPTY] * fanout
         if isinstance(found, _TrieNode) and found.kids is not None:
             return [_EMPTY if k is None else (k.count, k.idsum, k.hsum) for k in found.kids]
-        items = found if isinstance(found, dict) else found.leaf
+        items = found if isinstance(found, set) else found.leaf
         assert items is not None
         shift = ID_BITS - (addr[0] + 1) * self._bits
         acc = [[0, 0, 0] for _ in range(fanout)]
-        for x, h in items.items():
+        for x in items:
             a = acc[(x >> shift) & self._mask]
             a[0] += 1
             a[1] += x
-            a[2] += h
+            a[2] += _hv(x)
         return [(a[0], a[1], a[2]) for a in acc]
 
     def _ids_in(self, addr: Addr) -> list[int]:
@@ -247,10 +256,10 @@ class ItemSet:
         found = self._locate(addr)
         if found is None:
             return []
-        if isinstance(found, dict):
+        if isinstance(found, set):
             return sorted(found)
         if found.sorted_ids is None:
-            out: dict[int, int] = {}
+            out: set[int] = set()
             _collect(found, out)
             found.sorted_ids = sorted(out)
         return found.sorted_ids
@@ -270,18 +279,10 @@ class ItemSet:
 
     def _hv_of(self, x: int) -> int | None:
         """The stored hv of a present id, or None."""
-        if x not in self._expiry:
-            return None
-        node, depth = self._root, 0
-        while node.kids is not None:
-            child = node.kids[(x >> (ID_BITS - (depth + 1) * self._bits)) & self._mask]
-            assert child is not None
-            node, depth = child, depth + 1
-        assert node.leaf is not None
-        return node.leaf[x]
+        return _hv(x) if x in self._expiry else None
 
 
-def _collect(node: _TrieNode, out: dict[int, int]) -> None:
+def _collect(node: _TrieNode, out: set[int]) -> None:
     if node.kids is None:
         assert node.leaf is not None
         out.update(node.leaf)

@@ -501,15 +501,19 @@ class Node:
                 continue
             self._flush(link, now)
         self._exchange.on_timer(now)
-        for link in list(self._state.sessions):
-            self._flush(link, now)
+        self._flush_all(now)
 
     def storage_committed(self, token: int, *, now: float) -> None:
         """The driver durably committed the ``Persist`` effect with this token."""
         self._out.now = now
         self._out.committed(token, now)
-        for link in list(self._state.sessions):
-            self._flush(link, now)
+        self._flush_all(now)
+
+    def envelope_loaded(self, envelope_id: bytes, value: bytes | None, *, now: float) -> None:
+        """The ENVELOPE record a ``LoadEnvelope`` asked for (None: gone or unreadable)."""
+        self._out.now = now
+        self._exchange.bodies.loaded(envelope_id, value, now)
+        self._flush_all(now)
 
     def chunk_stored(self, attachment_id: bytes, index: int, *, now: float) -> None:
         """The driver wrote a ``StoreChunk`` durably."""
@@ -524,8 +528,7 @@ class Node:
         """The driver read the chunk a ``LoadChunk`` asked for: it goes out on ``link`` now."""
         self._out.now = now
         self._exchange.attachments.carrier.chunk_loaded(link, attachment_id, index, proof, data)
-        if link in self._state.sessions:
-            self._flush(link, now)
+        self._flush(link, now)
 
     def chunk_load_failed(
         self, link: LinkId, attachment_id: bytes, index: int, *, now: float
@@ -533,8 +536,7 @@ class Node:
         """The chunk a ``LoadChunk`` asked for is gone or damaged on disk."""
         self._out.now = now
         self._exchange.attachments.carrier.chunk_load_failed(link, attachment_id, index)
-        if link in self._state.sessions:
-            self._flush(link, now)
+        self._flush(link, now)
 
     def _flush_all(self, now: float) -> None:
         for link in list(self._state.sessions):

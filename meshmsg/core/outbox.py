@@ -17,6 +17,7 @@ from meshmsg.core.effects import (
     Dial,
     Effect,
     LinkId,
+    LoadEnvelope,
     Persist,
     RecordKind,
     StoredRecord,
@@ -42,11 +43,14 @@ write): :meth:`meshmsg.core.erasure.KeyErasure.erases` over the node's contacts.
 class Outbox:
     """Queued effects and events, and the actions waiting for a commit."""
 
-    __slots__ = ("_effects", "_erases", "_events", "_next_token", "_on_commit", "now")
+    __slots__ = ("_effects", "_erases", "_events", "_next_token", "_on_commit", "durable", "now")
 
     def __init__(self, now: float, *, erases: ErasesKeys | None = None) -> None:
         self._effects: deque[Effect] = deque()
         self._erases = erases  # None: no key state is tracked (parts tested on their own)
+        # Told each envelope id whose ENVELOPE record a commit made durable (its body may
+        # leave memory: RelayStore.body_durable), after the commit's own actions.
+        self.durable: Callable[[bytes], None] | None = None
         self._events: deque[Event] = deque()
         self._next_token = 1
         self._on_commit: dict[int, list[CommitAction]] = {}
@@ -81,6 +85,15 @@ class Outbox:
         )
         if then is not None:
             self._on_commit.setdefault(token, []).append(then)
+        durable = self.durable
+        envelopes = [r.key for r in put_all if r.kind is RecordKind.ENVELOPE]
+        if durable is not None and envelopes:
+
+            def bodies_durable(_: float) -> None:
+                for envelope_id in envelopes:
+                    durable(envelope_id)
+
+            self._on_commit.setdefault(token, []).append(bodies_durable)
         return token
 
     def committed(self, token: int, now: float) -> None:
@@ -115,6 +128,10 @@ class Outbox:
     def chunk(self, effect: ChunkEffect) -> None:
         """Queue a chunk for the driver's chunk store (docs/architecture.md, chunk bodies)."""
         self._effects.append(effect)
+
+    def load_envelope(self, envelope_id: bytes) -> None:
+        """Ask the driver for a carried envelope's body (``LoadEnvelope``)."""
+        self._effects.append(LoadEnvelope(envelope_id=envelope_id))
 
     def dial(self, address: str) -> None:
         self._effects.append(Dial(address=address))

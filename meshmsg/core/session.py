@@ -40,6 +40,10 @@ class InFlight:
 
     copies: int
     to_recipient: bool
+    # A claim we answered with one copy, keeping ours and its budget (exchange/claims.py).
+    keeps: bool = False
+    # Not sent yet: its body, on disk only, is being read back (``LoadEnvelope``).
+    loading: bool = False
 
 
 @dataclass(slots=True, kw_only=True)
@@ -65,6 +69,9 @@ class PeerSession:
     # the peer took mail addressed to it, since that moves its tag window to later counters.
     declined: dict[bytes, None] = field(default_factory=dict)
     peer_has: set[bytes] = field(default_factory=set)  # ids the peer told us it holds
+    # Ids we claimed as decoys (exchange/claims.py): their transfers are kept as carried
+    # copies even if our window slid over them meanwhile (opened in order later). Bounded.
+    decoys: dict[bytes, None] = field(default_factory=dict)
     # The peer's KeyExchange while it was not our contact (issue #12): kept so that adding it
     # during this link pairs at once with the share it already sent.
     stranger_share: bytes | None = None

@@ -33,6 +33,18 @@ from meshmsg.core.tagindex import TagIndex
 from meshmsg.core.tombstones import Tombstones
 
 
+@dataclass(slots=True)
+class BodyWanted:
+    """A ``LoadEnvelope`` asked of the driver and not answered yet: whether an opening waits
+    for the body (and the relay ``via`` whose hand-over made it openable), whether the record
+    is to be written again (its copies changed), besides the transfers marked
+    ``InFlight.loading`` (StoreConfig.bodies_on_disk, docs/storage.md)."""
+
+    to_open: bool = False
+    via: bytes | None = None
+    rewrite: bool = False
+
+
 @dataclass(slots=True, kw_only=True, eq=False)
 class NodeState:
     """Everything one device knows, apart from its queued output."""
@@ -62,6 +74,8 @@ class NodeState:
     first_index: FirstContactIndex
     # Delivered receipts kept from the relay that handed their mail over (issue #11, 4).
     receipt_holds: ReceiptHolds = field(default_factory=ReceiptHolds)
+    # Carried envelopes' bodies asked of the driver, by id (at most one load per item).
+    body_loads: dict[bytes, BodyWanted] = field(default_factory=dict)
 
     @classmethod
     def empty(

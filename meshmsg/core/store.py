@@ -49,12 +49,27 @@ class Tier(enum.IntEnum):
     STRANGER = 3  # received from a peer that is not our contact
 
 
+_LENGTHS: dict[int, int] = {}  # one int object per envelope size (sizes come in a few buckets)
+
+
+def _shared_length(n: int) -> int:
+    """``n``, as an int object shared by every item of that size while there are few sizes: a
+    length above 256 is its own 28-byte object per item otherwise."""
+    if len(_LENGTHS) < 64:
+        return _LENGTHS.setdefault(n, n)
+    return _LENGTHS.get(n, n)
+
+
 @dataclass(slots=True, kw_only=True)
 class StoreItem:
-    """One envelope copy and its routing state. ``copies`` and ``hops`` change as it travels."""
+    """One envelope copy and its routing state. ``copies`` and ``hops`` change as it travels.
+
+    ``envelope`` is None when the body lives on disk only (``StoreConfig.bodies_on_disk``:
+    a carried envelope once its record is committed); ``Holdings.load_body`` asks for it.
+    """
 
     envelope_id: bytes
-    envelope: bytes
+    envelope: bytes | None
     tag: bytes
     expiry_at: float
     copies: int
@@ -76,10 +91,21 @@ class StoreItem:
     # ONE mode only: transfers of this copy on the air; the ONE never drops a message being
     # sent to make room (``getNextMessageToRemove(true)``). Not persisted.
     sending: int = field(default=0, compare=False)
+    # The envelope's length, kept while its body is on disk only (``envelope`` None).
+    length: int = field(default=0, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.envelope is not None:
+            self.length = _shared_length(len(self.envelope))
 
     @property
     def size(self) -> int:
-        return max(len(self.envelope), self.one_size)
+        return max(self.length, self.one_size)
+
+    def __lt__(self, other: StoreItem) -> bool:
+        """Expiry order, then arrival: the order of :class:`RelayStore`'s expiry heap."""
+        a, b = self.expiry_at, other.expiry_at  # no tuples: the heap compares a lot
+        return a < b or (a == b and self.seq < other.seq)
 
 
 class Admission(enum.Enum):
@@ -102,12 +128,18 @@ class RelayStore:
     def __init__(self, config: StoreConfig, *, one_mode: bool = False) -> None:
         self._config = config
         self._one_mode = one_mode
+        self._bodies_on_disk = config.bodies_on_disk and not one_mode
         self._items: dict[bytes, StoreItem] = {}  # insertion order = arrival order
         self._by_tier: dict[Tier, dict[bytes, StoreItem]] = {tier: {} for tier in Tier}
-        self._by_tag: dict[bytes, dict[bytes, None]] = {}  # tag -> envelope ids (purges)
+        # tag -> its envelope id, or the ids in arrival order when a forger shares the tag
+        # (purges). One id, not a dict of one: a dict per item cost 250 B of 1.1 KiB (#13).
+        self._by_tag: dict[bytes, bytes | tuple[bytes, ...]] = {}
         self._bytes_by_tier = dict.fromkeys(Tier, 0)
         self._bytes_by_source: dict[bytes, int] = {}
-        self._expiries: list[tuple[float, int, bytes]] = []  # lazy heap
+        # Lazy heap of the items themselves in expiry order (``StoreItem.__lt__``): an entry
+        # whose item left the store is skipped when it surfaces, and the heap is rebuilt once
+        # such stale entries outnumber the live ones. A tuple per item cost 72 B (#13).
+        self._expiries: list[StoreItem] = []
         self._next_seq = 0
 
     # ------------------------------------------------------------------ queries
@@ -129,7 +161,8 @@ class RelayStore:
 
     def with_tag(self, tag: bytes) -> list[StoreItem]:
         """Items whose outer tag is ``tag`` (normally one; a forger may add more)."""
-        return [self._items[i] for i in self._by_tag.get(tag, {})]
+        ids = self._by_tag.get(tag, ())
+        return [self._items[ids]] if isinstance(ids, bytes) else [self._items[i] for i in ids]
 
     def items(self) -> Iterator[StoreItem]:
         """Items in arrival order (oldest first)."""
@@ -147,9 +180,12 @@ class RelayStore:
         return self._bytes_by_tier[tier]
 
     def next_expiry(self) -> float | None:
-        while self._expiries and self._expiries[0][2] not in self._items:
+        while self._expiries and not self._live(self._expiries[0]):
             heapq.heappop(self._expiries)
-        return self._expiries[0][0] if self._expiries else None
+        return self._expiries[0].expiry_at if self._expiries else None
+
+    def _live(self, item: StoreItem) -> bool:
+        return self._items.get(item.envelope_id) is item
 
     # ---------------------------------------------------------------- mutation
 
@@ -187,6 +223,13 @@ class RelayStore:
             self.remove(victim)
         return victims
 
+    def body_durable(self, envelope_id: bytes) -> None:
+        """A record holding this envelope's body was committed: with bodies on disk, a carried
+        item lets its body go (our own mail keeps it: few, and sealed again on a heal)."""
+        item = self._items.get(envelope_id)
+        if self._bodies_on_disk and item is not None and item.tier is not Tier.OWN:
+            item.envelope = None
+
     def restore(self, item: StoreItem) -> None:
         """Re-insert a persisted item after a restart, without quota checks (it fitted before)."""
         if item.envelope_id not in self._items:
@@ -199,24 +242,31 @@ class RelayStore:
         self._bytes_by_tier[item.tier] -= item.size
         del self._by_tier[item.tier][envelope_id]
         same_tag = self._by_tag[item.tag]
-        del same_tag[envelope_id]
-        if not same_tag:
+        if isinstance(same_tag, bytes):
             del self._by_tag[item.tag]
+        else:
+            rest = tuple(i for i in same_tag if i != envelope_id)
+            self._by_tag[item.tag] = rest[0] if len(rest) == 1 else rest
         if item.source is not None:
             left = self._bytes_by_source[item.source] - item.size
             if left:
                 self._bytes_by_source[item.source] = left
             else:
                 del self._bytes_by_source[item.source]
+        # Its heap entry stays until it surfaces, or until stale entries outnumber live ones.
+        if len(self._expiries) > 2 * len(self._items) + 64:
+            self._expiries = list(self._items.values())
+            heapq.heapify(self._expiries)
         return item
 
     def expire(self, now: float) -> list[bytes]:
         """Drop every item whose expiry has passed; return their ids."""
         gone: list[bytes] = []
-        while self._expiries and self._expiries[0][0] <= now:
-            _, _, envelope_id = heapq.heappop(self._expiries)
-            if self.remove(envelope_id) is not None:
-                gone.append(envelope_id)
+        while self._expiries and self._expiries[0].expiry_at <= now:
+            item = heapq.heappop(self._expiries)
+            if self._live(item):
+                gone.append(item.envelope_id)
+                self.remove(item.envelope_id)
         return gone
 
     # ----------------------------------------------------------------- helpers
@@ -226,13 +276,18 @@ class RelayStore:
         self._next_seq += 1
         self._items[item.envelope_id] = item
         self._by_tier[item.tier][item.envelope_id] = item
-        self._by_tag.setdefault(item.tag, {})[item.envelope_id] = None
+        same_tag = self._by_tag.get(item.tag)
+        if same_tag is None:
+            self._by_tag[item.tag] = item.envelope_id
+        else:
+            same_tag = (same_tag,) if isinstance(same_tag, bytes) else same_tag
+            self._by_tag[item.tag] = (*same_tag, item.envelope_id)
         self._bytes_by_tier[item.tier] += item.size
         if item.source is not None:
             self._bytes_by_source[item.source] = (
                 self._bytes_by_source.get(item.source, 0) + item.size
             )
-        heapq.heappush(self._expiries, (item.expiry_at, item.seq, item.envelope_id))
+        heapq.heappush(self._expiries, item)
 
     def _within_quota(self, item: StoreItem) -> bool:
         cap = self._config.max_store_bytes

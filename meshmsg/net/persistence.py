@@ -3,7 +3,9 @@
 :class:`CommitQueue` is the runner's storage task. It commits ``Persist`` effects in the order
 the Node issued them, on a worker thread, grouping the ones that waited together into one
 transaction (:func:`merge_persists`), and hands the committed tokens back to the pump, which
-feeds them to the Node (``storage_committed``).
+feeds them to the Node (``storage_committed``). It also reads back carried envelopes' bodies
+(``LoadEnvelope``, ``StoreConfig.bodies_on_disk``) in the same order, so a read always comes
+after the commits issued before it, and hands them to the pump (``envelope_loaded``).
 
 Shutdown. A commit already running in the storage thread finishes (``trio.to_thread.run_sync``
 waits for it); then the Persist effects still queued are committed too, shielded from
@@ -14,17 +16,18 @@ allows: the Node never acknowledged it, and a restart rebuilds the node from wha
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import trio
 
 from meshmsg.config import NetConfig
-from meshmsg.core.driver import apply_persist
-from meshmsg.core.effects import Persist, RecordKind, StoredRecord
-from meshmsg.errors import StorageError, TransportError
+from meshmsg.core.driver import EnvelopeInputs, apply_persist
+from meshmsg.core.effects import LoadEnvelope, Persist, RecordKind, StoredRecord
+from meshmsg.errors import LocalProtocolError, StorageError, TransportError
 from meshmsg.net.runnerstats import RunnerCounters
 
 
@@ -36,6 +39,17 @@ class PersistSink(Protocol):
     """
 
     def apply(self, persist: Persist) -> None: ...
+
+
+@runtime_checkable
+class RecordSource(Protocol):
+    """A sink that can read one committed record back (for ``LoadEnvelope``); it runs on the
+    same worker thread as ``apply``, one call at a time."""
+
+    def load_one(self, kind: RecordKind, key: bytes) -> StoredRecord | None: ...
+
+
+logger = logging.getLogger(__name__)
 
 
 class MemoryStorage:
@@ -60,6 +74,9 @@ class MemoryStorage:
 
     def load_all(self) -> list[StoredRecord]:
         return list(self.records.values())
+
+    def load_one(self, kind: RecordKind, key: bytes) -> StoredRecord | None:
+        return self.records.get((kind, key))
 
 
 def merge_persists(batch: Sequence[Persist]) -> Persist:
@@ -100,10 +117,16 @@ class CommitQueue:
         self._wake_pump = wake_pump
         # Unbounded on purpose: the pump must never block on it. It is bounded in effect by
         # max_pending_persists, past which the pump stops taking inputs that create Persists.
-        self._persists_in, self._persists_out = trio.open_memory_channel[Persist](math.inf)
+        # Loads (LoadEnvelope) go in the same channel: read after the commits before them.
+        self._persists_in, self._persists_out = trio.open_memory_channel[Persist | LoadEnvelope](
+            math.inf
+        )
         self._in_flight: list[Persist] = []  # taken by the storage task, not yet committed
         self._failed = False
         self._committed: deque[int] = deque()  # tokens, in commit order, for the pump
+        # Bodies read back, for the pump: (envelope id, record value or None if unreadable).
+        # Bounded by the Node: one load per carried item at a time.
+        self.loaded: deque[tuple[bytes, bytes | None]] = deque()
         self.pending = 0  # issued, not yet handed back by pop_committed
         self._issued = 0
         self._durable_waiters: list[tuple[int, trio.Event]] | None = []  # None: pump ended
@@ -113,6 +136,25 @@ class CommitQueue:
         self.pending += 1
         self._issued += 1
         self._persists_in.send_nowait(persist)
+
+    def load(self, effect: LoadEnvelope) -> None:
+        """Queue a read of an ENVELOPE record, behind the Persists issued before it."""
+        self._persists_in.send_nowait(effect)
+
+    def hand_loaded(
+        self, node: object, clock: Callable[[], float], drain: Callable[[float], None]
+    ) -> None:
+        """Feed the bodies read back to the Node, draining after each (the pump calls this).
+
+        Raises:
+            LocalProtocolError: a node without ``envelope_loaded`` emitted ``LoadEnvelope``.
+        """
+        while self.loaded:
+            if not isinstance(node, EnvelopeInputs):
+                raise LocalProtocolError(f"{type(node).__name__} emitted LoadEnvelope")
+            now = clock()
+            node.envelope_loaded(*self.loaded.popleft(), now=now)
+            drain(now)
 
     def pop_committed(self) -> int | None:
         """The token of the oldest commit the Node has not been told about, or None."""
@@ -147,12 +189,19 @@ class CommitQueue:
         """Commit Persist effects in order; group the ones that are waiting together."""
         limit = self._config.max_persists_per_commit
         async for first in self._persists_out:
-            batch = [first]
+            if isinstance(first, LoadEnvelope):
+                await self._load(first)
+                continue
+            batch, tail = [first], None
             while len(batch) < limit:
                 try:
-                    batch.append(self._persists_out.receive_nowait())
+                    following = self._persists_out.receive_nowait()
                 except trio.WouldBlock:
                     break
+                if isinstance(following, LoadEnvelope):
+                    tail = following  # read after this batch's commit
+                    break
+                batch.append(following)
             self._in_flight = batch
             try:
                 await self._commit(merge_persists(batch))
@@ -164,6 +213,28 @@ class CommitQueue:
             self._counters.commits += 1
             self._committed.extend(p.token for p in batch)
             self._wake_pump()
+            if tail is not None:
+                await self._load(tail)
+
+    async def _load(self, effect: LoadEnvelope) -> None:
+        """Read one body back; a missing or unreadable row is reported as None (the Node ends
+        the transfers waiting for it), never raised: it closes nothing else."""
+        storage, name = self._storage, effect.envelope_id.hex()
+        record = None
+        if not isinstance(storage, RecordSource):
+            logger.warning("envelope %s: %s cannot read records back", name, type(storage))
+        else:
+            try:
+                record = await trio.to_thread.run_sync(
+                    storage.load_one, RecordKind.ENVELOPE, effect.envelope_id
+                )
+            except StorageError as exc:
+                logger.warning("envelope %s unreadable: %s", name, exc)
+            else:
+                if record is None:
+                    logger.warning("envelope %s: its record is gone from the database", name)
+        self.loaded.append((effect.envelope_id, None if record is None else record.value))
+        self._wake_pump()
 
     async def flush(self) -> None:
         """After the tasks stopped: commit the Persists already issued, within a time bound.
@@ -177,9 +248,11 @@ class CommitQueue:
         pending = list(self._in_flight)
         while True:
             try:
-                pending.append(self._persists_out.receive_nowait())
+                queued = self._persists_out.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
+            if isinstance(queued, Persist):  # a read no one will be told of is skipped
+                pending.append(queued)
         if not pending or self._failed:
             return
         limit = self._config.max_persists_per_commit

@@ -71,6 +71,7 @@ from meshmsg.core.effects import (
     Effect,
     LinkId,
     LoadChunk,
+    LoadEnvelope,
     Persist,
     StoreChunk,
     Transmit,
@@ -393,6 +394,7 @@ class NodeRunner(Generic[N]):
             self._node.storage_committed(token, now=now)
             self._drain(now)
         self._commits.release_durable(all_of_them=False)
+        self._commits.hand_loaded(self._node, self._clock, self._drain)
         while self._chunks.results:
             self._chunk_done(self._chunks.results.popleft(), self._clock())
         ended = self._connections.ended
@@ -466,6 +468,8 @@ class NodeRunner(Generic[N]):
                 self._dialer.dial_nowait(address)
             case Persist():
                 self._commits.submit(effect)
+            case LoadEnvelope():
+                self._commits.load(effect)
             case StoreChunk() | LoadChunk() | DeleteChunks():
                 self._chunks.submit(effect)
             case _:

@@ -331,6 +331,18 @@ class Storage:
             "SELECT kind, row_id, sealed FROM records WHERE kind = ? ORDER BY row_id", (int(kind),)
         )
 
+    def load_one(self, kind: RecordKind, key: bytes) -> StoredRecord | None:
+        """Decrypt the record ``(kind, key)``, or None if there is none (see :meth:`load_all`
+        for the errors)."""
+        row_id = self._keys.row_id_for(kind, key)
+        rows = self._query(
+            lambda c: c.execute(
+                "SELECT kind, row_id, sealed FROM records WHERE kind = ? AND row_id = ?",
+                (int(kind), row_id),
+            ).fetchall()
+        )
+        return self._open_row(*rows[0]) if rows else None
+
     def integrity_check(self) -> bool:
         """Run ``PRAGMA integrity_check``; ``True`` when SQLite reports ``ok``."""
         rows = self._query(lambda c: c.execute("PRAGMA integrity_check").fetchall())

@@ -549,6 +549,8 @@ class Engine:
                     self._push(now, _P_INTERNAL, _DIAL, address, effect.address, None)
                 case fx.StoreChunk() | fx.LoadChunk() | fx.DeleteChunks():
                     carry_out_chunk(slot.chunks, self._bodies, node, effect, now)
+                case fx.LoadEnvelope():  # the simulator keeps bodies in memory (no disk)
+                    raise LocalProtocolError(f"node {address} runs with bodies_on_disk")
                 case _:
                     assert_never(effect)
             effect = node.next_effect()

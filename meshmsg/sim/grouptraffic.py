@@ -148,7 +148,7 @@ class GroupTraffic:
         sizes = {}
         if message.envelope_id is not None:
             item = node.store.get(message.envelope_id)
-            sizes[message.envelope_id] = len(item.envelope) if item is not None else 0
+            sizes[message.envelope_id] = item.length if item is not None else 0
         self.recorder.sent_group(send.sim_id, now, mid, recipients, sizes)
 
     def _send_fanout(self, node: Node, send: GroupSend, body: str, now: float) -> None:
@@ -166,7 +166,7 @@ class GroupTraffic:
             if stored is not None and stored.envelope_id is not None:
                 item = node.store.get(stored.envelope_id)
                 if item is not None:
-                    sizes[stored.envelope_id] = len(item.envelope)
+                    sizes[stored.envelope_id] = item.length
         if not sent:
             raise LocalProtocolError("no member's copy could be created")
         self.recorder.sent_fanout(send.sim_id, now, sent, sizes)

@@ -22,9 +22,11 @@ Guesses (each a rule a real relay could run):
   of) is what hiding the originator's fields lowers.
 * **sender, hops = 1**: the share of copies that came with ``hops == 1``, and how often their
   giver was the sender (the hop count alone, whatever the copies).
-* **recipient, rule**: the peer that claimed the copy; else a peer the copy went to that sent
-  us a fresh envelope (``hops == 1``) within ``receipt_window_s`` (a receipt); else a random
-  peer met.
+* **recipient, rule**: a peer that claimed the copy (one of them at random when several did:
+  decoys claim too, ``core/exchange/claims.py``; scored as its expectation,
+  ``recipient_claim_precision`` among the copies claimed); else a peer the copy went to that
+  sent us a fresh envelope (``hops == 1``) within ``receipt_window_s`` (a receipt); else a
+  random peer met.
 * **recipient, receipts alone**: what the receipt timing tells by itself, claims ignored (as
   if the recipient took its mail the way a relay takes custody, which finding 4 also asks
   for). A relay that knows ``message.origin_hops_max`` knows a fresh envelope starts at hops
@@ -59,7 +61,7 @@ class _Carried:
     copies: int
     lifetime_s: float | None
     handed_to: list[tuple[float, int]] = field(default_factory=list)  # (when, peer)
-    claimed_by: int | None = None
+    claimed_by: list[int] = field(default_factory=list)  # every peer that claimed it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,7 +78,8 @@ class Guesses:
     sender_hops1_precision: float  # the giver was the sender among those
     recipient_random: float
     recipient_rule: float
-    recipient_claimed: float  # share of observations where the recipient claimed it
+    recipient_claimed: float  # share of observations where some peer claimed it
+    recipient_claim_precision: float  # a claimant (one at random) was the recipient (nan if none)
     recipient_receipt: float  # share guessed by a receipt coming back (no claim seen)
     recipient_rule_precision: float
     recipient_receipt_any: float  # share with an envelope of <= 4 hops soon after (no claims)
@@ -137,8 +140,8 @@ class RelayObserver:
         if carried is None or peer is None:
             return  # our own mail, or a link the engine no longer knows
         carried.handed_to.append((now, peer))
-        if event.claimed:
-            carried.claimed_by = peer
+        if event.claimed and peer not in carried.claimed_by:
+            carried.claimed_by.append(peer)
 
     # ---------------------------------------------------------------------------- guesses
 
@@ -187,12 +190,17 @@ class RelayObserver:
         if young is not None:
             score.receipt_any += 1
             score.receipt_any_right += young == recipient
-        guess = carried.claimed_by
-        if guess is not None:
+        claimants = carried.claimed_by
+        if claimants:  # decoys claim too (core/exchange/claims.py): one of them, at random
+            right = 1.0 / len(claimants) if recipient in claimants else 0.0
             score.claimed += 1
-        else:
-            guess = self._receipt_from(relay, carried, self._fresh)
-            score.receipt += guess is not None
+            score.claimed_right += right
+            score.recipient_sure += 1
+            score.recipient_sure_right += right
+            score.recipient_rule += right
+            return
+        guess = self._receipt_from(relay, carried, self._fresh)
+        score.receipt += guess is not None
         if guess is None:
             score.recipient_rule += chance
             return
@@ -225,8 +233,9 @@ class _Score:
     recipient_random: float = 0.0
     recipient_rule: float = 0.0
     recipient_sure: int = 0
-    recipient_sure_right: int = 0
+    recipient_sure_right: float = 0.0
     claimed: int = 0
+    claimed_right: float = 0.0
     receipt: int = 0
     receipt_any: int = 0
     receipt_any_right: int = 0
@@ -245,6 +254,7 @@ class _Score:
             recipient_random=self.recipient_random / n,
             recipient_rule=self.recipient_rule / n,
             recipient_claimed=self.claimed / n,
+            recipient_claim_precision=_ratio(self.claimed_right, self.claimed),
             recipient_receipt=self.receipt / n,
             recipient_rule_precision=_ratio(self.recipient_sure_right, self.recipient_sure),
             recipient_receipt_any=self.receipt_any / n,
@@ -257,5 +267,5 @@ def _chance(truth: int, met: set[int]) -> float:
     return 1.0 / len(met) if truth in met else 0.0
 
 
-def _ratio(right: int, total: int) -> float:
+def _ratio(right: float, total: int) -> float:
     return right / total if total else float("nan")

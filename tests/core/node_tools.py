@@ -187,3 +187,12 @@ def opens_with_any_key(
                     continue
                 return True
     return False
+
+
+def prompt_returns(config: NodeConfig | None = None) -> NodeConfig:
+    """``config`` whose relayed mail's receipts and purge tokens go back on the delivering
+    relay's link at once (``privacy.prompt_receipts``): for tests of what those carry, not of
+    when (tests/core/test_receipt_holds.py and test_claims.py test the hold)."""
+    from meshmsg.app.datadir import relayed_receipts_after
+
+    return relayed_receipts_after(config or NodeConfig(), 2.0)

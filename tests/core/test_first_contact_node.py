@@ -114,7 +114,11 @@ def test_a_blocked_stranger_is_dropped_on_arrival_and_restarts_remember() -> Non
     mesh.run()
     mesh.connect("bob", "carol")
     assert len(mesh.of_type("carol", MessageRequested)) == 1  # no new request
-    assert [e.reason for e in mesh.of_type("carol", RequestDropped)] == ["blocked"]
+    # bob kept its copy of the first request when carol claimed it (a claim may be a decoy,
+    # core/exchange/claims.py), so after the restart it may come once more: dropped again.
+    dropped = [e.reason for e in mesh.of_type("carol", RequestDropped)]
+    assert dropped
+    assert set(dropped) == {"blocked"}
     assert mesh.nodes["carol"].conversations.with_peer(mesh.peer_id("dave")) == []
 
 

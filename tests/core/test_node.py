@@ -21,6 +21,7 @@ from meshmsg.core.events import (
 )
 from meshmsg.core.node import Node
 from meshmsg.errors import CloseReason, LocalProtocolError
+from tests.core.node_tools import prompt_returns
 from tests.helpers import Mesh
 
 
@@ -72,7 +73,7 @@ def test_each_later_meeting_heals() -> None:
 
 
 def test_relay_carries_mail_for_an_offline_recipient_and_the_receipt_back() -> None:
-    mesh = Mesh(["alice", "relay", "bob"])
+    mesh = Mesh(["alice", "relay", "bob"], config=prompt_returns())
     mesh.befriend("alice", "bob", pair=True)
     mesh.stop("bob")
     body = "meet at the north gate at 14:00"
@@ -223,7 +224,7 @@ def test_more_offers_than_one_record_holds_keep_the_link_up() -> None:
 
 
 def test_tokens_learnt_at_a_meeting_clear_the_copies_of_everyone_met_right_now() -> None:
-    mesh = Mesh(["alice", "relay", "bob"])
+    mesh = Mesh(["alice", "relay", "bob"], config=prompt_returns())
     mesh.befriend("alice", "bob", pair=True)
     mid = mesh.nodes["alice"].send_message(mesh.peer_id("bob"), "hi", now=mesh.now)
     mesh.connect("alice", "relay")  # alice keeps 3 copies, the relay holds 3

@@ -27,6 +27,7 @@ from tests.core.node_tools import (
     events_of,
     opens_with_any_key,
     own_envelopes,
+    prompt_returns,
 )
 
 LIMITS = MessageLimits()
@@ -151,7 +152,7 @@ def test_a_device_stolen_before_a_meeting_can_neither_read_nor_forge_after_it() 
 
 
 def test_ten_thousand_replayed_envelopes_are_never_accepted_twice() -> None:
-    mesh = AttackMesh(["alice", "relay", "bob"])
+    mesh = AttackMesh(["alice", "relay", "bob"], config=prompt_returns())
     mesh.befriend("alice", "bob", pair=True)
     bob_id = mesh.peer_id("bob")
     mesh.stop("bob")

@@ -11,6 +11,7 @@ then, a receipt sealed then, a purge token learnt then.
 from __future__ import annotations
 
 from meshmsg.app.views import sessions_view
+from meshmsg.config import NodeConfig
 from meshmsg.core.effects import Transmit
 from meshmsg.core.events import (
     DropReason,
@@ -21,14 +22,15 @@ from meshmsg.core.events import (
     MessageStatusChanged,
 )
 from meshmsg.core.node import Node
+from tests.core.node_tools import prompt_returns
 from tests.helpers import Mesh
 
 
 class HeldMesh(Mesh):
     """A Mesh whose transmissions between two named nodes wait in a queue until stepped."""
 
-    def __init__(self, names: list[str]) -> None:
-        super().__init__(names)
+    def __init__(self, names: list[str], config: NodeConfig | None = None) -> None:
+        super().__init__(names, config=config)
         self.held: tuple[str, str] | None = None
         self.queue: list[tuple[str, Transmit]] = []
 
@@ -76,8 +78,8 @@ def statuses(mesh: Mesh, name: str) -> dict[bytes, MessageStatus]:
     return result
 
 
-def paired(names: list[str]) -> HeldMesh:
-    mesh = HeldMesh(names)
+def paired(names: list[str], config: NodeConfig | None = None) -> HeldMesh:
+    mesh = HeldMesh(names, config)
     mesh.befriend("alice", "bob", pair=True)
     return mesh
 
@@ -132,7 +134,7 @@ def test_a_purge_learnt_while_the_link_reconciles_goes_when_it_ends() -> None:
     """Carol and dave carry alice's mail for bob. While carol-dave reconciles, bob takes it
     from carol; carol learns the purge token then, and dave must drop his copy on that link."""
     for initiator, responder in (("carol", "dave"), ("dave", "carol")):
-        mesh = paired(["alice", "bob", "carol", "dave"])
+        mesh = paired(["alice", "bob", "carol", "dave"], prompt_returns())
         mesh.nodes["alice"].send_message(mesh.peer_id("bob"), "carried", now=mesh.now)
         mesh.connect("alice", "carol")  # carol takes copies (spray)
         mesh.connect("carol", "dave")  # dave takes some from carol

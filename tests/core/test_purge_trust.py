@@ -13,7 +13,7 @@ from meshmsg.core.envelope import tag_of_token
 from meshmsg.core.events import MessageStatus
 from meshmsg.core.records import Purge
 from meshmsg.sim.rng import SeededRng
-from tests.core.node_tools import AttackMesh
+from tests.core.node_tools import AttackMesh, prompt_returns
 from tests.helpers import T0
 
 FAR = int((T0 + 10 * 86_400) * 1000)  # a far expiry (capped at max_ttl_s by the node)
@@ -62,7 +62,7 @@ def test_a_strangers_tokens_are_not_spread_to_nodes_that_never_met_it() -> None:
 
 def test_a_token_matching_a_held_envelope_is_believed_and_spread() -> None:
     """The relay, a stranger to all, drops its copy and passes the token back to the sender."""
-    mesh = AttackMesh(["alice", "bob", "relay"])
+    mesh = AttackMesh(["alice", "bob", "relay"], config=prompt_returns())
     mesh.befriend("alice", "bob", pair=True)
     mid = mesh.nodes["alice"].send_message(mesh.peer_id("bob"), "hi", now=mesh.now)
     mesh.connect("alice", "relay")

@@ -478,3 +478,21 @@ def test_random_persists_survive_reopen(
     with Storage.open(db, KEY, durable=False) as storage:
         assert as_model(storage.load_all()) == model
         assert storage.integrity_check()
+
+
+def test_one_record_is_read_back_by_its_key_and_a_swapped_row_is_refused(db: Path) -> None:
+    """``load_one`` (a carried envelope's body read back, issue #13): the record, None when
+    absent, and the same authentication as ``load_all``."""
+    envelope = rec(RecordKind.ENVELOPE, b"e" * 16, os.urandom(1_024))
+    other = rec(RecordKind.ENVELOPE, b"f" * 16, os.urandom(1_024))
+    with Storage.open(db, KEY, durable=False) as storage:
+        storage.apply(Persist(token=1, puts=(envelope, other)))
+        assert storage.load_one(RecordKind.ENVELOPE, b"e" * 16) == envelope
+        assert storage.load_one(RecordKind.ENVELOPE, b"g" * 16) is None
+        assert storage.load_one(RecordKind.MESSAGE, b"e" * 16) is None
+    with raw(db) as conn:
+        (a, s_a), (b, s_b) = conn.execute("SELECT row_id, sealed FROM records").fetchall()
+        conn.execute("UPDATE records SET sealed = ? WHERE row_id = ?", (s_b, a))
+        conn.execute("UPDATE records SET sealed = ? WHERE row_id = ?", (s_a, b))
+    with Storage.open(db, KEY) as storage, pytest.raises(StorageError, match="ENVELOPE"):
+        storage.load_one(RecordKind.ENVELOPE, b"e" * 16)

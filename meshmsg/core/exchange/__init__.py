@@ -15,6 +15,7 @@ module          part
 ``renewal``     starting key exchanges: the meeting's, and live heals of a low budget
 ``sync``        route tables, reconciliation, offers, replies and the transfers they decide
 ``holdings``    keeps store, reconciliation set, tombstones and records consistent
+``bodies``      carried envelopes' bodies read back from disk, to transfers and openings
 =============== ==========================================================================
 
 Every part is handed the :class:`~meshmsg.core.state.NodeState`, the

@@ -21,6 +21,7 @@ from meshmsg.core.events import (
     EnvelopeHandedOver,
     MessageStatus,
 )
+from meshmsg.core.exchange.claims import is_decoy_transfer
 from meshmsg.core.exchange.firstmail import FirstOpening
 from meshmsg.core.exchange.holdings import Holdings
 from meshmsg.core.exchange.opening import Opening
@@ -96,14 +97,15 @@ class Carrying:
         env_id = envelope_id(record.envelope)
         if state.store.one_mode:
             self._sync.one.arrived(session, env_id, now)
-        match = state.tags.lookup(envelope.tag)
+        decoy = is_decoy_transfer(session, env_id)
+        match = None if decoy else state.tags.lookup(envelope.tag)
         if match is not None:
             self._deliver_to_us(session, envelope, env_id, match, record, now)
             return
-        if state.groups.lookup(envelope.tag) is not None:
+        if not decoy and state.groups.lookup(envelope.tag) is not None:
             self._opening.deliver_group(session, envelope, env_id, record, now)
             return
-        if self._first.recognises(envelope.tag):
+        if not decoy and self._first.recognises(envelope.tag):
             self._deliver_first_contact(session, envelope, env_id, record, now)
             return
         duplicate = env_id in state.store or state.tombstones.has_tag(envelope.tag)
@@ -248,8 +250,8 @@ class Carrying:
             message = state.conversations.by_envelope(env_id)
             if message is not None:
                 self._holdings.status_changed(message, MessageStatus.RELAYED, now)
-        if flight.to_recipient and state.groups.keeps(env_id):
-            return  # our group mail went to one member: the others still need it
+        if flight.keeps:
+            return  # one copy to a claimant (exchange/claims.py): ours and its budget stay
         kept = state.router.copies_kept(item, flight.copies, to_recipient=flight.to_recipient)
         if kept <= 0:
             reason = DropReason.DELIVERED if flight.to_recipient else DropReason.HANDED_OVER
@@ -257,7 +259,10 @@ class Carrying:
             self._holdings.drop_item(env_id, reason)
         elif kept != item.copies:
             item.copies = kept
-            self._out.persist([codec.envelope_record(item)])
+            if item.envelope is None:  # on disk only: written again once read back (bodies.py)
+                self._holdings.load_body(env_id, rewrite=True)
+            else:
+                self._out.persist([codec.envelope_record(item)])
 
     def release_in_flight(self, session: PeerSession) -> None:
         """The link ended: what it had in flight was not taken."""

@@ -25,6 +25,7 @@ from meshmsg.core.attach.records import (
 )
 from meshmsg.core.events import MessageStatus
 from meshmsg.core.exchange.attachments import Attachments
+from meshmsg.core.exchange.bodies import Bodies
 from meshmsg.core.exchange.custody import Carrying
 from meshmsg.core.exchange.firstmail import FirstOpening
 from meshmsg.core.exchange.holdings import Holdings
@@ -88,6 +89,10 @@ class Exchange:
         self._carrying = Carrying(state, out, self._holdings, self._sync, opening, self.first)
         self.orgs = OrgSync(state, out)
         self.meeting = Meeting(state, self.keys, self._sync, self.attachments, self.orgs)
+        self.bodies = Bodies(
+            state, out, self._holdings, self._sync, opening, self.first, self.groups
+        )
+        out.durable = state.store.body_durable  # a committed carried body may leave memory
 
     def handle(self, session: PeerSession, record: Record, now: float) -> None:
         """One record arrived on an established link: hand it to the part that handles it."""

@@ -51,7 +51,7 @@ from meshmsg.core.outbox import Outbox
 from meshmsg.core.records import INNER_RECORDS, TextMessage
 from meshmsg.core.requests import BLOCKED_KEY, REQUEST_KEY, Admission, Request
 from meshmsg.core.state import NodeState
-from meshmsg.core.store import Tier
+from meshmsg.core.store import StoreItem, Tier
 from meshmsg.core.wire import Record, decode_records
 from meshmsg.errors import DecodeError, InvalidMessage, LocalProtocolError
 
@@ -89,19 +89,26 @@ class FirstOpening:
         state = self._state
         if not state.first_index.advance(now):
             return
-        buckets = state.config.message.envelope_size_buckets
         for tag in state.first_index.tags():
             for item in state.store.with_tag(tag):
-                if item.tier is Tier.OWN:
-                    continue
-                envelope = parse_envelope(item.envelope, buckets=buckets)
-                opened = self.open(envelope, item.envelope_id, item.hops, now)
-                # In the opening's own Persist: deleted ahead of it, a crash between the two
-                # commits would lose mail we took custody of (#17).
-                deletes = self._holdings.release_item(item.envelope_id, DropReason.DELIVERED)
-                puts = [] if opened is None else opened.puts
-                report = None if opened is None else functools.partial(self._report, opened)
-                self._out.persist(puts, deletes=deletes, then=report)
+                if item.tier is not Tier.OWN:
+                    self.open_carried(item, now)
+
+    def open_carried(self, item: StoreItem, now: float) -> None:
+        """A carried envelope under one of our first-contact tags: open it (with its body on
+        disk only, once the driver read it back: exchange/bodies.py)."""
+        if item.envelope is None:
+            self._holdings.load_body(item.envelope_id, to_open=True)
+            return
+        buckets = self._state.config.message.envelope_size_buckets
+        envelope = parse_envelope(item.envelope, buckets=buckets)
+        opened = self.open(envelope, item.envelope_id, item.hops, now)
+        # In the opening's own Persist: deleted ahead of it, a crash between the two commits
+        # would lose mail we took custody of (#17).
+        deletes = self._holdings.release_item(item.envelope_id, DropReason.DELIVERED)
+        puts = [] if opened is None else opened.puts
+        report = None if opened is None else functools.partial(self._report, opened)
+        self._out.persist(puts, deletes=deletes, then=report)
 
     def open(
         self, envelope: Envelope, env_id: bytes, hops: int, now: float,

@@ -17,7 +17,7 @@ from meshmsg.core.deadline import Deadline
 from meshmsg.core.effects import RecordKind
 from meshmsg.core.events import DropReason, EnvelopeDropped, MessageStatus, MessageStatusChanged
 from meshmsg.core.outbox import Outbox
-from meshmsg.core.state import NodeState
+from meshmsg.core.state import BodyWanted, NodeState
 from meshmsg.core.store import StoreItem
 from meshmsg.core.tombstones import Tombstone
 
@@ -52,6 +52,23 @@ class Holdings:
             return False
         state.items.add(item.envelope_id, int(item.expiry_at))
         return True
+
+    def load_body(
+        self, envelope_id: bytes, *, to_open: bool = False, via: bytes | None = None,
+        rewrite: bool = False,
+    ) -> None:  # fmt: skip
+        """Ask the driver for a carried item's body, which is on disk only (``LoadEnvelope``;
+        one load per item at a time): for a transfer (``InFlight.loading``); ``to_open``, for
+        an opening (``via``: the relay whose hand-over made it openable); ``rewrite``, to
+        write its record again (its copies changed)."""
+        wanted = self._state.body_loads.get(envelope_id)
+        if wanted is None:
+            wanted = self._state.body_loads[envelope_id] = BodyWanted()
+            self._out.load_envelope(envelope_id)
+        wanted.rewrite = wanted.rewrite or rewrite
+        if to_open:
+            wanted.to_open = True
+            wanted.via = wanted.via or via
 
     def make_room(self, size: int) -> None:
         """ONE mode: a transfer of ``size`` bytes was announced; drop as the ONE does."""

@@ -35,10 +35,11 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from meshmsg.core.effects import LinkId
+from meshmsg.core.exchange.claims import hand_over_claim
 from meshmsg.core.outbox import Outbox
 from meshmsg.core.records import OneModeBusy
 from meshmsg.core.routing import PeerRouting
-from meshmsg.core.session import PeerSession
+from meshmsg.core.session import InFlight, PeerSession
 from meshmsg.core.state import NodeState
 from meshmsg.core.store import StoreItem
 
@@ -47,7 +48,7 @@ NEXT_UPDATE_S = 0.001
 first update instant at or after their deadline, that is the next 0.1 s step."""
 
 T = TypeVar("T")
-Send = Callable[[PeerSession, list[tuple[StoreItem, int, bool]], float], None]
+Send = Callable[[PeerSession, list[tuple[StoreItem, InFlight]], float], None]
 
 
 class OneSender:
@@ -72,11 +73,12 @@ class OneSender:
         self.due_at: float | None = None  # a receiver's next pick (the next update instant)
 
     def queue(
-        self, session: PeerSession, transfers: list[tuple[StoreItem, int, bool]], now: float
+        self, session: PeerSession, transfers: list[tuple[StoreItem, InFlight]], now: float
     ) -> None:
         """The peer's Reply asked for these: send them when this node's turn comes."""
         pending = self._pending.setdefault(session.link_id, {})
-        for item, _, to_recipient in transfers:
+        for item, flight in transfers:
+            to_recipient = flight.to_recipient
             pending[item.envelope_id] = pending.get(item.envelope_id, False) or to_recipient
         self.pick(now)
 
@@ -177,8 +179,9 @@ class OneSender:
                 continue  # TRY_LATER_BUSY: it is tried again when the peer is free
             session, item = self._take(link, env_id)
             if session is not None and item is not None:
-                given = 1 if state.groups.keeps(env_id) else item.copies
-                self._start(session, item, given, True, now)
+                claim = hand_over_claim(state, item, session)
+                flight = InFlight(copies=claim.copies, to_recipient=True, keeps=claim.keeps)
+                self._start(session, item, flight, now)
                 return
         for link in list(self._pending):
             if self.awaiting.get(link) or link in self.busy_peers:
@@ -194,7 +197,7 @@ class OneSender:
                 if given <= 0:
                     session.declined[env_id] = None  # as a Reply's leftovers
                     continue
-                self._start(session, item, given, False, now)
+                self._start(session, item, InFlight(copies=given, to_recipient=False), now)
                 return
 
     def _take(self, link: LinkId, env_id: bytes) -> tuple[PeerSession | None, StoreItem | None]:
@@ -210,11 +213,9 @@ class OneSender:
             return None, None
         return session, item
 
-    def _start(
-        self, session: PeerSession, item: StoreItem, given: int, to_recipient: bool, now: float
-    ) -> None:
+    def _start(self, session: PeerSession, item: StoreItem, flight: InFlight, now: float) -> None:
         self.current = (session.link_id, item.envelope_id)
-        self._send(session, [(item, given, to_recipient)], now)
+        self._send(session, [(item, flight)], now)
 
     def _shuffle(self, items: list[T]) -> None:
         rng = self._state.rng

@@ -86,24 +86,30 @@ class Opening:
         self._receipts = receipts
 
     def check_store_for_new_tags(
-        self, channel: ContactChannel, now: float, *, via: bytes | None = None
-    ) -> None:
+        self, channel: ContactChannel, now: float, *, via: bytes | None = None,
+        in_order: bool = False,
+    ) -> None:  # fmt: skip
         """Envelopes we carry may be ours under keys we just derived: take them.
 
         ``via``: the relay whose hand-over made them openable (None: none, or their sender);
-        their receipts are then kept from it too, as they are timed by that hand-over."""
+        their receipts are then kept from it too, as they are timed by that hand-over.
+        ``in_order``: after an opening, only copies that do not slide the window (e2estate)."""
         state = self._state
         # Only this channel's tags can have become ours (every other tag was checked when its
         # envelope arrived): a few dozen probes of the store instead of one per stored item,
         # at every pairing and heal, against stores of thousands of envelopes.
-        for tag in channel.openable_tags():
+        for tag in channel.openable_tags(in_order=in_order):
             for item in state.store.with_tag(tag):
                 match = state.tags.lookup(item.tag)  # again: opening one may have used the tag
                 if match is not None and match.kind is MatchKind.LIVE and item.tier is not Tier.OWN:
-                    self._open_stored(item, match, now, via)
+                    self.open_stored(item, match, now, via)
 
-    def _open_stored(self, item: StoreItem, match: Match, now: float, via: bytes | None) -> None:
-        """An envelope we carried turned out to be ours (its tag became known later)."""
+    def open_stored(self, item: StoreItem, match: Match, now: float, via: bytes | None) -> None:
+        """An envelope we carried turned out to be ours (its tag became known later); with its
+        body on disk only, it is opened once the driver read it back (exchange/bodies.py)."""
+        if item.envelope is None:
+            self._holdings.load_body(item.envelope_id, to_open=True, via=via)
+            return
         buckets = self._state.config.message.envelope_size_buckets
         envelope = parse_envelope(item.envelope, buckets=buckets)
         # The receipt is timed by the hand-over that made it openable (``via``), else by the
@@ -133,7 +139,9 @@ class Opening:
         """
         contact = self._state.contacts.get(match.peer_id)
         if match.kind is MatchKind.LIVE and contact is not None and contact.channel is not None:
-            self.check_store_for_new_tags(contact.channel, now, via=via)
+            # ONE mode keeps the probe the golden replays were measured with.
+            in_order = not self._state.store.one_mode
+            self.check_store_for_new_tags(contact.channel, now, via=via, in_order=in_order)
 
     def consume(
         self, envelope: Envelope, match: Match, hops: int, now: float,
@@ -163,6 +171,8 @@ class Opening:
             puts.append(codec.tombstone_record(stone))
             # Not sent to anyone (Purge, offers) before this Persist commits: report_consumed.
             self._holdings.mark_uncommitted(stone.item_id)
+            if relay:  # as the receipt: the relay that handed it over would learn it was ours
+                self._hold_from(stone.item_id, relay, now)
         try:
             inner = decode_records(result.inner, INNER_RECORDS, state.config.wire)
         except DecodeError:
@@ -180,6 +190,14 @@ class Opening:
                 for m in received
             )
         return Consumed(puts=puts, received=received, stone=stone, expired=False)
+
+    def _hold_from(self, token_id: bytes, relay: bytes, now: float) -> None:
+        """Keep a purge token from the relay that delivered its envelope for the receipt hold:
+        that relay kept its copy (exchange/claims.py), and a token straight back on its link
+        would tell it that we were the recipient, not a decoy."""
+        hold = self._state.config.message.receipt_hold_s
+        if hold > 0 and not self._state.store.one_mode:
+            self._state.receipt_holds.hold(token_id, [relay], now + hold, now)
 
     def report_consumed(self, peer_id: bytes, consumed: Consumed, now: float) -> None:
         """The opened envelope's writes are durable: report its messages, spread its token."""

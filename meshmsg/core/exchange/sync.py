@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from meshmsg.core import codec
+from meshmsg.core.exchange.claims import decoy_claims, hand_over_claim
 from meshmsg.core.exchange.directfirst import released_by, waits_for_its_recipient
 from meshmsg.core.exchange.holdings import Holdings
 from meshmsg.core.exchange.onesend import OneSender
@@ -120,10 +121,11 @@ class Sync:
     def release_receipt_holds(self, now: float) -> None:
         """Receipts whose hold from a relay ended: offered on that relay's links now (it may
         be our only peer, core/receiptholds.py)."""
-        for envelope_id, relay in self._state.receipt_holds.take_due(now):
-            if envelope_id not in self._state.store:
+        state = self._state
+        for envelope_id, relay in state.receipt_holds.take_due(now):
+            if envelope_id not in state.store and state.tombstones.by_id(envelope_id) is None:
                 continue
-            for session in list(self._state.sessions.values()):
+            for session in list(state.sessions.values()):
                 if session.peer_id == relay and session.synced:
                     self.offer(session, [envelope_id])
 
@@ -174,7 +176,7 @@ class Sync:
                 session.offered[item_id] = None
                 continue
             stone = state.tombstones.by_id(item_id)
-            if stone is not None and self._pushable(stone.item_id):
+            if stone is not None and self._pushable_to(stone.item_id, session):
                 purges.append(Purge(token=stone.token, expiry_at=int(stone.expiry_at * _MS)))
         # Oldest first: one sender's mail then arrives in counter order, which keeps it inside
         # the recipient's tag window (a recipient recognises only tag_window counters ahead).
@@ -202,10 +204,11 @@ class Sync:
         state = self._state
         for_me: list[bytes] = []
         have: list[bytes] = []
+        lacking: list[bytes] = []
         purges: list[Record] = []
         for entry in entries:
             stone = state.tombstones.by_tag(entry.tag)
-            if stone is not None and self._pushable(stone.item_id):
+            if stone is not None and self._pushable_to(stone.item_id, session):
                 # The peer carries what the token purges, so it lacks the token: even one we do
                 # not believe (and never spread) goes to it; its own copy lets it check it.
                 # One whose opening is not durable yet waits: it is pushed once it is.
@@ -223,6 +226,9 @@ class Sync:
                 or first.lookup(entry.tag) is not None
             ):
                 for_me.append(entry.envelope_id)
+            else:
+                lacking.append(entry.envelope_id)
+        for_me.extend(decoy_claims(state, session, lacking))  # a claim must not name us
         if state.store.one_mode:
             self.one.expect(session, for_me)
             self.one.peer_holds(session, [e.envelope_id for e in entries])
@@ -231,6 +237,12 @@ class Sync:
     def _pushable(self, token_id: bytes) -> bool:
         """A purge token may go to a peer: purging is on and the token is durable."""
         return self._state.config.message.purge_on_delivery and self._holdings.offerable(token_id)
+
+    def _pushable_to(self, token_id: bytes, session: PeerSession) -> bool:
+        """... and it is not held from this peer: the relay that handed us its mail gets it
+        after the hold, as the receipt (receiptholds.py)."""
+        held = self._state.receipt_holds.keeps_from(token_id, session.peer_id)
+        return not held and self._pushable(token_id)
 
     # ============================================================ transfers
 
@@ -251,48 +263,55 @@ class Sync:
             session.offered.pop(item_id, None)
         session.peer_has.update(have)
         wanted = set(for_me)
-        candidates = [i for i in batch if i not in wanted and i not in session.peer_has]
-        transfers: list[tuple[StoreItem, int, bool]] = []
+        transfers: list[tuple[StoreItem, InFlight]] = []
         for item_id in for_me:
             item = state.store.get(item_id)
             if item is not None:
-                # Our own group mail: one copy per member; ours stays for the other members.
-                given = 1 if state.groups.keeps(item_id) else item.copies
-                transfers.append((item, given, True))
+                claim = hand_over_claim(state, item, session)
+                flight = InFlight(copies=claim.copies, to_recipient=True, keeps=claim.keeps)
+                transfers.append((item, flight))
+        candidates = [i for i in batch if i not in wanted and i not in session.peer_has]
         view = session.route or PeerRouting(route_id=b"", predictabilities={})
         items = [state.store.get(i) for i in candidates]
         for item in state.router.order_for([i for i in items if i is not None], view):
             given = state.router.copies_to_give(item, view, now)
             if given > 0:
-                transfers.append((item, given, False))
+                transfers.append((item, InFlight(copies=given, to_recipient=False)))
             else:
                 session.declined[item.envelope_id] = None
         if state.store.one_mode:  # declared sizes: one at a time, picked when this node is free
             self.one.queue(session, [t for t in transfers if t[0].one_size], now)
             transfers = [t for t in transfers if not t[0].one_size]
         cap = state.config.sync.max_transfers_per_sync
-        for item, _, _ in transfers[cap:]:
+        for item, _ in transfers[cap:]:
             session.declined[item.envelope_id] = None
         self._send_transfers(session, transfers[:cap], now)
 
     def _send_transfers(
-        self, session: PeerSession, transfers: list[tuple[StoreItem, int, bool]], now: float
+        self, session: PeerSession, transfers: list[tuple[StoreItem, InFlight]], now: float
     ) -> None:
         per_transmit = max(1, self._state.config.sync.envelopes_per_transmit)
         timed = takes_timed_transfers(session)
         batch: list[Record] = []
         count = one_bytes = 0
-        for item, copies, to_recipient in transfers:
-            session.in_flight[item.envelope_id] = InFlight(copies=copies, to_recipient=to_recipient)
-            if not to_recipient:
+        for item, flight in transfers:
+            session.in_flight[item.envelope_id] = flight
+            copies = flight.copies
+            if not flight.to_recipient:
                 item.reserved += copies  # until custody, refusal or the link's end
+            if item.envelope is None:  # on disk only: sent once the driver read it back
+                flight.loading = True
+                self._holdings.load_body(item.envelope_id)
+                continue
             if item.one_size:  # ONE mode: announced ahead (the receiver makes room), charged
                 item.sending += 1
                 self._out.transmit(session, [OneModeSize(size=item.one_size)])
                 self._out.flush(session, self._out.now, announces=item.one_size)  # its own frame
                 one_bytes += item.one_size
             batch.append(
-                _transfer(item, copies, now) if timed else _absolute_transfer(item, copies)
+                _transfer(item, item.envelope, copies, now)
+                if timed
+                else _absolute_transfer(item, item.envelope, copies)
             )
             count += 1
             if count >= per_transmit:
@@ -301,21 +320,51 @@ class Sync:
         if batch:
             self._out.transmit(session, batch, envelopes=count, one_bytes=one_bytes)
 
+    def send_loaded(self, envelope_id: bytes, body: bytes, now: float) -> None:
+        """The driver read back a body that transfers wait for: each goes out now."""
+        state = self._state
+        item = state.store.get(envelope_id)
+        for session in list(state.sessions.values()):
+            flight = session.in_flight.get(envelope_id)
+            if flight is None or not flight.loading:
+                continue
+            flight.loading = False
+            if item is None:  # it left the store while it was read: nothing to send
+                del session.in_flight[envelope_id]
+                continue
+            copies = flight.copies
+            timed = takes_timed_transfers(session)
+            record = (
+                _transfer(item, body, copies, now)
+                if timed
+                else _absolute_transfer(item, body, copies)
+            )
+            self._out.transmit(session, [record], envelopes=1)
 
-def _transfer(item: StoreItem, copies: int, now: float) -> TimedTransfer:
+    def load_failed(self, envelope_id: bytes) -> None:
+        """The body transfers wait for cannot be read: those transfers end, nothing else."""
+        item = self._state.store.get(envelope_id)
+        for session in list(self._state.sessions.values()):
+            flight = session.in_flight.get(envelope_id)
+            if flight is None or not flight.loading:
+                continue
+            del session.in_flight[envelope_id]
+            if item is not None and not flight.to_recipient:
+                item.reserved = max(0, item.reserved - flight.copies)
+
+
+def _transfer(item: StoreItem, body: bytes, copies: int, now: float) -> TimedTransfer:
     """The item as a ``TimedTransfer``: its remaining life by our clock, never a date."""
     lifetime_ms = min(MAX_LIFETIME_MS, max(0, math.floor((item.expiry_at - now) * _MS)))
     return TimedTransfer(
-        envelope=item.envelope, copies=copies, hops=item.hops + 1,
+        envelope=body, copies=copies, hops=item.hops + 1,
         route_hint=item.route_hint, lifetime_ms=lifetime_ms,
     )  # fmt: skip
 
 
-def _absolute_transfer(item: StoreItem, copies: int) -> Transfer:
+def _absolute_transfer(item: StoreItem, body: bytes, copies: int) -> Transfer:
     """The item as a ``Transfer`` (a peer without capability 3 reads the envelope's expiry)."""
-    return Transfer(
-        envelope=item.envelope, copies=copies, hops=item.hops + 1, route_hint=item.route_hint
-    )
+    return Transfer(envelope=body, copies=copies, hops=item.hops + 1, route_hint=item.route_hint)
 
 
 def _offer_entry(item: StoreItem) -> OfferEntry:

@@ -98,6 +98,9 @@ class Holdings(Protocol):
     def admit_item(self, item: StoreItem, now: float) -> bool: ...
     def mark_uncommitted(self, envelope_id: bytes) -> None: ...
     def mark_committed(self, envelope_id: bytes) -> None: ...
+    def load_body(
+        self, envelope_id: bytes, *, to_open: bool = False, via: bytes | None = None
+    ) -> None: ...
 
 
 class Sending(Protocol):
@@ -331,7 +334,17 @@ class GroupMail:
                     if match is not None:
                         opened = self._open_carried(entry, item, match, now) or opened
 
+    def open_loaded(self, item: StoreItem, now: float) -> None:
+        """A carried envelope's body came back from disk for an opening: open it if a chain
+        recognises it, then what that opening made recognisable (exchange/bodies.py)."""
+        found = self._state.groups.lookup(item.tag)
+        if found is not None and self._open_carried(found[0], item, found[1], now):
+            self._probe(found[0], now, found[1].sender)
+
     def _open_carried(self, entry: Entry, item: StoreItem, match: GroupMatch, now: float) -> bool:
+        if item.envelope is None:  # on disk only: opened once read back (open_loaded)
+            self._holdings.load_body(item.envelope_id, to_open=True)
+            return False
         buckets = self._state.config.message.envelope_size_buckets
         envelope = parse_envelope(item.envelope, buckets=buckets)
         try:

@@ -677,17 +677,26 @@ class AttachConfig:
         127, "bytes", "RFC 6838 caps type and subtype at 127 characters each; one is plenty"
     )
     requests_in_flight: int = limit(
-        8,
-        "chunks",
-        "chunks asked of one link and not yet received: 8 x 60 KiB = 480 KiB is 2 s at 250 kB/s, "
-        "far more than a LAN round trip, and stays below net.send_queue_bytes",
-    )
-    chunks_unstored: int = limit(
         16,
         "chunks",
-        "chunks from one link asked or received and not yet durable: two windows, so the link "
-        "fetches the next batch while the disk syncs the last (one window alone left the disk "
-        "idle during each round trip: ~30 % slower); 16 x 60 KiB ~ 1 MB per link in memory",
+        "chunks asked of one link and not yet received: 16 x 60 KiB ~ 1 MB is 4 s at 250 kB/s "
+        "and covers a loaded machine's scheduling delays on a LAN (8 left the link idle while "
+        "both ends waited their turn); the sender paces them to its writer (net.send_queue_bytes)",
+    )
+    chunks_unstored: int = limit(
+        48,
+        "chunks",
+        "chunks from one link asked or received and not yet durable: about three batches, one "
+        "fetched, one written and synced, one whose commit rides on the next sync "
+        "(net/chunkio.py), so link and disk both stay busy (32 left the link waiting for "
+        "commits on a loaded machine); 48 x 60 KiB ~ 2.9 MB per link in memory",
+    )
+    request_batch: int = limit(
+        8,
+        "chunks",
+        "while chunks asked of a link are on their way, the next request waits until it can ask "
+        "this many: one request (one wake-up and one disk read for the sender) per half window, "
+        "not one per chunk; with nothing asked any room is used, so it never stalls",
     )
     max_have_entries: int = limit(
         64,
@@ -748,6 +757,8 @@ class AttachConfig:
             raise ConfigError("requests_in_flight and max_have_entries are 1 to 64")
         if self.chunks_unstored < self.requests_in_flight:
             raise ConfigError("chunks_unstored is at least requests_in_flight")
+        if self.request_batch < 1:
+            raise ConfigError("request_batch is at least 1 (more than requests_in_flight: all)")
         if not 1 <= self.max_attachments_per_message <= 16:
             raise ConfigError("max_attachments_per_message is 1 to 16")
         if self.holdings_updates_per_attachment < 1:

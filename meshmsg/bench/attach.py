@@ -7,7 +7,7 @@ runs from the recipient's ``MessageReceived`` (it now knows of the attachment; t
 pairing of the two contacts at their first meeting and the message itself took ~0.07–0.09 s
 before that, which is the link-setup row's business, as link-messages also starts on a link
 that is up) to its ``AttachmentComplete``: holdings, requests, chunk reads, Merkle checks,
-Noise, and durable chunk writes (``meshmsg.net.chunkstore``: two syncs per batch) on both
+Noise, and durable chunk writes (``meshmsg.net.chunkstore``: one sync per batch) on both
 sides. The figure is in bytes per second, next to the in-process Noise limit of the
 link-messages row in bytes per second, measured in the same call.
 """

@@ -98,8 +98,10 @@ def link_setup(ctx: Context) -> Figures:
 def attachment_throughput(ctx: Context) -> Figures:
     """One attachment over one link between two Nodes in two processes, chunks durable on disk
     (meshmsg/bench/attach.py), in bytes/s, next to the in-process Noise limit of the
-    link-messages row in bytes/s. 2026-12-07: 18.7–20.9 MiB/s, ratio 0.36–0.63 on the shared
-    machine (6.7–7.6 MiB/s, 0.14 before the slot store); docs/performance.md."""
+    link-messages row in bytes/s. ``meshmsg bench --only link-messages,link-attachment``,
+    2026-12-07 17:16–17:26 UTC, load 6.8–8.6 on 2 cores, seven runs each, alternated: 26.7 MiB/s,
+    ratio 0.521 (0.376–0.620, met in 4 of 7), against 18.1 MiB/s, 0.369 before batched
+    requests, sender pacing, a window of 16/48 and one sync per batch; docs/performance.md."""
     from meshmsg.bench.attach import measure_attachment_throughput
 
     return measure_attachment_throughput(ctx.size(16 << 20, 4 << 20, 1 << 20))

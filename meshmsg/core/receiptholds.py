@@ -16,7 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from meshmsg.config import MessageLimits
 from meshmsg.core.deadline import Deadline
+from meshmsg.core.rng import Rng
+
+
+def relayed_receipt_delay(limits: MessageLimits, rng: Rng) -> float:
+    """A uniform random delay in ``receipt_relayed_delay_min_s..max_s`` (ms steps): when a
+    receipt for mail a relay handed over is sealed (pairwise and group receipts alike)."""
+    low, high = limits.receipt_relayed_delay_min_s, limits.receipt_relayed_delay_max_s
+    span_ms = int((high - low) * 1000)
+    return low + rng.randbelow(span_ms + 1) / 1000 if span_ms > 0 else low
 
 
 class ReceiptHolds:

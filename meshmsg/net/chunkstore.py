@@ -19,9 +19,11 @@ each chunk and one for its directory; a slot file takes a whole batch of chunks 
 A crash before step 2 ends leaves a slot ``EMPTY`` or ``COMMITTED`` over a body that is
 already durable, never a committed slot over a torn body: step 1's sync orders them. Only
 then does the driver report ``chunk_stored`` (the core marks the chunk held and advertises
-it). A one-byte state write sits inside one disk sector, so it cannot tear. Nothing here
-parses more than one slot at a time, and a damaged slot is reported as missing, never
-trusted: the core checks every chunk it receives against the manifest anyway.
+it). When batches follow each other, step 2 of one batch rides on step 1 of the next
+(:meth:`ChunkStore.write_slots`, ``net/chunkio.py``): one sync per batch. A one-byte state
+write sits inside one disk sector, so it cannot tear. Nothing here parses more than one slot
+at a time, and a damaged slot is reported as missing, never trusted: the core checks every
+chunk it receives against the manifest anyway.
 
 All methods block; the trio driver calls them in a worker thread.
 """
@@ -76,29 +78,51 @@ class ChunkStore:
         self.put_many([(attachment_id, index, proof, data)])
 
     def put_many(self, chunks: Sequence[tuple[bytes, int, tuple[bytes, ...], bytes]]) -> None:
-        """Write several chunks durably: two syncs per attachment in the batch, however many
-        chunks it has (module docstring)."""
-        by_attachment: dict[bytes, list[tuple[int, tuple[bytes, ...], bytes]]] = {}
+        """Write several chunks durably and commit them: two syncs per attachment in the batch,
+        however many chunks it has (module docstring)."""
+        self.write_slots(chunks, ())
+        self.write_slots((), [(attachment_id, index) for attachment_id, index, _, _ in chunks])
+
+    def write_slots(
+        self,
+        chunks: Sequence[tuple[bytes, int, tuple[bytes, ...], bytes]],
+        commit: Sequence[tuple[bytes, int]],
+    ) -> None:
+        """One step of a pipelined group commit: write ``chunks`` into their slots, still
+        ``EMPTY``, and mark ``commit`` ``COMMITTED``: slots whose bodies an earlier call made
+        durable. One sync per file touched, so a stream of batches costs one sync per batch: a
+        batch is written by one call and committed by the next (``net/chunkio.py``). The caller
+        must never commit a slot it has not written and synced before (nor after a delete)."""
+        by_attachment: dict[bytes, tuple[list[tuple[int, tuple[bytes, ...], bytes]], list[int]]]
+        by_attachment = {}
         for attachment_id, index, proof, data in chunks:
             _check_slot(index, proof, data)
-            by_attachment.setdefault(attachment_id, []).append((index, proof, data))
+            by_attachment.setdefault(attachment_id, ([], []))[0].append((index, proof, data))
+        for attachment_id, index in commit:
+            by_attachment.setdefault(attachment_id, ([], []))[1].append(index)
         try:
-            for attachment_id, slots in by_attachment.items():
-                self._put_slots(attachment_id, slots)
+            for attachment_id, (writes, marks) in by_attachment.items():
+                self._write_file(attachment_id, writes, marks)
         except OSError as exc:
-            raise StorageError(f"cannot store {len(chunks)} chunks: {exc}") from exc
+            raise StorageError(f"cannot store {len(chunks) + len(commit)} chunks: {exc}") from exc
 
-    def _put_slots(
-        self, attachment_id: bytes, slots: list[tuple[int, tuple[bytes, ...], bytes]]
-    ) -> None:
-        fd = self._open_slots(attachment_id)
+    def _write_file(
+        self, attachment_id: bytes, writes: list[tuple[int, tuple[bytes, ...], bytes]],
+        marks: list[int],
+    ) -> None:  # fmt: skip
+        if writes:
+            fd = self._open_slots(attachment_id)
+        else:  # commits only: never create a file (a committed byte over nothing) for them
+            try:
+                fd = os.open(self._dir(attachment_id) / SLOTS_NAME, os.O_RDWR)
+            except FileNotFoundError:
+                return  # deleted since its bodies were written: nothing left to commit
         try:
-            for index, proof, data in slots:
+            for index, proof, data in writes:
                 # Header, proof and body in one call, without joining 60 KiB into a new buffer.
                 header = _slot_header(EMPTY, proof, len(data))
                 os.pwritev(fd, [header, data], index * SLOT_BYTES)
-            os.fdatasync(fd)  # every body durable before any slot says so
-            for index, _, _ in slots:
+            for index in marks:  # bodies made durable by an earlier sync
                 os.pwrite(fd, _COMMITTED_BYTE, index * SLOT_BYTES)
             os.fdatasync(fd)
         finally:

@@ -134,6 +134,19 @@ class ConnectionTable:
         self.ended.append(conn)
         self._wake_pump()
 
+    def writer_busy(self, link: LinkId, *, gathered: dict[LinkId, list[bytes]]) -> bool:
+        """Whether ``link``'s writer has half ``send_queue_bytes`` or more waiting, counting
+        what the pump ``gathered`` for it and has not queued yet; if so the pump is woken when
+        the writer next empties its queue. A link that is gone is never busy."""
+        conn = self.conns.get(link)
+        if conn is None or conn.ended:
+            return False
+        waiting = conn.queued_bytes + sum(map(len, gathered.get(link, ())))
+        if waiting < self._config.send_queue_bytes // 2:
+            return False
+        conn.on_dequeued = self._wake_pump
+        return True
+
     def forget(self, conn: Connection) -> None:
         """Drop a settled connection, keeping its byte counts in the totals."""
         self.conns.pop(conn.link, None)

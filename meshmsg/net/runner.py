@@ -395,18 +395,19 @@ class NodeRunner(Generic[N]):
             self._drain(now)
         self._commits.release_durable(all_of_them=False)
         self._commits.hand_loaded(self._node, self._clock, self._drain)
-        while self._chunks.results:
-            self._chunk_done(self._chunks.results.popleft(), self._clock())
+        busy = functools.partial(self._connections.writer_busy, gathered=self._outgoing)
+        if self._chunks.hand_results(busy, self._chunk_done):
+            self._end_batch()  # their Transmits leave in one write per link
         ended = self._connections.ended
         while ended:
             self._settle(ended.popleft(), self._clock())
 
-    def _chunk_done(self, result: ChunkResult, now: float) -> None:
+    def _chunk_done(self, result: ChunkResult) -> None:
         """Hand the Node what the chunk worker did (see ``net/chunkio.py``)."""
         if self._chunk_node is None:
             raise LocalProtocolError(f"{type(self._node).__name__} emitted a chunk effect")
-        hand_chunk_result(self._chunk_node, result, now=now)
-        self._drain(now)
+        hand_chunk_result(self._chunk_node, result, now=(now := self._clock()))
+        self._drain(now, batch=True)
 
     def _settle(self, conn: Connection, now: float) -> None:
         """Forget an ended connection once no input of its own is still queued."""
@@ -420,13 +421,11 @@ class NodeRunner(Generic[N]):
             self._node.link_lost(conn.link, now=now)
             self._drain(now)
 
-    def _drain(self, now: float) -> None:
+    def _drain(self, now: float, *, batch: bool = False) -> None:
         """The driver contract: effects and events until both are empty, then the deadline.
 
-        Transmits are gathered per link and queued once, at the end of the drain: one input can
-        make the Node send many records (a sync round, a burst of transfers), and counting each
-        as a queue item would let a single busy moment look like a slow peer. Order per link is
-        kept: a CloseLink first queues what was gathered for its link.
+        Transmits are queued once per link, at the end of the drain (or of the caller's ``batch``):
+        a burst counted item by item would look like a slow peer. A CloseLink queues its first.
         """
         node = self._node
         while True:
@@ -438,9 +437,13 @@ class NodeRunner(Generic[N]):
             if event is None:
                 break
             self._publish(event)
+        if not batch:
+            self._end_batch()
+
+    def _end_batch(self) -> None:
         for link in list(self._outgoing):
             self._flush_outgoing(link)
-        self._deadline = node.next_deadline()
+        self._deadline = self._node.next_deadline()
 
     def _flush_outgoing(self, link: LinkId) -> None:
         chunks = self._outgoing.pop(link, None)
@@ -494,8 +497,6 @@ class NodeRunner(Generic[N]):
             if isinstance(item, _Call):
                 item.done.set()
         self._inputs_out.close()
-
-    # --- connections -------------------------------------------------------------------------
 
     # --- connections -------------------------------------------------------------------------
 

@@ -121,6 +121,7 @@ class Connection:
         self._config = config
         self._scope = trio.CancelScope()
         self._queue: list[bytes] = []  # chunks waiting for the writer, in order
+        self.on_dequeued: Callable[[], None] | None = None  # once, when the queue is next empty
         self._close_queued = False  # after the queued chunks: EOF, linger, close
         self._writer_idle = trio.lowlevel.ParkingLot()
         # A socket's descriptor, for writing at once while the writer is idle (module
@@ -145,6 +146,7 @@ class Connection:
         if self._fd >= 0 and not (self._queue or self.writing_bytes or self._close_queued):
             data = self._write_now(data)
             if not data:
+                self._dequeued()
                 return True
         limit = self._config.send_queue_bytes
         if self.queued_bytes and self.queued_bytes + len(data) > limit:
@@ -256,7 +258,14 @@ class Connection:
         # progress, so one large burst (a sync) does not make a healthy peer look slow.
         self.queued_bytes = 0
         self.writing_bytes = len(data)
+        self._dequeued()
         return data, self._close_queued
+
+    def _dequeued(self) -> None:
+        """Nothing waits behind the write in progress any more: tell whoever asked."""
+        if self.on_dequeued is not None:
+            wake, self.on_dequeued = self.on_dequeued, None
+            wake()
 
     async def _send(self, data: bytes) -> None:
         await self.stream.send_all(data)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from meshmsg.config import AttachConfig, NodeConfig, RoutingConfig
 from meshmsg.core.attach.format import CHUNK_BYTES
-from meshmsg.core.attach.records import Chunk, ChunkHoldings, HoldingEntry
+from meshmsg.core.attach.records import Chunk, ChunkHoldings, ChunkRequest, HoldingEntry
 from meshmsg.core.attach.table import Role
 from meshmsg.core.events import (
     AttachmentComplete,
@@ -19,6 +19,7 @@ from meshmsg.core.events import (
     AttachmentDropped,
 )
 from meshmsg.core.store import Tier
+from meshmsg.core.wire import Record
 from meshmsg.errors import CloseReason
 from tests.core.attach_mesh import FakeNode, meet, reassembled, sealed
 
@@ -254,14 +255,54 @@ def test_a_slow_disk_holds_back_requests() -> None:
     link cannot make chunk bodies pile up in the driver's queue beyond ``chunks_unstored`` (two
     windows: one being synced, one fetched meanwhile)."""
     a, b = FakeNode("a"), FakeNode("b")
-    ref = sealed(a, payload(20 * CHUNK_BYTES))
+    count = b.config.attach.chunks_unstored + 4
+    ref = sealed(a, payload(count * CHUNK_BYTES))
     b.hold_stores = True
     meet(a, b)
-    # Sixteen chunks waiting for the disk, no more asked.
+    # ``chunks_unstored`` chunks waiting for the disk, no more asked.
     assert len(b.effects) == b.config.attach.chunks_unstored
     b.hold_stores = False
     meet(a, b)
-    assert b.chunks_of(ref.attachment_id) == set(range(20))
+    assert b.chunks_of(ref.attachment_id) == set(range(count))
+
+
+def test_requests_go_out_in_batches_not_one_per_chunk() -> None:
+    """While chunks asked of a link are on their way, the next request waits until it can ask
+    ``request_batch`` of them: one request (one wake-up and one disk read for the sender) per
+    batch. Before, every chunk that arrived was followed by a request for one more."""
+    a, b = FakeNode("a"), FakeNode("b")
+    limits = b.config.attach
+    count = 3 * limits.requests_in_flight + 5
+    ref = sealed(a, payload(count * CHUNK_BYTES))
+    sizes: list[int] = []
+    send = b.send
+
+    def recording(link: int, record: Record) -> None:
+        if isinstance(record, ChunkRequest):
+            sizes.append(len(record.indexes))
+        send(link, record)
+
+    b.send = recording  # type: ignore[method-assign]
+    assert meet(a, b) == count
+    assert b.chunks_of(ref.attachment_id) == set(range(count))
+    assert sum(sizes) == count
+    assert sizes[0] == limits.requests_in_flight
+    assert all(size >= limits.request_batch for size in sizes[:-1])  # the last: what is left
+    assert len(sizes) <= 1 + -(-(count - limits.requests_in_flight) // limits.request_batch)
+
+
+def test_a_lone_chunk_is_still_asked_when_nothing_is_in_flight() -> None:
+    """The batch never stalls a transfer: with nothing asked, any room is used (here the disk
+    holds all but a few chunks back, so less than a batch fits)."""
+    config = NodeConfig(attach=AttachConfig(chunks_unstored=20, requests_in_flight=16))
+    a, b = FakeNode("a"), FakeNode("b", config=config)
+    ref = sealed(a, payload(40 * CHUNK_BYTES))
+    b.hold_stores = True
+    meet(a, b)  # 16 asked and received, then 4 more asked (less than a batch of 8), held
+    assert len(b.effects) == 20
+    b.hold_stores = False
+    meet(a, b)
+    assert b.chunks_of(ref.attachment_id) == set(range(40))
 
 
 def test_persisted_states_decode_strictly() -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from meshmsg.config import NodeConfig, SyncConfig
+from meshmsg.config import MessageLimits, NodeConfig, SyncConfig
 from meshmsg.core.effects import RecordKind
 from meshmsg.core.events import GroupChanged, GroupMessageReceived, GroupMessageStatus
 from meshmsg.core.node import Node
+from meshmsg.core.store import Tier
 from meshmsg.errors import GroupError
 from tests.helpers import Mesh
 
@@ -262,3 +263,34 @@ def test_writes_that_drop_group_keys_ask_the_driver_to_erase() -> None:
                  and any(p.kind is RecordKind.GROUP_KEY for p in e.puts)]  # fmt: skip
     assert own_chain
     assert all(e.erases_keys for e in own_chain)  # the sent message's key must leave the WAL
+
+
+def test_a_group_receipt_for_relayed_mail_waits_and_is_kept_from_the_relay() -> None:
+    """Issue #11 finding 4, groups: the receipt for group mail a relay handed over is sealed
+    after the relayed delay and kept from that relay, as pairwise receipts are (before, it was
+    sealed at once and offered to the relay on the same link)."""
+    limits = MessageLimits()
+    mesh = group_mesh("alice", "bob", relay=True)
+    alice, bob = mesh.nodes["alice"], mesh.nodes["bob"]
+    gid = alice.create_group("cell", [mesh.peer_id("bob")], now=mesh.now)
+    alice.send_group_message(gid, "first", now=mesh.now)
+    meet(mesh, "alice", "bob")
+    alice.send_group_message(gid, "via the relay", now=mesh.now)
+    meet(mesh, "alice", "relay")
+    mesh.connect("relay", "bob")
+    assert bodies(mesh, "bob") == ["first", "via the relay"]
+
+    def own() -> list[bytes]:
+        return [i.envelope_id for i in bob.store.items() if i.tier is Tier.OWN]
+
+    def carried_by_relay() -> set[bytes]:
+        return {i.envelope_id for i in mesh.nodes["relay"].store.items()}
+
+    mesh.advance(limits.receipt_relayed_delay_min_s - 5)
+    assert own() == []  # not sealed yet
+    mesh.advance(limits.receipt_relayed_delay_max_s)
+    receipts = set(own())
+    assert receipts
+    assert not receipts & carried_by_relay()  # kept from the relay that delivered it
+    mesh.advance(limits.receipt_hold_s + 1)
+    assert receipts <= carried_by_relay()  # after the hold it may go (our only peer)

@@ -29,9 +29,13 @@ MAX_RUN_S = 120.0  # a relay whose test died stops by itself
 
 
 class ReportingStore(chunkstore.ChunkStore):
-    def put_many(self, chunks: Sequence[tuple[bytes, int, tuple[bytes, ...], bytes]]) -> None:
-        super().put_many(chunks)
-        for attachment_id, index, _, _ in chunks:
+    def write_slots(
+        self,
+        chunks: Sequence[tuple[bytes, int, tuple[bytes, ...], bytes]],
+        commit: Sequence[tuple[bytes, int]],
+    ) -> None:
+        super().write_slots(chunks, commit)
+        for attachment_id, index in commit:  # durable and committed: what a restart finds
             print(f"WROTE {attachment_id.hex()} {index}", flush=True)
 
 

@@ -46,8 +46,12 @@ class CountingStore(ChunkStore):
 
     writes = 0
 
-    def put_many(self, chunks: Sequence[tuple[bytes, int, tuple[bytes, ...], bytes]]) -> None:
-        super().put_many(chunks)
+    def write_slots(
+        self,
+        chunks: Sequence[tuple[bytes, int, tuple[bytes, ...], bytes]],
+        commit: Sequence[tuple[bytes, int]],
+    ) -> None:
+        super().write_slots(chunks, commit)
         self.writes += len(chunks)
 
 

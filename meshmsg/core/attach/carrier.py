@@ -439,6 +439,11 @@ class AttachmentCarrier:
         )
         if room <= 0 or not peer.holdings:
             return
+        if asked and room < min(self._limits.request_batch, self._limits.requests_in_flight):
+            # Chunks are still on their way: wait until a batch can be asked in one request
+            # (one wake-up and one disk read trip for the sender, not one per chunk). Their
+            # arrival calls this again; with nothing asked any room is used, so no stall.
+            return
         fetching = [
             self.table.items[i] for i in peer.holdings
             if i in self.table and self.table.items[i].fetching

@@ -36,6 +36,7 @@ from meshmsg.core.effects import RecordKind, StoredRecord
 from meshmsg.core.exchange.renewal import Renewal
 from meshmsg.core.exchange.sending import Sending
 from meshmsg.core.outbox import Outbox
+from meshmsg.core.receiptholds import relayed_receipt_delay
 from meshmsg.core.records import Receipt
 from meshmsg.core.state import NodeState
 from meshmsg.core.wire import Record
@@ -105,9 +106,7 @@ class Receipts:
         message = self._state.config.message
         if relay is None:
             return message.receipt_delay_s
-        low, high = message.receipt_relayed_delay_min_s, message.receipt_relayed_delay_max_s
-        span_ms = int((high - low) * 1000)
-        return low + self._state.rng.randbelow(span_ms + 1) / 1000 if span_ms > 0 else low
+        return relayed_receipt_delay(message, self._state.rng)
 
     def restore_owed(self, owed: Iterable[codec.OwedReceipt], now: float) -> None:
         """Receipts owed at the last stop go out: promptly for mail that came from its sender's

@@ -55,7 +55,9 @@ from meshmsg.core.groups.records import (
     GroupReceipt,
 )
 from meshmsg.core.identity import PublicIdentity, peer_id_of
+from meshmsg.core.receiptholds import ReceiptHolds, relayed_receipt_delay
 from meshmsg.core.records import Custody, Transfer
+from meshmsg.core.rng import Rng
 from meshmsg.core.routing import Router
 from meshmsg.core.session import PeerSession
 from meshmsg.core.store import RelayStore, StoreItem, Tier
@@ -78,6 +80,10 @@ class State(Protocol):
     def router(self) -> Router: ...
     @property
     def sessions(self) -> Mapping[LinkId, PeerSession]: ...
+    @property
+    def rng(self) -> Rng: ...
+    @property
+    def receipt_holds(self) -> ReceiptHolds: ...
 
 
 class Out(Protocol):
@@ -133,7 +139,7 @@ class GroupMail:
     """See the module docstring."""
 
     __slots__ = (
-        "_files", "_holdings", "_key_deletes_pending", "_out", "_persisted", "_queue",
+        "_files", "_held", "_holdings", "_key_deletes_pending", "_out", "_persisted", "_queue",
         "_retry", "_sending", "_seq", "_state", "_sync",
     )  # fmt: skip
 
@@ -148,6 +154,9 @@ class GroupMail:
         self._sync = sync
         self._sending = sending
         self._queue: dict[bytes, dict[bytes, tuple[Record, ...]]] = {}  # peer -> key -> records
+        # Queued receipts for group mail a relay handed us: key -> (not before, that relay).
+        # Not persisted: after a restart they go at once (the relay's link ended anyway).
+        self._held: dict[bytes, tuple[float, bytes]] = {}
         self._seq = 0
         self._retry = Deadline()  # follows a wall clock stepped back (core/deadline.py)
         self._persisted: set[bytes] = set()  # GROUP_KEY record keys on disk
@@ -318,7 +327,9 @@ class GroupMail:
         self._out.persist(puts, deletes=self._key_deletes, then=committed)
         if message is not None and message.refs:
             self._files.want_group(message, now)
-        self._dispatch(out, now)
+        direct = session.peer_id == peer_id_of(match.sender)
+        relay = None if direct else (session.peer_id or b"")
+        self._dispatch(out, now, relay=relay)
         self._probe(entry, now, match.sender)  # the sender's window slid: more may be ours
 
     def _probe(self, entry: Entry, now: float, sender: bytes | None) -> None:
@@ -361,7 +372,8 @@ class GroupMail:
         self._out.persist(puts, deletes=self._key_deletes, then=committed)
         if message is not None and message.refs:
             self._files.want_group(message, now)
-        self._dispatch(out, now)
+        relay = None if item.source == peer_id_of(match.sender) else (item.source or b"")
+        self._dispatch(out, now, relay=relay)
         return True
 
     def _acknowledge(self, session: PeerSession, *, accepted: Sequence[bytes] = (),
@@ -389,8 +401,14 @@ class GroupMail:
 
     # ================================================================ helpers
 
-    def _dispatch(self, outgoing: Iterable[Outgoing], now: float) -> None:
-        """Queue records for members durably, then seal what can be sealed now."""
+    def _dispatch(
+        self, outgoing: Iterable[Outgoing], now: float, *, relay: bytes | None = None
+    ) -> None:
+        """Queue records for members durably, then seal what can be sealed now.
+
+        ``relay``: the peer (not the sender) that handed over the mail these records answer;
+        its receipts are then sealed after the relayed delay and kept from that relay, as
+        pairwise receipts are (exchange/receipts.py, issue #11 finding 4)."""
         peers: list[bytes] = []
         puts: list[StoredRecord] = []
         deletes: list[tuple[RecordKind, bytes]] = []
@@ -401,6 +419,8 @@ class GroupMail:
                 key = out.peer_id + self._seq.to_bytes(8, "big")
                 self._seq += 1
                 queue[key] = records
+                if relay is not None and _receipts_only(records):
+                    self._hold_receipt(key, relay, now)
                 puts.append(StoredRecord(kind=RecordKind.GROUP_QUEUE, key=key,
                                          value=encode_records(list(records))))  # fmt: skip
             while len(queue) > bound:  # the oldest go (a member we never met)
@@ -424,11 +444,18 @@ class GroupMail:
         for key, records in list(queue.items()):
             if not ready or contact is None or contact.channel is None:
                 break
+            held = self._held.get(key)
+            if held is not None and held[0] > now:
+                self._retry.no_later_than(held[0], now)
+                continue  # a relayed receipt waits; later records need not
             if contact.channel.capacity(now) <= 0 or not self._sending.room_for([list(records)]):
                 break
             expiry = now + self._state.config.message.default_ttl_s
             item, _ = self._sending.seal(contact, list(records), expiry, now)
             del queue[key]
+            if held is not None:
+                del self._held[key]
+                self._keep_from(item.envelope_id, held[1], now)
             self._out.persist(
                 [codec.channel_record(peer_id, contact.channel), codec.envelope_record(item)],
                 deletes=[(RecordKind.GROUP_QUEUE, key)],
@@ -438,6 +465,18 @@ class GroupMail:
             self._retry.no_later_than(now + self._state.config.groups.queue_retry_s, now)
         else:
             del self._queue[peer_id]
+
+    def _hold_receipt(self, key: bytes, relay: bytes, now: float) -> None:
+        """Seal the queued receipt ``key`` only after the relayed delay (outside ONE mode)."""
+        state = self._state
+        if state.store.one_mode:
+            return
+        self._held[key] = (now + relayed_receipt_delay(state.config.message, state.rng), relay)
+
+    def _keep_from(self, envelope_id: bytes, relay: bytes, now: float) -> None:
+        hold = self._state.config.message.receipt_hold_s
+        if relay and hold > 0:
+            self._state.receipt_holds.hold(envelope_id, [relay], now + hold, now)
 
     def _item(self, data: bytes, envelope: Envelope, *, copies: int, hops: int, tier: Tier,
               source: bytes | None, now: float) -> StoreItem:  # fmt: skip
@@ -505,3 +544,7 @@ def _status(message: GroupMessage) -> GroupMessageStatus:
 
 
 _INNER_BUDGET = 30_000  # under max_inner_bytes (34,816): room for the CBOR sequence framing
+
+
+def _receipts_only(records: tuple[Record, ...]) -> bool:
+    return bool(records) and all(isinstance(r, GroupReceipt) for r in records)

@@ -274,6 +274,20 @@ class OneModeSize:
     size: int = wire(UInt(max=1 << 31))  # the ONE's Message.getSize() is an int
 
 
+@record(0xF1)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OneModeBusy:
+    """ONE mode only: the sender now is (or no longer is) in a declared-size transfer.
+
+    The ONE's router refuses a transfer while it is in one (``TRY_LATER_BUSY``) and its peer
+    tries another connection; a ONE-mode node tells its peers when this changes, so that they
+    pick another peer instead of letting a transfer wait for this one (docs/simulator.md, "How
+    the ONE's routers send"). Real nodes never send it and skip it.
+    """
+
+    busy: bool = wire(Bool())
+
+
 # --- Inside an envelope (end-to-end encrypted; never seen by relays) ----------------------------
 
 
@@ -385,7 +399,7 @@ HANDSHAKE_RECORDS: Final = RecordRegistry([Hello, IdentityProof])
 SESSION_RECORDS: Final = LINK_RECORDS.extend(
     [KeyExchange, KeyConfirm, RouteTable, SyncMessage, Offer, Reply, Transfer, TimedTransfer,
      Custody, Purge,
-     *ATTACH_SESSION_RECORDS, DirectoryHave, DirectoryChunk, OneModeSize]
+     *ATTACH_SESSION_RECORDS, DirectoryHave, DirectoryChunk, OneModeSize, OneModeBusy]
 )  # fmt: skip
 """Records a node reads from an established session: the link layer plus the meeting protocol."""
 

@@ -229,6 +229,9 @@ def run_scenario(
         if agent is not None and not isinstance(agent, str)
         else load_factory(agent or s.run.agent)
     )
+    if agent is not None:  # scenario.toml and run.json name the agent the run used
+        name = agent if isinstance(agent, str) else _factory_name(agent)
+        s = dataclasses.replace(s, run=dataclasses.replace(s.run, agent=name))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "scenario.toml").write_text(dump_toml(scenario_to_dict(s)), encoding="utf-8")
     with ExitStack() as stack:
@@ -265,6 +268,12 @@ def run_scenario(
                               failures=failures, groups=groups)  # fmt: skip
     _write_metadata(out_dir / "run.json", s, run)
     return run
+
+
+def _factory_name(factory: NodeFactory) -> str:
+    """``module:Class`` of a factory object passed to :func:`run_scenario` instead of a name."""
+    kind = type(factory)
+    return f"{kind.__module__}:{kind.__qualname__}"
 
 
 def _execute(

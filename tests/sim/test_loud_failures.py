@@ -123,3 +123,18 @@ def test_a_sweep_counts_the_runs_with_failures_and_strict_fails_it(tmp_path: Pat
     strict = CliRunner().invoke(sim, [*args, "--strict"])  # resumed: nothing runs again
     assert strict.exit_code == 1
     assert "--strict: 2 of 2 runs have failures" in strict.output
+
+
+def test_run_json_names_the_agent_given_on_the_command_line(tmp_path: Path) -> None:
+    """``--agent`` overrides the scenario's ``run.agent``; run.json and scenario.toml used to
+    say ``"core"`` whatever ran."""
+    agent = "meshmsg.sim.agents:DirectFactory"
+    out = tmp_path / "out"
+    args = ["run", str(scenario(tmp_path)), "--out", str(out), "--agent", agent]
+    result = CliRunner().invoke(sim, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "run.json").read_text())["agent"] == agent
+    assert f'agent = "{agent}"' in (out / "scenario.toml").read_text()
+    default = tmp_path / "default"
+    result = CliRunner().invoke(sim, ["run", str(scenario(tmp_path)), "--out", str(default)])
+    assert json.loads((default / "run.json").read_text())["agent"] == "core"

@@ -71,7 +71,8 @@ def test_the_core_replays_the_default_scenarios_first_hours_as_recorded(tmp_path
 
 
 OUTSIDE_THE_BAND = pytest.mark.xfail(
-    strict=True, reason="0.3999 vs the ONE's 0.4436: docs/simulator.md, the default scenario"
+    strict=True,
+    reason="0.4668 vs the ONE's 0.4436 (0.003 outside): docs/simulator.md, the default scenario",
 )
 
 
@@ -79,9 +80,9 @@ OUTSIDE_THE_BAND = pytest.mark.xfail(
 @pytest.mark.parametrize(
     ("policy", "the_one", "recorded"),
     [
-        ("direct", 0.3233, 0.3240),
-        pytest.param("spray-and-wait", 0.4436, 0.3999, marks=OUTSIDE_THE_BAND),
-        ("epidemic", 0.2734, 0.2809),
+        ("direct", 0.3233, 0.3226),
+        pytest.param("spray-and-wait", 0.4436, 0.4668, marks=OUTSIDE_THE_BAND),
+        ("epidemic", 0.2734, 0.2912),
     ],
 )
 def test_the_core_on_the_default_scenario_is_within_002_of_the_one(

@@ -61,6 +61,7 @@ class Carrying:
         """ONE mode: the next Transfer stands for ``size`` bytes; outside it, skipped."""
         if self._state.store.one_mode:
             self._declared[session.link_id] = size
+            self._sync.one.announced(session)
             self._holdings.make_room(size)  # when the transfer starts, as the ONE does
 
     def on_timed_transfer(self, session: PeerSession, record: TimedTransfer, now: float) -> None:
@@ -94,6 +95,8 @@ class Carrying:
         except InvalidMessage:
             return  # a carrier cannot check more than the format; no id to refuse by
         env_id = envelope_id(record.envelope)
+        if state.store.one_mode:
+            self._sync.one.arrived(session, env_id, now)
         decoy = is_decoy_transfer(session, env_id)
         match = None if decoy else state.tags.lookup(envelope.tag)
         if match is not None:
@@ -212,6 +215,7 @@ class Carrying:
         for env_id in refused:
             self._land(session, env_id)
         delivered = False
+        landed = [*refused, *accepted] if self._state.store.one_mode else []
         for env_id in accepted:
             flight = self._land(session, env_id)
             if flight is None:
@@ -231,6 +235,8 @@ class Carrying:
             again = list(session.declined)
             session.declined.clear()
             self._sync.offer(session, again)
+        for env_id in landed:  # after the copies kept are settled: the next pick sees them
+            self._sync.one.landed(session, env_id, now)
 
     def _handed_over(self, env_id: bytes, flight: InFlight, now: float) -> None:
         """The peer took custody of ``flight``'s copies: keep what the routing policy says."""

@@ -47,6 +47,7 @@ from meshmsg.core.records import (
     KeyConfirm,
     KeyExchange,
     Offer,
+    OneModeBusy,
     OneModeSize,
     Purge,
     Reply,
@@ -112,6 +113,9 @@ class Exchange:
                 self._sync.on_reply(session, for_me, have, now)
             case OneModeSize(size=size):
                 self._carrying.on_one_size(session, size)
+            case OneModeBusy(busy=busy):
+                if self._state.store.one_mode:
+                    self._sync.one.peer_busy(session, busy, now)
             case Transfer():
                 self._carrying.on_transfer(session, record, now)
             case TimedTransfer():
@@ -133,7 +137,7 @@ class Exchange:
         """The link ended: what was running on it stops, what was in flight comes back."""
         self.keys.on_closed(session, now)
         self._carrying.release_in_flight(session)
-        self._sync.on_closed(session)
+        self._sync.on_closed(session, now)
         self.attachments.on_closed(session)
 
     def next_deadline(self) -> float | None:
@@ -146,6 +150,7 @@ class Exchange:
             self.groups.next_deadline(),
             self.attachments.carrier.next_deadline(),
             self.first.next_deadline(),
+            self._sync.one.due_at,
         ]
         present = [c for c in candidates if c is not None]
         return min(present) if present else None
@@ -161,6 +166,7 @@ class Exchange:
         self._sync.release_receipt_holds(now)
         self.groups.on_timer(now)
         self.attachments.carrier.on_timer(now)
+        self._sync.one.on_timer(now)
         for peer_id in self._holdings.take_room_wanted(now):
             contact = self._state.contacts.get(peer_id)
             if contact is not None:

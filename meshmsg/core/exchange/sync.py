@@ -15,6 +15,7 @@ from meshmsg.core import codec
 from meshmsg.core.exchange.claims import decoy_claims, hand_over_claim
 from meshmsg.core.exchange.directfirst import released_by, waits_for_its_recipient
 from meshmsg.core.exchange.holdings import Holdings
+from meshmsg.core.exchange.onesend import OneSender
 from meshmsg.core.lateoffers import offer_everywhere, take_parked
 from meshmsg.core.outbox import Outbox
 from meshmsg.core.reconcile import Reconciler, SyncBudget
@@ -56,7 +57,7 @@ def takes_timed_transfers(session: PeerSession) -> bool:
 class Sync:
     """Route tables, reconciliation, offers, replies and the transfers they decide."""
 
-    __slots__ = ("_holdings", "_out", "_state", "_sync_budget")
+    __slots__ = ("_holdings", "_out", "_state", "_sync_budget", "one")
 
     def __init__(self, state: NodeState, out: Outbox, holdings: Holdings) -> None:
         self._state = state
@@ -64,12 +65,16 @@ class Sync:
         self._holdings = holdings
         # What all reconciliation sessions of this node may hold together (issue #11, 7).
         self._sync_budget = SyncBudget(state.config.sync.max_node_session_ids)
+        # ONE mode: declared-size transfers leave one at a time, in the ONE's order.
+        self.one = OneSender(state, out, self._send_transfers)
 
     # ================================================================ start
 
     def start(self, session: PeerSession, now: float) -> None:
         """The link is up: send our route table (PRoPHET) and, as initiator, start syncing."""
         state = self._state
+        if state.store.one_mode:
+            self.one.publish()  # a new peer hears whether we are in a transfer
         if state.router.needs_route_hint:
             entries = [RouteEntry(route=d, p=q) for d, q in state.router.table(now)]
             self._out.transmit(session, [RouteTable(entries=tuple(entries))])
@@ -97,9 +102,11 @@ class Sync:
         # Predictabilities are what PRoPHET learnt from past meetings: keep them over restarts.
         self._out.persist([codec.router_record(*state.router.export_state())])
 
-    def on_closed(self, session: PeerSession) -> None:
+    def on_closed(self, session: PeerSession, now: float) -> None:
         """The link ended: its reconciliation and outstanding offers end with it; own mail that
         waited for this peer (``directfirst.py``) is offered on every other link."""
+        if self._state.store.one_mode:
+            self.one.closed(session, now)
         session.reconciler = None
         session.offered.clear()
         session.offer_batches.clear()
@@ -222,6 +229,9 @@ class Sync:
             else:
                 lacking.append(entry.envelope_id)
         for_me.extend(decoy_claims(state, session, lacking))  # a claim must not name us
+        if state.store.one_mode:
+            self.one.expect(session, for_me)
+            self.one.peer_holds(session, [e.envelope_id for e in entries])
         self._out.transmit(session, [Reply(for_me=tuple(for_me), have=tuple(have)), *purges])
 
     def _pushable(self, token_id: bytes) -> bool:
@@ -269,6 +279,9 @@ class Sync:
                 transfers.append((item, InFlight(copies=given, to_recipient=False)))
             else:
                 session.declined[item.envelope_id] = None
+        if state.store.one_mode:  # declared sizes: one at a time, picked when this node is free
+            self.one.queue(session, [t for t in transfers if t[0].one_size], now)
+            transfers = [t for t in transfers if not t[0].one_size]
         cap = state.config.sync.max_transfers_per_sync
         for item, _ in transfers[cap:]:
             session.declined[item.envelope_id] = None

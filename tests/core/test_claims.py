@@ -13,8 +13,7 @@ from dataclasses import replace
 
 from meshmsg.config import MessageLimits, NodeConfig, RoutingConfig
 from meshmsg.core.events import EnvelopeHandedOver, MessageReceived, MessageStatus
-from meshmsg.core.node import Node
-from meshmsg.sim.rng import SeededRng
+from tests.core.node_tools import OneMesh, backlog_delivered
 from tests.helpers import Mesh
 
 NO_DECOYS = NodeConfig(message=MessageLimits(decoy_claim_rate=0.0))
@@ -114,14 +113,7 @@ def test_a_recipient_claiming_its_own_backlog_as_decoys_loses_nothing() -> None:
     35 to 73 of 300 were lost ("its key period has expired") before they were kept as carried
     copies and opened in counter order."""
     config = with_decoys(0.05, NodeConfig(routing=RoutingConfig(policy="direct")))
-    mesh = Mesh(["alice", "bob"], config=config)
-    mesh.befriend("alice", "bob", pair=True)
-    mesh.stop("bob")
-    sent = [mesh.nodes["alice"].send_message(mesh.peer_id("bob"), f"m{i}", now=mesh.now)
-            for i in range(300)]  # fmt: skip
-    mesh.start("bob")
-    mesh.connect("alice", "bob")
-    mesh.advance(5)
+    mesh, sent = backlog_delivered(config)
     assert sorted(r.message_id for r in mesh.of_type("bob", MessageReceived)) == sorted(sent)
     assert len(mesh.nodes["alice"].store) == 0
     assert len(mesh.nodes["bob"].store) == 0
@@ -129,13 +121,6 @@ def test_a_recipient_claiming_its_own_backlog_as_decoys_loses_nothing() -> None:
 
 def test_one_mode_makes_no_decoy_claims() -> None:
     """The ONE reference runs keep the ONE's semantics: a node claims only its own mail."""
-
-    class OneMesh(Mesh):
-        def _build(self, name: str) -> Node:
-            return Node(identity=self.identities[name], config=self.configs[name],
-                        rng=SeededRng(self.seed, f"node:{name}"), now=self.now,
-                        one_mode=True)  # fmt: skip
-
     mesh = OneMesh(["alice", "relay", "bob", "x"], config=with_decoys(1.0))
     carried_by_relay(mesh)
     mesh.connect("relay", "x")

@@ -21,7 +21,7 @@ from meshmsg.core.events import (
 )
 from meshmsg.core.node import Node
 from meshmsg.errors import CloseReason, LocalProtocolError
-from tests.core.node_tools import prompt_returns
+from tests.core.node_tools import backlog_delivered, prompt_returns
 from tests.helpers import Mesh
 
 
@@ -192,14 +192,7 @@ def test_receipts_owed_survive_a_crash_before_their_batch_is_sealed() -> None:
 def test_a_backlog_past_the_tag_window_and_its_receipts_complete_in_one_meeting() -> None:
     # The recipient recognises only 64 counters ahead; direct routing declines the rest
     # until the recipient took what it recognised. Receipts name at most 64 ids per record.
-    mesh = Mesh(["alice", "bob"], config=NodeConfig(routing=RoutingConfig(policy="direct")))
-    mesh.befriend("alice", "bob", pair=True)
-    mesh.stop("bob")
-    sent = [mesh.nodes["alice"].send_message(mesh.peer_id("bob"), f"m{i}", now=mesh.now)
-            for i in range(300)]  # fmt: skip
-    mesh.start("bob")
-    mesh.connect("alice", "bob")
-    mesh.advance(5)
+    mesh, sent = backlog_delivered(NodeConfig(routing=RoutingConfig(policy="direct")))
     assert sorted(r.message_id for r in mesh.of_type("bob", MessageReceived)) == sorted(sent)
     assert all(statuses(mesh, "alice", m)[-1] is MessageStatus.DELIVERED for m in sent)
     assert len(mesh.nodes["alice"].store) == 0

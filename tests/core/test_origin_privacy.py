@@ -12,7 +12,7 @@ import math
 from meshmsg.config import NodeConfig
 from meshmsg.core.envelope import parse_envelope
 from meshmsg.core.node import Node
-from meshmsg.sim.rng import SeededRng
+from tests.core.node_tools import OneMesh
 from tests.helpers import Mesh
 
 CONFIG = NodeConfig()
@@ -60,12 +60,6 @@ def test_a_short_ttl_loses_at_most_a_tenth() -> None:
 
 
 def test_one_mode_keeps_hops_and_ttl_exact() -> None:
-    class OneMesh(Mesh):
-        def _build(self, name: str) -> Node:
-            return Node(identity=self.identities[name], config=self.configs[name],
-                        rng=SeededRng(self.seed, f"node:{name}"), now=self.now,
-                        one_mode=True)  # fmt: skip
-
     mesh = OneMesh(["alice", "bob"])
     alice = sent(mesh)
     assert {item.hops for item in alice.store.items()} == {0}

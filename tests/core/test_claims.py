@@ -12,7 +12,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from meshmsg.config import MessageLimits, NodeConfig, RoutingConfig
-from meshmsg.core.events import EnvelopeHandedOver, MessageReceived, MessageStatus
+from meshmsg.core.events import (
+    EnvelopeHandedOver,
+    GroupMessageReceived,
+    MessageReceived,
+    MessageStatus,
+)
 from tests.core.node_tools import OneMesh, backlog_delivered
 from tests.helpers import Mesh
 
@@ -127,3 +132,17 @@ def test_one_mode_makes_no_decoy_claims() -> None:
     handed = mesh.of_type("relay", EnvelopeHandedOver)
     assert handed
     assert not any(e.claimed for e in handed)
+
+
+def test_a_group_message_claimed_as_a_decoy_before_its_chain_still_opens_in_that_meeting() -> None:
+    """Bob claims (as a decoy, rate 1) alice's group envelope before the pairwise chain that
+    opens it has arrived; the chain comes first in the same meeting. Kept as a carried copy,
+    it waited for the next probe (a browser test saw the message missing for 30 s)."""
+    mesh = Mesh(["alice", "bob"], configs={"bob": with_decoys(1.0)}, config=NO_DECOYS)
+    mesh.befriend("alice", "bob", pair=True)
+    alice = mesh.nodes["alice"]
+    gid = alice.create_group("cell", [mesh.peer_id("bob")], now=mesh.now)
+    alice.send_group_message(gid, "first", now=mesh.now)
+    mesh.connect("alice", "bob")
+    mesh.advance(5)
+    assert [e.body for e in mesh.of_type("bob", GroupMessageReceived)] == ["first"]

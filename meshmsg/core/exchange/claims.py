@@ -18,9 +18,12 @@ Two rules together take that certainty away, outside ONE mode:
 Our *own* mail is different: we know its recipient. A claim by that contact is a delivery, as
 before (the whole budget goes, our copy is dropped); a claim by anyone else gets one copy and
 ours stays. The recipient itself may claim, as a decoy, its own mail beyond its tag window.
-A decoy copy that turns out to be ours (our window slid over it while it travelled) is kept as
-a carried copy and opened in counter order, when the window reaches it: opened at once, it
-would overtake the mail still on its way and push their counters out of the skipped set.
+A decoy copy that turns out to be ours (our window slid over it while it travelled) is opened
+at once if it lies in the lower half of the window, and otherwise kept as a carried copy and
+opened in counter order when the window reaches it: opened at once, it would overtake the mail
+still on its way and push their counters out of the skipped set. Group and first-contact mail
+is opened on arrival (a group chain that came in the same meeting probes only the store, and
+the copy would wait for the next probe).
 Own group mail keeps its rule (one copy per member, ours kept for the others).
 
 ONE mode keeps the old claim, so the reference runs keep the ONE's semantics.
@@ -31,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from meshmsg.core.e2e import Match
 from meshmsg.core.exchange.directfirst import recipient_of
 from meshmsg.core.session import PeerSession
 from meshmsg.core.state import NodeState
@@ -82,3 +86,14 @@ def hand_over_claim(state: NodeState, item: StoreItem, session: PeerSession) -> 
     if item.tier is Tier.OWN and recipient_of(state, item) == session.peer_id:
         return whole  # our own mail, taken by its recipient: delivered
     return ClaimHandOver(copies=1, keeps=True)
+
+
+def opens_in_order(state: NodeState, match: Match, tag: bytes) -> Match | None:
+    """``match`` if opening our decoy copy now keeps its contact's window in counter order
+    (the lower half, e2estate.openable_tags); None: keep it as a carried copy, opened when
+    the window reaches it. Group and first-contact mail is opened on arrival as usual."""
+    contact = state.contacts.get(match.peer_id)
+    channel = None if contact is None else contact.channel
+    if channel is not None and tag in channel.openable_tags(in_order=True):
+        return match
+    return None

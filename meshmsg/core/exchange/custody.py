@@ -21,7 +21,7 @@ from meshmsg.core.events import (
     EnvelopeHandedOver,
     MessageStatus,
 )
-from meshmsg.core.exchange.claims import is_decoy_transfer
+from meshmsg.core.exchange.claims import is_decoy_transfer, opens_in_order
 from meshmsg.core.exchange.firstmail import FirstOpening
 from meshmsg.core.exchange.holdings import Holdings
 from meshmsg.core.exchange.opening import Opening
@@ -97,15 +97,16 @@ class Carrying:
         env_id = envelope_id(record.envelope)
         if state.store.one_mode:
             self._sync.one.arrived(session, env_id, now)
-        decoy = is_decoy_transfer(session, env_id)
-        match = None if decoy else state.tags.lookup(envelope.tag)
+        match = state.tags.lookup(envelope.tag)
+        if match is not None and is_decoy_transfer(session, env_id):
+            match = opens_in_order(state, match, envelope.tag)  # else kept as a carried copy
         if match is not None:
             self._deliver_to_us(session, envelope, env_id, match, record, now)
             return
-        if not decoy and state.groups.lookup(envelope.tag) is not None:
+        if state.groups.lookup(envelope.tag) is not None:
             self._opening.deliver_group(session, envelope, env_id, record, now)
             return
-        if not decoy and self._first.recognises(envelope.tag):
+        if self._first.recognises(envelope.tag):
             self._deliver_first_contact(session, envelope, env_id, record, now)
             return
         duplicate = env_id in state.store or state.tombstones.has_tag(envelope.tag)

@@ -8,11 +8,15 @@ looking for new crashes instead of finding the same one again.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from meshmsg.core.e2e import ContactChannel, new_key_share
 from meshmsg.core.keyschedule import MAX_EPOCH, KeyShare
 from meshmsg.errors import HandshakeError, LocalProtocolError
 from meshmsg.sim.rng import SeededRng
-from tests.fuzz.targets import ALICE, BOB, MESSAGE_LIMITS, T0
+from tests.fuzz.targets import ALICE, BOB, MESSAGE_LIMITS, T0, run_node_program
 
 
 def test_a_heal_from_the_last_epoch_leaves_a_share_that_parses() -> None:
@@ -38,3 +42,12 @@ def test_a_heal_from_the_last_epoch_leaves_a_share_that_parses() -> None:
         return  # refused: the exchange pairs afresh instead (the fix)
     _, following = new_key_share(rng, T0, MESSAGE_LIMITS, channel)
     assert KeyShare.from_bytes(following.to_bytes()) == following
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="open: found 2026-12-07, see doc")
+def test_a_node_program_that_never_goes_quiet() -> None:
+    """Found by the ``node`` target (2026-12-07, 19:10 UTC, after ~99 CPU-seconds): two nodes
+    fed this program still exchange effects after 2,000 rounds. The same input fails on
+    ``5a15d68`` (before that day's claim changes), so it is older; not analysed yet."""
+    data = (Path(__file__).parent / "crashes" / "node-not-quiet-5081f9a2").read_bytes()
+    run_node_program(data)

@@ -97,8 +97,9 @@ class Carrying:
         env_id = envelope_id(record.envelope)
         if state.store.one_mode:
             self._sync.one.arrived(session, env_id, now)
+        decoy = is_decoy_transfer(session, env_id)  # taken off the session's list either way
         match = state.tags.lookup(envelope.tag)
-        if match is not None and is_decoy_transfer(session, env_id):
+        if match is not None and decoy:
             match = opens_in_order(state, match, envelope.tag)  # else kept as a carried copy
         if match is not None:
             self._deliver_to_us(session, envelope, env_id, match, record, now)

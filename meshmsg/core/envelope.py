@@ -188,3 +188,10 @@ def token_matches(tag: bytes, token: bytes) -> bool:
 def expiry_from(now: float, ttl_s: float) -> int:
     """Absolute whole-second expiry for a TTL, rounded up so a copy never dies early."""
     return math.ceil(now + ttl_s)
+
+
+def capped_expiry(envelope: Envelope, limits: MessageLimits, now: float) -> float:
+    """The envelope's own expiry, at most ``max_ttl_s`` from ``now``: any u64 parses, and a
+    forged far-future date would otherwise be kept for ever (and overflow the stored
+    milliseconds: fuzz, 2026-12-07)."""
+    return min(float(envelope.expiry_at), now + limits.max_ttl_s)

@@ -117,3 +117,21 @@ def test_nodes_send_the_remaining_lifetime_by_their_own_clock() -> None:
     item = mesh.nodes["carol"].store.get(envelope_id(envelope))
     assert item is not None
     assert item.expiry_at == pytest.approx(mesh.now + left, abs=0.001)
+
+
+def test_a_transfer_dated_at_the_end_of_time_is_kept_at_most_max_ttl() -> None:
+    """Any u64 expiry parses. Before the cap, ``2**64 - 1`` seconds went into the stored
+    record as milliseconds and the relay's ``Persist`` raised (found by the node fuzz
+    target); group mail took the same date. Now the envelope's own date is capped at
+    ``max_ttl_s`` from now, as a ``TimedTransfer``'s lifetime is."""
+    mesh = AttackMesh(["alice", "bob", "carol"])
+    forged = bytearray(sealed_envelope(mesh))
+    forged[18:26] = (2**64 - 1).to_bytes(8, "big")  # after version, suite and the 16-byte tag
+    assert parse_envelope(bytes(forged), buckets=CONFIG.message.envelope_size_buckets).expiry_at
+    old_peer = mesh.inject("carol", mesh.identities["alice"])
+    old_peer.send([Transfer(envelope=bytes(forged), copies=3, hops=1, route_hint=None)])
+    env_id = envelope_id(bytes(forged))
+    assert old_peer.custody() == ({env_id}, set())
+    item = mesh.nodes["carol"].store.get(env_id)
+    assert item is not None
+    assert item.expiry_at == pytest.approx(mesh.now + MAX_TTL)

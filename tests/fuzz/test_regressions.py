@@ -57,3 +57,15 @@ def test_a_stray_key_exchange_from_a_contact_no_longer_starts_a_heal_loop() -> N
     ]
     healed = [who for who, e in world.events if isinstance(e, ContactHealed)]
     assert healed[-2:] in (["bob", "alice"], ["alice", "bob"])  # met again and healed
+
+
+def test_a_carried_envelope_dated_past_the_u64_milliseconds_no_longer_breaks_the_commit() -> None:
+    """Found by the ``node`` target (2026-12-07, after ~8.7 CPU-minutes of a 40-minute run): a
+    ``Transfer`` whose envelope expires near ``2**64`` seconds made the relay's record overflow
+    its millisecond field (``LocalProtocolError`` out of ``receive_data``). The envelope's own
+    date is now capped at ``max_ttl_s`` from now (``envelope.capped_expiry``)."""
+    data = (Path(__file__).parent / "crashes" / "node-far-expiry-240f7b2a").read_bytes()
+    world = run_node_program(data)  # raised before the fix
+    assert all(
+        item.expiry_at <= world.now + MESSAGE_LIMITS.max_ttl_s for item in world.node.store.items()
+    )

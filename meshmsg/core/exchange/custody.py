@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from meshmsg.core import codec
 from meshmsg.core.e2e import Match
 from meshmsg.core.effects import StoredRecord
-from meshmsg.core.envelope import Envelope, envelope_id, parse_envelope
+from meshmsg.core.envelope import Envelope, capped_expiry, envelope_id, parse_envelope
 from meshmsg.core.events import (
     DropReason,
     EnvelopeAccepted,
@@ -112,7 +112,9 @@ class Carrying:
             return
         duplicate = env_id in state.store or state.tombstones.has_tag(envelope.tag)
         too_far = record.hops > state.config.message.max_hops
-        expiry = float(envelope.expiry_at) if expiry_at is None else expiry_at
+        if expiry_at is None:  # the envelope's own date (a peer without capability 3)
+            expiry_at = capped_expiry(envelope, state.config.message, now)
+        expiry = expiry_at
         if duplicate or too_far or expiry <= now:
             self._acknowledge(session, refused=[env_id])
             return

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from meshmsg.config import NodeConfig
 from meshmsg.core.attach.records import AttachmentRefEntry
-from meshmsg.core.envelope import Envelope
+from meshmsg.core.envelope import Envelope, capped_expiry
 from meshmsg.core.groups.group import Group
 from meshmsg.core.groups.keyring import GroupKeys, GroupMatch, chain_key, key_record
 from meshmsg.core.groups.ops import GroupOp, OpKind, parse_op, sign_op
@@ -338,7 +338,7 @@ class GroupBook:
         message = GroupMessage(
             message_id=text.message_id, group=entry.group.id, sender=match.sender,
             outgoing=False, body=text.body, sent_at=text.sent_at / _MS, received_at=now,
-            expiry_at=float(envelope.expiry_at),
+            expiry_at=capped_expiry(envelope, self.config.message, now),
             refs=text.refs if isinstance(text, GroupFiles) else (),
         )  # fmt: skip
         entry.messages[message.message_id] = message

@@ -36,7 +36,7 @@ from meshmsg.core.attach.wirestate import ref_entry
 from meshmsg.core.contacts import Contact, ContactBook
 from meshmsg.core.deadline import Deadline
 from meshmsg.core.effects import LinkId, RecordKind, StoredRecord
-from meshmsg.core.envelope import Envelope, envelope_id, parse_envelope
+from meshmsg.core.envelope import Envelope, capped_expiry, envelope_id, parse_envelope
 from meshmsg.core.events import (
     EnvelopeAccepted,
     Event,
@@ -482,7 +482,8 @@ class GroupMail:
               source: bytes | None, now: float) -> StoreItem:  # fmt: skip
         return StoreItem(
             envelope_id=envelope_id(data), envelope=data, tag=envelope.tag,
-            expiry_at=float(envelope.expiry_at), copies=copies, hops=hops, tier=tier,
+            expiry_at=capped_expiry(envelope, self._state.config.message, now),
+            copies=copies, hops=hops, tier=tier,
             source=source, received_at=now, route_hint=None,
         )  # fmt: skip
 

@@ -12,8 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshmsg.config import NodeConfig
+from meshmsg.core import e2e
 from meshmsg.core.envelope import envelope_id, parse_envelope
-from meshmsg.core.records import MAX_LIFETIME_MS, TimedTransfer, Transfer
+from meshmsg.core.events import MessageReceived
+from meshmsg.core.records import MAX_LIFETIME_MS, TextMessage, TimedTransfer, Transfer
+from meshmsg.core.wire import encode_records
+from meshmsg.sim.rng import SeededRng
 from tests.core.node_tools import AttackMesh, own_envelopes
 
 HOUR = 3_600.0
@@ -135,3 +139,26 @@ def test_a_transfer_dated_at_the_end_of_time_is_kept_at_most_max_ttl() -> None:
     item = mesh.nodes["carol"].store.get(env_id)
     assert item is not None
     assert item.expiry_at == pytest.approx(mesh.now + MAX_TTL)
+
+
+def test_mail_a_contact_dated_at_the_end_of_time_leaves_a_capped_tombstone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The envelope's date is authenticated, but its sender chose it: a contact's mail dated
+    ``2**62`` s opened, and its tombstone (the purge token kept to stop copies) took that
+    date, which overflows the stored milliseconds. Capped like a relay's copy now."""
+    mesh = AttackMesh(["alice", "bob"])
+    mesh.befriend("alice", "bob", pair=True)
+    channel = mesh.nodes["alice"].contacts.get(mesh.peer_id("bob")).channel
+    assert channel is not None
+    text = TextMessage(message_id=bytes(16), sent_at=int(mesh.now * 1000), body="forever")
+    monkeypatch.setattr(e2e, "expiry_from", lambda now, ttl_s: 2**62)  # alice's own client
+    sealed = channel.seal(encode_records([text]), mesh.now, HOUR, SeededRng(1, "forever"))
+    monkeypatch.undo()
+    alice = mesh.inject("bob", mesh.identities["alice"])
+    alice.send([Transfer(envelope=sealed.envelope, copies=1, hops=1, route_hint=None)])
+    mesh.run()  # raised in bob's Persist before
+    assert [e.body for e in mesh.of_type("bob", MessageReceived)] == ["forever"]
+    stones = list(mesh.nodes["bob"]._state.tombstones)
+    assert [stone.tag for stone in stones] == [sealed.tag]
+    assert all(stone.expiry_at <= mesh.now + MAX_TTL for stone in stones)

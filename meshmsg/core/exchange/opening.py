@@ -165,7 +165,11 @@ class Opening:
             return Consumed(puts=[], received=[], stone=None, expired=False)
         if isinstance(result, Expired):
             return Consumed(puts=puts, received=[], stone=None, expired=True)
-        token = Tombstone(token=result.token, tag=result.tag, expiry_at=float(result.expiry_at))
+        # The contact chose the date; any u64 opens, so it is capped like a relay's copy.
+        horizon = now + state.config.message.max_ttl_s
+        token = Tombstone(
+            token=result.token, tag=result.tag, expiry_at=min(float(result.expiry_at), horizon)
+        )
         stone = token if self._holdings.remember(token) else None  # None: pushed straight out
         if stone is not None:
             puts.append(codec.tombstone_record(stone))

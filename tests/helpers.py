@@ -266,8 +266,11 @@ class Mesh:
         match effect:
             case Transmit(link=link, data=data):
                 other = self.links.get((name, link))
-                if other is not None and other[0] in self.nodes:
-                    self.nodes[other[0]].receive_data(other[1], data, now=self.now)
+                # A link its receiver closed (its CloseLink still queued) drops the data, as
+                # a closed socket would.
+                receiver = None if other is None else self.nodes.get(other[0])
+                if other is not None and receiver is not None and other[1] in receiver.sessions:
+                    receiver.receive_data(other[1], data, now=self.now)
             case Persist(token=token):
                 apply_persist(effect, DictSink(self.persisted[name]))
                 node.storage_committed(token, now=self.now)

@@ -1,8 +1,9 @@
 """Real daemons measured as users run them: durable API submits (#17.4), end to end (#17.3).
 
 ``measure_api_submits`` starts ``meshmsg run`` as a child process on loopback, with one contact
-it never meets (so every message is stored and stays queued: the cost measured is taking the
-message durably, not delivering it), and posts ``n`` messages through the local HTTP API from
+that it met once (they paired) and that is offline since (so every message is sealed while
+the period's budget lasts, stored, and stays queued: the cost measured is taking the message
+durably, not delivering it), and posts ``n`` messages through the local HTTP API from
 ``concurrency`` tasks at once, each request carrying ``batch`` messages (1: ``POST /messages``
 with one object, the way a chat client sends; more: a list, the way a bot or a gateway sends).
 A message counts once its request was answered, and the daemon answers only after the commit
@@ -11,7 +12,9 @@ that holds it, so the figure is acknowledged-and-committed messages per second.
 The limit, measured in the same run on the same disk: bare SQLite (WAL, ``synchronous=FULL``)
 inserting 1 KiB rows in transactions of as many rows as the daemon put in each of its commits
 (messages per commit, read from its statistics): what the disk and SQLite allow at that
-grouping, with none of our code.
+grouping, with none of our code. ``paired=False`` measures a contact never met instead, whose
+mail is sealed for first contact (issue #12: an ephemeral X25519 key per message), so its rate
+is bound by public-key work, not by the disk.
 
 ``measure_daemon_messages`` (#17.3) runs two daemons that are contacts and counts messages
 from the first send at one to the last arrival at the other, next to the durable-submit limit
@@ -194,8 +197,34 @@ def bare_sqlite_rate(db: Path, rows: int, per_commit: int) -> float:
         conn.close()
 
 
+def _never_met(root: Path) -> tuple[Path, Path]:
+    return make_node(root, "sender"), make_node(root, "friend")
+
+
+def _met_once(root: Path) -> tuple[Path, Path]:
+    """Two data directories that are contacts of each other, the sender dialling the friend."""
+    sender, friend = make_node(root, "sender"), make_node(root, "friend")
+    port = _free_port()
+    (friend / "config.toml").write_text(
+        f'name = "friend"\n[network]\nlisten = "127.0.0.1:{port}"\n[api]\nport = 0\n'
+    )
+    (sender / "config.toml").write_text(
+        f'name = "sender"\n{_CONFIG}'.replace(
+            "[api]", f'static_peers = ["127.0.0.1:{port}"]\n[api]'
+        )
+    )
+    meshmsg(sender, "contact", "add", contact_code(friend), "--verified")
+    meshmsg(friend, "contact", "add", contact_code(sender), "--verified")
+    return sender, friend
+
+
 def measure_api_submits(
-    path: str | os.PathLike[str], n: int, *, concurrency: int = 64, batch: int = 1
+    path: str | os.PathLike[str],
+    n: int,
+    *,
+    concurrency: int = 64,
+    batch: int = 1,
+    paired: bool = True,
 ) -> dict[str, float]:
     """Durable submits/s through a daemon's API and the same-run bare SQLite limit.
 
@@ -205,13 +234,20 @@ def measure_api_submits(
     """
     with tempfile.TemporaryDirectory(dir=path, prefix="bench-daemons-") as tmp:
         root = Path(tmp)
-        sender, friend = make_node(root, "sender"), make_node(root, "friend")
-        code = contact_code(friend)
+        sender, friend = _met_once(root) if paired else _never_met(root)
         with running_daemon(sender) as client:
-            added = client.request("POST", "/contacts", {"code": code, "verified": True})
+            if paired:
+                with running_daemon(friend):  # they meet and pair, then the friend is gone
+                    _poll("paired", lambda: bool(client.request("GET", "/contacts")[0]["paired"]),
+                          START_S)  # fmt: skip
+            else:
+                client.request(
+                    "POST", "/contacts", {"code": contact_code(friend), "verified": True}
+                )
+            to = client.request("GET", "/contacts")[0]["peer_id"]
             before = client.request("GET", "/status")["links"]["commits"]
             try:
-                elapsed = trio.run(_post_all, client, added["peer_id"], n, concurrency, batch)
+                elapsed = trio.run(_post_all, client, to, n, concurrency, batch)
             except RuntimeError as exc:
                 log = (root / "sender.log").read_text(errors="replace").strip().splitlines()
                 raise RuntimeError(f"{exc}; daemon log ends: {log[-3:]}") from exc
@@ -258,18 +294,7 @@ def measure_daemon_messages(path: str | os.PathLike[str], n: int) -> dict[str, f
     """
     with tempfile.TemporaryDirectory(dir=path, prefix="bench-daemons-") as tmp:
         root = Path(tmp)
-        alice, bobby = make_node(root, "alice"), make_node(root, "bobby")
-        port = _free_port()
-        (bobby / "config.toml").write_text(
-            f'name = "bobby"\n[network]\nlisten = "127.0.0.1:{port}"\n[api]\nport = 0\n'
-        )
-        (alice / "config.toml").write_text(
-            f'name = "alice"\n{_CONFIG}'.replace(
-                "[api]", f'static_peers = ["127.0.0.1:{port}"]\n[api]'
-            )
-        )
-        meshmsg(alice, "contact", "add", contact_code(bobby), "--verified")
-        meshmsg(bobby, "contact", "add", contact_code(alice), "--verified")
+        alice, bobby = _met_once(root)
         with running_daemon(bobby) as b, running_daemon(alice) as a:
             to = a.request("GET", "/contacts")[0]["peer_id"]
             _poll("paired", lambda: bool(a.request("GET", "/contacts")[0]["paired"]), START_S)
@@ -300,8 +325,12 @@ def api_submits(ctx: Any) -> dict[str, float]:
         ctx.workdir, ctx.size(30_000, 4_000, 2_000), concurrency=8, batch=1_000
     )
     single = measure_api_submits(ctx.workdir, ctx.size(1_000, 100, 100), concurrency=64)
+    never_met = measure_api_submits(
+        ctx.workdir, ctx.size(4_000, 2_000, 1_000), concurrency=8, batch=1_000, paired=False
+    )
     return {**batched, "single_submits_per_s": single["api_submits_per_s"],
-            "single_messages_per_commit": single["messages_per_commit"]}  # fmt: skip
+            "single_messages_per_commit": single["messages_per_commit"],
+            "never_met_submits_per_s": never_met["api_submits_per_s"]}  # fmt: skip
 
 
 def measures() -> tuple[Measure, ...]:
@@ -317,7 +346,9 @@ def measures() -> tuple[Measure, ...]:
             goal=(Condition("api_submits_per_s", ">=", 20_000),), goal_text="≥ 20,000/s",
             details=(("messages_per_commit", "messages per commit:", plain),
                      ("single_submits_per_s", "one message per request, 64 at once:", per_s),
-                     ("single_messages_per_commit", "messages per commit:", plain)),
+                     ("single_messages_per_commit", "messages per commit:", plain),
+                     ("never_met_submits_per_s", "to a contact never met (first-contact "
+                      "sealing, public-key work per message):", per_s)),
             repeats=3, quick_repeats=1, timeout_s=240.0, quick_timeout_s=90.0,
             warmup=False,  # every sample starts fresh daemon processes: nothing to warm
         ),
@@ -347,6 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     submits.add_argument("-n", type=int, default=5_000)
     submits.add_argument("-c", "--concurrency", type=int, default=64)
     submits.add_argument("-b", "--batch", type=int, default=1)
+    submits.add_argument("--never-met", action="store_true", help="to a contact never met")
     e2e = sub.add_parser("e2e", help="end-to-end messages between two daemons")
     e2e.add_argument("--dir", default=".", help="a directory on the disk to measure")
     e2e.add_argument("-n", type=int, default=900)
@@ -354,7 +386,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.what == "e2e":
         print(json.dumps(measure_daemon_messages(args.dir, args.n), indent=2))
         return
-    result = measure_api_submits(args.dir, args.n, concurrency=args.concurrency, batch=args.batch)
+    result = measure_api_submits(
+        args.dir, args.n, concurrency=args.concurrency, batch=args.batch, paired=not args.never_met
+    )
     print(json.dumps(result, indent=2))
 
 

@@ -11,8 +11,17 @@ import pytest
 from meshmsg.app.views import outbox_view
 from meshmsg.config import MessageLimits, NodeConfig
 from meshmsg.core import node as node_module
-from meshmsg.core.events import ContactHealed, MessageReceived, MessageStatus, MessageStatusChanged
+from meshmsg.core.e2e import new_key_share
+from meshmsg.core.events import (
+    ContactHealed,
+    LinkClosed,
+    MessageReceived,
+    MessageStatus,
+    MessageStatusChanged,
+)
 from meshmsg.core.pacing import outbox_waits, renewal_threshold
+from meshmsg.core.records import KeyExchange
+from meshmsg.sim.rng import SeededRng
 from tests.helpers import Mesh
 
 CAP = 20
@@ -150,3 +159,41 @@ def test_a_peer_without_live_heal_keeps_its_link_and_the_offline_rule(
     mesh.advance(5)
     assert received(mesh, "bob") == [f"m{i}" for i in range(CAP + 3)]
     assert outbox_view(alice) == {}
+
+
+def test_an_unprompted_key_exchange_closes_its_link_instead_of_healing_in_a_loop() -> None:
+    """A contact's share that answers nothing (a buggy or hostile client; found by the node
+    fuzz target) used to start a loop: each side took the other's answer for a new live heal
+    and both healed, and wrote their channel, forever. A share is a request only once the
+    previous exchange is confirmed both ways; anything else closes the link (only that one)."""
+    mesh = linked_pair()
+    alice = mesh.nodes["alice"]
+    session = next(iter(alice.sessions.values()))
+    _, stray = new_key_share(SeededRng(5, "stray"), mesh.now, CONFIG.message)
+    session.link.send([KeyExchange(share=stray.to_bytes())])
+    alice.handle_timer(now=mesh.now)  # flushes the link
+    mesh.run(max_rounds=500)  # before the fix: "mesh did not go quiet"
+    assert not mesh.linked("alice", "bob")
+    mesh.connect("alice", "bob")  # the next meeting sets the channel right
+    sent = mesh.nodes["bob"].send_message(mesh.peer_id("alice"), "still friends", now=mesh.now)
+    mesh.run()
+    mesh.advance(5)
+    assert received(mesh, "alice") == ["still friends"]
+    assert sent in delivered(mesh, "bob")
+
+
+def test_a_second_live_heal_before_the_first_is_confirmed_closes_its_link() -> None:
+    """A peer starts a live heal only once the previous exchange is confirmed both ways (its
+    KeyConfirm comes first on the same ordered link); two shares in a row break that rule."""
+    mesh = linked_pair()
+    alice = mesh.nodes["alice"]
+    channel = alice.contacts.get(mesh.peer_id("bob")).channel
+    session = next(iter(alice.sessions.values()))
+    shares = [new_key_share(SeededRng(6, f"s{i}"), mesh.now, CONFIG.message, channel)[1]
+              for i in range(2)]  # fmt: skip
+    session.link.send([KeyExchange(share=s.to_bytes()) for s in shares])
+    alice.handle_timer(now=mesh.now)
+    mesh.run(max_rounds=500)
+    closed = [e for e in mesh.of_type("bob", LinkClosed) if "confirmed" in e.detail]
+    assert len(closed) == 1
+    assert not mesh.linked("alice", "bob")

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from meshmsg.core.e2e import ContactChannel, new_key_share
+from meshmsg.core.events import ContactHealed, LinkClosed
 from meshmsg.core.keyschedule import MAX_EPOCH, KeyShare
 from meshmsg.errors import HandshakeError, LocalProtocolError
 from meshmsg.sim.rng import SeededRng
@@ -44,10 +43,17 @@ def test_a_heal_from_the_last_epoch_leaves_a_share_that_parses() -> None:
     assert KeyShare.from_bytes(following.to_bytes()) == following
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="open: found 2026-12-07, see doc")
-def test_a_node_program_that_never_goes_quiet() -> None:
-    """Found by the ``node`` target (2026-12-07, 19:10 UTC, after ~99 CPU-seconds): two nodes
-    fed this program still exchange effects after 2,000 rounds. The same input fails on
-    ``5a15d68`` (before that day's claim changes), so it is older; not analysed yet."""
+def test_a_stray_key_exchange_from_a_contact_no_longer_starts_a_heal_loop() -> None:
+    """Found by the ``node`` target (2026-12-07, after ~99 CPU-seconds): a share on Alice's
+    link that answered nothing made Bob and Alice each take the other's answer for a new live
+    heal, and the two never went quiet (2,000 rounds). Now a live heal must follow a confirmed
+    exchange and must heal, not pair afresh: Bob closes that one link, and the next meeting
+    heals as usual."""
     data = (Path(__file__).parent / "crashes" / "node-not-quiet-5081f9a2").read_bytes()
-    run_node_program(data)
+    world = run_node_program(data)  # raised "did not go quiet" before the fix
+    closes = [e for who, e in world.events if who == "bob" and isinstance(e, LinkClosed)]
+    assert [e.detail for e in closes if "live KeyExchange" in e.detail] == [
+        "a live KeyExchange must heal the channel, not pair afresh"
+    ]
+    healed = [who for who, e in world.events if isinstance(e, ContactHealed)]
+    assert healed[-2:] in (["bob", "alice"], ["alice", "bob"])  # met again and healed

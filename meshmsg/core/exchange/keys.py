@@ -82,15 +82,12 @@ class ContactKeys:
             self._renewal.start(session, contact, now)
         exchange = session.key_exchange
         settled = exchange is not None and exchange.done
-        if settled and contact is not None and contact.channel is not None:
-            # A live heal (core/pacing.py, issue #17): the peer renews the channel on a link
-            # that stays up. Answer with a fresh share of ours, then heal as at a meeting.
-            self._renewal.start(session, contact, now)
-            exchange = session.key_exchange
-        if exchange is None or contact is None or exchange.done:
+        theirs = KeyShare.from_bytes(record.share)  # DecodeError closes the link
+        if settled and contact.channel is not None:
+            exchange = self._answer_live_heal(session, contact, theirs, now)
+        if exchange is None or exchange.done:
             raise RemoteProtocolError("unexpected KeyExchange")
         exchange.done = True
-        theirs = KeyShare.from_bytes(record.share)  # DecodeError closes the link
         skew = meeting_skew(contact.peer_id, exchange.share, theirs, now, state.config.message)
         if skew is not None:  # issue 11 #2: a clock fault is shown, never a silent wedge
             self._out.emit(skew)
@@ -129,6 +126,28 @@ class ContactKeys:
         )  # fmt: skip
         self.install(contact, channel, now, healed=False)
         self._receipts.after_heal(contact.peer_id, lost, now)
+
+    def _answer_live_heal(
+        self, session: PeerSession, contact: Contact, theirs: KeyShare, now: float
+    ) -> KeyExchangeState | None:
+        """A live heal (core/pacing.py, issue #17): the peer renews the channel on a link that
+        stays up. Answer with a fresh share of ours; the caller heals as at a meeting.
+
+        A peer asks only once the previous exchange is confirmed both ways (its KeyConfirm
+        precedes its share on this ordered link), and only to heal the channel, never to pair
+        afresh. Anything else closes the link: a stray share (fuzz, 2026-12-07) made each side
+        take the other's answer for a new request, and the two healed, and wrote their
+        channel to disk, in a loop.
+        """
+        exchange = session.key_exchange
+        assert exchange is not None
+        if not exchange.confirmed or exchange.confirm_pending:
+            raise RemoteProtocolError("KeyExchange before the previous one was confirmed")
+        self._renewal.start(session, contact, now)
+        exchange = session.key_exchange
+        if exchange is not None and not can_heal(exchange.share, theirs):
+            raise RemoteProtocolError("a live KeyExchange must heal the channel, not pair afresh")
+        return exchange
 
     def _confirm_durable(
         self, session: PeerSession, exchange: KeyExchangeState, confirmation: bytes, now: float

@@ -59,6 +59,10 @@ EMPTY: Final = 0
 COMMITTED: Final = 0xC1  # not 1: a stray bit is not enough to make a slot look written
 _COMMITTED_BYTE: Final = bytes([COMMITTED])
 _BODY_AT: Final = _HEADER.size + _PROOF_BYTES
+# The layout before 2026-12-07, converted at start: the largest chunk file, and how many
+# files one commit takes (a batch is at most ~4 MiB in memory).
+_LEGACY_MAX_BYTES: Final = CHUNK_CIPHERTEXT_BYTES + _PROOF_BYTES + 1
+_CONVERT_BATCH: Final = 64
 
 
 class ChunkStore:
@@ -181,8 +185,30 @@ class ChunkStore:
                 continue
             if len(attachment_id) != ID_BYTES:
                 continue
+            self._convert_chunk_files(attachment_id, entry)
             held[attachment_id] = list(_committed(entry / SLOTS_NAME))
         return held
+
+    def _convert_chunk_files(self, attachment_id: bytes, directory: Path) -> None:
+        """Move chunks of the layout before 2026-12-07 (a file ``<index>.c`` per chunk:
+        ciphertext, proof hashes, u8 number of hashes) into the slot file.
+
+        Each batch is committed in its slots before its files go, so a crash in between
+        leaves a chunk in both places (converted again at the next start), never in neither.
+        A damaged file is dropped: the chunk is fetched again, as any missing one."""
+        legacy = sorted(p for p in directory.glob("*.c") if p.stem.isdigit())
+        for start in range(0, len(legacy), _CONVERT_BATCH):
+            batch = legacy[start : start + _CONVERT_BATCH]
+            chunks: list[tuple[bytes, int, tuple[bytes, ...], bytes]] = []
+            for path in batch:
+                chunk = _read_chunk_file(path)
+                if chunk is not None:
+                    chunks.append((attachment_id, int(path.stem), *chunk))
+            self.put_many(chunks)
+            for path in batch:
+                path.unlink()
+        if legacy:
+            _fsync_dir(directory)
 
     def seal_file(
         self, source: BinaryIO, size: int, name: str, media_type: str, *,
@@ -269,6 +295,24 @@ def _parse_slot(raw: bytes) -> tuple[tuple[bytes, ...], bytes] | None:
         for i in range(hashes)
     )
     return proof, raw[_BODY_AT : _BODY_AT + length]
+
+
+def _read_chunk_file(path: Path) -> tuple[tuple[bytes, ...], bytes] | None:
+    """One chunk file of the old layout; None if it cannot be a chunk (bounds checked as the
+    old reader did, then as a slot's are)."""
+    with open(path, "rb") as handle:
+        raw = handle.read(_LEGACY_MAX_BYTES + 1)
+    if not 1 <= len(raw) <= _LEGACY_MAX_BYTES:
+        return None
+    hashes = raw[-1]
+    body_end = len(raw) - 1 - hashes * HASH_BYTES
+    if hashes > MAX_DEPTH or body_end < 1 or not int(path.stem) < MAX_CHUNKS:
+        return None
+    proof = tuple(
+        raw[body_end + i * HASH_BYTES : body_end + (i + 1) * HASH_BYTES] for i in range(hashes)
+    )
+    data = raw[:body_end]
+    return (proof, data) if len(data) <= CHUNK_CIPHERTEXT_BYTES else None
 
 
 def _committed(path: Path) -> Iterator[int]:

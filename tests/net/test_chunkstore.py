@@ -133,3 +133,34 @@ def test_sealing_and_reading_memory_is_bounded(tmp_path: Path) -> None:
     assert total == size
     assert seal_peak < 1 << 20, seal_peak
     assert read_peak < 1 << 20, read_peak
+
+
+def test_chunk_files_of_the_old_layout_are_moved_into_the_slot_file(tmp_path: Path) -> None:
+    """Until 2026-12-07 each chunk was a file ``<index>.c`` (ciphertext, proof hashes, u8
+    number of hashes); a data directory of that layout was not read at all since. Now its
+    chunks are converted at start, checked against the manifest, and the old files go; a
+    damaged one is dropped (fetched again as any missing chunk)."""
+    store = ChunkStore(tmp_path / "chunks")
+    ref = store.seal_file(
+        Pattern(2 * CHUNK_BYTES + 9), 2 * CHUNK_BYTES + 9, "old.bin", "application/octet-stream",
+        key=bytes(32), done_token=bytes(16), config=CONFIG,
+    )  # fmt: skip
+    manifest = ref.check(CONFIG)
+    directory = tmp_path / "chunks" / ref.attachment_id.hex()
+    chunks = {index: store.get(ref.attachment_id, index) for index in range(3)}
+    (directory / SLOTS_NAME).unlink()  # the same chunks, written as the old layout did
+    for index, chunk in chunks.items():
+        assert chunk is not None
+        proof, data = chunk
+        (directory / f"{index}.c").write_bytes(data + b"".join(proof) + bytes([len(proof)]))
+    (directory / "1.c").write_bytes(b"\x07" * 40 + b"\x05")  # claims 5 hashes, has 1
+    before = ChunkStore(tmp_path / "chunks").scan()
+    assert before == {ref.attachment_id: [0, 2]}
+    assert sorted(p.name for p in directory.iterdir()) == [SLOTS_NAME]
+    for index in (0, 2):
+        stored = store.get(ref.attachment_id, index)
+        assert stored == chunks[index]
+        assert stored is not None
+        check_chunk(manifest, index, *stored)
+    assert store.get(ref.attachment_id, 1) is None
+    assert ChunkStore(tmp_path / "chunks").scan() == before  # nothing left to convert

@@ -543,7 +543,7 @@ def open_offline(
                 config=config,
                 rng=SystemRng(),
                 now=time.time(),
-                records=storage.load_all(),
+                records=storage.iter_all(),
                 chunks=chunks.scan(),
             )
             yield OfflineNode(node, storage, chunks)

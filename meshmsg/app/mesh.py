@@ -250,7 +250,7 @@ async def open_mesh_node(
             config=config,
             rng=SystemRng(),
             now=clock(),
-            records=storage.load_all(),
+            records=storage.iter_all(),
             chunks=await trio.to_thread.run_sync(chunks.scan),
         )
         sink = CheckpointingStorage(storage, config.storage.checkpoint_interval_s)

@@ -214,11 +214,20 @@ def restore_state(
     rng: Rng,
     one_mode: bool = False,
 ) -> Restored:
-    """Rebuild a node's state from persisted records (any order). Raises StorageError."""
+    """Rebuild a node's state from persisted records (any order). Raises StorageError.
+
+    ``records`` is read once, and ENVELOPE records are restored as they come, not kept: a
+    relay's carried bodies (100,000 x 1 KiB) then pass through memory one at a time when
+    ``records`` is a stream (``Storage.iter_all``)."""
     state = NodeState.empty(identity=identity, config=config, rng=rng, one_mode=one_mode)
     by_kind: dict[RecordKind, list[StoredRecord]] = {kind: [] for kind in RecordKind}
+    envelopes = 0
     for record in records:
-        by_kind[record.kind].append(record)
+        if record.kind is RecordKind.ENVELOPE:
+            _restore_envelope(state, record)
+            envelopes += 1
+        else:
+            by_kind[record.kind].append(record)
     for record in by_kind[RecordKind.CONTACT]:
         _restore_contact(state, record)
     for record in by_kind[RecordKind.CHANNEL]:
@@ -230,11 +239,11 @@ def restore_state(
         # reconciliation set names only tokens we still hold.
         for stone in state.tombstones:
             state.items.add(stone.item_id, int(stone.expiry_at))
-    for record in by_kind[RecordKind.ENVELOPE]:
-        _restore_envelope(state, record)
+    for item in state.store.items():  # after the tokens, as before: an envelope's expiry wins
+        state.items.add(item.envelope_id, int(item.expiry_at))
     for record in by_kind[RecordKind.MESSAGE]:
         _restore_message(state, record)
-    restored = Restored(state=state, empty=not any(by_kind.values()))
+    restored = Restored(state=state, empty=not envelopes and not any(by_kind.values()))
     for record in by_kind[RecordKind.META]:
         if record.key == ROUTER_KEY:
             _restore_router(state, record)
@@ -315,7 +324,6 @@ def _restore_envelope(into: NodeState, record: StoredRecord) -> None:
     )  # fmt: skip
     into.store.restore(item)
     into.store.body_durable(item.envelope_id)  # committed: a carried body stays on disk
-    into.items.add(item.envelope_id, int(item.expiry_at))
 
 
 def stored_envelope(value: bytes, envelope_id: bytes, config: NodeConfig) -> bytes | None:

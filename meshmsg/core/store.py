@@ -136,6 +136,9 @@ class RelayStore:
         self._by_tag: dict[bytes, bytes | tuple[bytes, ...]] = {}
         self._bytes_by_tier = dict.fromkeys(Tier, 0)
         self._bytes_by_source: dict[bytes, int] = {}
+        # One ``bytes`` object per neighbour, shared by its items: copies decoded from their
+        # records after a restart each had their own (49 B x 100,000 carried items, #13).
+        self._sources: dict[bytes, bytes] = {}
         # Lazy heap of the items themselves in expiry order (``StoreItem.__lt__``): an entry
         # whose item left the store is skipped when it surfaces, and the heap is rebuilt once
         # such stale entries outnumber the live ones. A tuple per item cost 72 B (#13).
@@ -253,6 +256,7 @@ class RelayStore:
                 self._bytes_by_source[item.source] = left
             else:
                 del self._bytes_by_source[item.source]
+                self._sources.pop(item.source, None)
         # Its heap entry stays until it surfaces, or until stale entries outnumber live ones.
         if len(self._expiries) > 2 * len(self._items) + 64:
             self._expiries = list(self._items.values())
@@ -284,6 +288,7 @@ class RelayStore:
             self._by_tag[item.tag] = (*same_tag, item.envelope_id)
         self._bytes_by_tier[item.tier] += item.size
         if item.source is not None:
+            item.source = self._sources.setdefault(item.source, item.source)
             self._bytes_by_source[item.source] = (
                 self._bytes_by_source.get(item.source, 0) + item.size
             )

@@ -269,10 +269,8 @@ def test_a_slow_disk_holds_back_requests() -> None:
 def test_requests_go_out_in_batches_not_one_per_chunk() -> None:
     """While chunks asked of a link are on their way, the next request waits until it can ask
     ``request_batch`` of them: one request (one wake-up and one disk read for the sender) per
-    batch. Before, every chunk that arrived was followed by a request for one more. (Off by
-    default, request_batch = 1, until the kill -9 stall below is understood: here it is 8.)"""
-    batched = CONFIG.replace(attach=dataclasses.replace(CONFIG.attach, request_batch=8))
-    a, b = FakeNode("a", batched), FakeNode("b", batched)
+    batch. Before, every chunk that arrived was followed by a request for one more."""
+    a, b = FakeNode("a", CONFIG), FakeNode("b", CONFIG)
     limits = b.config.attach
     count = 3 * limits.requests_in_flight + 5
     ref = sealed(a, payload(count * CHUNK_BYTES))

@@ -5,7 +5,7 @@ channel of a contact removed later is dropped, and the router comes back as it w
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import pytest
 
@@ -46,7 +46,7 @@ def _records() -> tuple[Mesh, list[StoredRecord]]:
 MESH, RECORDS = _records()
 
 
-def _restore(records: list[StoredRecord], config: NodeConfig | None = None) -> codec.Restored:
+def _restore(records: Iterable[StoredRecord], config: NodeConfig | None = None) -> codec.Restored:
     return codec.restore_state(
         records, identity=MESH.identities["alice"], config=config or MESH.configs["alice"],
         rng=SeededRng(1, "restore"),
@@ -71,6 +71,26 @@ def test_the_records_restore_as_they_are() -> None:
     [message] = restored.state.conversations.with_peer(MESH.peer_id("bob"))
     assert message.body == "hi"
     assert message.envelope_id in restored.state.store
+
+
+def test_records_read_once_restore_as_a_list_does() -> None:
+    """A one-pass stream (``Storage.iter_all``: envelopes restored as they pass, not kept)
+    restores the same store, in the same order, and the same reconciliation set and expiries,
+    tokens included."""
+    token = b"\x07" * 16
+    stone = Tombstone(token=token, tag=tag_of_token(token), expiry_at=2e9)
+    records = [*RECORDS, codec.tombstone_record(stone)]
+    listed, streamed = _restore(records), _restore(iter(records))
+    assert _one(RecordKind.ENVELOPE).key in streamed.state.store
+    assert [i.envelope_id for i in streamed.state.store.items()] == [
+        i.envelope_id for i in listed.state.store.items()
+    ]
+    ids = sorted(listed.state.items)
+    assert stone.item_id in ids
+    assert sorted(streamed.state.items) == ids
+    assert [streamed.state.items.expiry(i) for i in ids] == [
+        listed.state.items.expiry(i) for i in ids
+    ]
 
 
 @pytest.mark.parametrize(

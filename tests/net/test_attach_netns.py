@@ -210,9 +210,15 @@ def test_a_relay_killed_mid_transfer_resumes_without_refetching_stored_chunks(
     missing = count - stored
     # Each missing chunk once, with its proof (10 hashes here) and framing, under 512 bytes, plus
     # sync and the handshake (measured: ~180 KB in all); were the stored chunks fetched again,
-    # this would be ``stored`` chunks more. Slack: about 5 chunks.
+    # this would be ``stored`` chunks more (20 MB and up). Slack: about 5 chunks, plus one
+    # request window: when bobby restarts, he and alice may dial each other at once, and what
+    # crosses the link then closed as a duplicate is counted but dropped (as in the next test;
+    # 2026-12-07 this assertion failed 2 of 6 runs without it, with and without request
+    # batching, by 0.94 and 0.99 MB over the ciphertext: one window of 16 chunks).
+    window = NodeConfig().attach.requests_in_flight * (CHUNK_CIPHERTEXT_BYTES + 512)
+    bound = missing * (CHUNK_CIPHERTEXT_BYTES + 512) + (256 << 10) + window
     assert missing * CHUNK_CIPHERTEXT_BYTES <= received, received
-    assert received < missing * (CHUNK_CIPHERTEXT_BYTES + 512) + (256 << 10), (received, missing)
+    assert received < bound, (received, missing)
     alice.stop()
     wait_until("bobby notices alice left", lambda: alice.peer_id not in bobby.peers())
 

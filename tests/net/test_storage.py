@@ -75,6 +75,13 @@ def test_round_trip_of_every_kind_survives_reopen(db: Path) -> None:
         assert storage.integrity_check()
 
 
+def test_iter_all_streams_what_load_all_returns_in_the_same_order(store: Storage) -> None:
+    many = [rec(RecordKind.ENVELOPE, bytes([i]) * 16, os.urandom(100)) for i in range(7)]
+    store.apply(Persist(token=1, puts=(*ALL_KINDS, *many)))
+    for batch in (1, 3, 1_000):
+        assert list(store.iter_all(batch)) == store.load_all()
+
+
 def test_puts_apply_in_order_then_deletes(store: Storage) -> None:
     c, k = RecordKind.CONTACT, b"bob"
     store.apply(Persist(token=1, puts=(rec(c, k, b"one"), rec(c, k, b"two"))))

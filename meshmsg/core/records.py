@@ -288,6 +288,27 @@ class OneModeBusy:
     busy: bool = wire(Bool())
 
 
+ONE_ASK, ONE_GO, ONE_BUSY, ONE_CANCEL = 0, 1, 2, 3
+"""``OneModeAsk.step``: the ask, its two answers, and the asker's withdrawal after a "go"."""
+
+
+@record(0xF2)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OneModeAsk:
+    """ONE mode only: may I start a declared-size transfer to you now? ("go" or "busy").
+
+    The ONE's hosts update one after another, so of two nodes that pick the same free peer at
+    one update instant the second is refused (``TRY_LATER_BUSY``) and tries its next
+    connection; a busy notice (``OneModeBusy``) travels while both have already sent. A
+    ONE-mode node asks before it announces a transfer; a node in a transfer (or asking) answers
+    "busy". Asks that cross on one link are settled by ``rank`` (mail over spraying, then a
+    random draw; the higher goes). Real nodes never send it and skip it (docs/simulator.md).
+    """
+
+    step: int = wire(UInt(max=ONE_CANCEL))
+    rank: int = wire(UInt(max=(1 << 32) - 1))  # the ask's priority; 0 in answers
+
+
 # --- Inside an envelope (end-to-end encrypted; never seen by relays) ----------------------------
 
 
@@ -399,7 +420,7 @@ HANDSHAKE_RECORDS: Final = RecordRegistry([Hello, IdentityProof])
 SESSION_RECORDS: Final = LINK_RECORDS.extend(
     [KeyExchange, KeyConfirm, RouteTable, SyncMessage, Offer, Reply, Transfer, TimedTransfer,
      Custody, Purge,
-     *ATTACH_SESSION_RECORDS, DirectoryHave, DirectoryChunk, OneModeSize, OneModeBusy]
+     *ATTACH_SESSION_RECORDS, DirectoryHave, DirectoryChunk, OneModeSize, OneModeBusy, OneModeAsk]
 )  # fmt: skip
 """Records a node reads from an established session: the link layer plus the meeting protocol."""
 

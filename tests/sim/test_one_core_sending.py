@@ -74,3 +74,22 @@ def test_mail_for_a_peer_goes_before_spraying_to_it_on_both_sides(seed: int) -> 
     recorder = _run(contacts, created, seed=seed, duration=20.0)
     assert recorder.records["M1"].delivered_at is not None
     assert recorder.records["M0"].hops == []
+
+
+@pytest.mark.parametrize("seed", range(1, 4))
+def test_two_nodes_picking_one_free_peer_at_once_the_second_is_refused(seed: int) -> None:
+    # 0 and 2 each hold a copy to spray and meet the free 1 at the same instant; 0 also meets
+    # 3, and 2 meets 4. The ONE updates hosts one after another: the second to try 1 is refused
+    # (TRY_LATER_BUSY) and sprays to its other peer at once. The core let both send to 1 (the
+    # busy notice travels while both have sent) and the second transfer waited for 1's slot
+    # (M2 reached 1 at 12.6 s). Now a node asks first (OneModeAsk) and 1 answers "busy".
+    contacts = [up(10.0, 0, 1), up(10.0, 2, 1), up(10.0, 0, 3), up(10.0, 2, 4),
+                down(30.0, 0, 1), down(30.0, 2, 1), down(30.0, 0, 3), down(30.0, 2, 4)]  # fmt: skip
+    created = [
+        MessageEvent(time=1.0, message_id="M0", source=0, destination=9, size=300_000),
+        MessageEvent(time=1.0, message_id="M2", source=2, destination=9, size=300_000),
+    ]
+    recorder = _run(contacts, created, copies=2, seed=seed, duration=40.0)
+    hops = [recorder.records[m].hops for m in ("M0", "M2")]
+    assert all(len(h) == 1 and h[0][0] < 12.0 for h in hops)  # neither waited for a slot
+    assert sorted(h[0][2] for h in hops) != [1, 1]

@@ -47,6 +47,7 @@ from meshmsg.core.records import (
     KeyConfirm,
     KeyExchange,
     Offer,
+    OneModeAsk,
     OneModeBusy,
     OneModeSize,
     Purge,
@@ -116,6 +117,9 @@ class Exchange:
             case OneModeBusy(busy=busy):
                 if self._state.store.one_mode:
                     self._sync.one.peer_busy(session, busy, now)
+            case OneModeAsk(step=step, rank=rank):
+                if self._state.store.one_mode:
+                    self._sync.one.on_ask(session, step, rank, now)
             case Transfer():
                 self._carrying.on_transfer(session, record, now)
             case TimedTransfer():

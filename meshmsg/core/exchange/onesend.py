@@ -21,6 +21,11 @@ wait in this node instead:
 * mail for a peer goes first, on every link; a node does not spray to a peer that has told it
   (by our ``Reply``'s ``for_me``) it carries mail for us still to come (mail first on both
   sides of a meeting);
+* a node asks before it sends (``OneModeAsk``): the peer answers "busy" if it is sending,
+  receiving, asking or about to pick, else "go" (and counts as receiving from then on). On
+  "busy" the node tries its next connection at once and the refused one at the next update
+  instant, as the ONE's ``TRY_LATER_BUSY``; two nodes that pick one free peer at the same
+  instant no longer both send (the second used to wait in the link model for the slot);
 * which one: deliverable first in a shuffled order, then link by link in the order the links'
   first ``Reply`` came, each link's candidates shuffled; copies are decided when the transfer
   is picked (the routing policy's ``copies_to_give`` then), not when the ``Reply`` came.
@@ -37,7 +42,7 @@ from typing import TypeVar
 from meshmsg.core.effects import LinkId
 from meshmsg.core.exchange.claims import hand_over_claim
 from meshmsg.core.outbox import Outbox
-from meshmsg.core.records import OneModeBusy
+from meshmsg.core.records import ONE_ASK, ONE_BUSY, ONE_CANCEL, ONE_GO, OneModeAsk, OneModeBusy
 from meshmsg.core.routing import PeerRouting
 from meshmsg.core.session import InFlight, PeerSession
 from meshmsg.core.state import NodeState
@@ -54,8 +59,9 @@ Send = Callable[[PeerSession, list[tuple[StoreItem, InFlight]], float], None]
 class OneSender:
     """The ONE's sending order for declared-size transfers (see the module docstring)."""
 
-    __slots__ = ("_finishing", "_out", "_pending", "_send", "_state", "_told", "awaiting",
-                 "busy_peers", "current", "due_at", "receiving")  # fmt: skip
+    __slots__ = ("_finishing", "_next_pick", "_out", "_pending", "_refused", "_retry_at",
+                 "_send", "_state", "_told", "asking", "awaiting", "busy_peers", "current",
+                 "receiving")  # fmt: skip
 
     def __init__(self, state: NodeState, out: Outbox, send: Send) -> None:
         self._state = state
@@ -70,7 +76,17 @@ class OneSender:
         self.awaiting: dict[LinkId, set[bytes]] = {}
         self.receiving: set[LinkId] = set()  # links with an announced transfer to us
         self.current: tuple[LinkId, bytes] | None = None  # our transfer on its way
-        self.due_at: float | None = None  # a receiver's next pick (the next update instant)
+        self._next_pick: float | None = None  # a receiver's next pick (the next update instant)
+        # Our ask out: (link, envelope id, to the recipient, rank), until "go" or "busy".
+        self.asking: tuple[LinkId, bytes, bool, int] | None = None
+        self._refused: set[LinkId] = set()  # answered "busy": tried again at the next update
+        self._retry_at: float | None = None
+
+    @property
+    def due_at(self) -> float | None:
+        """The next instant this node picks again (a receiver's turn, or a refused retry)."""
+        times = [t for t in (self._next_pick, self._retry_at) if t is not None]
+        return min(times) if times else None
 
     def queue(
         self, session: PeerSession, transfers: list[tuple[StoreItem, InFlight]], now: float
@@ -118,7 +134,7 @@ class OneSender:
                 del self.awaiting[link]
         if link in self.receiving:
             self.receiving.discard(link)
-            self.due_at = now + NEXT_UPDATE_S
+            self._next_pick = now + NEXT_UPDATE_S
             self._finishing = link  # its sender may start its next transfer with us at once
             self.publish()
         elif waiting is not None and not waiting:
@@ -137,26 +153,84 @@ class OneSender:
         self.awaiting.pop(link, None)
         self.receiving.discard(link)
         self.busy_peers.discard(link)
+        self._refused.discard(link)
         self._told.pop(link, None)
         if self.current is not None and self.current[0] == link:
             self.current = None
+        if self.asking is not None and self.asking[0] == link:
+            self.asking = None
         self.pick(now)
 
     def on_timer(self, now: float) -> None:
-        if self.due_at is not None and now >= self.due_at:
-            self.due_at = self._finishing = None
+        due = False
+        if self._next_pick is not None and now >= self._next_pick:
+            self._next_pick = self._finishing = None
+            due = True
+        if self._retry_at is not None and now >= self._retry_at:
+            self._retry_at = None
+            self._refused.clear()
+            due = True
+        if due:
             self.pick(now)
 
     @property
-    def busy(self) -> bool:
+    def transferring(self) -> bool:
         """The ONE's ``isTransferring``: sending or receiving a declared-size transfer."""
         return self.current is not None or bool(self.receiving)
+
+    @property
+    def busy(self) -> bool:
+        """In a transfer or asking for one: this node starts nothing else."""
+        return self.transferring or self.asking is not None
+
+    def _busy_for(self, link: LinkId) -> bool:
+        """Whether this node refuses a transfer from this peer now (a receiver stays busy
+        for all but its sender until its next update instant, when it picks)."""
+        return self.transferring or (self._next_pick is not None and link != self._finishing)
+
+    def on_ask(self, session: PeerSession, step: int, rank: int, now: float) -> None:
+        """A ``OneModeAsk``: a peer's ask, an answer to ours, or its withdrawal."""
+        link = session.link_id
+        if step == ONE_ASK:
+            go = not self._busy_for(link)
+            if go and self.asking is not None:
+                # Asks that crossed on this link go by rank; any other ask out: busy.
+                go = self.asking[0] == link and rank > self.asking[3]
+                if go:
+                    self.asking = None  # the peer answers ours "busy" by the same rule
+            self._answer(session, ONE_GO if go else ONE_BUSY)
+            if go:
+                self.receiving.add(link)
+                self.publish()
+        elif step == ONE_CANCEL:
+            if link in self.receiving:
+                self.receiving.discard(link)
+                self.pick(now)
+        elif self.asking is None or self.asking[0] != link:
+            if step == ONE_GO:
+                self._answer(session, ONE_CANCEL)  # not ours any more: free the peer
+        elif step == ONE_GO:
+            _, env_id, to_recipient, _ = self.asking
+            self.asking = None
+            if not self._go(link, env_id, to_recipient, now):
+                self._answer(session, ONE_CANCEL)
+                self.pick(now)
+        else:  # ONE_BUSY: TRY_LATER_BUSY, the next connection now, this one next update
+            self.asking = None
+            self._refused.add(link)
+            if self._retry_at is None:
+                self._retry_at = now + NEXT_UPDATE_S
+            self.pick(now)
+
+    def _answer(self, session: PeerSession, step: int) -> None:
+        self._out.transmit(session, [OneModeAsk(step=step, rank=0)])
+        self._out.flush(session, self._out.now)
 
     def publish(self) -> None:
         """Tell every peer whether we are in a transfer, where that changed since it last
         heard (a receiver stays busy until its next update instant, when it picks)."""
         for link, session in self._state.sessions.items():
-            busy = self.busy or (self.due_at is not None and link != self._finishing)
+            busy = self._busy_for(link)
             if self._told.get(link, False) != busy and session.peer_id is not None:
                 self._told[link] = busy
                 self._out.transmit(session, [OneModeBusy(busy=busy)])
@@ -168,37 +242,84 @@ class OneSender:
         self.publish()
 
     def _pick(self, now: float) -> None:
-        if self.busy or (self.due_at is not None and now < self.due_at) or not self._pending:
+        if self.busy or (self._next_pick is not None and now < self._next_pick):
             return
-        state = self._state
+        if not self._pending:
+            return
         deliverable = [(link, env_id) for link, pending in self._pending.items()
                        for env_id, to_recipient in pending.items() if to_recipient]  # fmt: skip
         self._shuffle(deliverable)
         for link, env_id in deliverable:
-            if link in self.busy_peers:
+            if link in self.busy_peers or link in self._refused:
                 continue  # TRY_LATER_BUSY: it is tried again when the peer is free
-            session, item = self._take(link, env_id)
-            if session is not None and item is not None:
-                claim = hand_over_claim(state, item, session)
-                flight = InFlight(copies=claim.copies, to_recipient=True, keeps=claim.keeps)
-                self._start(session, item, flight, now)
+            if self._still_there(link, env_id):
+                self._ask(link, env_id, True)
                 return
+            self._take(link, env_id)
         for link in list(self._pending):
-            if self.awaiting.get(link) or link in self.busy_peers:
+            if self.awaiting.get(link) or link in self.busy_peers or link in self._refused:
                 continue  # the peer's mail for us goes first; a busy peer refuses
             candidates = [e for e, to_recipient in self._pending[link].items() if not to_recipient]
             self._shuffle(candidates)
             for env_id in candidates:
-                session, item = self._take(link, env_id)
-                if session is None or item is None:
+                if not self._still_there(link, env_id):
+                    self._take(link, env_id)
                     continue
-                view = session.route or PeerRouting(route_id=b"", predictabilities={})
-                given = state.router.copies_to_give(item, view, now)
-                if given <= 0:
-                    session.declined[env_id] = None  # as a Reply's leftovers
-                    continue
-                self._start(session, item, InFlight(copies=given, to_recipient=False), now)
-                return
+                if self._spray(link, env_id, now) is not None:
+                    self._ask(link, env_id, False)
+                    return
+
+    def _still_there(self, link: LinkId, env_id: bytes) -> bool:
+        session = self._state.sessions.get(link)
+        return (
+            session is not None and env_id in self._state.store and env_id not in session.in_flight
+        )
+
+    def _spray(self, link: LinkId, env_id: bytes, now: float) -> InFlight | None:
+        """The copies a spray of this item to this peer gives now; None (and the pending
+        transfer declined, as a Reply's leftovers) if none."""
+        session = self._state.sessions[link]
+        item = self._state.store.get(env_id)
+        if item is not None:
+            view = session.route or PeerRouting(route_id=b"", predictabilities={})
+            given = self._state.router.copies_to_give(item, view, now)
+            if given > 0:
+                return InFlight(copies=given, to_recipient=False)
+        self._take(link, env_id)
+        session.declined[env_id] = None
+        return None
+
+    def _ask(self, link: LinkId, env_id: bytes, to_recipient: bool) -> None:
+        """Ask the peer whether it is free; the transfer starts on its "go"."""
+        rank = (int(to_recipient) << 31) | self._state.rng.randbelow(1 << 31)
+        self.asking = (link, env_id, to_recipient, rank)
+        session = self._state.sessions[link]
+        self._out.transmit(session, [OneModeAsk(step=ONE_ASK, rank=rank)])
+        self._out.flush(session, self._out.now)
+
+    def _go(self, link: LinkId, env_id: bytes, to_recipient: bool, now: float) -> bool:
+        """The peer said "go": start the transfer, if it can still go (else False)."""
+        if env_id not in self._pending.get(link, {}):
+            return False  # the link ended, or the peer offered it to us meanwhile
+        if not self._still_there(link, env_id):
+            self._take(link, env_id)
+            return False
+        if to_recipient:
+            session, item = self._take(link, env_id)
+            if session is None or item is None:
+                return False
+            claim = hand_over_claim(self._state, item, session)
+            flight = InFlight(copies=claim.copies, to_recipient=True, keeps=claim.keeps)
+        else:
+            spray = self._spray(link, env_id, now)
+            if spray is None:
+                return False
+            session, item = self._take(link, env_id)
+            if session is None or item is None:
+                return False
+            flight = spray
+        self._start(session, item, flight, now)
+        return True
 
     def _take(self, link: LinkId, env_id: bytes) -> tuple[PeerSession | None, StoreItem | None]:
         """Remove a pending transfer; its session and item if both are still there."""

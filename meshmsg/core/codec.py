@@ -28,7 +28,7 @@ META        ``b"rsealed:"`` ‖ peer   Receipt naming the one message (a receipt
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -204,6 +204,17 @@ class Restored:
     attachments_done: list[AttachmentDoneState] = field(default_factory=list)
     sealed_receipts: list[SealedReceipt] = field(default_factory=list)
     empty: bool = True  # no record at all: a first start
+
+
+def keeping_all_but_envelopes(
+    records: Iterable[StoredRecord], kept: list[StoredRecord]
+) -> Iterator[StoredRecord]:
+    """``records``, appending each one but carried envelopes to ``kept`` on the way (a node
+    reads the others again after :func:`restore_state`)."""
+    for record in records:
+        if record.kind is not RecordKind.ENVELOPE:
+            kept.append(record)
+        yield record
 
 
 def restore_state(

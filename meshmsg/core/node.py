@@ -32,7 +32,7 @@ driver or application misused the node.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 
 from meshmsg.config import NodeConfig
@@ -111,13 +111,10 @@ class Node:
         Raises:
             StorageError: a persisted record could not be decoded.
         """
-        # One pass: carried envelopes are restored as they stream by and not kept (a relay's
-        # 100,000 bodies would otherwise all be in memory at once); the rest is read twice.
-        kept: list[StoredRecord] = []
-        restored = codec.restore_state(
-            _keeping(records, kept), identity=identity, config=config, rng=rng,
-            one_mode=one_mode,
-        )  # fmt: skip
+        kept: list[StoredRecord] = []  # all but carried envelopes (restored as they pass)
+        records = codec.keeping_all_but_envelopes(records, kept)
+        restored = codec.restore_state(records, identity=identity, config=config, rng=rng,
+                                       one_mode=one_mode)  # fmt: skip
         records = kept
         self._state = restored.state
         state = self._state
@@ -597,14 +594,6 @@ class Node:
         """Install keys agreed outside a meeting (``core/offlinepair.py``, its one caller)."""
         self._out.now = now
         self._exchange.keys.install(contact, channel, now, healed=False)
-
-
-def _keeping(records: Iterable[StoredRecord], kept: list[StoredRecord]) -> Iterator[StoredRecord]:
-    """``records``, appending each one but carried envelopes to ``kept`` on the way."""
-    for record in records:
-        if record.kind is not RecordKind.ENVELOPE:
-            kept.append(record)
-        yield record
 
 
 # The drivers hold a Node as a DriverInterface: mypy --strict checks here that it is one.

@@ -126,6 +126,8 @@ def _merge(target_name: str, new_inputs: Path) -> None:
              "-merge=1", str(merged), str(corpus), str(new_inputs)],
             capture_output=True, check=True,
         )  # fmt: skip
+        if not any(merged.iterdir()):  # seen on 2026-12-07: the old corpus was wiped
+            raise RuntimeError(f"the merge for {target_name} produced no inputs; corpus kept")
         for old in corpus.iterdir():
             old.unlink()
         for new in merged.iterdir():

@@ -17,7 +17,7 @@ Faster than a peer transferring 100,000 envelopes over a link, and the memory me
 same: a daemon that took them over links and restarted holds exactly these records. Not
 measured: the transient state of the sync that brought them (bounded per link elsewhere).
 
-Run: ``python -m meshmsg.bench.daemonmem --dir DIR -n 100000``.
+Run: ``python -m tests.bench.daemonmem --dir DIR -n 100000``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from meshmsg.app.datadir import Settings, unlock
 from meshmsg.bench.daemons import PASSPHRASE, make_node, running_daemon
 from meshmsg.core.codec import envelope_record
 from meshmsg.core.effects import Persist
@@ -56,9 +57,6 @@ def proc_memory(pid: int) -> dict[str, int]:
 def fill_relay_store(home: Path, count: int) -> int:
     """Write ``count`` carried 1 KiB envelopes into the data directory's database (see the
     module's docstring); returns the bytes of envelopes written."""
-    # The app imports the bench (``meshmsg bench``): imported here, not at module level.
-    from meshmsg.app.datadir import Settings, unlock
-
     data_dir = DataDir(home)
     settings = Settings.load(data_dir)
     unlocked = unlock(data_dir, settings, lambda: PASSPHRASE)
@@ -133,7 +131,7 @@ def _count_of(relay_view: object) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m meshmsg.bench.daemonmem")
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.daemonmem")
     parser.add_argument("--dir", default=".", help="where the data directories go (a disk)")
     parser.add_argument("-n", type=int, default=100_000, help="carried envelopes")
     parser.add_argument("--keep", action="store_true", help="leave the data directories")

@@ -28,7 +28,7 @@ META        ``b"rsealed:"`` ‖ peer   Receipt naming the one message (a receipt
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -204,17 +204,9 @@ class Restored:
     attachments_done: list[AttachmentDoneState] = field(default_factory=list)
     sealed_receipts: list[SealedReceipt] = field(default_factory=list)
     empty: bool = True  # no record at all: a first start
-
-
-def keeping_all_but_envelopes(
-    records: Iterable[StoredRecord], kept: list[StoredRecord]
-) -> Iterator[StoredRecord]:
-    """``records``, appending each one but carried envelopes to ``kept`` on the way (a node
-    reads the others again after :func:`restore_state`)."""
-    for record in records:
-        if record.kind is not RecordKind.ENVELOPE:
-            kept.append(record)
-        yield record
+    # Every record but the carried envelopes, in the order read: the node's parts read them
+    # again (groups, attachments); envelopes are restored as they pass and not kept.
+    others: list[StoredRecord] = field(default_factory=list)
 
 
 def restore_state(
@@ -232,6 +224,7 @@ def restore_state(
     ``records`` is a stream (``Storage.iter_all``)."""
     state = NodeState.empty(identity=identity, config=config, rng=rng, one_mode=one_mode)
     by_kind: dict[RecordKind, list[StoredRecord]] = {kind: [] for kind in RecordKind}
+    others: list[StoredRecord] = []
     envelopes = 0
     for record in records:
         if record.kind is RecordKind.ENVELOPE:
@@ -239,6 +232,7 @@ def restore_state(
             envelopes += 1
         else:
             by_kind[record.kind].append(record)
+            others.append(record)
     for record in by_kind[RecordKind.CONTACT]:
         _restore_contact(state, record)
     for record in by_kind[RecordKind.CHANNEL]:
@@ -254,7 +248,7 @@ def restore_state(
         state.items.add(item.envelope_id, int(item.expiry_at))
     for record in by_kind[RecordKind.MESSAGE]:
         _restore_message(state, record)
-    restored = Restored(state=state, empty=not envelopes and not any(by_kind.values()))
+    restored = Restored(state=state, empty=not envelopes and not others, others=others)
     for record in by_kind[RecordKind.META]:
         if record.key == ROUTER_KEY:
             _restore_router(state, record)

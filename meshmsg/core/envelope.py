@@ -190,8 +190,8 @@ def expiry_from(now: float, ttl_s: float) -> int:
     return math.ceil(now + ttl_s)
 
 
-def capped_expiry(envelope: Envelope, limits: MessageLimits, now: float) -> float:
-    """The envelope's own expiry, at most ``max_ttl_s`` from ``now``: any u64 parses, and a
-    forged far-future date would otherwise be kept for ever (and overflow the stored
-    milliseconds: fuzz, 2026-12-07)."""
-    return min(float(envelope.expiry_at), now + limits.max_ttl_s)
+def capped_expiry(expiry_at: float, limits: MessageLimits, now: float) -> float:
+    """An expiry a peer chose (an envelope's, a token's, an attachment's), at most
+    ``max_ttl_s`` from ``now``: any u64 parses, and a forged far-future date would otherwise
+    be kept for ever (and overflow the stored milliseconds: fuzz, 2026-12-07)."""
+    return min(float(expiry_at), now + limits.max_ttl_s)

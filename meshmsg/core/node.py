@@ -111,11 +111,10 @@ class Node:
         Raises:
             StorageError: a persisted record could not be decoded.
         """
-        kept: list[StoredRecord] = []  # all but carried envelopes (restored as they pass)
-        records = codec.keeping_all_but_envelopes(records, kept)
-        restored = codec.restore_state(records, identity=identity, config=config, rng=rng,
-                                       one_mode=one_mode)  # fmt: skip
-        records = kept
+        restored = codec.restore_state(
+            records, identity=identity, config=config, rng=rng, one_mode=one_mode
+        )
+        records = restored.others  # carried envelopes were restored as they passed
         self._state = restored.state
         state = self._state
         self._out = Outbox(now, erases=lambda puts: state.erasure.erases(puts, state.contacts))

@@ -39,6 +39,7 @@ from meshmsg.core.effects import (
     StoreChunk,
     StoredRecord,
 )
+from meshmsg.core.envelope import capped_expiry
 from meshmsg.core.events import (
     AttachEvent,
     AttachmentComplete,
@@ -323,7 +324,7 @@ class AttachmentCarrier:
             return
         if len(self.table.items) >= self._limits.max_attachments:
             return
-        expiry = min(entry.expiry_at / 1000, now + self._config.message.max_ttl_s)
+        expiry = capped_expiry(entry.expiry_at / 1000, self._config.message, now)
         manifest = manifest_for_id(entry.attachment_id, entry.manifest)
         item = Carried(
             attachment_id=entry.attachment_id, manifest=manifest, role=Role.RELAY,
@@ -412,7 +413,7 @@ class AttachmentCarrier:
             raise InvalidAttachment("a completion receipt with the wrong token")
         if item.role in (Role.WANTED, Role.PENDING) or self.shared(item):
             return  # we are the recipient, or one member's receipt is not every member's
-        expiry = min(record.expiry_at / 1000, now + self._config.message.max_ttl_s)
+        expiry = capped_expiry(record.expiry_at / 1000, self._config.message, now)
         self._remember_done(record.attachment_id, record.token, expiry)
         if item.role is Role.OWN:
             self._host.attach_event(AttachmentDelivered(attachment_id=record.attachment_id))

@@ -113,14 +113,13 @@ class Carrying:
         duplicate = env_id in state.store or state.tombstones.has_tag(envelope.tag)
         too_far = record.hops > state.config.message.max_hops
         if expiry_at is None:  # the envelope's own date (a peer without capability 3)
-            expiry_at = capped_expiry(envelope, state.config.message, now)
-        expiry = expiry_at
-        if duplicate or too_far or expiry <= now:
+            expiry_at = capped_expiry(envelope.expiry_at, state.config.message, now)
+        if duplicate or too_far or expiry_at <= now:
             self._acknowledge(session, refused=[env_id])
             return
         item = StoreItem(
             envelope_id=env_id, envelope=record.envelope, tag=envelope.tag,
-            expiry_at=expiry, copies=record.copies, hops=record.hops,
+            expiry_at=expiry_at, copies=record.copies, hops=record.hops,
             tier=session.tier, source=session.peer_id, received_at=now,
             route_hint=record.route_hint, one_size=one_size,
         )  # fmt: skip

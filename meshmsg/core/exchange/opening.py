@@ -19,7 +19,7 @@ from meshmsg.core.contacts import Contact
 from meshmsg.core.conversations import StoredMessage
 from meshmsg.core.e2e import ContactChannel, Expired, Match, MatchKind
 from meshmsg.core.effects import StoredRecord
-from meshmsg.core.envelope import Envelope, parse_envelope
+from meshmsg.core.envelope import Envelope, capped_expiry, parse_envelope
 from meshmsg.core.events import (
     DropReason,
     MessageReceived,
@@ -166,10 +166,8 @@ class Opening:
         if isinstance(result, Expired):
             return Consumed(puts=puts, received=[], stone=None, expired=True)
         # The contact chose the date; any u64 opens, so it is capped like a relay's copy.
-        horizon = now + state.config.message.max_ttl_s
-        token = Tombstone(
-            token=result.token, tag=result.tag, expiry_at=min(float(result.expiry_at), horizon)
-        )
+        expiry_at = capped_expiry(result.expiry_at, state.config.message, now)
+        token = Tombstone(token=result.token, tag=result.tag, expiry_at=expiry_at)
         stone = token if self._holdings.remember(token) else None  # None: pushed straight out
         if stone is not None:
             puts.append(codec.tombstone_record(stone))

@@ -8,7 +8,7 @@ token hashes to. A sender that learns it marks its message DELIVERED.
 from __future__ import annotations
 
 from meshmsg.core import codec
-from meshmsg.core.envelope import tag_of_token
+from meshmsg.core.envelope import capped_expiry, tag_of_token
 from meshmsg.core.events import DropReason, MessageStatus
 from meshmsg.core.exchange.holdings import Delete, Holdings
 from meshmsg.core.exchange.sync import Sync
@@ -43,10 +43,9 @@ class Purges:
         # Believed only with a reason (tombstones.judge): a stranger's random tokens stay local.
         matched = [item.tier for item in held] + state.tombstones.handed_over(tag, now)
         tier, believed = judge(session.tier, matched)
-        horizon = now + state.config.message.max_ttl_s  # a forged far-future expiry is capped
         stone = Tombstone(
-            token=token, tag=tag, expiry_at=min(expiry_at, horizon), tier=tier,
-            source=session.peer_id, believed=believed,
+            token=token, tag=tag, expiry_at=capped_expiry(expiry_at, state.config.message, now),
+            tier=tier, source=session.peer_id, believed=believed,
         )  # fmt: skip
         kept = self._holdings.remember(stone)
         now_held = state.tombstones.by_tag(tag)

@@ -338,7 +338,7 @@ class GroupBook:
         message = GroupMessage(
             message_id=text.message_id, group=entry.group.id, sender=match.sender,
             outgoing=False, body=text.body, sent_at=text.sent_at / _MS, received_at=now,
-            expiry_at=capped_expiry(envelope, self.config.message, now),
+            expiry_at=capped_expiry(envelope.expiry_at, self.config.message, now),
             refs=text.refs if isinstance(text, GroupFiles) else (),
         )  # fmt: skip
         entry.messages[message.message_id] = message

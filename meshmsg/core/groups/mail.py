@@ -482,7 +482,7 @@ class GroupMail:
               source: bytes | None, now: float) -> StoreItem:  # fmt: skip
         return StoreItem(
             envelope_id=envelope_id(data), envelope=data, tag=envelope.tag,
-            expiry_at=capped_expiry(envelope, self._state.config.message, now),
+            expiry_at=capped_expiry(envelope.expiry_at, self._state.config.message, now),
             copies=copies, hops=hops, tier=tier,
             source=source, received_at=now, route_hint=None,
         )  # fmt: skip

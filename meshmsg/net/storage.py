@@ -60,6 +60,7 @@ _KEY_LEN: Final = struct.Struct(">I")
 _AD_PREFIX: Final = b"meshmsg/storage\x00"
 _KEY_CHECK: Final = b"meshmsg storage key check"
 _LOAD_BATCH: Final = 1_000  # rows decrypted at a time while a node starts (iter_all)
+_SELECT_ALL: Final = "SELECT kind, row_id, sealed FROM records ORDER BY kind, row_id"
 
 Migration = Callable[[sqlite3.Connection, "_Keys"], None]
 T = TypeVar("T")
@@ -324,7 +325,7 @@ class Storage:
             StorageError: a row fails to authenticate (tampered, swapped, or another key); the
                 message names its kind. No row is ever skipped silently.
         """
-        return self._load("SELECT kind, row_id, sealed FROM records ORDER BY kind, row_id", ())
+        return self._load(_SELECT_ALL, ())
 
     def iter_all(self, batch: int = _LOAD_BATCH) -> Iterator[StoredRecord]:
         """The records of :meth:`load_all`, in the same order, decrypted ``batch`` rows at a
@@ -335,9 +336,7 @@ class Storage:
         Raises:
             StorageError: as :meth:`load_all`, when the failing row is reached.
         """
-        cursor = self._query(
-            lambda c: c.execute("SELECT kind, row_id, sealed FROM records ORDER BY kind, row_id")
-        )
+        cursor = self._query(lambda c: c.execute(_SELECT_ALL))
         while rows := self._query(lambda _: cursor.fetchmany(batch)):
             for kind, row_id, sealed in rows:
                 yield self._open_row(kind, row_id, sealed)

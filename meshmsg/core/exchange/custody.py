@@ -247,9 +247,10 @@ class Carrying:
         item = state.store.get(env_id)
         if item is None:
             return
-        if item.tier is Tier.OWN and not flight.to_recipient:
-            # Handed to a carrier. Taken by the recipient itself, it is not "relayed": its
-            # receipt or purge token says DELIVERED.
+        if item.tier is Tier.OWN and (flight.keeps or not flight.to_recipient):
+            # Handed to a carrier, or to a claimant that is not its recipient (a decoy, which
+            # gets one copy while we keep ours: exchange/claims.py). Taken by the recipient
+            # itself, it is not "relayed": its receipt or purge token says DELIVERED.
             message = state.conversations.by_envelope(env_id)
             if message is not None:
                 self._holdings.status_changed(message, MessageStatus.RELAYED, now)

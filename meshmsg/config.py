@@ -530,6 +530,13 @@ class NetConfig:
     peer_retry_max_s: float = limit(
         300.0, "s", "backoff ceiling: a peer that is down is still tried every 5 minutes"
     )
+    peer_audit_interval_s: float = limit(
+        5.0,
+        "s",
+        "a peer handed out is checked this often; found neither dialled, linked nor reached "
+        "through another link twice in a row (a link closed before it authenticated, a "
+        "duplicate whose twin then ended, a dial dropped) it is offered again after its backoff",
+    )
     mdns_resolve_timeout_s: float = limit(
         3.0, "s", "zeroconf's get_service_info default; also bounds how long shutdown waits"
     )

@@ -15,7 +15,13 @@ Theory of operation
   knows nothing of discovery. The bridge forwards hand-outs to the runner and watches the
   runner's events: a failed dial, or a lost link to a peer we dialled, is reported as a failure
   so that the peer is tried again (a relay that restarts is found again); a link that came up is
-  a success. Duplicate links closed by the core are not failures.
+  a success. Duplicate links closed by the core are not failures. Events cannot see every end
+  of a hand-out (a dialled connection closed before it authenticated, or before the Node saw
+  it; a dial dropped because one was already under way; a duplicate whose twin, the peer's own
+  dial, ends later), so the bridge also audits what it holds: a peer neither being dialled,
+  nor linked, nor reached through any other link in two audits in a row is reported as a
+  failure and offered again after its backoff. Without it such a peer was never dialled again
+  (issue #17, the soak's node that stayed without links).
 
 ``app/daemon.py`` adds the local API and the process around it (``meshmsg run``).
 """
@@ -115,15 +121,36 @@ class PeerBridge:
     def __init__(self, runner: NodeRunner[Node]) -> None:
         self._runner = runner
         self._known: dict[str, tuple[PeerHandout, DiscoveredPeer]] = {}
-        self._dialled_links: dict[LinkId, str] = {}
+        self._held: set[str] = set()  # handed to the node, not reported as failed since
+        self._peer_of: dict[str, bytes] = {}  # address -> the peer a dial there authenticated
         self.found_by: dict[str, str] = {}  # address -> "mDNS" or "static peer"
 
     async def forward(self, source: PeerHandout, how: str) -> None:
         """Hand every peer ``source`` gives out to the node (it dials unless already linked)."""
         async for peer in source.peers():
             self._known[peer.address] = (source, peer)
+            self._held.add(peer.address)
             self.found_by[peer.address] = how
             await self._runner.peer_discovered(peer.address)
+
+    async def audit(self, interval_s: float) -> None:
+        """Report as failed what stayed unreached for two audits in a row; never returns."""
+        idle_before: set[str] = set()
+        while True:
+            await trio.sleep(interval_s)
+            idle = await self._runner.call(self._unreached)
+            for address in idle & idle_before:
+                self._report(address, failed=True)
+            idle_before = idle & self._held
+
+    def _unreached(self, node: Node, _now: float) -> set[str]:
+        """Held addresses with no dial under way, no connection, and no link to their peer."""
+        linked = {s.peer_id for s in node.sessions.values() if s.peer_id is not None}
+        return {
+            address
+            for address in self._held
+            if not self._runner.reaches(address) and self._peer_of.get(address) not in linked
+        }
 
     async def watch(self) -> None:
         """Turn runner events into ``report_success`` / ``report_failure``; never returns."""
@@ -137,24 +164,26 @@ class PeerBridge:
         match event:
             case DialFailed(address=failed):
                 self._report(failed, failed=True)
-            case PeerConnected(link=link):
+            case PeerConnected(link=link, peer_id=peer_id):
                 dialled = await self._runner.call(lambda node, _now: _address_of(node, link))
                 if dialled is not None and dialled in self._known:
-                    self._dialled_links[link] = dialled
+                    self._peer_of[dialled] = peer_id
                     self._report(dialled, failed=False)
-            case LinkClosed(link=link, reason=reason):
-                lost = self._dialled_links.pop(link, None)
-                if lost is not None and reason not in _NOT_FAILURES:
-                    self._report(lost, failed=True)
+            case LinkClosed(address=str(address), peer_id=peer_id, reason=reason):
+                if peer_id is not None and address in self._held:
+                    self._peer_of[address] = peer_id  # a duplicate's twin may be the peer's dial
+                if reason not in _NOT_FAILURES:  # closed before it authenticated, too
+                    self._report(address, failed=True)
             case _:
                 pass
 
     def _report(self, address: str, *, failed: bool) -> None:
         known = self._known.get(address)
-        if known is None:
-            return
+        if known is None or address not in self._held:
+            return  # reported once already: the source offers it again after the backoff
         source, peer = known
         if failed:
+            self._held.discard(address)
             source.report_failure(peer)
         else:
             source.report_success(peer)
@@ -279,6 +308,7 @@ async def open_mesh_node(
                 bridge = PeerBridge(runner)
                 clocks = ClockWatch()
                 nursery.start_soon(bridge.watch)
+                nursery.start_soon(bridge.audit, config.net.peer_audit_interval_s)
                 nursery.start_soon(clocks.watch, runner)
                 nursery.start_soon(_checkpoint_loop, sink, config.storage.checkpoint_interval_s)
                 if discovery is not None:

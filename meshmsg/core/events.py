@@ -46,8 +46,9 @@ class PeerConnected:
 class LinkClosed:
     link: LinkId
     reason: CloseReason
-    peer_id: bytes | None
+    peer_id: bytes | None  # None: closed before the peer was identified
     detail: str = ""
+    address: str | None = None  # the address we dialled; None for a link the peer dialled
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -583,9 +583,10 @@ class Node:
         self._forget(link, reason, detail)
 
     def _forget(self, link: LinkId, reason: CloseReason, detail: str) -> None:
-        session = self._state.sessions.pop(link)
-        self._exchange.on_closed(session, self._out.now)
-        self._out.emit(LinkClosed(link=link, reason=reason, peer_id=session.peer_id, detail=detail))
+        gone = self._state.sessions.pop(link)
+        self._exchange.on_closed(gone, self._out.now)
+        self._out.emit(LinkClosed(link=link, reason=reason, peer_id=gone.peer_id, detail=detail,
+                                  address=gone.address))  # fmt: skip
 
     def _install_offline_channel(
         self, contact: Contact, channel: ContactChannel, now: float

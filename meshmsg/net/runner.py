@@ -200,6 +200,10 @@ class NodeRunner(Generic[N]):
         conns = self._connections.conns.items()
         return {link: c.host for link, c in conns if not c.retired}
 
+    def reaches(self, address: str) -> bool:
+        """Whether a dial to ``address`` is queued or running, or a connection to it is up."""
+        return self._dialer.dialing(address) or self._connections.linked_to(address)
+
     async def call(self, fn: Callable[[N, float], T]) -> T:
         """Run ``fn(node, now)`` in the pump and return its result (or raise its exception).
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 
 import pytest
 
@@ -225,3 +227,25 @@ def test_refreshing_one_sender_gives_the_tags_of_a_full_refresh() -> None:
     bob.refresh(T0)
     assert set(bob.tags()) == partial
     assert len(partial) == 2 * 2 * LIM.tag_window  # two chains, periods P and P+F, slid
+
+
+def test_a_key_from_before_anything_we_accept_is_refused_and_an_old_one_starts_at_the_window() -> (
+    None
+):
+    """Fuzzing found a GroupKey of period 0 costing minutes of derivations (one per day since
+    1970, for each day of the window). A key whose generation was replaced before anything we
+    still accept was sealed is refused; one from before the window is taken from the window's
+    first period on, and its mail in the window still opens."""
+    rng = SeededRng(11)
+    alice, bob = keys(ALICE), keys(BOB)
+    w = receive_window(MSG)
+    rotation = math.ceil(LIM.rotation_interval_s / DAY)
+    env, share, _ = send(alice, b"sealed on the first day", T0, rng)
+    ancient = dataclasses.replace(share, period=share.period - (w + rotation))
+    later = T0 + (w - 1) * DAY  # the first day is the window's oldest
+    assert not bob.install(ancient, later)
+    assert bob.install(share, later)
+    assert receive(bob, env, later) == b"sealed on the first day"
+    carol = keys(CAROL)
+    assert carol.install(share, T0 + (w + 2) * DAY)  # from before the window, still useful
+    assert carol.chains[(ALICE, 0)].anchor == share.period + 3

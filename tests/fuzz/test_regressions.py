@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from meshmsg.core.e2e import ContactChannel, new_key_share
 from meshmsg.core.events import ContactHealed, LinkClosed
+from meshmsg.core.groups import senderkeys
 from meshmsg.core.keyschedule import MAX_EPOCH, KeyShare
 from meshmsg.errors import HandshakeError, LocalProtocolError
 from meshmsg.sim.rng import SeededRng
+from tests.fuzz.group_targets import fuzz_group_ops
 from tests.fuzz.targets import ALICE, BOB, MESSAGE_LIMITS, T0, run_node_program
 
 
@@ -69,3 +73,23 @@ def test_a_carried_envelope_dated_past_the_u64_milliseconds_no_longer_breaks_the
     assert all(
         item.expiry_at <= world.now + MESSAGE_LIMITS.max_ttl_s for item in world.node.store.items()
     )
+
+
+def test_a_group_key_from_an_ancient_period_costs_no_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the ``group_ops`` target (2026-12-07, after ~90 CPU-seconds, as a timeout): a
+    member's GroupKey whose period was decades back made the keyring derive every period since
+    for every period of the window, about 10^8 BLAKE2b calls (two CPU-minutes per record).
+    Now a key older than anything we still accept is refused and a recent one starts at the
+    window, and the tags of a chain come from one walk. Counted, not timed."""
+    calls = 0
+    real_kdf = senderkeys.kdf
+
+    def counting_kdf(person: bytes, key: bytes, *parts: bytes, size: int = 32) -> bytes:
+        nonlocal calls
+        calls += 1
+        return real_kdf(person, key, *parts, size=size)
+
+    monkeypatch.setattr(senderkeys, "kdf", counting_kdf)
+    data = (Path(__file__).parent / "crashes" / "group_ops-ancient-key-ca61c38c").read_bytes()
+    fuzz_group_ops(data)
+    assert calls < 1_000  # 10^8 before (the test ran for minutes)

@@ -16,6 +16,7 @@ peer left; at most ``max_generations_retained`` per sender.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -78,10 +79,19 @@ class GroupKeys:
         newest = max((g for s, g in self.chains if s == key.sender), default=-1)
         if ident in self.chains or key.generation < newest:
             return False
+        oldest = period_of(now, self.msg) - receive_window(self.msg) + 1
+        if key.period < oldest - math.ceil(self.limits.rotation_interval_s / self.msg.period_s):
+            # Its generation was replaced (at the sender's first message after
+            # rotation_interval_s) before anything we still accept was sealed; deriving
+            # forward from an ancient period costs a derivation per period since (fuzzing: a
+            # GroupKey of period 0 took minutes of CPU).
+            return False
         for (s, _), chain in self.chains.items():
             if s == key.sender and chain.last_period is None:
                 chain.last_period = key.period + future_periods(self.msg)
-        self.chains[ident] = ReceiveChain.from_key(key)
+        received = ReceiveChain.from_key(key)
+        received.forget_before(oldest)  # periods that left the window: their keys go at once
+        self.chains[ident] = received
         mine = sorted(g for s, g in self.chains if s == key.sender)
         for g in mine[: max(0, len(mine) - self.limits.max_generations_retained)]:
             del self.chains[(key.sender, g)]

@@ -31,6 +31,7 @@ those of pairwise mail, so a relay cannot tell group mail from pairwise mail.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -219,12 +220,19 @@ class ReceiveChain:
 
     def keys_at(self, period: int) -> tuple[bytes, int, bytes]:
         """(C[period, first], first, T[period]) for ``period >= anchor``."""
+        *_, (_, chain, first, tag_key) = self._walk(period)
+        return chain, first, tag_key
+
+    def _walk(self, top: int) -> Iterator[tuple[int, bytes, int, bytes]]:
+        """(period, C[period, first], first, T[period]) from the anchor up to ``top``, one
+        derivation per period: callers walk once instead of deriving each period afresh."""
         chain, first, tag_key, nxt = self.chain, self.first, self.tag_key, self.next_key
-        for p in range(self.anchor + 1, period + 1):
+        yield self.anchor, chain, first, tag_key
+        for p in range(self.anchor + 1, top + 1):
             chain, first = nxt, 0
             nxt = kdf(PERSON_ROT, nxt, u64(p + 1))
             tag_key = kdf(PERSON_TAG_ROT, tag_key, u64(p))
-        return chain, first, tag_key
+            yield p, chain, first, tag_key
 
     def forget_before(self, period: int) -> bool:
         """Delete the keys of periods before ``period``; True if any went."""
@@ -247,8 +255,10 @@ class ReceiveChain:
     def tags(self, now: float, limits: MessageLimits, window: int) -> dict[bytes, tuple[int, int]]:
         """Tag -> (period, counter) of the counters we expect next in each open period."""
         out: dict[bytes, tuple[int, int]] = {}
-        for p in self.periods(now, limits):
-            _, first, tag_key = self.keys_at(p)
+        periods = self.periods(now, limits)
+        if not periods:
+            return out
+        for p, _, first, tag_key in self._walk(periods.stop - 1):
             got = self.received.get(p, set())
             base = first
             while base in got:

@@ -85,6 +85,11 @@ class SoakConfig:
     # Redial backoff ceiling of the nodes' static peers (None: the default, 300 s). A short
     # settle needs it short: after many failed dials a pair may wait that long to meet again.
     retry_max_s: float | None = None
+    # Relayed mail's delivered receipts sealed this long after the opening and never held
+    # from their relay (None: the privacy defaults, 30-300 s and a 600 s hold). A short settle
+    # needs it short: a message sealed again after a heal is marked delivered at its sender by
+    # the receipt alone when the recipient opened the earlier copy (docs/operations.md).
+    receipt_delay_s: float | None = None
 
 
 @dataclass
@@ -133,6 +138,7 @@ class SoakNode:
     to: str = ""
     every: float = 0.25
     retry_max_s: float = 0.0
+    receipt_delay_s: float = 0.0
 
     @property
     def data_dir(self) -> DataDir:
@@ -161,7 +167,8 @@ class SoakNode:
                 "--name", f"{self.name}.{n}", "--port", str(self.port), "--peers", self.peers,
                 "--to", self.to, "--every", str(self.every), "--clock-file",
                 str(self.clock_file), "--seed", str(seed),
-                "--retry-max-s", str(self.retry_max_s)]  # fmt: skip
+                "--retry-max-s", str(self.retry_max_s),
+                "--receipt-delay-s", str(self.receipt_delay_s)]  # fmt: skip
         env = dict(os.environ, PYTHONPATH=str(ROOT), MESHMSG_PASSPHRASE=PASSPHRASE)
         with log.open("wb") as out:
             proc = subprocess.Popen(  # noqa: ASYNC220 (spawning does not wait)
@@ -252,6 +259,7 @@ async def run_soak(root: Path, cfg: SoakConfig, log: Callable[[str], None] = pri
                 node.to = ",".join(o.peer_id.hex() for o in nodes if o is not node)
                 node.every = cfg.send_every_s
                 node.retry_max_s = cfg.retry_max_s or 0.0
+                node.receipt_delay_s = cfg.receipt_delay_s or 0.0
                 node.clock_file.write_text("0")
             for node in nodes:
                 await node.start(rng.randrange(2**32))

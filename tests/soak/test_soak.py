@@ -23,6 +23,8 @@ SOAK_MINUTES = float(os.environ.get("MESHMSG_SOAK_MINUTES", "0.75"))
 # MESHMSG_SOAK_SEED replays a run's choices of faults and traffic (not its timing: real
 # processes); unset, each run draws its own seed and prints it.
 RETRY_MAX_S = 8.0  # redial backoff ceiling (default 300 s): pairs meet again within seconds
+# Relayed receipts 1 s after the opening, no hold (default 30-300 s and 600 s): see driver.py.
+RECEIPT_DELAY_S = 1.0
 SETTLE_S = 60.0
 
 
@@ -33,25 +35,30 @@ SETTLE_S = 60.0
 # of the opening's, a group commit ended between them and the kill came there; the purge token
 # had left before the opening committed (the DELIVERED). tests/core/test_open_commit.py and
 # test_purge_commit.py. 22 runs after the fix (that seed included): 21 clean; seed 2229462885
-# missed the settle bound: n0, never killed, had no link for its last ~70 s (43 messages
-# undelivered, 27 to it relayed; offline check: 0 lost, 0 duplicated). Not explained: perhaps
-# a dead link counted as up until the 60 s idle timeout. Seed 7 of the long run
-# (docs/operations.md) left 16 messages RELAYED for good (sealed in an epoch the recipient no
-# longer recognised): most likely the epoch churn that test_kill9 hit on 2026-12-07 (mail left
-# in more epochs than the receiver keeps; now sealed again at a meeting's heal,
-# tests/core/test_epoch_churn_mail.py), not confirmed by a rerun of the hour. Remove the mark
-# once both are explained and fixed.
+# missed the settle bound: n0, never killed, had no link for its last ~70 s. Explained and fixed
+# on 2026-12-07: a dialled link that closed before it authenticated (the proxy hangs up while
+# its node is down) was never reported, so that peer was never dialled again; app/mesh.py
+# now reports it and audits what it holds (tests/net/test_daemon.py). Seed 7 of the long run
+# (relayed for good) did not come back in an hour at its seed and traffic (docs/operations.md).
+# Then 3 of 4 runs missed the settle bound with every message delivered: a message sealed
+# again after a heal is marked delivered by its receipt alone when the recipient opened the
+# earlier copy, and relayed receipts wait 30-300 s; the variant now shortens them
+# (RECEIPT_DELAY_S), and the gap is written up in docs/operations.md. 6 of 6 runs clean since.
+# The mark stays until more runs on CI's machine agree.
 @pytest.mark.xfail(
     strict=False,
-    reason="intermittent: a node without links until the settle bound ends (seed 2229462885), "
-    "or relayed and never delivered (seed 7 of the long run); see the comment",
+    reason="was intermittent (a node left without links, fixed; relayed receipts slower than "
+    "the settle bound, shortened here); see the comment",
 )
 async def test_soak_loses_and_duplicates_nothing(
     tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     seed = int(os.environ.get("MESHMSG_SOAK_SEED", "0")) or random.randrange(2**32)
     print(f"soak seed {seed}")
-    cfg = SoakConfig(minutes=SOAK_MINUTES, seed=seed, settle_s=SETTLE_S, retry_max_s=RETRY_MAX_S)
+    cfg = SoakConfig(
+        minutes=SOAK_MINUTES, seed=seed, settle_s=SETTLE_S, retry_max_s=RETRY_MAX_S,
+        receipt_delay_s=RECEIPT_DELAY_S,
+    )  # fmt: skip
     result = await run_soak(tmp_path, cfg)
     for name, value in vars(result).items():
         record_property(name, value)

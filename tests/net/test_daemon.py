@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import socket
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import trio.testing
 from meshmsg.app.datadir import Settings, init_data_dir, unlock
 from meshmsg.app.mesh import CheckpointingStorage, PeerBridge, open_mesh_node
 from meshmsg.core.effects import Persist, RecordKind, StoredRecord
-from meshmsg.net.peers import DiscoveredPeer, StaticPeers
+from meshmsg.net.peers import StaticPeers
 from meshmsg.net.runnerevents import DialFailed
 from meshmsg.net.storage import DataDir, Storage, new_db_key
 
@@ -105,21 +104,17 @@ async def test_the_audit_offers_again_a_peer_whose_end_no_event_showed(tmp_path:
     settings = Settings(listen_host="127.0.0.1", listen_port=0)
     unlocked = unlock(data_dir, settings, lambda: "pw")
     async with open_mesh_node(data_dir, settings, unlocked) as handle:
-        static = StaticPeers([f"127.0.0.1:{closed_port()}"], handle.config.net)
+        net = replace(handle.config.net, peer_retry_initial_s=0.01)
+        static = StaticPeers([f"127.0.0.1:{closed_port()}"], net)
         bridge = PeerBridge(handle.runner)
-        (peer,) = [p async for p in _first(static)]
+        handouts = static.peers()
+        peer = await anext(handouts)
         bridge._known[peer.address] = (static, peer)  # held, as forward() leaves it
         bridge._held.add(peer.address)  # ... without the node ever being told
         async with trio.open_nursery() as nursery:
             nursery.start_soon(bridge.audit, 0.05)
             with trio.fail_after(10):
-                while static.statistics().failures_reported == 0:
-                    await trio.sleep(0.01)
+                again = await anext(handouts)  # handed out again only after a failure report
             nursery.cancel_scope.cancel()
-        assert static.statistics().failures_reported == 1  # once, not at every audit
-
-
-async def _first(static: StaticPeers) -> AsyncIterator[DiscoveredPeer]:
-    async for peer in static.peers():
-        yield peer
-        return
+        assert again.address == peer.address
+        assert static.statistics().failures_reported == 1

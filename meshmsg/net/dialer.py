@@ -49,13 +49,13 @@ class Dialer:
         """Dials queued, not yet taken by a worker."""
         return self._dials_in.statistics().current_buffer_used
 
-    def dialing(self, address: str) -> bool:
-        """Whether a dial to ``address`` is queued or running."""
-        return address in self._dialing
+    def reaches(self, address: str) -> bool:
+        """Whether a dial to ``address`` is queued or running, or a connection to it is up."""
+        return address in self._dialing or self._connections.linked_to(address)
 
     def dial_nowait(self, address: str) -> None:
         """Queue a dial (from the pump: never blocks)."""
-        if address in self._dialing or self._connections.linked_to(address):
+        if self.reaches(address):
             self._counters.dials_dropped += 1
             return
         try:

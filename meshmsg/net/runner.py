@@ -202,7 +202,7 @@ class NodeRunner(Generic[N]):
 
     def reaches(self, address: str) -> bool:
         """Whether a dial to ``address`` is queued or running, or a connection to it is up."""
-        return self._dialer.dialing(address) or self._connections.linked_to(address)
+        return self._dialer.reaches(address)
 
     async def call(self, fn: Callable[[N, float], T]) -> T:
         """Run ``fn(node, now)`` in the pump and return its result (or raise its exception).

@@ -45,6 +45,12 @@ class Conversations:
         self._by_peer: dict[bytes, list[bytes]] = {}
         self._by_envelope: dict[bytes, bytes] = {}
         self._expiries: list[tuple[float, bytes]] = []
+        # Outer tags of own envelopes sealed again (exchange/keys.py ``_unseal``) -> message id.
+        # The recipient may open the earlier copy first (a relay still carried it): its purge
+        # token then names this tag, and still marks the message delivered. In memory only:
+        # after a restart the delivered receipt alone does it, as before this table.
+        self._superseded: dict[bytes, bytes] = {}
+        self._superseded_of: dict[bytes, list[bytes]] = {}  # message id -> its earlier tags
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -90,6 +96,24 @@ class Conversations:
             message = self._by_id.pop(message_id)
             if message.envelope_id is not None:
                 self._by_envelope.pop(message.envelope_id, None)
+            self._forget_superseded(message_id)
+
+    def supersede(self, message: StoredMessage, tag: bytes, *, keep: int) -> None:
+        """``message``'s envelope of outer tag ``tag`` is replaced by a new sealing; remember
+        the newest ``keep`` such tags per message (older ones lie in epochs the peer let go)."""
+        tags = self._superseded_of.setdefault(message.message_id, [])
+        tags.append(tag)
+        self._superseded[tag] = message.message_id
+        while len(tags) > keep:
+            self._superseded.pop(tags.pop(0), None)
+
+    def by_superseded_tag(self, tag: bytes) -> StoredMessage | None:
+        message_id = self._superseded.get(tag)
+        return None if message_id is None else self._by_id.get(message_id)
+
+    def _forget_superseded(self, message_id: bytes) -> None:
+        for tag in self._superseded_of.pop(message_id, ()):
+            self._superseded.pop(tag, None)
 
     def advance(self, message: StoredMessage, status: MessageStatus, now: float) -> bool:
         """Move a sent message's timeline forward; False if that would go backwards."""
@@ -104,6 +128,8 @@ class Conversations:
             return False
         message.status = status
         message.timeline.append((status, now))
+        if status >= MessageStatus.DELIVERED:  # EXPIRED too: no token of it is awaited
+            self._forget_superseded(message.message_id)
         return True
 
     def due_expiries(self, now: float) -> list[StoredMessage]:

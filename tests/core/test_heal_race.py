@@ -25,8 +25,8 @@ def frames(data: bytes) -> list[bytes]:
 class HoldingMesh(Mesh):
     """A Mesh that can let the first frames of one link direction through and hold the rest."""
 
-    def __init__(self, names: list[str]) -> None:
-        super().__init__(names)
+    def __init__(self, names: list[str], config: NodeConfig | None = None) -> None:
+        super().__init__(names, config=config)
         self.passing: dict[tuple[str, int], int] = {}  # (sender, link) -> frames still let through
         self.held: list[tuple[str, int, bytes]] = []  # (receiver, link, frame)
 

@@ -258,13 +258,19 @@ class ContactKeys:
 
     def _unseal(self, messages: list[StoredMessage]) -> None:
         """Drop these messages' envelopes: they are sealed again in the current epoch."""
+        state = self._state
+        keep = state.config.message.max_epochs_retained
         for message in messages:
             message.sealed = False
             # Durably unsealed before its envelope goes: a crash in between leaves a
             # message sealed again at the next meeting, never one pointing at nothing.
             self._out.persist([codec.message_record(message)])
-            if message.envelope_id is not None:
-                self._holdings.drop_item(message.envelope_id, DropReason.EXPIRED)
+            if message.envelope_id is None:
+                continue
+            item = state.store.get(message.envelope_id)
+            if item is not None:  # a copy may still travel: its token must still count
+                state.conversations.supersede(message, item.tag, keep=keep)
+            self._holdings.drop_item(message.envelope_id, DropReason.EXPIRED)
 
     def install(
         self,

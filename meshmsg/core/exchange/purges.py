@@ -8,6 +8,7 @@ token hashes to. A sender that learns it marks its message DELIVERED.
 from __future__ import annotations
 
 from meshmsg.core import codec
+from meshmsg.core.conversations import StoredMessage
 from meshmsg.core.envelope import capped_expiry, tag_of_token
 from meshmsg.core.events import DropReason, MessageStatus
 from meshmsg.core.exchange.holdings import Delete, Holdings
@@ -40,8 +41,12 @@ class Purges:
         if before is not None and before.believed and before.tier <= session.tier:
             return  # nothing to learn: no better-founded than what we hold
         held = state.store.with_tag(tag)
+        # Our own mail sealed again after a heal (exchange/keys.py): the earlier copy's token.
+        resealed = state.conversations.by_superseded_tag(tag)
         # Believed only with a reason (tombstones.judge): a stranger's random tokens stay local.
         matched = [item.tier for item in held] + state.tombstones.handed_over(tag, now)
+        if resealed is not None:
+            matched.append(Tier.OWN)  # the preimage of a tag we sealed: as good as a match
         tier, believed = judge(session.tier, matched)
         stone = Tombstone(
             token=token, tag=tag, expiry_at=capped_expiry(expiry_at, state.config.message, now),
@@ -62,6 +67,8 @@ class Purges:
                 if message is not None:
                     self._holdings.status_changed(message, MessageStatus.DELIVERED, now)
             deletes += self._holdings.release_item(item.envelope_id, DropReason.PURGED)
+        if resealed is not None:
+            deletes += self._resealed_delivered(resealed, now)
         if not fresh:
             if deletes:
                 self._out.persist([], deletes=deletes)
@@ -76,6 +83,14 @@ class Purges:
         # The copies it purges leave the disk with it: a crash between two commits must not
         # leave them gone and the token unknown (we would take them again).
         self._out.persist([codec.tombstone_record(stone)], deletes=deletes, then=committed)
+
+    def _resealed_delivered(self, message: StoredMessage, now: float) -> list[Delete]:
+        """The recipient opened an earlier sealing of ``message``: it is delivered, and our
+        later copy, which it has read already, need not travel."""
+        self._holdings.status_changed(message, MessageStatus.DELIVERED, now)
+        if message.envelope_id is None or message.envelope_id not in self._state.store:
+            return []
+        return self._holdings.release_item(message.envelope_id, DropReason.PURGED)
 
     def spread(self, stone: Tombstone, *, source: bytes | None) -> None:
         """A token is an item too: push it on every reconciled link at once, as new mail is,

@@ -103,12 +103,13 @@ async def test_five_nodes_200_to_every_other(
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1_800)  # 40,000 posts at 70-150/s on the shared machine, then settling
+@pytest.mark.timeout(2_700)  # 40,000 posts at 26-150/s on the shared machine, then settling
 @pytest.mark.xfail(
     strict=False,
-    reason="unverified: timed out at 30 min on the shared 2-core machine (load average 5-8), "
-    "2026-12-07, twice; the per-contact cap it was marked for is fixed (#17 item 1: live heals, "
-    "tests/core/test_pacing.py, test_a_to_b_past_the_daily_cap above)",
+    reason="the queued bound under load: on 2026-12-08 (load average 3-4, two simulator "
+    "replays beside it) all 40,000 arrived once, in order, delivered, settled 2.9 s after the "
+    "last post, but the slowest message was queued 5.47 s (p99 3.67 s) against 5 s, with the "
+    "five nodes sharing one process at 26 messages/s; timed out at 30 min twice on 2026-12-07",
 )
 async def test_five_nodes_2000_to_every_other(
     tmp_path: Path, record_property: Callable[[str, object], None]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.soak.driver import SoakConfig, run_soak
+from tests.soak.driver import SoakConfig, SoakStalled, run_soak
 
 SOAK_MINUTES = float(os.environ.get("MESHMSG_SOAK_MINUTES", "0.75"))
 # MESHMSG_SOAK_SEED replays a run's choices of faults and traffic (not its timing: real
@@ -28,28 +28,22 @@ RECEIPT_DELAY_S = 1.0
 SETTLE_S = 60.0
 
 
-# Not strict: failures are intermittent. Fixed: seed 3407782030 (three messages n2 -> n4
-# QUEUED -> RELAYED -> DELIVERED at the sender within 0.15 s, absent from n4's database: no
-# message, no tombstone, no envelope). n4 had taken custody of them as a relay (tags not yet its
-# own), then opened them from its store; each stored copy's delete was a Persist of its own ahead
-# of the opening's, a group commit ended between them and the kill came there; the purge token
-# had left before the opening committed (the DELIVERED). tests/core/test_open_commit.py and
-# test_purge_commit.py. 22 runs after the fix (that seed included): 21 clean; seed 2229462885
-# missed the settle bound: n0, never killed, had no link for its last ~70 s. Explained and fixed
-# on 2026-12-07: a dialled link that closed before it authenticated (the proxy hangs up while
-# its node is down) was never reported, so that peer was never dialled again; app/mesh.py
-# now reports it and audits what it holds (tests/net/test_daemon.py). Seed 7 of the long run
-# (relayed for good) did not come back in an hour at its seed and traffic (docs/operations.md).
-# Then 3 of 4 runs missed the settle bound with every message delivered: a message sealed
-# again after a heal is marked delivered by its receipt alone when the recipient opened the
-# earlier copy, and relayed receipts wait 30-300 s; the variant now shortens them
-# (RECEIPT_DELAY_S), and the gap is written up in docs/operations.md. 6 of 6 runs clean since.
-# The mark stays until more runs on CI's machine agree.
-@pytest.mark.xfail(
-    strict=False,
-    reason="was intermittent (a node left without links, fixed; relayed receipts slower than "
-    "the settle bound, shortened here); see the comment",
-)
+# History of this variant (it was a non-strict xfail until 2026-12-08): seed 3407782030 lost
+# three messages n2 -> n4 (QUEUED -> RELAYED -> DELIVERED at the sender within 0.15 s, absent
+# from n4's database): n4 had taken custody of them as a relay, then opened them from its
+# store; each stored copy's delete was a Persist of its own ahead of the opening's, a group
+# commit ended between them and the kill came there; the purge token had left before the
+# opening committed (tests/core/test_open_commit.py and test_purge_commit.py). Later misses
+# were all of the settle bound, with nothing lost: a node left without links (a dialled link
+# closed before it authenticated was never reported, so that peer was never dialled again;
+# app/mesh.py now reports it and audits what it holds, tests/net/test_daemon.py), and mail
+# sealed again after a heal whose earlier copy the recipient opened (marked delivered by the
+# receipt alone, 30-300 s later: shortened here by RECEIPT_DELAY_S, and since 2026-12-08 the
+# earlier copy's token marks it, tests/core/test_reseal_token.py). 6 of 6 runs clean after
+# the first two fixes. So the safety property (nothing acknowledged lost, nothing duplicated
+# or misplaced, databases intact) is asserted strictly; a miss of the settle bound alone, on
+# a machine slower than this one, is reported as an expected failure with what was late
+# (SoakStalled), and the hour-long run (python -m tests.soak) fails on it.
 async def test_soak_loses_and_duplicates_nothing(
     tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
@@ -59,7 +53,11 @@ async def test_soak_loses_and_duplicates_nothing(
         minutes=SOAK_MINUTES, seed=seed, settle_s=SETTLE_S, retry_max_s=RETRY_MAX_S,
         receipt_delay_s=RECEIPT_DELAY_S,
     )  # fmt: skip
-    result = await run_soak(tmp_path, cfg)
+    stalled: SoakStalled | None = None
+    try:
+        result = await run_soak(tmp_path, cfg)
+    except SoakStalled as exc:  # safety held (checked before it is raised)
+        stalled, result = exc, exc.result
     for name, value in vars(result).items():
         record_property(name, value)
     print(result)
@@ -68,4 +66,6 @@ async def test_soak_loses_and_duplicates_nothing(
     assert result.connections_cut >= 1
     assert result.clock_steps >= 1
     assert result.acknowledged >= 100
+    if stalled is not None:
+        pytest.xfail(f"settle bound missed, safety held: {stalled}")
     assert result.stored == result.sent

@@ -28,6 +28,7 @@ from meshmsg.core.events import (
 )
 from meshmsg.core.exchange.attachments import Attachments
 from meshmsg.core.exchange.holdings import Holdings
+from meshmsg.core.exchange.origin import received_hops
 from meshmsg.core.exchange.purges import Purges
 from meshmsg.core.exchange.receipts import RECEIPT_DELIVERED, RECEIPT_READ, Receipts
 from meshmsg.core.groups.mail import GroupMail
@@ -117,7 +118,11 @@ class Opening:
         relay = via
         if relay is None and item.source != match.peer_id:
             relay = item.source or b""
-        consumed = self.consume(envelope, match, item.hops, now, relay=relay)
+        # As for mail opened on arrival: a copy its sender handed over is one hop, whatever
+        # hop count it carried (own copies start at a random one). The stored count also
+        # decides, after a restart, whether its owed receipt is prompt (receipts.restore_owed).
+        hops = received_hops(item.hops, from_sender=relay is None)
+        consumed = self.consume(envelope, match, hops, now, relay=relay)
         # The stored copy goes in the opening's own Persist: a delete committed ahead of it
         # would lose mail we took custody of if a crash came between the two (#17).
         deletes = self._holdings.release_item(item.envelope_id, DropReason.DELIVERED)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 
 from meshmsg.config import MessageLimits, NodeConfig
@@ -187,6 +188,20 @@ def opens_with_any_key(
                     continue
                 return True
     return False
+
+
+def notes_beyond_a_window(config: NodeConfig) -> tuple[AttackMesh, list[bytes], Node]:
+    """Alice's six notes to bob, sealed while he is away, with bob's tag window set to 4 (so
+    counters 4 and 5 lie beyond it); returns the mesh, her envelopes in counter order and bob,
+    started again, not linked."""
+    config = config.replace(message=dataclasses.replace(config.message, tag_window=4))
+    mesh = AttackMesh(["alice", "bob"], config=config)
+    mesh.befriend("alice", "bob", pair=True)
+    mesh.stop("bob")
+    for n in range(6):
+        mesh.nodes["alice"].send_message(mesh.peer_id("bob"), f"note {n}", now=mesh.now)
+    envelopes = own_envelopes(mesh.nodes["alice"])
+    return mesh, envelopes, mesh.start("bob")
 
 
 def prompt_returns(config: NodeConfig | None = None) -> NodeConfig:

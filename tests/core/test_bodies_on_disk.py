@@ -15,7 +15,7 @@ from meshmsg.core.events import DropReason, EnvelopeDropped, MessageReceived
 from meshmsg.core.records import STORAGE_RECORDS, CarriedEnvelopeState
 from meshmsg.core.store import Tier
 from meshmsg.core.wire import decode_records
-from tests.core.node_tools import AttackMesh, own_envelopes
+from tests.core.node_tools import notes_beyond_a_window
 from tests.helpers import Mesh
 
 BODIES_ON_DISK = NodeConfig().replace(
@@ -118,15 +118,7 @@ def test_carried_mail_that_becomes_ours_is_opened_from_disk() -> None:
     """Counters 4 and 5 reach bob first, beyond his window of 4: he carries them (their bodies
     on disk once committed). Counters 0-3 slide his window over them: he opens them from the
     records read back, and lets the carried copies go."""
-    base = BODIES_ON_DISK
-    config = base.replace(message=dataclasses.replace(base.message, tag_window=4))
-    mesh = AttackMesh(["alice", "bob"], config=config)
-    mesh.befriend("alice", "bob", pair=True)
-    mesh.stop("bob")
-    for n in range(6):
-        mesh.nodes["alice"].send_message(mesh.peer_id("bob"), f"note {n}", now=mesh.now)
-    envelopes = own_envelopes(mesh.nodes["alice"])
-    bob = mesh.start("bob")
+    mesh, envelopes, bob = notes_beyond_a_window(BODIES_ON_DISK)
     relay = mesh.inject("bob", mesh.stranger("relay"))
     relay.transfer(envelopes[4:])
     carried = [envelope_id(e) for e in envelopes[4:]]

@@ -3,17 +3,15 @@ hop count (issue #11, finding 4): 1 from the sender's link, at least 2 from anyo
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshmsg.config import MessageLimits, NodeConfig
+from meshmsg.config import NodeConfig
 from meshmsg.core.events import MessageReceived
 from meshmsg.core.exchange.origin import received_hops
 from meshmsg.core.records import Transfer
-from tests.core.node_tools import AttackMesh, own_envelopes
+from tests.core.node_tools import notes_beyond_a_window
 from tests.helpers import Mesh
 
 
@@ -63,14 +61,7 @@ def test_a_copy_its_sender_handed_over_and_opened_later_is_direct_and_its_receip
     them once 0-3 slide his window. Before the fix they were recorded with the carried 3
     hops, so after a restart their owed receipts counted as relayed mail's (30-300 s): the
     kill -9 test's sender then waited past its 40 s for receipts of mail already read."""
-    config = NodeConfig().replace(message=replace(MessageLimits(), tag_window=4))
-    mesh = AttackMesh(["alice", "bob"], config=config)
-    mesh.befriend("alice", "bob", pair=True)
-    mesh.stop("bob")
-    for n in range(6):
-        mesh.nodes["alice"].send_message(mesh.peer_id("bob"), f"note {n}", now=mesh.now)
-    envelopes = own_envelopes(mesh.nodes["alice"])
-    bob = mesh.start("bob")
+    mesh, envelopes, bob = notes_beyond_a_window(NodeConfig())
     alice_link = mesh.inject("bob", mesh.identities["alice"])  # alice's own link, by hand
     alice_link.send([Transfer(envelope=e, copies=1, hops=3, route_hint=None)
                      for e in envelopes[4:]])  # fmt: skip
@@ -87,4 +78,4 @@ def test_a_copy_its_sender_handed_over_and_opened_later_is_direct_and_its_receip
     assert len(owed) == 6
     assert all(o.due.at is not None for o in owed)
     latest = max(o.due.at for o in owed if o.due.at is not None)
-    assert latest <= mesh.now + config.message.receipt_delay_s, "a receipt counted as relayed"
+    assert latest <= mesh.now + NodeConfig().message.receipt_delay_s, "a receipt counted as relayed"

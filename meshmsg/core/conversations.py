@@ -71,7 +71,10 @@ class Conversations:
         return list(self._by_peer)
 
     def unsealed_for(self, peer_id: bytes) -> list[StoredMessage]:
-        return [m for m in self.with_peer(peer_id) if m.outgoing and not m.sealed]
+        """Own mail waiting to be sealed: not a message delivered meanwhile (an earlier
+        sealing's token can arrive while it waits to be sealed again: exchange/purges.py)."""
+        return [m for m in self.with_peer(peer_id)
+                if m.outgoing and not m.sealed and m.status < MessageStatus.DELIVERED]  # fmt: skip
 
     def add(self, message: StoredMessage) -> None:
         if message.message_id not in self._by_id:

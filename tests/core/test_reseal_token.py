@@ -11,6 +11,7 @@ its later copy travelled on until it expired.
 from __future__ import annotations
 
 from meshmsg.config import MessageLimits
+from meshmsg.core.conversations import Conversations, StoredMessage
 from meshmsg.core.events import MessageReceived, MessageStatus, MessageStatusChanged
 from tests.core.node_tools import prompt_returns
 from tests.core.test_epoch_churn_mail import short_meeting
@@ -75,3 +76,15 @@ def test_a_token_for_a_tag_never_sealed_marks_nothing() -> None:
     # Delivered by other means, the earlier tag is forgotten (no token of it is awaited).
     conversations.advance(message, MessageStatus.DELIVERED, mesh.now)
     assert conversations.by_superseded_tag(carried.tag) is None
+
+
+def test_a_message_delivered_while_it_waits_to_be_sealed_again_is_not_sealed_again() -> None:
+    """The earlier copy's token can come while the message waits, unsealed, for the channel's
+    budget: it is delivered, and nothing seals it a third time."""
+    conversations = Conversations()
+    waiting = StoredMessage(message_id=b"m" * 16, peer_id=b"p" * 16, outgoing=True, body="x",
+                            sent_at=0.0, expiry_at=100.0, sealed=False)  # fmt: skip
+    conversations.add(waiting)
+    assert conversations.unsealed_for(b"p" * 16) == [waiting]
+    assert conversations.advance(waiting, MessageStatus.DELIVERED, 1.0)
+    assert conversations.unsealed_for(b"p" * 16) == []

@@ -25,7 +25,6 @@ from meshmsg.core.exchange.claims import is_decoy_transfer, opens_in_order
 from meshmsg.core.exchange.firstmail import FirstOpening
 from meshmsg.core.exchange.holdings import Holdings
 from meshmsg.core.exchange.opening import Opening
-from meshmsg.core.exchange.origin import received_hops
 from meshmsg.core.exchange.sync import Sync
 from meshmsg.core.outbox import Outbox
 from meshmsg.core.records import Custody, TimedTransfer, Transfer
@@ -153,9 +152,8 @@ class Carrying:
         now: float,
     ) -> None:
         direct = session.peer_id == match.peer_id
-        hops = received_hops(record.hops, from_sender=direct)
         relay = None if direct else (session.peer_id or b"")
-        consumed = self._opening.consume(envelope, match, hops, now, relay=relay)
+        consumed = self._opening.consume(envelope, match, record.hops, now, relay=relay)
         if consumed is None:
             self._acknowledge(session, refused=[env_id])
             return

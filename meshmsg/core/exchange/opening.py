@@ -118,11 +118,7 @@ class Opening:
         relay = via
         if relay is None and item.source != match.peer_id:
             relay = item.source or b""
-        # As for mail opened on arrival: a copy its sender handed over is one hop, whatever
-        # hop count it carried (own copies start at a random one). The stored count also
-        # decides, after a restart, whether its owed receipt is prompt (receipts.restore_owed).
-        hops = received_hops(item.hops, from_sender=relay is None)
-        consumed = self.consume(envelope, match, hops, now, relay=relay)
+        consumed = self.consume(envelope, match, item.hops, now, relay=relay)
         # The stored copy goes in the opening's own Persist: a delete committed ahead of it
         # would lose mail we took custody of if a crash came between the two (#17).
         deletes = self._holdings.release_item(item.envelope_id, DropReason.DELIVERED)
@@ -149,13 +145,18 @@ class Opening:
             self.check_store_for_new_tags(contact.channel, now, via=via, in_order=in_order)
 
     def consume(
-        self, envelope: Envelope, match: Match, hops: int, now: float,
+        self, envelope: Envelope, match: Match, carried_hops: int, now: float,
         *, relay: bytes | None = None,
     ) -> Consumed | None:  # fmt: skip
         """Open an envelope addressed to us. None: it failed authentication (refuse it).
 
         ``relay``: who handed it over when that was not its sender (``b""``: unknown); its
-        delivered receipts then wait longer and are kept from that relay (receipts.py)."""
+        delivered receipts then wait longer and are kept from that relay (receipts.py).
+        ``carried_hops``: the copy's hop count; recorded as 1 without a relay, whatever it
+        carried (own copies start at a random one), on arrival and opened later from the store
+        alike. The recorded count also decides, after a restart, whether an owed delivered
+        receipt is prompt (receipts.restore_owed)."""
+        hops = received_hops(carried_hops, from_sender=relay is None)
         state = self._state
         contact = state.contacts.get(match.peer_id)
         if contact is None or contact.channel is None:

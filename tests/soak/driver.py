@@ -199,18 +199,22 @@ class SoakNode:
             found += log.read_text(errors="replace").split("\n")[:-1]
         return found
 
+    def tail(self) -> str:
+        """The running process's last 20 lines, for a failure's message."""
+        return "\n".join(self.lines(latest_only=True)[-20:])
+
     async def wait_for(self, test: Callable[[str], bool], what: str, limit_s: float) -> None:
         if not await self.printed_within(test, what, limit_s):
-            tail = "\n".join(self.lines(latest_only=True)[-20:])
-            raise SoakFailure(f"{self.name} never printed {what} within {limit_s:.0f} s:\n{tail}")
+            raise SoakFailure(f"{self.name} never printed {what} within {limit_s:.0f} s:\n"
+                              f"{self.tail()}")  # fmt: skip
 
     async def printed_within(self, test: Callable[[str], bool], what: str, limit_s: float) -> bool:
         """Whether a line passing ``test`` comes within ``limit_s``; a node that exits fails."""
         deadline = time.monotonic() + limit_s
         while not any(test(line) for line in self.lines(latest_only=True)):
             if self.proc.poll() is not None:
-                tail = "\n".join(self.lines(latest_only=True)[-20:])
-                raise SoakFailure(f"{self.name} exited ({self.proc.poll()}) before {what}:\n{tail}")
+                raise SoakFailure(f"{self.name} exited ({self.proc.poll()}) before {what}:\n"
+                                  f"{self.tail()}")  # fmt: skip
             if time.monotonic() > deadline:
                 return False
             await trio.sleep(0.05)
